@@ -1,0 +1,3 @@
+from aivo.cli import _entry
+
+_entry()

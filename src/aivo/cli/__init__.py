@@ -1,0 +1,36 @@
+"""`aivo` command line. `main()` turns user mistakes into a message and an exit code."""
+
+from __future__ import annotations
+
+import sys
+
+from aivo.cli.app import app, err_console
+from aivo.errors import AivoError
+
+# Command modules register themselves on `app` when imported.
+from aivo.cli import data as _data  # noqa: F401,E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code. Usage errors are reported by click itself."""
+    try:
+        app(args=argv, prog_name="aivo")
+    except AivoError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        return 130
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

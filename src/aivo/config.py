@@ -1,0 +1,186 @@
+"""One typed Settings object for the whole service: every environment variable lives here.
+
+Variables are read from the environment and from a `.env` file in the working directory.
+Most carry the `AIVO_` prefix; the scheduler and training knobs named by the seed design
+(`EARLY_STOPPING_PATIENCE`, `DRIFT_THRESHOLD`, ...) are also accepted without it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str, *, seed_name: str | None = None) -> AliasChoices:
+    """Accept `AIVO_<NAME>` and, where the seed design used one, its unprefixed name."""
+    names = [f"AIVO_{name}"]
+    if seed_name:
+        names.append(seed_name)
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # --- core -------------------------------------------------------------------------
+    home: Path = Field(Path(".aivo"), validation_alias=_env("HOME"),
+                       description="Data folder: SQLite database, artifacts, secret key, logs.")
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL", seed_name="DATABASE_URL"),
+                                     description="SQLAlchemy URL; default sqlite under AIVO_HOME.")
+    artifact_url: str | None = Field(None, validation_alias=_env("ARTIFACT_URL"),
+                                     description="Artifact store: a folder or an fsspec URL (s3://bucket/prefix).")
+    secret_key: str | None = Field(None, validation_alias=_env("SECRET_KEY"), repr=False,
+                                   description="HMAC key for learner pseudonyms. Required with PostgreSQL; "
+                                               "embedded mode creates AIVO_HOME/secret.key once.")
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL", seed_name="LOG_LEVEL"))
+    log_json: bool = Field(False, validation_alias=_env("LOG_JSON"))
+    seed: int = Field(0, validation_alias=_env("SEED"), description="Seed for every random choice.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias=_env("DEVICE"))
+    num_threads: int = Field(0, ge=0, validation_alias=_env("NUM_THREADS"),
+                             description="torch intra-op threads; 0 = library default.")
+
+    # --- Main Brain training ----------------------------------------------------------
+    max_seq_len: int = Field(200, ge=2, validation_alias=_env("MAX_SEQ_LEN"),
+                             description="Histories longer than this are cut into chunks.")
+    learning_rate: float = Field(1e-3, gt=0, validation_alias=_env("LEARNING_RATE", seed_name="DEFAULT_LEARNING_RATE"))
+    batch_size: int = Field(64, ge=1, validation_alias=_env("BATCH_SIZE", seed_name="DEFAULT_BATCH_SIZE"))
+    max_epochs: int = Field(30, ge=1, validation_alias=_env("MAX_EPOCHS", seed_name="DEFAULT_EPOCHS"))
+    early_stopping_patience: int = Field(3, ge=1, validation_alias=_env("EARLY_STOPPING_PATIENCE",
+                                                                          seed_name="EARLY_STOPPING_PATIENCE"))
+    hpo_trials: int = Field(4, ge=0, validation_alias=_env("HPO_TRIALS"),
+                            description="Optuna trials per pipeline run (0 disables tuning).")
+    hpo_timeout_s: float = Field(600.0, gt=0, validation_alias=_env("HPO_TIMEOUT_S"))
+    improvement_threshold: float = Field(0.02, ge=0, validation_alias=_env("IMPROVEMENT_THRESHOLD",
+                                                                            seed_name="IMPROVEMENT_THRESHOLD"),
+                                         description="Relative gain over the active version needed to promote.")
+
+    # --- recommendation policy --------------------------------------------------------
+    target_success: float = Field(0.7, gt=0, lt=1, validation_alias=_env("TARGET_SUCCESS"),
+                                  description="Serve the item whose predicted success is closest to this.")
+    mastery_level_up: float = Field(0.85, gt=0, lt=1, validation_alias=_env("MASTERY_LEVEL_UP"))
+    mastery_level_down: float = Field(0.45, gt=0, lt=1, validation_alias=_env("MASTERY_LEVEL_DOWN"))
+
+    # --- personalization and federated learning ---------------------------------------
+    freeze_layers: str = Field("encoder", validation_alias=_env("FREEZE_LAYERS"),
+                               description="Comma-separated parameter prefixes frozen in a clone.")
+    local_epochs: int = Field(5, ge=1, validation_alias=_env("LOCAL_EPOCHS"))
+    local_learning_rate: float = Field(0.05, gt=0, validation_alias=_env("LOCAL_LEARNING_RATE"))
+    fedprox_mu: float = Field(0.0, ge=0, validation_alias=_env("FEDPROX_MU"))
+    aggregation_strategy: str = Field("fedavg", validation_alias=_env("AGGREGATION_STRATEGY"))
+    min_learners: int = Field(5, ge=1, validation_alias=_env("MIN_LEARNERS"))
+    max_stale_days: int = Field(7, ge=0, validation_alias=_env("MAX_STALE_DAYS"))
+    server_learning_rate: float = Field(1.0, gt=0, validation_alias=_env("SERVER_LEARNING_RATE"))
+    gate_margin: float = Field(0.0, ge=0, validation_alias=_env("GATE_MARGIN"),
+                               description="A federated candidate may be this much worse (AUC) and still promote.")
+    enable_differential_privacy: bool = Field(True, validation_alias=_env("ENABLE_DIFFERENTIAL_PRIVACY",
+                                                                          seed_name="ENABLE_DIFFERENTIAL_PRIVACY"))
+    noise_multiplier: float = Field(1.0, ge=0, validation_alias=_env("NOISE_MULTIPLIER", seed_name="NOISE_MULTIPLIER"))
+    clip_norm: float = Field(1.0, gt=0, validation_alias=_env("CLIP_NORM", seed_name="CLIP_NORM"))
+    sampling_rate: float = Field(1.0, gt=0, le=1, validation_alias=_env("SAMPLING_RATE"),
+                                 description="Poisson rate q with which eligible learners are sampled per round.")
+    epsilon_budget: float = Field(8.0, gt=0, validation_alias=_env("EPSILON_BUDGET"))
+    delta: float = Field(1e-5, gt=0, lt=1, validation_alias=_env("DELTA"))
+    accountant: Literal["rdp", "prv"] = Field("rdp", validation_alias=_env("ACCOUNTANT"))
+
+    # --- service ----------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", validation_alias=_env("API_HOST"))
+    api_port: int = Field(8000, ge=1, le=65535, validation_alias=_env("API_PORT"))
+    api_workers: int = Field(1, ge=1, validation_alias=_env("API_WORKERS"))
+    max_ingest_batch: int = Field(10_000, ge=1, validation_alias=_env("MAX_INGEST_BATCH"))
+    job_lease_s: float = Field(60.0, gt=0, validation_alias=_env("JOB_LEASE_S"),
+                               description="A running job must renew its lease within this many seconds.")
+    pii_names: str = Field("", validation_alias=_env("PII_NAMES"),
+                           description="Comma-separated names scrubbed from free text (or @path to a file).")
+
+    # --- scheduler (names from the seed design) ---------------------------------------
+    scheduler_enabled: bool = Field(True, validation_alias=_env("SCHEDULER_ENABLED"))
+    timezone: str = Field("UTC", validation_alias=_env("TIMEZONE"))
+    main_brain_training_schedule: str = Field("0 2 * * *", validation_alias=_env(
+        "MAIN_BRAIN_TRAINING_SCHEDULE", seed_name="MAIN_BRAIN_TRAINING_SCHEDULE"))
+    drift_check_interval_hours: float = Field(6, gt=0, validation_alias=_env(
+        "DRIFT_CHECK_INTERVAL_HOURS", seed_name="DRIFT_CHECK_INTERVAL_HOURS"))
+    weekly_retraining_day: str = Field("sunday", validation_alias=_env(
+        "WEEKLY_RETRAINING_DAY", seed_name="WEEKLY_RETRAINING_DAY"))
+    weekly_retraining_hour: int = Field(3, ge=0, le=23, validation_alias=_env(
+        "WEEKLY_RETRAINING_HOUR", seed_name="WEEKLY_RETRAINING_HOUR"))
+    adaptive_check_interval_hours: float = Field(2, gt=0, validation_alias=_env("ADAPTIVE_CHECK_INTERVAL_HOURS"))
+    federated_aggregation_schedule: str = Field("0 4 * * sun", validation_alias=_env("FEDERATED_AGGREGATION_SCHEDULE"))
+    min_training_interval_hours: float = Field(20, ge=0, validation_alias=_env(
+        "MIN_TRAINING_INTERVAL_HOURS", seed_name="MIN_TRAINING_INTERVAL_HOURS"))
+    drift_threshold: float = Field(0.15, gt=0, validation_alias=_env("DRIFT_THRESHOLD", seed_name="DRIFT_THRESHOLD"))
+
+    # --- tutor brain ------------------------------------------------------------------
+    brain_model: str | None = Field(None, validation_alias=_env("BRAIN_MODEL"),
+                                    description="Causal LM: a local folder or a hub id. "
+                                                "Default: the tiny model under AIVO_HOME/tutor/tiny.")
+    quantization: Literal["none", "4bit", "8bit"] = Field("none", validation_alias=_env("QUANTIZATION"))
+    max_new_tokens: int = Field(128, ge=1, validation_alias=_env("MAX_NEW_TOKENS"))
+    adapter_cache_size: int = Field(16, ge=1, validation_alias=_env("ADAPTER_CACHE_SIZE"))
+
+    @field_validator("weekly_retraining_day")
+    @classmethod
+    def _weekday(cls, value: str) -> str:
+        days = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+        short = {d[:3]: d for d in days}
+        v = value.strip().lower()
+        v = short.get(v, v)
+        if v not in days:
+            raise ValueError(f"must be a day of the week (monday..sunday), got {value!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _levels(self) -> "Settings":
+        if self.mastery_level_down >= self.mastery_level_up:
+            raise ValueError("AIVO_MASTERY_LEVEL_DOWN must be below AIVO_MASTERY_LEVEL_UP")
+        return self
+
+    # --- derived ----------------------------------------------------------------------
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'aivo.db').resolve()}"
+
+    @property
+    def resolved_artifact_url(self) -> str:
+        if self.artifact_url:
+            return self.artifact_url
+        return str((self.home / "artifacts").resolve())
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def ensure_home(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+    def resolved_secret_key(self) -> bytes:
+        """The pseudonymization key. Embedded mode keeps a generated key in AIVO_HOME."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        if not self.is_embedded:
+            from aivo.errors import ConfigError
+
+            raise ConfigError("AIVO_SECRET_KEY must be set when AIVO_DATABASE_URL is not SQLite "
+                              "(learner pseudonyms depend on it; keep it stable and secret).")
+        path = self.ensure_home() / "secret.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings. Tests build their own `Settings(...)` and pass it in."""
+    return Settings()
