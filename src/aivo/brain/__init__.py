@@ -1,0 +1,1 @@
+"""The Main Brain: knowledge-tracing learner model, training, evaluation, recommendations."""
