@@ -37,6 +37,9 @@ class Settings(BaseSettings):
                                      description="SQLAlchemy URL; default sqlite under AIVO_HOME.")
     artifact_url: str | None = Field(None, validation_alias=_env("ARTIFACT_URL"),
                                      description="Artifact store: a folder or an fsspec URL (s3://bucket/prefix).")
+    artifact_options: str | None = Field(None, validation_alias=_env("ARTIFACT_OPTIONS"), repr=False,
+                                         description="JSON object of fsspec storage options for AIVO_ARTIFACT_URL, "
+                                                     'e.g. {"client_kwargs": {"endpoint_url": "http://minio:9000"}}.')
     secret_key: str | None = Field(None, validation_alias=_env("SECRET_KEY"), repr=False,
                                    description="HMAC key for learner pseudonyms. Required with PostgreSQL; "
                                                "embedded mode creates AIVO_HOME/secret.key once.")
@@ -124,6 +127,22 @@ class Settings(BaseSettings):
     quantization: Literal["none", "4bit", "8bit"] = Field("none", validation_alias=_env("QUANTIZATION"))
     max_new_tokens: int = Field(128, ge=1, validation_alias=_env("MAX_NEW_TOKENS"))
     adapter_cache_size: int = Field(16, ge=1, validation_alias=_env("ADAPTER_CACHE_SIZE"))
+    tutor_temperature: float = Field(0.7, ge=0, validation_alias=_env("TUTOR_TEMPERATURE"),
+                                     description="Default sampling temperature (0 = greedy).")
+    tutor_top_p: float = Field(0.9, gt=0, le=1, validation_alias=_env("TUTOR_TOP_P"))
+    tutor_max_batch_size: int = Field(8, ge=1, validation_alias=_env("TUTOR_MAX_BATCH_SIZE"),
+                                      description="Requests generated together (mixed LoRA adapters).")
+    tutor_batch_window_ms: float = Field(5.0, ge=0, validation_alias=_env("TUTOR_BATCH_WINDOW_MS"),
+                                         description="How long the batcher waits for more requests.")
+    tutor_lora_r: int = Field(16, ge=1, validation_alias=_env("TUTOR_LORA_R"))
+    tutor_lora_alpha: int = Field(32, ge=1, validation_alias=_env("TUTOR_LORA_ALPHA"))
+    tutor_lora_dropout: float = Field(0.05, ge=0, lt=1, validation_alias=_env("TUTOR_LORA_DROPOUT"))
+    tutor_lora_target_modules: str = Field("q_proj,v_proj", validation_alias=_env("TUTOR_LORA_TARGET_MODULES"))
+    tutor_clone_epochs: int = Field(3, ge=1, validation_alias=_env("TUTOR_CLONE_EPOCHS"))
+    tutor_clone_learning_rate: float = Field(2e-3, gt=0, validation_alias=_env("TUTOR_CLONE_LEARNING_RATE"))
+    tutor_llm_feedback: Literal["auto", "on", "off"] = Field(
+        "auto", validation_alias=_env("TUTOR_LLM_FEEDBACK"),
+        description="Let the LLM write assessment feedback; auto = only when it is not the tiny model.")
 
     @field_validator("weekly_retraining_day")
     @classmethod
@@ -154,6 +173,22 @@ class Settings(BaseSettings):
         if self.artifact_url:
             return self.artifact_url
         return str((self.home / "artifacts").resolve())
+
+    @property
+    def resolved_artifact_options(self) -> dict:
+        if not self.artifact_options:
+            return {}
+        import json
+
+        from aivo.errors import ConfigError
+
+        try:
+            options = json.loads(self.artifact_options)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"AIVO_ARTIFACT_OPTIONS is not valid JSON: {exc}") from exc
+        if not isinstance(options, dict):
+            raise ConfigError("AIVO_ARTIFACT_OPTIONS must be a JSON object")
+        return options
 
     @property
     def is_embedded(self) -> bool:

@@ -1,0 +1,228 @@
+"""Interactions in the registry: bulk import (pseudonymized, idempotent) and loading back as an
+`InteractionLog` for training.
+
+Import pseudonymizes every learner id with the keyed HMAC before anything touches the
+database, creates missing learners in the tenant, and inserts rows in large batches with
+`ON CONFLICT DO NOTHING` on (learner, order): importing the same file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from aivo.clock import SYSTEM_CLOCK, Clock
+from aivo.data.schema import CORE_COLUMNS, InteractionLog, make_log
+from aivo.errors import ConflictError, DataError
+from aivo.registry.db import dialect_name
+from aivo.registry.models import DEFAULT_TENANT, Interaction, Learner
+from aivo.registry.records import _Record
+
+logger = logging.getLogger(__name__)  # `log` is the usual name of an InteractionLog here
+
+_INSERT_BATCH = 20_000
+_LOOKUP_CHUNK = 500
+# Schema columns stored in their own DB columns (learner_id and order are mapped separately).
+_PLAIN_COLUMNS = ("item_id", "skill_ids", "correct", "timestamp", "response_time_s", "subject", "grade",
+                  "item_type")
+
+
+@dataclass(frozen=True)
+class ImportResult(_Record):
+    source: str
+    tenant: str
+    rows_read: int
+    rows_inserted: int
+    rows_skipped: int  # already present (same learner and order)
+    learners: int
+    learners_created: int
+
+
+def _insert(session: Session, table: sa.Table):
+    return (pg_insert if dialect_name(session) == "postgresql" else sqlite_insert)(table)
+
+
+def _default_pseudonymizer(secret_key: bytes) -> Callable[[str], str]:
+    from aivo.data.privacy import pseudonymize_learner_id
+
+    return lambda raw: pseudonymize_learner_id(raw, key=secret_key)
+
+
+def ensure_learners(*, session: Session, pseudonyms: Sequence[str], tenant: str = DEFAULT_TENANT,
+                    clock: Clock = SYSTEM_CLOCK) -> tuple[dict[str, int], int]:
+    """Create missing learners in bulk. Returns ({pseudonym: learner pk}, number created).
+    Raises `ConflictError` if any of them already belongs to another tenant."""
+    wanted = sorted(set(pseudonyms))
+    found = _lookup_learners(session, wanted)
+    missing = [p for p in wanted if p not in found]
+    if missing:
+        now = clock.now()
+        table = Learner.__table__
+        for start in range(0, len(missing), _INSERT_BATCH):
+            rows = [{"pseudonym": p, "tenant": tenant, "created_at": now}
+                    for p in missing[start:start + _INSERT_BATCH]]
+            session.execute(_insert(session, table).on_conflict_do_nothing(index_elements=["pseudonym"]), rows)
+        found.update(_lookup_learners(session, missing))
+    other_tenant = sum(1 for p in wanted if found[p][1] != tenant)
+    if other_tenant:
+        raise ConflictError(f"{other_tenant} of these learners already belong to another tenant than {tenant!r}")
+    return {p: pk for p, (pk, _t) in found.items()}, len(missing)
+
+
+def _lookup_learners(session: Session, pseudonyms: Sequence[str]) -> dict[str, tuple[int, str]]:
+    found: dict[str, tuple[int, str]] = {}
+    for start in range(0, len(pseudonyms), _LOOKUP_CHUNK):
+        chunk = pseudonyms[start:start + _LOOKUP_CHUNK]
+        for pk, pseudonym, tenant in session.execute(
+                sa.select(Learner.id, Learner.pseudonym, Learner.tenant).where(Learner.pseudonym.in_(chunk))):
+            found[pseudonym] = (pk, tenant)
+    return found
+
+
+def _none_if_missing(values: np.ndarray) -> list[Any]:
+    return [None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT else v
+            for v in values]
+
+
+def _column_values(frame: pd.DataFrame, name: str, n: int) -> list[Any]:
+    if name not in frame.columns:
+        return [None] * n
+    series = frame[name]
+    if name == "timestamp":
+        return [None if pd.isna(v) else v.to_pydatetime() for v in series]
+    if name in ("correct", "grade"):
+        return [None if pd.isna(v) else int(v) for v in series.astype("object")]
+    if name == "response_time_s":
+        return [None if pd.isna(v) else float(v) for v in series]
+    return _none_if_missing(series.astype("object").to_numpy())
+
+
+def _extra_values(frame: pd.DataFrame) -> list[Any]:
+    extra_cols = [c for c in frame.columns if c not in CORE_COLUMNS]
+    if not extra_cols:
+        return [None] * len(frame)
+    records = frame[extra_cols].astype("object").to_dict("records")
+    cleaned = []
+    for rec in records:
+        kept = {k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items() if not pd.isna(v)}
+        cleaned.append(json.loads(json.dumps(kept, default=str)) if kept else None)
+    return cleaned
+
+
+def import_interactions(*, session: Session, log: InteractionLog, secret_key: bytes | None = None,
+                        tenant: str = DEFAULT_TENANT, pseudonymize: Callable[[str], str] | None = None,
+                        clock: Clock = SYSTEM_CLOCK) -> ImportResult:
+    """Pseudonymize and insert `log` (rows already present are skipped).
+
+    Learner ids go through `pseudonymize` (default: aivo.data.privacy's keyed HMAC with
+    `secret_key`); raw ids never reach the database."""
+    if pseudonymize is None:
+        if not secret_key:
+            raise ValueError("import_interactions needs secret_key= (or pseudonymize=)")
+        pseudonymize = _default_pseudonymizer(secret_key)
+    frame = log.frame
+    raw_ids = frame["learner_id"].astype(str)
+    pseudonym_of = {raw: pseudonymize(raw) for raw in raw_ids.unique()}
+    pk_of, created = ensure_learners(session=session, pseudonyms=list(pseudonym_of.values()), tenant=tenant,
+                                     clock=clock)
+    learner_pks = raw_ids.map(lambda raw: pk_of[pseudonym_of[raw]]).to_numpy()
+    n = len(frame)
+    columns = {name: _column_values(frame, name, n) for name in _PLAIN_COLUMNS}
+    positions = frame["order"].astype("int64").tolist()
+    extras = _extra_values(frame)
+    now = clock.now()
+    stmt = _insert(session, Interaction.__table__).on_conflict_do_nothing(index_elements=["learner_id", "position"])
+    inserted = 0
+    for start in range(0, n, _INSERT_BATCH):
+        stop = min(start + _INSERT_BATCH, n)
+        rows = [{"learner_id": int(learner_pks[i]), "position": positions[i],
+                 **{name: columns[name][i] for name in _PLAIN_COLUMNS},
+                 "extra": extras[i], "ingested_at": now} for i in range(start, stop)]
+        result = session.execute(stmt, rows)
+        inserted += max(result.rowcount or 0, 0)
+    logger.info("imported %d of %d interactions (%d learners, %d new) into tenant %s",
+                inserted, n, len(pk_of), created, tenant)
+    return ImportResult(source=log.source, tenant=tenant, rows_read=n, rows_inserted=inserted,
+                        rows_skipped=n - inserted, learners=len(pk_of), learners_created=created)
+
+
+def import_interaction_file(*, session: Session, path: str | Path, secret_key: bytes, format: str = "auto",
+                            mapping: Mapping[str, str] | None = None, tenant: str = DEFAULT_TENANT,
+                            clock: Clock = SYSTEM_CLOCK) -> ImportResult:
+    """Read a file with `aivo.data.readers.read_interactions`, then `import_interactions`."""
+    from aivo.data.readers import read_interactions
+
+    interaction_log = read_interactions(path, format=format, mapping=mapping)
+    return import_interactions(session=session, log=interaction_log, secret_key=secret_key, tenant=tenant,
+                               clock=clock)
+
+
+def load_interactions(*, session: Session, learner_ids: Sequence[str] | None = None,
+                      tenant: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                      source: str = "registry") -> InteractionLog:
+    """The stored interactions as a validated `InteractionLog` (learner_id = pseudonym).
+
+    Filters: `learner_ids` (pseudonyms), `tenant`, and `since <= timestamp < until` (rows
+    without a timestamp are left out when a time filter is given). Raises `DataError` when
+    nothing matches."""
+    it = Interaction.__table__
+    stmt = (sa.select(Learner.pseudonym.label("learner_id"), it.c.position.label("order"), it.c.item_id,
+                      it.c.skill_ids, it.c.correct, it.c.timestamp, it.c.response_time_s, it.c.subject,
+                      it.c.grade, it.c.item_type, it.c.extra)
+            .join(Learner, Learner.id == it.c.learner_id))
+    if tenant is not None:
+        stmt = stmt.where(Learner.tenant == tenant)
+    if since is not None:
+        stmt = stmt.where(it.c.timestamp >= since)
+    if until is not None:
+        stmt = stmt.where(it.c.timestamp < until)
+    chunks: list[pd.DataFrame] = []
+    names = list(stmt.selected_columns.keys())
+    if learner_ids is not None:
+        wanted = sorted(set(learner_ids))
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            rows = session.execute(stmt.where(Learner.pseudonym.in_(wanted[start:start + _LOOKUP_CHUNK]))).all()
+            chunks.append(pd.DataFrame(rows, columns=names))
+    else:
+        chunks.append(pd.DataFrame(session.execute(stmt).all(), columns=names))
+    frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=names)
+    if frame.empty:
+        raise DataError("the registry holds no interactions for this selection", path=source)
+    frame = _expand_extra(frame)
+    optional = ("timestamp", "response_time_s", "subject", "grade", "item_type")
+    frame = frame.drop(columns=[c for c in optional if frame[c].isna().all()])
+    if "timestamp" in frame.columns:
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return make_log(frame, source=source)
+
+
+def _expand_extra(frame: pd.DataFrame) -> pd.DataFrame:
+    extra = frame.pop("extra")
+    if extra.isna().all():
+        return frame
+    expanded = pd.DataFrame([e if isinstance(e, dict) else {} for e in extra], index=frame.index)
+    return pd.concat([frame, expanded], axis=1)
+
+
+def count_interactions(*, session: Session, learner_id: str | None = None, tenant: str | None = None) -> int:
+    stmt = sa.select(sa.func.count()).select_from(Interaction.__table__)
+    if learner_id is not None or tenant is not None:
+        stmt = stmt.join(Learner, Learner.id == Interaction.learner_id)
+    if learner_id is not None:
+        stmt = stmt.where(Learner.pseudonym == learner_id)
+    if tenant is not None:
+        stmt = stmt.where(Learner.tenant == tenant)
+    return int(session.scalar(stmt))
