@@ -61,7 +61,7 @@ def test_csv_epoch_timestamps(tmp_path):
 
 @pytest.mark.parametrize("text,line,fragment", [
     ("learner_id,item_id,correct\ns1,q1,1\n\ns1,q2,yes\n", 4, "must be 0 or 1, got 'yes'"),
-    ("learner_id,item_id,correct\ns1,q1,2\n", 2, "must be 0 or 1, got '2'"),
+    ("learner_id,item_id,correct\ns1,q1,2\n", 2, "must be 0 or 1, got 2"),
     ("learner_id,item_id,correct\ns1,q1,\n", 2, "empty answer"),
     ('learner_id,item_id,correct,note\ns1,q1,1,"two\nlines"\ns1,q2,-1,x\n', 4, "must be 0 or 1"),
     ("learner_id,item_id,correct,order\ns1,q1,1,0\ns2,q1,1,0\ns1,q2,0,0\n", 4,

@@ -11,6 +11,7 @@ k is line k+1 unless blank lines or quoted line breaks shift it), the Parquet re
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 MAX_GRADE = 12  # K-12; kindergarten is grade 0 ("K" is accepted)
 # Unix times above this are read as milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _EPOCH_MS_THRESHOLD = 1e11
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?")
 
 
 class RowLocator(Protocol):
@@ -171,8 +173,12 @@ def parse_timestamps(series: pd.Series) -> tuple[pd.Series, np.ndarray, str | No
         return times, np.zeros(len(series), dtype=bool), None
     is_text = series.dtype == object or isinstance(series.dtype, pd.StringDtype)
     text = series.astype("string").str.strip() if is_text else series
-    numbers = pd.to_numeric(text, errors="coerce")
-    if (numbers.notna().to_numpy() | blank).all() and not blank.all():
+    if blank.all():
+        return pd.Series(pd.NaT, index=series.index, dtype="datetime64[us, UTC]"), blank & False, None
+    first = text[~blank].iloc[0]
+    looks_numeric = not is_text or _NUMBER.fullmatch(str(first)) is not None
+    numbers = pd.to_numeric(text, errors="coerce") if looks_numeric else None
+    if numbers is not None and (numbers.notna().to_numpy() | blank).all():
         unit = "ms" if float(numbers.abs().median()) > _EPOCH_MS_THRESHOLD else "s"
         times = pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
         note = f"timestamps read as Unix epoch {'milliseconds' if unit == 'ms' else 'seconds'}"
