@@ -1,0 +1,324 @@
+"""`aivo db ...`, `aivo registry ...`, `aivo learner ...` and `aivo data import`.
+
+Thin: parse options, open the registry, call one registry function, print the result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from aivo.cli.app import JsonOption, app, console, emit, err_console, settings
+from aivo.cli.data import data_app
+from aivo.errors import DataError
+from aivo.registry import (
+    collect_garbage,
+    default_actor,
+    delete_learner,
+    export_learner,
+    get_main_version,
+    get_statistics,
+    import_interaction_file,
+    learner_model_history,
+    list_learner_models,
+    list_main_versions,
+    open_registry,
+    promote_main_version,
+    rollback_main_version,
+    upgrade_database,
+    verify_registry,
+)
+from aivo.registry.migrate import current_revision, head_revision
+
+db_app = typer.Typer(help="Registry database schema.", no_args_is_help=True)
+registry_app = typer.Typer(help="Main versions, learner models, statistics, artifacts.", no_args_is_help=True)
+learner_app = typer.Typer(help="Learner data rights: export and erasure.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(registry_app, name="registry")
+app.add_typer(learner_app, name="learner")
+
+ActorOption = typer.Option(None, "--actor", help="Who is acting (default: the OS user).")
+PseudonymOption = typer.Option(False, "--pseudonym",
+                               help="ID is already the stored pseudonym (not the raw learner id).")
+
+
+def _pseudonym(learner: str, is_pseudonym: bool) -> str:
+    if is_pseudonym:
+        return learner
+    from aivo.data.privacy import pseudonymize_learner_id
+
+    return pseudonymize_learner_id(learner, key=settings().resolved_secret_key())
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    table = Table(title=title, show_lines=False)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    return table
+
+
+def _kv(record: dict[str, Any]) -> None:
+    for key, value in record.items():
+        shown = json.dumps(value) if isinstance(value, (dict, list)) else value
+        console.print(f"[bold]{key:>22}[/]: {shown}", highlight=False, soft_wrap=True)
+
+
+# --- aivo db ----------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: str = typer.Option("head", "--revision", help="Target revision."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Create or migrate the registry schema to the newest revision."""
+    reg = open_registry(check_schema=False)
+    result = upgrade_database(reg.engine, revision=revision)
+    out = {"database": reg.engine.url.render_as_string(hide_password=True), "from_revision": result.from_revision,
+           "to_revision": result.to_revision, "changed": result.changed}
+    emit(out, as_json=as_json, render=lambda r: console.print(
+        f"schema {'upgraded from ' + (r['from_revision'] or 'empty') if r['changed'] else 'already'} "
+        f"at revision {r['to_revision']} ({r['database']})"))
+
+
+@db_app.command("status")
+def db_status(as_json: bool = JsonOption) -> None:
+    """Show the database's schema revision and the one this AIVO needs."""
+    reg = open_registry(check_schema=False)
+    current, head = current_revision(reg.engine), head_revision()
+    out = {"database": reg.engine.url.render_as_string(hide_password=True), "current_revision": current,
+           "head_revision": head, "up_to_date": current == head}
+    emit(out, as_json=as_json, render=_kv)
+
+
+# --- aivo registry ----------------------------------------------------------------------------
+@registry_app.command("stats")
+def registry_stats(as_json: bool = JsonOption) -> None:
+    """Counts of versions, learners, models, sessions and updates; mean learner performance."""
+    reg = open_registry()
+    with reg.session(read_only=True) as session:
+        stats = get_statistics(session=session).to_dict()
+    emit(stats, as_json=as_json, render=_kv)
+
+
+@registry_app.command("list")
+def registry_list(
+    learners: bool = typer.Option(False, "--learners", help="List learner models instead of main versions."),
+    status: str = typer.Option(None, "--status", help="Only this status."),
+    limit: int = typer.Option(50, "--limit", min=1),
+    offset: int = typer.Option(0, "--offset", min=0),
+    as_json: bool = JsonOption,
+) -> None:
+    """List main versions (newest first), or learner models with --learners."""
+    reg = open_registry()
+    with reg.session(read_only=True) as session:
+        if learners:
+            rows = [m.to_dict() for m in list_learner_models(session=session, status=status, limit=limit,
+                                                             offset=offset)]
+        else:
+            rows = [v.to_dict() for v in list_main_versions(session=session, status=status, limit=limit,
+                                                            offset=offset)]
+
+    def render(items: list[dict]) -> None:
+        if learners:
+            cols = ["learner_id", "kind", "status", "source_version", "performance", "last_trained_at"]
+            console.print(_table("learner models", cols, [[r[c] for c in cols] for r in items]))
+        else:
+            cols = ["version", "status", "parent_version", "created_at", "activated_at"]
+            console.print(_table("main versions", cols + ["metrics"],
+                                 [[r[c] for c in cols] + [json.dumps(r["training_metrics"])] for r in items]))
+
+    emit(rows, as_json=as_json, render=render)
+
+
+@registry_app.command("show")
+def registry_show(
+    version: str = typer.Argument(None, help="Main version to show."),
+    learner: str = typer.Option(None, "--learner", help="Show this learner's model and its history instead."),
+    is_pseudonym: bool = PseudonymOption,
+    kind: str = typer.Option("brain", "--kind", help="Learner model kind."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show a main version, or a learner model with its training history."""
+    if (version is None) == (learner is None):
+        raise DataError("give either a VERSION or --learner ID")
+    reg = open_registry()
+    with reg.session(read_only=True) as session:
+        if version is not None:
+            out = get_main_version(session=session, version=version).to_dict()
+        else:
+            out = learner_model_history(session=session, learner_id=_pseudonym(learner, is_pseudonym),
+                                        kind=kind).to_dict()
+
+    def render(r: dict) -> None:
+        if "sessions" not in r:
+            _kv(r)
+            return
+        _kv(r["model"])
+        cols = ["id", "trained_at", "main_version", "samples", "final_loss", "final_accuracy", "epsilon_spent",
+                "contributed"]
+        console.print(_table("training sessions", cols, [[s[c] for c in cols] for s in r["sessions"]]))
+
+    emit(out, as_json=as_json, render=render)
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: str = typer.Argument(..., help="Version to activate."),
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the audit log)."),
+    actor: str = ActorOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Make VERSION the active main version (the current one is archived). Audited."""
+    reg = open_registry()
+    out = reg.run(lambda s: promote_main_version(session=s, version=version, actor=actor or default_actor(),
+                                                 reason=reason).to_dict())
+    emit(out, as_json=as_json, render=lambda r: console.print(f"[green]{r['version']}[/] is now active"))
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the audit log)."),
+    to: str = typer.Option(None, "--to", help="Version to reactivate (default: the previously active one)."),
+    actor: str = ActorOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Reactivate the previously active main version (or --to VERSION). Audited."""
+    reg = open_registry()
+    out = reg.run(lambda s: rollback_main_version(session=s, actor=actor or default_actor(), reason=reason,
+                                                  to_version=to).to_dict())
+    emit(out, as_json=as_json, render=lambda r: console.print(f"rolled back: [green]{r['version']}[/] is active"))
+
+
+@registry_app.command("gc")
+def registry_gc(
+    apply: bool = typer.Option(False, "--apply", help="Delete (the default is a dry run that only reports)."),
+    min_age_hours: float = typer.Option(1.0, "--min-age-hours", min=0,
+                                        help="Keep unreferenced artifacts younger than this."),
+    actor: str = ActorOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Find unreferenced artifacts; delete them with --apply."""
+    reg = open_registry()
+    with reg.session() as session:
+        result = collect_garbage(session=session, store=reg.store, dry_run=not apply,
+                                 min_age_s=min_age_hours * 3600, actor=actor or default_actor()).to_dict()
+
+    def render(r: dict) -> None:
+        verb = "deleted" if apply else "would delete (dry run; --apply to delete)"
+        console.print(f"{r['stored']} artifacts stored, {r['referenced']} referenced; {verb}: "
+                      f"{len(r['deleted'] if apply else r['unreferenced'])} ({r['bytes_reclaimable']} bytes); "
+                      f"{r['kept_recent']} recent unreferenced kept")
+
+    emit(result, as_json=as_json, render=render)
+
+
+@registry_app.command("verify")
+def registry_verify(
+    deep: bool = typer.Option(False, "--deep", help="Also re-hash every referenced artifact."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Check that every referenced artifact exists (and with --deep, is intact). Exit 6 if not."""
+    reg = open_registry()
+    with reg.session(read_only=True) as session:
+        check = verify_registry(session=session, store=reg.store, deep=deep).to_dict()
+
+    def render(r: dict) -> None:
+        for problem in r["problems"]:
+            err_console.print(f"[red]problem:[/] {problem}", highlight=False)
+        console.print(f"{'OK' if r['ok'] else 'NOT OK'}: {r['referenced_artifacts']} referenced artifacts, "
+                      f"{r['active_versions']} active version(s)")
+
+    emit(check, as_json=as_json, render=render)
+    if not check["ok"]:
+        raise typer.Exit(6)
+
+
+# --- aivo learner -----------------------------------------------------------------------------
+@learner_app.command("delete")
+def learner_delete(
+    learner: str = typer.Argument(..., help="Learner id (raw, pseudonymized here; or --pseudonym)."),
+    is_pseudonym: bool = PseudonymOption,
+    reason: str = typer.Option("learner data deletion request", "--reason"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    actor: str = ActorOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Erase a learner: interactions, models, sessions and artifacts. Keeps an anonymous audit entry."""
+    pseudonym = _pseudonym(learner, is_pseudonym)
+    reg = open_registry()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise DataError("refusing to delete without confirmation; pass --yes")
+        typer.confirm(f"Erase everything held about learner {learner}?", abort=True)
+    with reg.session() as session:
+        result = delete_learner(session=session, store=reg.store, learner_id=pseudonym,
+                                actor=actor or default_actor(), reason=reason)
+    out = {"deleted": True, "rows_deleted": result.rows_deleted, "artifacts_deleted": result.artifacts_scheduled}
+    emit(out, as_json=as_json, render=lambda r: console.print(
+        f"learner erased: {sum(r['rows_deleted'].values())} rows, {r['artifacts_deleted']} artifacts"))
+
+
+@learner_app.command("export")
+def learner_export(
+    learner: str = typer.Argument(..., help="Learner id (raw, pseudonymized here; or --pseudonym)."),
+    is_pseudonym: bool = PseudonymOption,
+    out: Path = typer.Option(None, "--out", "-o", help="Write the JSON here (default: stdout)."),
+    inline_artifacts: bool = typer.Option(False, "--inline-artifacts", help="Include artifact bytes (base64)."),
+) -> None:
+    """Write everything held about a learner as JSON."""
+    reg = open_registry()
+    with reg.session(read_only=True) as session:
+        document = export_learner(session=session, store=reg.store, learner_id=_pseudonym(learner, is_pseudonym),
+                                  inline_artifacts=inline_artifacts)
+    text = json.dumps(document, indent=2)
+    if out is None:
+        sys.stdout.write(text + "\n")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        err_console.print(f"wrote {out} ({sum(len(v) for v in document['data'].values())} rows, "
+                          f"{len(document['artifacts'])} artifacts)")
+
+
+# --- aivo data import -------------------------------------------------------------------------
+def parse_mapping(items: list[str] | None) -> dict[str, str]:
+    """`schema=source` pairs (repeatable, or comma-separated) -> {"schema": "source"}."""
+    mapping: dict[str, str] = {}
+    for item in items or []:
+        for pair in item.split(","):
+            if not pair.strip():
+                continue
+            if "=" not in pair:
+                raise DataError(f"--map expects schema_column=source_column, got {pair!r}")
+            key, value = (p.strip() for p in pair.split("=", 1))
+            mapping[key] = value
+    return mapping
+
+
+@data_app.command("import")
+def data_import(
+    path: Path = typer.Argument(..., help="Interaction file (KT three-line, CSV or Parquet)."),
+    format: str = typer.Option("auto", "--format", "-f", help="Input format."),
+    mapping: list[str] = typer.Option(None, "--map", help="schema_column=source_column (repeatable)."),
+    tenant: str = typer.Option("default", "--tenant", help="Tenant (school/district) of these learners."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import interactions into the registry: learner ids pseudonymized, idempotent per (learner, order)."""
+    cfg = settings()
+    reg = open_registry()
+    key = cfg.resolved_secret_key()
+    with console.status(f"importing {path} ...", spinner="dots") if not as_json else nullcontext():
+        with reg.session() as session:
+            result = import_interaction_file(session=session, path=path, secret_key=key, format=format,
+                                             mapping=parse_mapping(mapping), tenant=tenant)
+    emit(result.to_dict(), as_json=as_json, render=lambda r: console.print(
+        f"imported {r['rows_inserted']} of {r['rows_read']} interactions ({r['rows_skipped']} already present); "
+        f"{r['learners']} learners ({r['learners_created']} new) in tenant {r['tenant']}"))
+
