@@ -1,46 +1,169 @@
-"""`aivo data ...`: import, inspect and simulate learner data."""
+"""`aivo data ...`: inspect and simulate learner data.
+
+Other command modules reuse `data_app` (to add commands) and `parse_column_map` / `MapOption`
+(for `--map schema=source` options)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from aivo.cli.app import JsonOption, app, console, emit
-from aivo.data.readers import read_interactions
+from aivo.cli.app import JsonOption, app, console, emit, err_console, settings
+from aivo.data.readers import read_interactions, reader_names
+from aivo.data.schema import CORE_COLUMNS
+from aivo.data.stats import summarize_log
+from aivo.data.writers import check_output_path, write_interactions
 
 data_app = typer.Typer(help="Import, inspect and simulate learner data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+MapOption = typer.Option(
+    None, "--map", "-m", metavar="SCHEMA=SOURCE",
+    help="Map a schema column to a source column, e.g. --map learner_id=student --map correct=is_correct "
+         f"(repeatable). Schema columns: {', '.join(CORE_COLUMNS)}.")
+
+
+def parse_column_map(values: list[str] | None) -> dict[str, str]:
+    """Turn repeated `--map schema=source` values into `{"schema": "source"}`.
+
+    Bad values are usage errors (exit code 2) naming the value and the valid schema columns."""
+    mapping: dict[str, str] = {}
+    for value in values or []:
+        schema, sep, source = (part.strip() for part in value.partition("="))
+        if not sep or not schema or not source:
+            raise typer.BadParameter(f"{value!r} is not SCHEMA=SOURCE (e.g. learner_id=student)",
+                                     param_hint="--map")
+        if schema not in CORE_COLUMNS:
+            raise typer.BadParameter(f"{schema!r} is not a schema column; choose from: {', '.join(CORE_COLUMNS)}",
+                                     param_hint="--map")
+        if schema in mapping and mapping[schema] != source:
+            raise typer.BadParameter(f"{schema!r} is mapped twice ({mapping[schema]!r} and {source!r})",
+                                     param_hint="--map")
+        mapping[schema] = source
+    return mapping
+
+
+def _grade_label(key: str) -> str:
+    return "K" if key == "0" else key
+
 
 @data_app.command("stats")
 def stats(
-    path: Path = typer.Argument(..., help="Interaction file (KT three-line, CSV or Parquet)."),
-    format: str = typer.Option("auto", "--format", "-f", help="Input format."),
+    path: Path = typer.Argument(..., help="Interaction file (KT three-line, CSV/TSV or Parquet)."),
+    format: str = typer.Option("auto", "--format", "-f", help=f"Input format: auto, {', '.join(reader_names())}."),
+    column_map: list[str] = MapOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Summarize an interaction file: learners, items, skills, correct rate, lengths."""
-    log = read_interactions(path, format=format)
-    frame = log.frame
-    lengths = frame.groupby("learner_id").size()
-    result = {
-        "source": log.source,
-        "notes": list(log.notes),
-        "learners": log.num_learners,
-        "interactions": log.num_interactions,
-        "items": int(frame["item_id"].nunique()),
-        "skills": int(frame["skill_ids"].nunique()),
-        "correct_rate": round(float(frame["correct"].mean()), 4),
-        "history_length": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 2),
-                           "max": int(lengths.max())},
-    }
+    """Summarize an interaction file: learners, items, skills, correct rate, lengths, and counts per
+    subject, grade, item type and accommodation when the file has them."""
+    log = read_interactions(path, format=format, mapping=parse_column_map(column_map) or None)
+    result = summarize_log(log)
 
     def render(r: dict) -> None:
         for note in r["notes"]:
             console.print(f"[dim]{note}[/]")
-        for key in ("learners", "interactions", "items", "skills", "correct_rate"):
-            console.print(f"{key:>14}: {r[key]}")
+        for key in ("learners", "interactions", "items", "skills", "multi_skill_interactions", "correct_rate"):
+            console.print(f"{key.replace('_', ' '):>24}: {r[key]}")
         h = r["history_length"]
-        console.print(f"{'history length':>14}: min {h['min']}, mean {h['mean']}, max {h['max']}")
+        console.print(f"{'history length':>24}: min {h['min']}, mean {h['mean']}, max {h['max']}")
+        if "time_span" in r:
+            console.print(f"{'time span':>24}: {r['time_span']['first']} .. {r['time_span']['last']}")
+        if "response_time_s" in r:
+            rt = r["response_time_s"]
+            console.print(f"{'response time (s)':>24}: median {rt['median']}, p90 {rt['p90']}")
+        for column, groups in r["breakdowns"].items():
+            table = Table(title=f"by {column}", title_justify="left")
+            for header in (column, "interactions", "learners", "correct rate"):
+                table.add_column(header, justify="left" if header == column else "right")
+            for key, row in groups.items():
+                label = _grade_label(key) if column == "grade" else key
+                table.add_row(label, str(row["interactions"]), str(row["learners"]), f"{row['correct_rate']:.3f}")
+            console.print(table)
+
+    emit(result, as_json=as_json, render=render)
+
+
+def _parse_grades(text: str) -> tuple[int, ...]:
+    """'K-12', '3-5', 'K,1,2' -> grades (K = 0)."""
+    def one(value: str) -> int:
+        value = value.strip().upper()
+        if value == "K":
+            return 0
+        if not value.isdigit():
+            raise typer.BadParameter(f"{value!r} is not a grade (K or 0..12)", param_hint="--grades")
+        return int(value)
+
+    grades: list[int] = []
+    for part in text.split(","):
+        low, sep, high = part.partition("-")
+        grades.extend(range(one(low), one(high) + 1) if sep else [one(low)])
+    return tuple(dict.fromkeys(grades))
+
+
+@data_app.command("simulate")
+def simulate(
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .parquet or .csv (by suffix)."),
+    learners: int = typer.Option(1000, "--learners", "-n", min=1, help="Number of learners."),
+    interactions: int = typer.Option(100, "--interactions", min=1, help="Interactions per learner."),
+    seed: int | None = typer.Option(None, "--seed", min=0, help="Random seed (default: AIVO_SEED)."),
+    subjects: str | None = typer.Option(None, "--subjects", help="Comma list (default: math,reading,science)."),
+    grades: str | None = typer.Option(None, "--grades", help="Grades, e.g. K-12 (default), 3-5 or K,1,2."),
+    truth_dir: Path | None = typer.Option(None, "--truth-dir",
+                                          help="Also write the hidden truth here: skills, items, learners (CSV)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Simulate a synthetic K-12 cohort with known true probabilities (see docs/data.md)."""
+    from aivo.data.simulator import SimulatorConfig, oracle_metrics, simulate_cohort
+
+    check_output_path(out)
+    options: dict = {"num_learners": learners, "interactions_per_learner": interactions}
+    if subjects:
+        options["subjects"] = tuple(s.strip() for s in subjects.split(",") if s.strip())
+    if grades:
+        options["grades"] = _parse_grades(grades)
+    config = SimulatorConfig(**options)
+    seed = settings().seed if seed is None else seed
+
+    began = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True, disable=as_json) as progress:
+        task = progress.add_task("simulating", total=interactions)
+        cohort = simulate_cohort(config=config, seed=seed,
+                                 progress=lambda done, total: progress.update(task, completed=done))
+        simulated = time.perf_counter()
+        progress.update(task, description=f"writing {out.name}")
+        write_interactions(cohort.log, out)
+        truth = [str(p) for p in cohort.save_truth(truth_dir)] if truth_dir else []
+    written = time.perf_counter()
+    oracle = oracle_metrics(cohort.log)
+    frame = cohort.log.frame
+    result = {
+        "out": str(out),
+        "seed": seed,
+        "learners": cohort.log.num_learners,
+        "interactions": cohort.log.num_interactions,
+        "skills": cohort.curriculum.num_skills,
+        "items": cohort.curriculum.num_items,
+        "correct_rate": round(float(frame["correct"].mean()), 4),
+        "oracle": {"auc": round(oracle.auc, 4), "log_loss": round(oracle.log_loss, 4),
+                   "accuracy": round(oracle.accuracy, 4)},
+        "accommodation": {k: int(v) for k, v in cohort.learners["accommodation"].value_counts().sort_index().items()},
+        "seconds": {"simulate": round(simulated - began, 2), "write": round(written - simulated, 2)},
+        "truth_files": truth,
+    }
+
+    def render(r: dict) -> None:
+        console.print(f"wrote {r['interactions']:,} interactions of {r['learners']:,} learners to {r['out']} "
+                      f"(seed {r['seed']}, {r['skills']} skills, {r['items']} items) in "
+                      f"{r['seconds']['simulate'] + r['seconds']['write']:.1f}s")
+        console.print(f"correct rate {r['correct_rate']}; oracle AUC {r['oracle']['auc']}, "
+                      f"log-loss {r['oracle']['log_loss']} (the best any model can reach)")
+        console.print("accommodation profiles: " + ", ".join(f"{k} {v}" for k, v in r["accommodation"].items()))
+        if r["truth_files"]:
+            console.print("truth: " + ", ".join(r["truth_files"]))
 
     emit(result, as_json=as_json, render=render)

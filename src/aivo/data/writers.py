@@ -15,16 +15,24 @@ _WRITERS = {".csv": write_csv_log, ".tsv": write_csv_log, ".parquet": write_parq
             ".pq": write_parquet_log, ".kt": write_kt_lines}
 
 
+def check_output_path(path: str | Path) -> Path:
+    """Refuse an output path we cannot write (unknown suffix, missing folder) before any work."""
+    path = Path(path)
+    if path.suffix.lower() not in _WRITERS:
+        raise DataError(f"cannot tell the output format from the suffix {path.suffix!r}; use one of: "
+                        f"{', '.join(sorted(_WRITERS))}", path=str(path))
+    if not path.parent.is_dir():
+        raise DataError("the output folder does not exist", path=str(path))
+    if path.is_dir():
+        raise DataError("is a folder, expected a file name", path=str(path))
+    return path
+
+
 def write_interactions(log: InteractionLog, path: str | Path) -> Path:
     """Write `log` to `path` (.parquet/.pq, .csv/.tsv or .kt) atomically: a reader never sees a
     half-written file. Returns the path written."""
-    path = Path(path)
-    writer = _WRITERS.get(path.suffix.lower())
-    if writer is None:
-        raise DataError(f"cannot tell the output format from the suffix {path.suffix!r}; use one of: "
-                        f"{', '.join(sorted(_WRITERS))}", path=str(path))
-    if path.parent and not path.parent.exists():
-        raise DataError("the output folder does not exist", path=str(path))
+    path = check_output_path(path)
+    writer = _WRITERS[path.suffix.lower()]
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         writer(log, temp)
