@@ -1,0 +1,109 @@
+"""`BrainConfig`: every knob of the Main Brain model and its training, validated on creation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+ENCODERS = ("gru", "lstm")
+
+
+@dataclass(frozen=True)
+class BrainConfig:
+    # --- data -------------------------------------------------------------------------
+    # Histories longer than this are cut into independent chunks (the KT benchmark protocol).
+    max_seq_len: int = 200
+    # An interaction may carry several skills ('a;b'); only this many are embedded (averaged).
+    max_skills_per_interaction: int = 4
+
+    # --- model ------------------------------------------------------------------------
+    embed_dim: int = 64
+    hidden_dim: int = 128
+    encoder: str = "gru"
+    num_layers: int = 1
+    # Width of the MLP that turns [state, target item, target skill, history features] into a logit.
+    head_hidden_dim: int = 128
+    dropout: float = 0.2
+    # Causal "Best-LR/DAS3H-style" counts of the target item's/skill's history fed to the head.
+    use_history_features: bool = True
+    # Also feed the interaction's own history features into the encoder input.
+    features_in_encoder: bool = True
+    # Embed (item, answer) pairs on top of (skill, answer) pairs. Helps when items repeat
+    # often enough to learn an answer-aware embedding per item.
+    item_response_embedding: bool = False
+    # Size of the additive evidence memory (0 disables it): per-(item, answer) and (skill, answer)
+    # vectors summed over the history, one sum per decay (1.0 = plain sum, <1 = recent steps count more).
+    evidence_dim: int = 16
+    evidence_decays: tuple[float, ...] = (1.0,)
+    # Pseudo-count of the learner's smoothed running correct rate (prior: training correct rate).
+    running_rate_prior_count: float = 5.0
+
+    # --- auxiliary heads --------------------------------------------------------------
+    num_difficulty_levels: int = 10
+    # Pseudo-count pulling an item's error rate towards the global rate before binning into levels:
+    # a rarely seen item is not put in the hardest decile because of two unlucky answers.
+    difficulty_prior_count: float = 10.0
+    # Loss weights of the auxiliary heads relative to the correctness loss. Small, so that they
+    # regularize the shared state rather than compete with the main objective.
+    difficulty_loss_weight: float = 0.1
+    content_loss_weight: float = 0.1
+
+    # --- personal part (trained per learner by clones, frozen at zero in the Main Brain) -----
+    # Per-skill logit offsets in the personal part (the others are always there: global bias,
+    # per-item-type offsets, a scale and a linear read-out of the state).
+    personal_skill_offsets: bool = True
+
+    # --- optimisation -----------------------------------------------------------------
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    max_epochs: int = 30
+    # Epochs without a validation-AUC improvement before stopping.
+    patience: int = 3
+    grad_clip_norm: float = 1.0
+    # Train the correctness head on the first attempt of each chunk too (a cold-start prediction
+    # from an empty history). Evaluation never scores it, per the KT protocol.
+    train_on_first_attempt: bool = True
+
+    def __post_init__(self) -> None:
+        positive_ints = ("max_seq_len", "max_skills_per_interaction", "embed_dim", "hidden_dim", "num_layers",
+                         "head_hidden_dim", "num_difficulty_levels", "batch_size", "max_epochs", "patience")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"BrainConfig.{name} must be a positive integer, got {value!r}")
+        if self.max_seq_len < 2:
+            raise ValueError(f"BrainConfig.max_seq_len must be at least 2, got {self.max_seq_len}")
+        if self.num_difficulty_levels < 2:
+            raise ValueError("BrainConfig.num_difficulty_levels must be at least 2")
+        if self.evidence_dim < 0:
+            raise ValueError(f"BrainConfig.evidence_dim must be non-negative, got {self.evidence_dim}")
+        object.__setattr__(self, "evidence_decays", tuple(float(d) for d in self.evidence_decays))
+        if not self.evidence_decays or any(not 0.0 < d <= 1.0 for d in self.evidence_decays):
+            raise ValueError(f"BrainConfig.evidence_decays must be non-empty, each in (0, 1], "
+                             f"got {self.evidence_decays}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"BrainConfig.encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"BrainConfig.dropout must be in [0, 1), got {self.dropout}")
+        for name in ("learning_rate", "grad_clip_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"BrainConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "difficulty_loss_weight", "content_loss_weight", "difficulty_prior_count",
+                     "running_rate_prior_count"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"BrainConfig.{name} must be non-negative, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "BrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown BrainConfig field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "BrainConfig":
+        return BrainConfig.from_dict({**self.to_dict(), **changes})

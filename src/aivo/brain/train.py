@@ -1,0 +1,191 @@
+"""Training of the Main Brain: one front door, `train_main_brain`.
+
+Adam on the shared part (the personal part stays at zero: it belongs to per-learner clones),
+early stopping on validation AUC, seeded determinism (same seed and thread count -> same weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from aivo.brain.batching import Batch, EncodedLog, encode_log, iterate_batches
+from aivo.brain.bundle import TrainedBrain, build_model
+from aivo.brain.config import BrainConfig
+from aivo.brain.labels import derive_label_tables
+from aivo.brain.metrics import BinaryMetrics, binary_metrics
+from aivo.brain.model import BrainOutput, MainBrain
+from aivo.brain.vocab import PAD, BrainVocab
+from aivo.data.schema import InteractionLog
+from aivo.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    validation_auc: float | None
+    validation_log_loss: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    brain: TrainedBrain
+    history: list[EpochRecord]
+    best_epoch: int  # 1-based epoch whose weights were kept
+    validation: BinaryMetrics  # of the kept weights
+    seconds: float
+    stopped_early: bool
+    info: dict = field(default_factory=dict)
+
+    @property
+    def model(self) -> MainBrain:
+        return self.brain.model
+
+
+def brain_loss(output: BrainOutput, batch: Batch, config: BrainConfig) -> torch.Tensor:
+    """Mean BCE of correctness + weighted cross-entropies of the difficulty and content heads."""
+    target_mask = batch.valid if config.train_on_first_attempt else batch.scored
+    bce = F.binary_cross_entropy_with_logits(output.correct_logit[target_mask], batch.correct[target_mask])
+    total = bce
+    if config.difficulty_loss_weight > 0:
+        total = total + config.difficulty_loss_weight * F.cross_entropy(
+            output.difficulty_logits[batch.valid], batch.difficulty[batch.valid])
+    if config.content_loss_weight > 0:
+        content_target = batch.skills[..., 0]
+        known = batch.valid & (content_target != PAD)
+        if known.any():
+            total = total + config.content_loss_weight * F.cross_entropy(
+                output.content_logits[known], content_target[known])
+    return total
+
+
+def forward_batch(model: MainBrain, batch: Batch) -> BrainOutput:
+    return model(item=batch.item, skills=batch.skills, item_type=batch.item_type, correct=batch.correct,
+                 features=batch.features)
+
+
+@torch.no_grad()
+def scored_probabilities(model: MainBrain, encoded: EncodedLog, *, batch_size: int = 256) -> np.ndarray:
+    """(N,) P(correct) per log row; NaN on the first attempt of each chunk (not scored)."""
+    was_training = model.training
+    model.eval()
+    out = np.full(len(encoded.correct), np.nan, dtype=np.float64)
+    for batch in iterate_batches(encoded, batch_size=batch_size):
+        prob = torch.sigmoid(forward_batch(model, batch).correct_logit)
+        out[batch.row[batch.scored].numpy()] = prob[batch.scored].double().numpy()
+    model.train(was_training)
+    return out
+
+
+def _validation_metrics(model: MainBrain, encoded: EncodedLog) -> BinaryMetrics:
+    prob = scored_probabilities(model, encoded)
+    keep = ~np.isnan(prob)
+    return binary_metrics(encoded.correct[keep], prob[keep])
+
+
+def _check_log(name: str, data: InteractionLog, config: BrainConfig) -> None:
+    if data.num_interactions == 0:
+        raise DataError(f"the {name} log is empty")
+    lengths = data.frame.groupby("learner_id", sort=False).size()
+    if int((lengths.clip(upper=config.max_seq_len) - 1).sum()) <= 0:
+        raise DataError(f"the {name} log has no learner with two or more attempts: nothing to score")
+
+
+def train_main_brain(*, train: InteractionLog, validation: InteractionLog, config: BrainConfig, seed: int,
+                     progress: bool = False, time_budget_s: float | None = None) -> TrainResult:
+    """Train a Main Brain on `train`, early-stopping on the AUC of `validation` (other learners).
+
+    `time_budget_s` stops after the epoch during which the budget ran out (best weights kept)."""
+    _check_log("training", train, config)
+    _check_log("validation", validation, config)
+    started = time.perf_counter()
+    vocab = BrainVocab.build(train)
+    tables = derive_label_tables(train, vocab, num_levels=config.num_difficulty_levels,
+                                 prior_count=config.difficulty_prior_count)
+    train_encoded = encode_log(train, vocab=vocab, tables=tables, config=config)
+    val_encoded = encode_log(validation, vocab=vocab, tables=tables, config=config)
+    if len(np.unique(val_encoded.correct)) < 2:
+        raise DataError("the validation log has only one kind of answer: AUC is undefined")
+    log.info("training Main Brain: %d train / %d validation interactions, %d / %d chunks, %d items, %d skills",
+             len(train_encoded.correct), len(val_encoded.correct), train_encoded.num_chunks,
+             val_encoded.num_chunks, len(vocab.items) - 2, len(vocab.skills) - 2)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(config, vocab)
+        shared = [p for n, p in model.named_parameters() if not n.startswith("personal.")]
+        for p in model.personal.parameters():
+            p.requires_grad_(False)
+        optimizer = torch.optim.Adam(shared, lr=config.learning_rate, weight_decay=config.weight_decay)
+        generator = np.random.default_rng(seed)
+        history: list[EpochRecord] = []
+        best_auc, best_epoch, best_state, stale = -np.inf, 0, None, 0
+        stopped_early = False
+        bar = _progress(progress, config.max_epochs)
+        try:
+            for epoch in range(1, config.max_epochs + 1):
+                epoch_started = time.perf_counter()
+                model.train()
+                losses = []
+                for batch in iterate_batches(train_encoded, batch_size=config.batch_size, generator=generator):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = brain_loss(forward_batch(model, batch), batch, config)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(shared, config.grad_clip_norm)
+                    optimizer.step()
+                    losses.append(loss.item())
+                metrics = _validation_metrics(model, val_encoded)
+                auc = metrics.auc if metrics.auc is not None else -np.inf
+                record = EpochRecord(epoch, float(np.mean(losses)), metrics.auc, metrics.log_loss,
+                                     time.perf_counter() - epoch_started)
+                history.append(record)
+                log.info("epoch %d: train loss %.4f, validation AUC %.4f, %.1fs", epoch, record.train_loss,
+                         auc, record.seconds)
+                if bar is not None:
+                    bar.update(1, desc=f"epoch {epoch} val AUC {auc:.4f}")
+                if auc > best_auc:
+                    best_auc, best_epoch, stale = auc, epoch, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    stale += 1
+                    if stale >= config.patience:
+                        stopped_early = True
+                        break
+                if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+                    log.warning("time budget of %.0fs spent after epoch %d", time_budget_s, epoch)
+                    stopped_early = True
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        model.load_state_dict(best_state)
+        for p in model.personal.parameters():
+            p.requires_grad_(True)
+    model.eval()
+    validation_metrics = _validation_metrics(model, val_encoded)
+    seconds = time.perf_counter() - started
+    info = {"seed": seed, "train_data_hash": train.data_hash(), "validation_data_hash": validation.data_hash(),
+            "best_epoch": best_epoch, "epochs_run": len(history), "train_seconds": round(seconds, 2),
+            "validation_metrics": validation_metrics.as_dict(),
+            "train_interactions": train.num_interactions, "validation_interactions": validation.num_interactions}
+    brain = TrainedBrain(model=model, vocab=vocab, tables=tables, info=info)
+    return TrainResult(brain=brain, history=history, best_epoch=best_epoch, validation=validation_metrics,
+                       seconds=seconds, stopped_early=stopped_early, info=info)
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="training", unit="epoch", leave=False)

@@ -1,0 +1,90 @@
+"""`aivo train-main` and `aivo evaluate`: thin wrappers over aivo.brain.service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from aivo.cli.app import JsonOption, app, console, emit, settings, to_jsonable
+
+
+def _metrics_table(title: str, rows: dict[str, dict | None]) -> Table:
+    table = Table(title=title)
+    columns = ("n", "auc", "accuracy", "log_loss", "f1", "precision", "recall", "ece")
+    table.add_column("")
+    for col in columns:
+        table.add_column(col, justify="right")
+    for name, metrics in rows.items():
+        if metrics is None:
+            continue
+        cells = []
+        for col in columns:
+            value = metrics.get(col)
+            cells.append("-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value))
+        table.add_row(name, *cells)
+    return table
+
+
+@app.command("train-main")
+def train_main(
+    data: Path = typer.Option(..., "--data", help="Interaction file (KT three-line, CSV or Parquet)."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs [AIVO_MAX_EPOCHS]."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the split and the training [AIVO_SEED]."),
+    learning_rate: float | None = typer.Option(None, "--learning-rate", help="Adam step [AIVO_LEARNING_RATE]."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Chunks per batch [AIVO_BATCH_SIZE]."),
+    patience: int | None = typer.Option(None, "--patience", min=1,
+                                        help="Early-stopping patience [AIVO_EARLY_STOPPING_PATIENCE]."),
+    config_file: Path | None = typer.Option(None, "--config", help="JSON file of BrainConfig fields."),
+    data_format: str = typer.Option("auto", "--format", "-f", help="Input format."),
+    group_by: list[str] = typer.Option([], "--group-by", help="Also report test metrics per value of this column."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Train the Main Brain on a file (split 80/10/10 by learner), evaluate on its test part, save."""
+    from aivo.brain.service import apply_threads, config_from_settings, load_config_file, train_main_from_file
+
+    cfg = settings()
+    apply_threads(cfg)
+    overrides = load_config_file(config_file) if config_file else {}
+    overrides.update({"max_epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
+                      "patience": patience})
+    config = config_from_settings(cfg, **overrides)
+    report = train_main_from_file(data=data, out=out, config=config, seed=cfg.seed if seed is None else seed,
+                                  data_format=data_format, group_by=group_by, progress=not as_json)
+
+    def render(r) -> None:
+        console.print(f"Main Brain saved to [bold]{r.checkpoint}[/] (best epoch {r.best_epoch} of {r.epochs_run}, "
+                      f"{r.train_seconds:.1f}s, {r.num_parameters['shared']} shared + "
+                      f"{r.num_parameters['personal']} personal parameters)")
+        console.print(_metrics_table("Main Brain", {"validation": r.validation, "test": r.test["metrics"],
+                                                    "oracle (test)": r.test["oracle"]}))
+        for col, groups in r.test["subgroups"].items():
+            console.print(_metrics_table(f"test by {col}", groups))
+
+    emit(to_jsonable(report), as_json=as_json, render=lambda _: render(report))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder written by train-main."),
+    data: Path = typer.Option(..., "--data", help="Interaction file to score."),
+    group_by: list[str] = typer.Option([], "--group-by", help="Also report metrics per value of this column."),
+    data_format: str = typer.Option("auto", "--format", "-f", help="Input format."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Score every attempt but the first of each sequence chunk; metrics overall and per group."""
+    from aivo.brain.service import apply_threads, evaluate_from_files
+
+    apply_threads(settings())
+    evaluation = evaluate_from_files(model_dir=model, data=data, group_by=group_by, data_format=data_format)
+    result = evaluation.as_dict()
+
+    def render(r: dict) -> None:
+        console.print(f"{r['num_scored']} of {r['num_rows']} attempts scored")
+        console.print(_metrics_table("Main Brain", {"model": r["metrics"], "oracle": r["oracle"]}))
+        for col, groups in r["subgroups"].items():
+            console.print(_metrics_table(f"by {col}", groups))
+
+    emit(result, as_json=as_json, render=render)
