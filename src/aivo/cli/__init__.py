@@ -9,6 +9,7 @@ from aivo.errors import AivoError
 
 # Command modules register themselves on `app` when imported.
 from aivo.cli import data as _data  # noqa: F401,E402
+from aivo.cli import brain as _brain  # noqa: F401,E402
 from aivo.cli import registry as _registry  # noqa: F401,E402
 
 
