@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,13 +26,14 @@ from sqlalchemy.orm import Session
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.data.schema import CORE_COLUMNS, InteractionLog, make_log
 from aivo.errors import ConflictError, DataError
+from aivo.registry.bulk import INTERACTION_COLUMNS, insert_interaction_rows
 from aivo.registry.db import dialect_name
 from aivo.registry.models import DEFAULT_TENANT, Interaction, Learner
 from aivo.registry.records import _Record
 
 logger = logging.getLogger(__name__)  # `log` is the usual name of an InteractionLog here
 
-_INSERT_BATCH = 20_000
+_INSERT_BATCH = 100_000
 _LOOKUP_CHUNK = 500
 # Schema columns stored in their own DB columns (learner_id and order are mapped separately).
 _PLAIN_COLUMNS = ("item_id", "skill_ids", "correct", "timestamp", "response_time_s", "subject", "grade",
@@ -55,10 +55,15 @@ def _insert(session: Session, table: sa.Table):
     return (pg_insert if dialect_name(session) == "postgresql" else sqlite_insert)(table)
 
 
-def _default_pseudonymizer(secret_key: bytes) -> Callable[[str], str]:
-    from aivo.data.privacy import pseudonymize_learner_id
+def _pseudonyms(raw_ids: Sequence[str], secret_key: bytes | None,
+                pseudonymize: Callable[[str], str] | None) -> dict[str, str]:
+    if pseudonymize is not None:
+        return {raw: pseudonymize(raw) for raw in raw_ids}
+    if not secret_key:
+        raise ValueError("import_interactions needs secret_key= (or pseudonymize=)")
+    from aivo.data.privacy import pseudonymize_learner_ids
 
-    return lambda raw: pseudonymize_learner_id(raw, key=secret_key)
+    return dict(zip(raw_ids, pseudonymize_learner_ids(raw_ids, key=secret_key)))
 
 
 def ensure_learners(*, session: Session, pseudonyms: Sequence[str], tenant: str = DEFAULT_TENANT,
@@ -92,34 +97,35 @@ def _lookup_learners(session: Session, pseudonyms: Sequence[str]) -> dict[str, t
     return found
 
 
-def _none_if_missing(values: np.ndarray) -> list[Any]:
-    return [None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT else v
-            for v in values]
-
-
-def _column_values(frame: pd.DataFrame, name: str, n: int) -> list[Any]:
-    if name not in frame.columns:
-        return [None] * n
-    series = frame[name]
-    if name == "timestamp":
-        return [None if pd.isna(v) else v.to_pydatetime() for v in series]
-    if name in ("correct", "grade"):
-        return [None if pd.isna(v) else int(v) for v in series.astype("object")]
-    if name == "response_time_s":
-        return [None if pd.isna(v) else float(v) for v in series]
-    return _none_if_missing(series.astype("object").to_numpy())
-
-
-def _extra_values(frame: pd.DataFrame) -> list[Any]:
+def _extra_json(frame: pd.DataFrame) -> pd.Series:
+    """Columns beyond the schema, as one JSON object per row (None when a row has none)."""
     extra_cols = [c for c in frame.columns if c not in CORE_COLUMNS]
     if not extra_cols:
-        return [None] * len(frame)
-    records = frame[extra_cols].astype("object").to_dict("records")
-    cleaned = []
-    for rec in records:
+        return pd.Series([None] * len(frame), index=frame.index, dtype="object")
+    out = []
+    for rec in frame[extra_cols].astype("object").to_dict("records"):
         kept = {k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items() if not pd.isna(v)}
-        cleaned.append(json.loads(json.dumps(kept, default=str)) if kept else None)
-    return cleaned
+        out.append(json.dumps(kept, default=str, sort_keys=True) if kept else None)
+    return pd.Series(out, index=frame.index, dtype="object")
+
+
+def _rows_for_insert(frame: pd.DataFrame, learner_pks: np.ndarray, now: datetime) -> pd.DataFrame:
+    n = len(frame)
+
+    def column(name: str) -> pd.Series:
+        if name in frame.columns:
+            return frame[name]
+        if name == "timestamp":
+            return pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+        return pd.Series([None] * n, index=frame.index, dtype="object")
+
+    rows = pd.DataFrame({
+        "learner_id": learner_pks, "position": frame["order"].astype("int64"),
+        **{name: column(name) for name in _PLAIN_COLUMNS},
+        "extra": _extra_json(frame),
+        "ingested_at": pd.Series(pd.Timestamp(now), index=frame.index),
+    }, index=frame.index)
+    return rows[list(INTERACTION_COLUMNS)]
 
 
 def import_interactions(*, session: Session, log: InteractionLog, secret_key: bytes | None = None,
@@ -129,30 +135,17 @@ def import_interactions(*, session: Session, log: InteractionLog, secret_key: by
 
     Learner ids go through `pseudonymize` (default: aivo.data.privacy's keyed HMAC with
     `secret_key`); raw ids never reach the database."""
-    if pseudonymize is None:
-        if not secret_key:
-            raise ValueError("import_interactions needs secret_key= (or pseudonymize=)")
-        pseudonymize = _default_pseudonymizer(secret_key)
     frame = log.frame
     raw_ids = frame["learner_id"].astype(str)
-    pseudonym_of = {raw: pseudonymize(raw) for raw in raw_ids.unique()}
+    pseudonym_of = _pseudonyms(list(raw_ids.unique()), secret_key, pseudonymize)
     pk_of, created = ensure_learners(session=session, pseudonyms=list(pseudonym_of.values()), tenant=tenant,
                                      clock=clock)
     learner_pks = raw_ids.map(lambda raw: pk_of[pseudonym_of[raw]]).to_numpy()
     n = len(frame)
-    columns = {name: _column_values(frame, name, n) for name in _PLAIN_COLUMNS}
-    positions = frame["order"].astype("int64").tolist()
-    extras = _extra_values(frame)
-    now = clock.now()
-    stmt = _insert(session, Interaction.__table__).on_conflict_do_nothing(index_elements=["learner_id", "position"])
+    rows = _rows_for_insert(frame, learner_pks, clock.now())
     inserted = 0
     for start in range(0, n, _INSERT_BATCH):
-        stop = min(start + _INSERT_BATCH, n)
-        rows = [{"learner_id": int(learner_pks[i]), "position": positions[i],
-                 **{name: columns[name][i] for name in _PLAIN_COLUMNS},
-                 "extra": extras[i], "ingested_at": now} for i in range(start, stop)]
-        result = session.execute(stmt, rows)
-        inserted += max(result.rowcount or 0, 0)
+        inserted += insert_interaction_rows(session, rows.iloc[start:start + _INSERT_BATCH])
     logger.info("imported %d of %d interactions (%d learners, %d new) into tenant %s",
                 inserted, n, len(pk_of), created, tenant)
     return ImportResult(source=log.source, tenant=tenant, rows_read=n, rows_inserted=inserted,
@@ -189,16 +182,16 @@ def load_interactions(*, session: Session, learner_ids: Sequence[str] | None = N
         stmt = stmt.where(it.c.timestamp >= since)
     if until is not None:
         stmt = stmt.where(it.c.timestamp < until)
-    chunks: list[pd.DataFrame] = []
     names = list(stmt.selected_columns.keys())
+    rows: list = []
     if learner_ids is not None:
         wanted = sorted(set(learner_ids))
         for start in range(0, len(wanted), _LOOKUP_CHUNK):
-            rows = session.execute(stmt.where(Learner.pseudonym.in_(wanted[start:start + _LOOKUP_CHUNK]))).all()
-            chunks.append(pd.DataFrame(rows, columns=names))
+            rows.extend(session.execute(stmt.where(Learner.pseudonym.in_(wanted[start:start + _LOOKUP_CHUNK]))))
     else:
-        chunks.append(pd.DataFrame(session.execute(stmt).all(), columns=names))
-    frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=names)
+        rows = session.execute(stmt).all()
+    columns = list(zip(*rows)) if rows else [()] * len(names)
+    frame = pd.DataFrame({name: pd.Series(values, dtype="object") for name, values in zip(names, columns)})
     if frame.empty:
         raise DataError("the registry holds no interactions for this selection", path=source)
     frame = _expand_extra(frame)
