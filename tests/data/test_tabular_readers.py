@@ -210,7 +210,13 @@ def test_write_then_read_round_trip(tmp_path, suffix):
     assert again.data_hash() == log.data_hash()
 
 
-def test_writer_rejects_unknown_suffix(tmp_path):
+def test_writer_rejects_unknown_suffix_and_non_numeric_kt(tmp_path):
     log = read_csv_log(write(tmp_path, "learner_id,item_id,correct\na,b,1\n"))
     with pytest.raises(DataError, match="output format"):
         write_interactions(log, tmp_path / "x.json")
+    with pytest.raises(DataError, match="whole-number item ids, got 'b'"):
+        write_interactions(log, tmp_path / "x.kt")
+    assert not (tmp_path / "x.kt").exists()
+    numeric = read_csv_log(write(tmp_path, "learner_id,item_id,correct\na,7,1\na,3,0\n", name="n.csv"))
+    again = read_interactions(write_interactions(numeric, tmp_path / "n.kt"))
+    assert again.frame["item_id"].tolist() == ["7", "3"] and again.frame["correct"].tolist() == [1, 0]

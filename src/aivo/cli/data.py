@@ -17,7 +17,9 @@ from aivo.data.readers import read_interactions, reader_names
 from aivo.data.schema import CORE_COLUMNS
 from aivo.data.stats import summarize_log
 from aivo.data.writers import check_output_path, write_interactions
+from aivo.errors import DataError
 
+SIMULATE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
 data_app = typer.Typer(help="Import, inspect and simulate learner data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -38,8 +40,8 @@ def parse_column_map(values: list[str] | None) -> dict[str, str]:
             raise typer.BadParameter(f"{value!r} is not SCHEMA=SOURCE (e.g. learner_id=student)",
                                      param_hint="--map")
         if schema not in CORE_COLUMNS:
-            raise typer.BadParameter(f"{schema!r} is not a schema column; choose from: {', '.join(CORE_COLUMNS)}",
-                                     param_hint="--map")
+            raise typer.BadParameter(f"{schema!r} is not a schema column; choose from: "
+                                     f"{', '.join(CORE_COLUMNS)}", param_hint="--map")
         if schema in mapping and mapping[schema] != source:
             raise typer.BadParameter(f"{schema!r} is mapped twice ({mapping[schema]!r} and {source!r})",
                                      param_hint="--map")
@@ -54,7 +56,8 @@ def _grade_label(key: str) -> str:
 @data_app.command("stats")
 def stats(
     path: Path = typer.Argument(..., help="Interaction file (KT three-line, CSV/TSV or Parquet)."),
-    format: str = typer.Option("auto", "--format", "-f", help=f"Input format: auto, {', '.join(reader_names())}."),
+    format: str = typer.Option("auto", "--format", "-f",
+                               help=f"Input format: auto, {', '.join(reader_names())}."),
     column_map: list[str] = MapOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -81,7 +84,8 @@ def stats(
                 table.add_column(header, justify="left" if header == column else "right")
             for key, row in groups.items():
                 label = _grade_label(key) if column == "grade" else key
-                table.add_row(label, str(row["interactions"]), str(row["learners"]), f"{row['correct_rate']:.3f}")
+                table.add_row(label, str(row["interactions"]), str(row["learners"]),
+                              f"{row['correct_rate']:.3f}")
             console.print(table)
 
     emit(result, as_json=as_json, render=render)
@@ -112,14 +116,17 @@ def simulate(
     seed: int | None = typer.Option(None, "--seed", min=0, help="Random seed (default: AIVO_SEED)."),
     subjects: str | None = typer.Option(None, "--subjects", help="Comma list (default: math,reading,science)."),
     grades: str | None = typer.Option(None, "--grades", help="Grades, e.g. K-12 (default), 3-5 or K,1,2."),
-    truth_dir: Path | None = typer.Option(None, "--truth-dir",
-                                          help="Also write the hidden truth here: skills, items, learners (CSV)."),
+    truth_dir: Path | None = typer.Option(
+        None, "--truth-dir", help="Also write the hidden truth here: skills, items, learners (CSV)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Simulate a synthetic K-12 cohort with known true probabilities (see docs/data.md)."""
     from aivo.data.simulator import SimulatorConfig, oracle_metrics, simulate_cohort
 
     check_output_path(out)
+    if out.suffix.lower() not in SIMULATE_SUFFIXES:
+        raise DataError(f"write the simulated log as {' or '.join(SIMULATE_SUFFIXES)} (it has string ids, "
+                        f"timestamps and extra columns)", path=str(out))
     options: dict = {"num_learners": learners, "interactions_per_learner": interactions}
     if subjects:
         options["subjects"] = tuple(s.strip() for s in subjects.split(",") if s.strip())
@@ -151,7 +158,8 @@ def simulate(
         "correct_rate": round(float(frame["correct"].mean()), 4),
         "oracle": {"auc": round(oracle.auc, 4), "log_loss": round(oracle.log_loss, 4),
                    "accuracy": round(oracle.accuracy, 4)},
-        "accommodation": {k: int(v) for k, v in cohort.learners["accommodation"].value_counts().sort_index().items()},
+        "accommodation": {str(k): int(v) for k, v in
+                          cohort.learners["accommodation"].value_counts().sort_index().items()},
         "seconds": {"simulate": round(simulated - began, 2), "write": round(written - simulated, 2)},
         "truth_files": truth,
     }

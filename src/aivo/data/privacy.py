@@ -40,7 +40,8 @@ _PHONE_DIGITS = (7, 15)  # E.164 allows at most 15 digits
 _EMAIL = r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])"
 _SEP = r"[ .\-]"
 _PHONE_INTL = rf"(?<![\w+])\+\d{{1,3}}(?:{_SEP}?\(?\d{{1,4}}\)?){{2,5}}(?![\w])"
-_PHONE_NANP = rf"(?<![\w+])(?:1{_SEP}?)?(?:\(\d{{3}}\){_SEP}?|\d{{3}}{_SEP})\d{{3}}{_SEP}\d{{4}}(?![\w])(?![.\-]\d)"
+_PHONE_NANP = (rf"(?<![\w+])(?:1{_SEP}?)?(?:\(\d{{3}}\){_SEP}?|\d{{3}}{_SEP})\d{{3}}{_SEP}\d{{4}}"
+               r"(?![\w])(?![.\-]\d)")
 _PHONE_NATIONAL = rf"(?<![\w.+])0\d{{1,4}}{_SEP}\d{{3,4}}{_SEP}?\d{{3,4}}(?![\w])(?![.\-]\d)"
 _BASE_PATTERNS = (("email", _EMAIL), ("phone", _PHONE_INTL), ("phone", _PHONE_NANP),
                   ("phone", _PHONE_NATIONAL))

@@ -10,7 +10,6 @@ k is line k+1 unless blank lines or quoted line breaks shift it), the Parquet re
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from typing import Protocol
@@ -20,8 +19,6 @@ import pandas as pd
 
 from aivo.data.schema import CORE_COLUMNS, REQUIRED_COLUMNS, SKILL_SEPARATOR, InteractionLog, validate_frame
 from aivo.errors import DataError
-
-log = logging.getLogger(__name__)
 
 MAX_GRADE = 12  # K-12; kindergarten is grade 0 ("K" is accepted)
 # Unix times above this are read as milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
@@ -73,10 +70,21 @@ def apply_mapping(raw: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(out, index=raw.index)
 
 
+def _is_text(series: pd.Series) -> bool:
+    return series.dtype == object or isinstance(series.dtype, pd.StringDtype)
+
+
+def _to_numbers(series: pd.Series) -> pd.Series:
+    """Numbers where values parse as numbers, NaN elsewhere (booleans count as 0/1)."""
+    if series.dtype == bool:
+        return series.astype("int64")
+    return pd.to_numeric(series.astype("string").str.strip() if _is_text(series) else series, errors="coerce")
+
+
 def _is_blank(series: pd.Series) -> np.ndarray:
     """True where a value is missing or whitespace only (Parquet nulls, empty CSV fields)."""
     blank = series.isna().to_numpy()
-    if series.dtype == object or isinstance(series.dtype, pd.StringDtype):
+    if _is_text(series):
         text = series.astype("string").str.strip()
         blank = blank | (text == "").fillna(True).to_numpy(dtype=bool)
     return blank
@@ -103,10 +111,7 @@ def _text(series: pd.Series, *, name: str, where: RowLocator, required: bool) ->
 
 def _numbers(series: pd.Series, *, name: str, where: RowLocator, blank: np.ndarray) -> pd.Series:
     """Parse numbers; a non-blank value that is not a number is an error."""
-    if series.dtype == bool:
-        series = series.astype("int64")
-    numbers = pd.to_numeric(series.astype("string").str.strip() if series.dtype == object
-                            or isinstance(series.dtype, pd.StringDtype) else series, errors="coerce")
+    numbers = _to_numbers(series)
     bad = numbers.isna().to_numpy() & ~blank
     if bad.any():
         row = _first(bad)
@@ -126,10 +131,7 @@ def _correct(series: pd.Series, *, where: RowLocator) -> np.ndarray:
     blank = _is_blank(series)
     if blank.any():
         raise where.row_error("empty answer: 'correct' must be 0 or 1", _first(blank))
-    if series.dtype == bool:
-        return series.to_numpy().astype(np.int8)
-    numbers = pd.to_numeric(series.astype("string").str.strip() if series.dtype == object
-                            or isinstance(series.dtype, pd.StringDtype) else series, errors="coerce")
+    numbers = _to_numbers(series)
     bad = ~numbers.isin([0, 1]).to_numpy()
     if bad.any():
         row = _first(bad)
@@ -150,7 +152,7 @@ def _skills(series: pd.Series, item_ids: pd.Series) -> pd.Series:
 
 def _grade(series: pd.Series, *, where: RowLocator) -> pd.Series:
     blank = _is_blank(series)
-    if series.dtype == object or isinstance(series.dtype, pd.StringDtype):
+    if _is_text(series):
         text = series.astype("string").str.strip()
         series = text.mask(text.str.upper() == "K", "0")
     numbers = _numbers(series, name="grade", where=where, blank=blank)
@@ -171,7 +173,7 @@ def parse_timestamps(series: pd.Series) -> tuple[pd.Series, np.ndarray, str | No
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
         times = pd.to_datetime(series, utc=True)
         return times, np.zeros(len(series), dtype=bool), None
-    is_text = series.dtype == object or isinstance(series.dtype, pd.StringDtype)
+    is_text = _is_text(series)
     text = series.astype("string").str.strip() if is_text else series
     if blank.all():
         return pd.Series(pd.NaT, index=series.index, dtype="datetime64[us, UTC]"), blank & False, None

@@ -33,6 +33,12 @@ def write_interactions(log: InteractionLog, path: str | Path) -> Path:
     half-written file. Returns the path written."""
     path = check_output_path(path)
     writer = _WRITERS[path.suffix.lower()]
+    if writer is write_kt_lines:
+        numeric = log.frame["item_id"].astype("string").str.fullmatch(r"\d+")
+        if not numeric.all():
+            example = log.frame["item_id"][~numeric.fillna(False)].iloc[0]
+            raise DataError(f"the three-line KT format needs whole-number item ids, got {example!r}; "
+                            f"write .parquet or .csv instead", path=str(path))
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         writer(log, temp)

@@ -16,10 +16,10 @@ from aivo.data.schema import InteractionLog
 from aivo.data.simulator.config import SimulatorConfig
 from aivo.data.simulator.curriculum import Curriculum, build_curriculum
 from aivo.data.simulator.engine import Progress, run_practice
-from aivo.data.simulator.learners import draw_learners, learner_ids, learners_frame
+from aivo.data.simulator.learners import draw_learners, learners_frame
 from aivo.errors import DataError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,10 @@ class SimulatedCohort:
     log: InteractionLog  # schema columns + p_true, accommodation; sorted by (learner_id, order)
     curriculum: Curriculum
     learners: pd.DataFrame  # one row per learner (same order as the rows of the ability matrices)
-    initial_ability: np.ndarray  # (num_learners, num_skills) theta0 before practice; skill order = curriculum.skills
-    final_ability: np.ndarray  # (num_learners, num_skills) retained ability after the last answer
-    practice_count: np.ndarray  # (num_learners, num_skills) attempts that exercised each skill
+    # (num_learners, num_skills) arrays; skill columns in curriculum.skills order:
+    initial_ability: np.ndarray  # theta0 before any practice
+    final_ability: np.ndarray  # retained ability after the learner's last answer
+    practice_count: np.ndarray  # attempts that exercised each skill
 
     def save_truth(self, folder: str | Path) -> list[Path]:
         """Write the hidden truth next to a simulated log: curriculum and learner traits (CSV)."""
@@ -98,8 +99,7 @@ def simulate_cohort(*, config: SimulatorConfig, seed: int, progress: Progress | 
              f"{config.interactions_per_learner} interactions, {curriculum.num_skills} skills, "
              f"{curriculum.num_items} items",)
     interaction_log = InteractionLog(frame, source=f"<simulated seed={seed}>", notes=notes)
-    assert learner_ids(1)[0] < learner_ids(2)[1]  # ids sort numerically: the frame stays sorted
-    log.info("simulated %d interactions for %d learners in %.2fs", len(frame), config.num_learners,
+    logger.info("simulated %d interactions for %d learners in %.2fs", len(frame), config.num_learners,
              time.perf_counter() - began)
     return SimulatedCohort(config=config, seed=int(seed), log=interaction_log, curriculum=curriculum,
                            learners=learners, initial_ability=traits.initial_ability,

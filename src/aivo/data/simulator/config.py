@@ -69,7 +69,8 @@ DEFAULT_ACCOMMODATION_TIME_EFFECTS: dict[str, dict[str, float]] = {
 
 def _mapping_field(default: dict) -> Any:
     """A dataclass field defaulting to a fresh copy of `default` (one level deep)."""
-    return field(default_factory=lambda: {k: (dict(v) if isinstance(v, dict) else v) for k, v in default.items()})
+    return field(default_factory=lambda: {k: (dict(v) if isinstance(v, dict) else v)
+                                          for k, v in default.items()})
 
 
 @dataclass(frozen=True)

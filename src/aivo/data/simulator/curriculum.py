@@ -29,7 +29,8 @@ class Curriculum:
     grades: tuple[int, ...]
     item_types: pd.DataFrame  # item_type, guessing, median_time_s (row = item-type index)
     skills: pd.DataFrame  # skill_id, subject, grade, position, difficulty, prerequisites (';'-joined ids)
-    items: pd.DataFrame  # item_id, skill_ids, subject, grade, item_type, difficulty, discrimination, guessing, slip
+    # item_id, skill_ids, subject, grade, item_type, difficulty (b), discrimination (a), guessing (c), slip:
+    items: pd.DataFrame
     # Index tables for the vectorized engine:
     chain: np.ndarray  # (G, S, P) skill index of position p in grade g, subject s (teaching order)
     prerequisite_index: np.ndarray  # (K, MAX_PREREQUISITES) skill indices, NO_SKILL = none

@@ -132,9 +132,11 @@ def run_practice(config: SimulatorConfig, curriculum: Curriculum, traits: Learne
         frontier_skill = learner_chain[rows, subject, np.minimum(position, chain_length - 1)]
         pre = prerequisites[frontier_skill]
         num_pre = (pre != NO_SKILL).sum(axis=1)
-        remediate = (errors_in_row >= 2) & (remediation_draw < config.remediation_rate) & (num_pre > 0) & ~finished
+        remediate = ((errors_in_row >= 2) & (remediation_draw < config.remediation_rate) & (num_pre > 0)
+                     & ~finished)
         review = ~remediate & (position > 0) & ((review_draw < config.review_rate) | finished)
-        review_skill = learner_chain[rows, subject, (review_pick * np.minimum(position, chain_length)).astype(np.int64)]
+        review_position = (review_pick * np.minimum(position, chain_length)).astype(np.int64)  # < position
+        review_skill = learner_chain[rows, subject, review_position]
         remediation_skill = pre[rows, (remediation_pick * np.maximum(num_pre, 1)).astype(np.int64)]
         skill = np.where(remediate, remediation_skill, np.where(review, review_skill, frontier_skill))
         on_frontier = ~remediate & ~review
@@ -154,7 +156,8 @@ def run_practice(config: SimulatorConfig, curriculum: Curriculum, traits: Learne
 
         # 5. response time, learning, progress along the chain.
         log_rt = (log_median_time[kind] + traits.speed + time_effect[profile, kind]
-                  - RT_DIFFICULTY_SLOPE * np.clip(core, -3.0, 3.0) + rng.normal(0.0, config.response_time_sd, n))
+                  - RT_DIFFICULTY_SLOPE * np.clip(core, -3.0, 3.0)
+                  + rng.normal(0.0, config.response_time_sd, n))
         response_time = np.round(np.clip(np.exp(log_rt), 1.0, 1800.0), 2)
         pause = rng.exponential(MEAN_PAUSE_S, n)
         taught = np.where(correct, 1.0, gamma) * traits.learning_rate
@@ -171,9 +174,10 @@ def run_practice(config: SimulatorConfig, curriculum: Curriculum, traits: Learne
             count[who, skill_now] += 1
 
         attempts_now = attempts[rows, subject] + on_frontier
-        streak_now = np.where(on_frontier, np.where(correct, streak[rows, subject] + 1, 0), streak[rows, subject])
-        advance = on_frontier & (((streak_now >= config.mastery_streak) & (attempts_now >= config.min_attempts_per_skill))
-                                 | (attempts_now >= config.max_attempts_per_skill))
+        streak_before = streak[rows, subject]
+        streak_now = np.where(on_frontier, np.where(correct, streak_before + 1, 0), streak_before)
+        mastered = (streak_now >= config.mastery_streak) & (attempts_now >= config.min_attempts_per_skill)
+        advance = on_frontier & (mastered | (attempts_now >= config.max_attempts_per_skill))
         frontier[rows, subject] += advance
         attempts[rows, subject] = np.where(advance, 0, attempts_now)
         streak[rows, subject] = np.where(advance, 0, streak_now)

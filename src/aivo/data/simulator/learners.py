@@ -60,7 +60,8 @@ def draw_learners(config: SimulatorConfig, curriculum: Curriculum, rng: np.rando
     start_day = rng.uniform(0.0, 7.0, n)
     return LearnerTraits(grade_index=grade_index, profile_index=profile_index, general_ability=general,
                          learning_rate=learning_rate, forgetting_days=forgetting, speed=speed,
-                         type_offset=type_offset, initial_ability=initial.astype(np.float64), start_day=start_day)
+                         type_offset=type_offset, initial_ability=initial.astype(np.float64),
+                         start_day=start_day)
 
 
 def learners_frame(traits: LearnerTraits, config: SimulatorConfig, curriculum: Curriculum) -> pd.DataFrame:
@@ -68,7 +69,8 @@ def learners_frame(traits: LearnerTraits, config: SimulatorConfig, curriculum: C
     frame = pd.DataFrame({
         "learner_id": pd.array(learner_ids(traits.num_learners), dtype="string"),
         "grade": np.asarray(config.grades, dtype=np.int64)[traits.grade_index],
-        "accommodation": pd.array(np.array(config.profiles, dtype=object)[traits.profile_index], dtype="string"),
+        "accommodation": pd.array(np.array(config.profiles, dtype=object)[traits.profile_index],
+                                  dtype="string"),
         "general_ability": traits.general_ability,
         "learning_rate": traits.learning_rate,
         "forgetting_days": traits.forgetting_days,
