@@ -55,6 +55,7 @@ def _machine() -> str:
 
 def run(learners: int, interactions: int, seed: int, repeats: int) -> dict:
     config = SimulatorConfig(num_learners=learners, interactions_per_learner=interactions)
+    load_before = os.getloadavg()[0]
     times, first = [], None
     for _ in range(repeats):
         cohort, seconds = _timed(lambda: simulate_cohort(config=config, seed=seed))
@@ -77,7 +78,7 @@ def run(learners: int, interactions: int, seed: int, repeats: int) -> dict:
         "learners": learners, "interactions": interactions, "rows": first.log.num_interactions, "seed": seed,
         "simulate_best_s": min(times), "simulate_median_s": statistics.median(times), "repeats": repeats,
         "oracle_auc": oracle.auc, "oracle_log_loss": oracle.log_loss, "correct_rate": oracle.positive_rate,
-        "oracle_s": oracle_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **io,
+        "oracle_s": oracle_s, "load_before": load_before, "load_after": os.getloadavg()[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **io,
     }
 
 
@@ -87,7 +88,8 @@ def report(r: dict, command: str) -> str:
         "## Simulator",
         "",
         START,
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {_machine()}.",
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {_machine()}; 1-minute load average "
+        f"{r['load_before']:.1f} before and {r['load_after']:.1f} after (other jobs share the cores).",
         f"Reproduce: `{command}`",
         "",
         "| measure | value |",
