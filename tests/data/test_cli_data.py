@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import typer
 
+from aivo.cli import main
 from aivo.cli.data import _parse_grades, parse_column_map
 
 
@@ -86,13 +87,14 @@ def test_simulate_parquet_then_stats(run_cli, tmp_path):
     assert set(json.loads(stats.stdout)["breakdowns"]) == {"subject", "grade", "item_type", "accommodation"}
 
 
-def test_simulate_csv_is_deterministic(run_cli, tmp_path):
+def test_simulate_csv_is_deterministic(run_cli, tmp_path, capsys):
     first, second = tmp_path / "a.csv", tmp_path / "b.csv"
-    for out in (first, second):
-        proc = run_cli("data", "simulate", "-n", "50", "--interactions", "10", "--seed", "1", "--out", str(out),
-                       "--grades", "3-5", "--subjects", "math,reading")
-        assert proc.returncode == 0, proc.stderr
-        assert "oracle AUC" in proc.stdout
+    args = ["data", "simulate", "-n", "50", "--interactions", "10", "--seed", "1", "--grades", "3-5",
+            "--subjects", "math,reading", "--out"]
+    proc = run_cli(*args, str(first))
+    assert proc.returncode == 0, proc.stderr
+    assert "oracle AUC" in proc.stdout
+    assert main([*args, str(second)]) == 0  # in-process: same code path, no second interpreter start
     assert first.read_bytes() == second.read_bytes()
     frame = pd.read_csv(first)
     assert set(frame["grade"]) <= {3, 4, 5} and set(frame["subject"]) <= {"math", "reading"}
@@ -103,7 +105,9 @@ def test_simulate_csv_is_deterministic(run_cli, tmp_path):
     (["--out", "sim.csv", "--learners", "0"], 2, "--learners"),
     (["--out", "sim.csv", "--subjects", "art"], 2, "no item-type mix for subject 'art'"),
 ])
-def test_simulate_bad_options(run_cli, args, code, fragment):
-    proc = run_cli("data", "simulate", *args)
-    assert proc.returncode == code, proc.stderr
-    assert "Traceback" not in proc.stderr and fragment in " ".join(proc.stderr.split())
+def test_simulate_bad_options(tmp_path, monkeypatch, capsys, args, code, fragment):
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "simulate", *args]) == code  # `aivo`'s entry point, in-process
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and fragment in " ".join(err.split())
+    assert list(tmp_path.iterdir()) == []  # nothing written
