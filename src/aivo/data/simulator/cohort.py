@@ -15,7 +15,7 @@ from aivo.brain.metrics import BinaryMetrics, binary_metrics
 from aivo.data.schema import InteractionLog
 from aivo.data.simulator.config import SimulatorConfig
 from aivo.data.simulator.curriculum import Curriculum, build_curriculum
-from aivo.data.simulator.engine import Progress, run_practice
+from aivo.data.simulator.engine import PracticeRecord, Progress, run_practice
 from aivo.data.simulator.learners import draw_learners, learners_frame
 from aivo.errors import DataError
 
@@ -48,7 +48,7 @@ class SimulatedCohort:
 
 
 def _interaction_frame(config: SimulatorConfig, curriculum: Curriculum, learners: pd.DataFrame,
-                       record) -> pd.DataFrame:
+                       record: PracticeRecord) -> pd.DataFrame:
     n, m = record.item.shape
     learner = np.repeat(np.arange(n), m)  # rows are learner-major: already sorted by (learner, order)
     item = record.item.ravel()
