@@ -96,10 +96,18 @@ def test_sigkill_at_each_point(registry, db_url, tmp_path, with_active, point):
 def test_sigkill_at_random_moments(registry, db_url, with_active):
     rng = random.Random(7)
     for round_ in range(2):
+        before = _count_versions(registry)
         proc = _start("loop", db_url, registry.store.url, f"r{round_}")
-        time.sleep(1.2 + rng.random() * 1.5)  # import takes ~1 s; then versions are being written
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        deadline = time.monotonic() + 60
+        while _count_versions(registry) == before:  # wait until it is writing versions in a loop
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the worker never wrote a version"
+            time.sleep(0.05)
+        time.sleep(rng.random() * 0.5)  # then kill it at some point of its next writes
         _kill(proc)
         _assert_consistent(registry)
+
+
+def _count_versions(registry) -> int:
     with registry.session(read_only=True) as s:
-        assert len(list_main_versions(session=s, limit=1000)) > 1  # the loops did write versions
+        return len(list_main_versions(session=s, limit=10_000))

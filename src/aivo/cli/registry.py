@@ -15,8 +15,7 @@ import typer
 from rich.table import Table
 
 from aivo.cli.app import JsonOption, app, console, emit, err_console, settings
-from aivo.cli.data import data_app
-from aivo.errors import DataError
+from aivo.cli.data import MapOption, data_app, parse_column_map
 from aivo.registry import (
     collect_garbage,
     default_actor,
@@ -147,7 +146,7 @@ def registry_show(
 ) -> None:
     """Show a main version, or a learner model with its training history."""
     if (version is None) == (learner is None):
-        raise DataError("give either a VERSION or --learner ID")
+        raise typer.BadParameter("give either a VERSION or --learner ID", param_hint="VERSION")
     reg = open_registry()
     with reg.session(read_only=True) as session:
         if version is not None:
@@ -255,7 +254,7 @@ def learner_delete(
     reg = open_registry()
     if not yes:
         if not sys.stdin.isatty():
-            raise DataError("refusing to delete without confirmation; pass --yes")
+            raise typer.BadParameter("refusing to erase without confirmation; pass --yes", param_hint="--yes")
         typer.confirm(f"Erase everything held about learner {learner}?", abort=True)
     with reg.session() as session:
         result = delete_learner(session=session, store=reg.store, learner_id=pseudonym,
@@ -288,25 +287,11 @@ def learner_export(
 
 
 # --- aivo data import -------------------------------------------------------------------------
-def parse_mapping(items: list[str] | None) -> dict[str, str]:
-    """`schema=source` pairs (repeatable, or comma-separated) -> {"schema": "source"}."""
-    mapping: dict[str, str] = {}
-    for item in items or []:
-        for pair in item.split(","):
-            if not pair.strip():
-                continue
-            if "=" not in pair:
-                raise DataError(f"--map expects schema_column=source_column, got {pair!r}")
-            key, value = (p.strip() for p in pair.split("=", 1))
-            mapping[key] = value
-    return mapping
-
-
 @data_app.command("import")
 def data_import(
     path: Path = typer.Argument(..., help="Interaction file (KT three-line, CSV or Parquet)."),
     format: str = typer.Option("auto", "--format", "-f", help="Input format."),
-    mapping: list[str] = typer.Option(None, "--map", help="schema_column=source_column (repeatable)."),
+    column_map: list[str] = MapOption,
     tenant: str = typer.Option("default", "--tenant", help="Tenant (school/district) of these learners."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -317,7 +302,7 @@ def data_import(
     with console.status(f"importing {path} ...", spinner="dots") if not as_json else nullcontext():
         with reg.session() as session:
             result = import_interaction_file(session=session, path=path, secret_key=key, format=format,
-                                             mapping=parse_mapping(mapping), tenant=tenant)
+                                             mapping=parse_column_map(column_map) or None, tenant=tenant)
     emit(result.to_dict(), as_json=as_json, render=lambda r: console.print(
         f"imported {r['rows_inserted']} of {r['rows_read']} interactions ({r['rows_skipped']} already present); "
         f"{r['learners']} learners ({r['learners_created']} new) in tenant {r['tenant']}"))
