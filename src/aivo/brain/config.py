@@ -35,6 +35,8 @@ class BrainConfig:
     # vectors summed over the history, one sum per decay (1.0 = plain sum, <1 = recent steps count more).
     evidence_dim: int = 16
     evidence_decays: tuple[float, ...] = (1.0,)
+    # Divide the evidence sums at step t by sqrt(t + 1), so long histories do not blow up their scale.
+    evidence_normalize: bool = False
     # Pseudo-count of the learner's smoothed running correct rate (prior: training correct rate).
     running_rate_prior_count: float = 5.0
 

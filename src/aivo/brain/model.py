@@ -116,6 +116,7 @@ class Encoder(nn.Module):
     def __init__(self, config: BrainConfig):
         super().__init__()
         self.evidence_decays = tuple(config.evidence_decays) if config.evidence_dim else ()
+        self.evidence_normalize = config.evidence_normalize
         rnn_class = nn.GRU if config.encoder == "gru" else nn.LSTM
         self.dropout = nn.Dropout(config.dropout)
         self.rnn = rnn_class(config.embed_dim, config.hidden_dim, num_layers=config.num_layers,
@@ -131,7 +132,12 @@ class Encoder(nn.Module):
         recurrent = torch.cat([start, after[:, :-1]], dim=1)
         if evidence is None:
             return recurrent
-        return torch.cat([recurrent, decayed_prefix_sums(evidence, self.evidence_decays)], dim=-1)
+        sums = decayed_prefix_sums(evidence, self.evidence_decays)
+        if self.evidence_normalize:
+            # Divide by sqrt(number of steps summed): keeps the scale of long histories bounded.
+            steps = torch.arange(x.shape[1], device=x.device, dtype=x.dtype)
+            sums = sums / torch.sqrt(1.0 + steps).unsqueeze(-1)
+        return torch.cat([recurrent, sums], dim=-1)
 
 
 class Heads(nn.Module):
