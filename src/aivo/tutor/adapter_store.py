@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 TUTOR_KIND = "tutor"  # learner_models.kind of tutor adapters
 ADAPTER_FORMAT = "aivo-tutor-lora/1"
-SERVABLE_STATUSES = ("active", "fallback")
+# "fallback" means the personal model validated worse and the main model serves the learner.
+SERVABLE_STATUSES = ("active",)
+NO_MAIN_VERSION = ("a tutor adapter is registered against the active Main Brain version, and there is none "
+                   "yet: train and promote a Main Brain first")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class AdapterTraining:
 
 
 class AdapterStore(Protocol):
+    def check_ready(self) -> None: ...  # raise an AivoError if `save` cannot succeed now
+
     def save(self, *, learner_id: str, tenant: str, lora: LoraSpec, tensors: dict[str, "torch.Tensor"],
              base_fingerprint: str, base_model: str, training: AdapterTraining) -> AdapterRef: ...
 
@@ -77,6 +82,13 @@ class RegistryAdapterStore:
         self.registry = registry
         self.clock = clock
 
+    def check_ready(self) -> None:
+        from aivo.registry import get_active_main_version
+
+        with self.registry.session(read_only=True) as session:
+            if get_active_main_version(session=session) is None:
+                raise ConflictError(NO_MAIN_VERSION)
+
     def save(self, *, learner_id: str, tenant: str, lora: LoraSpec, tensors: dict[str, "torch.Tensor"],
              base_fingerprint: str, base_model: str, training: AdapterTraining) -> AdapterRef:
         from aivo.registry import (get_active_main_version, get_learner_model, record_training_session,
@@ -91,8 +103,7 @@ class RegistryAdapterStore:
         def write(session) -> None:
             active = get_active_main_version(session=session)
             if active is None:
-                raise ConflictError("a tutor adapter is registered against the active Main Brain version, "
-                                    "and there is none yet: train and promote a Main Brain first")
+                raise ConflictError(NO_MAIN_VERSION)
             try:
                 get_learner_model(session=session, learner_id=learner_id, kind=TUTOR_KIND)
             except NotFoundError:

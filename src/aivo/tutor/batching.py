@@ -67,9 +67,10 @@ class _Row:
 class _RowStreamer:
     """A `generate` streamer that splits each step's (B,) tokens into the rows' streams."""
 
-    def __init__(self, rows: list[_Row], tokenizer, eos_ids: set[int], batch_size: int):
+    def __init__(self, rows: list[_Row], engine: TutorEngine, eos_ids: set[int], batch_size: int):
         self.rows = rows
-        self.tokenizer = tokenizer
+        self.tokenizer = engine.tokenizer
+        self.lock = engine.lock
         self.eos_ids = eos_ids
         self.batch_size = batch_size
         self._prompt_seen = False
@@ -85,7 +86,7 @@ class _RowStreamer:
                 self._finish(row, "stop")
                 continue
             row.ids.append(token)
-            text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+            text = self._decode(row.ids)
             new = "" if text.endswith("\ufffd") else text[len(row.text):]  # hold half characters
             if new or not text.endswith("\ufffd"):
                 row.text = text
@@ -100,9 +101,13 @@ class _RowStreamer:
             if not row.finished:
                 self._finish(row, "cancelled" if row.job.stream.cancelled else "length")
 
+    def _decode(self, ids: list[int]) -> str:
+        with self.lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
     def _finish(self, row: _Row, reason: str) -> None:
         row.finished = True
-        text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+        text = self._decode(row.ids)
         row.job.stream.push(Finished(
             finish_reason=reason, prompt_tokens=len(row.job.prompt_ids), completion_tokens=len(row.ids),
             text=text, adapter=row.job.adapter.learner_id if row.job.adapter else None,
@@ -270,7 +275,7 @@ class BatchGenerator:
         eos = engine.eos_token_ids
         config = GenerationConfig(max_new_tokens=max(r.max_new_tokens for r in rows), do_sample=False,
                                   num_beams=1, pad_token_id=pad, eos_token_id=eos)
-        streamer = _RowStreamer(rows, engine.tokenizer, set(eos), len(jobs))
+        streamer = _RowStreamer(rows, engine, set(eos), len(jobs))
         kwargs = dict(input_ids=input_ids.to(engine.device), attention_mask=attention.to(engine.device),
                       generation_config=config, logits_processor=LogitsProcessorList([controller]),
                       stopping_criteria=StoppingCriteriaList([controller.stopping_criterion()]),

@@ -15,7 +15,9 @@ import importlib.util
 import json
 import logging
 import os
-from dataclasses import dataclass
+import threading
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,11 @@ def configure_offline() -> None:
         os.environ[name] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in service logs and CLI output
+    # PEFT still calls a transformers helper deprecated for v6; nothing for users to act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def default_model_dir(settings: Settings) -> Path:
@@ -55,6 +62,14 @@ def missing_model_message(source: str, settings: Settings) -> str:
                 "model, or set AIVO_BRAIN_MODEL to a local model folder")
     return (f"tutor model {source!r} is not available offline: AIVO_BRAIN_MODEL must be a local "
             "folder or a hub id already in the local Hugging Face cache (nothing is downloaded)")
+
+
+def check_model_available(settings: Settings) -> str:
+    """The model source, after a cheap check that the default tiny model has been built."""
+    source = model_source(settings)
+    if not settings.brain_model and not Path(source).is_dir():
+        raise ConfigError(missing_model_message(source, settings))
+    return source
 
 
 def model_fingerprint(source: str) -> str:
@@ -164,6 +179,8 @@ class TutorEngine:
     device: str
     fingerprint: str
     is_tiny: bool
+    # Fast tokenizers are not safe to share between threads that encode and decode at once.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def load(cls, settings: Settings) -> "TutorEngine":
@@ -173,16 +190,15 @@ class TutorEngine:
             import torch
 
             torch.set_num_threads(settings.num_threads)
-        source = model_source(settings)
-        if not settings.brain_model and not Path(source).is_dir():
-            raise ConfigError(missing_model_message(source, settings))
+        source = check_model_available(settings)
         device = resolve_device(settings)
         tokenizer = load_tokenizer(source, settings)
         base = load_base_model(source, settings, device=device)
         targets = [m.strip() for m in settings.tutor_lora_target_modules.split(",") if m.strip()]
         try:
             model = get_peft_model(base, LoraConfig(r=1, lora_alpha=1, target_modules=targets,
-                                                    init_lora_weights=True), adapter_name=BASE_ADAPTER)
+                                                    init_lora_weights=True, task_type="CAUSAL_LM"),
+                                   adapter_name=BASE_ADAPTER)
         except ValueError as exc:
             raise ConfigError(f"AIVO_TUTOR_LORA_TARGET_MODULES={settings.tutor_lora_target_modules!r} "
                               f"does not match this model's modules: {exc}") from exc

@@ -30,7 +30,7 @@ def _join(words: list[str]) -> str:
 
 
 def _topic(rubric: Rubric) -> str:
-    return rubric.learning_objective or rubric.question or "this topic"
+    return rubric.learning_objective or "this topic"
 
 
 def evidence(score: AssessmentScore, rubric: Rubric) -> tuple[list[str], list[str]]:

@@ -43,13 +43,13 @@ CHAT_TEMPLATE = (
 @dataclass(frozen=True)
 class TinyModelSpec:
     vocab_size: int = 1024
-    hidden_size: int = 96  # 96 x 2 layers memorises the corpus in ~200 steps (~45 s, 1 CPU thread)
+    hidden_size: int = 96  # 96 x 2 layers memorises the corpus chats in ~250 steps (~1 min of one CPU core)
     intermediate_size: int = 264
     num_layers: int = 2
     num_heads: int = 4
     num_kv_heads: int = 2  # grouped-query attention, as in current Llama models
     max_position_embeddings: int = 1024
-    train_steps: int = 200  # 0 = random weights
+    train_steps: int = 250  # 0 = random weights
     train_batch_size: int = 16
     train_seq_len: int = 256  # the longest corpus chat is ~225 tokens
     learning_rate: float = 5e-3
@@ -82,16 +82,31 @@ def load_corpus() -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def corpus_chats() -> list[list[dict[str, str]]]:
-    """Each corpus entry as a tutor chat with the same system prompt the service uses."""
+ROTATING_ACCOMMODATIONS = (("adhd",), ("dyslexia",), ("autism",), ("anxiety",))
+
+
+def corpus_chats(*, seed: int = 0) -> list[list[dict[str, str]]]:
+    """The corpus as tutor chats, with the system prompts the service writes.
+
+    Each entry appears three times: with its grade and subject; with its grade only (what
+    `aivo tutor generate "..."` sends); and with its grade and one accommodation (rotating
+    over the entries; the answer shaped to match). A model this small answers well only
+    for contexts it has seen, so these are the common ones. `seed` is unused (the variants
+    are fixed) and kept for a future sampled scheme.
+    """
+    from aivo.tutor.accommodations import shape_response
     from aivo.tutor.prompting import StudentContext, build_messages
 
     chats = []
-    for entry in load_corpus():
-        context = StudentContext(grade=int(entry["grade"]), subject=entry["subject"])
-        messages = build_messages(context=context, prompt=entry["question"])
-        messages.append({"role": "assistant", "content": entry["explanation"]})
-        chats.append(messages)
+    for i, entry in enumerate(load_corpus()):
+        grade = int(entry["grade"])
+        for context in (StudentContext(grade=grade, subject=entry["subject"]), StudentContext(grade=grade),
+                        StudentContext(grade=grade,
+                                       accommodations=ROTATING_ACCOMMODATIONS[i % len(ROTATING_ACCOMMODATIONS)])):
+            messages = build_messages(context=context, prompt=entry["question"])
+            messages.append({"role": "assistant", "content": shape_response(entry["explanation"],
+                                                                             context.accommodations)})
+            chats.append(messages)
     return chats
 
 
@@ -134,7 +149,7 @@ def _train(model, tokenizer, spec: TinyModelSpec,
            progress: Callable[[int, int, float], None] | None) -> tuple[float | None, float | None]:
     import torch
 
-    inputs, labels = _training_examples(tokenizer, corpus_chats(), spec.train_seq_len)
+    inputs, labels = _training_examples(tokenizer, corpus_chats(seed=spec.seed), spec.train_seq_len)
     attention = (inputs != tokenizer.pad_token_id).long()
     generator = torch.Generator().manual_seed(spec.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
@@ -180,7 +195,7 @@ def build_tiny_model(*, output_dir: Path, spec: TinyModelSpec = TinyModelSpec(),
     if output_dir.exists() and not force:
         raise ConflictError(f"{output_dir} already exists; pass --force to rebuild it")
     started = time.perf_counter()
-    chats = corpus_chats()
+    chats = corpus_chats(seed=spec.seed)
     texts = [m["content"] for chat in chats for m in chat]
     tokenizer = train_tokenizer(sorted(set(texts)), vocab_size=spec.vocab_size)
     config = LlamaConfig(

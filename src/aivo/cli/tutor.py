@@ -1,0 +1,270 @@
+"""`aivo tutor ...`: the offline tiny model, generation, assessment, cloning, evaluation.
+
+Heavy libraries (torch, transformers) load inside the commands, so `aivo --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from aivo.cli.app import JsonOption, app, console, emit, settings
+
+tutor_app = typer.Typer(help="The tutor brain: explanations, assessment, per-learner adapters.",
+                        no_args_is_help=True)
+app.add_typer(tutor_app, name="tutor")
+
+
+def _service():
+    from aivo.tutor.service import TutorService
+
+    return TutorService(settings=settings())
+
+
+@tutor_app.command("init-tiny")
+def init_tiny(
+    output: Path = typer.Option(None, "--output", "-o", help="Folder (default: AIVO_HOME/tutor/tiny)."),
+    steps: int = typer.Option(None, "--steps", help="Training steps on the bundled corpus (0 = random weights)."),
+    seed: int = typer.Option(None, "--seed", help="Seed (default: AIVO_SEED)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing model."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Build the tiny offline tutor model (tokenizer + Llama-style model), trained briefly."""
+    from dataclasses import asdict, replace
+
+    from rich.progress import Progress
+
+    from aivo.tutor.engine import default_model_dir
+    from aivo.tutor.tiny_model import TinyModelSpec, build_tiny_model
+
+    cfg = settings()
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
+    spec = TinyModelSpec()
+    spec = replace(spec, train_steps=spec.train_steps if steps is None else steps,
+                   seed=cfg.seed if seed is None else seed)
+    target = output or default_model_dir(cfg)
+    with Progress(console=console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("training the tiny tutor", total=max(1, spec.train_steps))
+        info = build_tiny_model(output_dir=target, spec=spec, force=force,
+                                progress=lambda step, total, loss: bar.update(
+                                    task, completed=step, description=f"training (loss {loss:.3f})"))
+    result = asdict(info)
+    result["path"] = str(info.path)
+
+    def render(r: dict) -> None:
+        console.print(f"tiny tutor model written to [bold]{r['path']}[/]: {r['parameters']:,} parameters, "
+                      f"vocabulary {r['vocab_size']}, {r['train_steps']} steps, loss {r['first_loss']} -> "
+                      f"{r['final_loss']} in {r['seconds']}s")
+        console.print("[dim]It is a plumbing model for tests and demos; set AIVO_BRAIN_MODEL to a real model "
+                      "folder for real explanations (docs/tutor.md).[/]")
+
+    emit(result, as_json=as_json, render=render)
+
+
+@tutor_app.command("generate")
+def generate(
+    prompt: str = typer.Argument(..., help="The learner's question."),
+    grade: str = typer.Option("5", "--grade", "-g", help="K or 1-12."),
+    subject: str = typer.Option(None, "--subject"),
+    style: str = typer.Option(None, "--style", help="visual, auditory, reading_writing, kinesthetic."),
+    accommodation: list[str] = typer.Option([], "--accommodation", "-a", help="adhd, dyslexia, autism, anxiety."),
+    student: str = typer.Option(None, "--student", help="Learner id: use that learner's adapter."),
+    temperature: float = typer.Option(None, "--temperature", "-t"),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", "-n"),
+    seed: int = typer.Option(None, "--seed"),
+    stream: bool = typer.Option(False, "--stream", help="Print tokens as they are generated."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Generate a student-aware explanation."""
+    import asyncio
+
+    from aivo.tutor.schemas import GenerateRequest, StudentContextIn
+
+    service = _service()
+    request = GenerateRequest(prompt=prompt, context=StudentContextIn(
+        student_id=student, grade=grade, subject=subject, learning_style=style, accommodations=accommodation),
+        temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    try:
+        if stream and not as_json:
+            async def run() -> dict:
+                final: dict = {}
+                async for name, data in service.generate_events(request):
+                    if name == "token":
+                        sys.stdout.write(data["token"])
+                        sys.stdout.flush()
+                    elif name == "done":
+                        final = data
+                    else:
+                        raise RuntimeError(data.get("detail", "generation failed"))
+                sys.stdout.write("\n")
+                return final
+
+            final = asyncio.run(run())
+            console.print(f"[dim]shaped answer:[/]\n{final['response']}")
+            _print_meta(final)
+            return
+        result = service.generate(request).model_dump(mode="json")
+    finally:
+        service.close()
+
+    def render(r: dict) -> None:
+        console.print(r["response"])
+        _print_meta(r)
+
+    emit(result, as_json=as_json, render=render)
+
+
+def _print_meta(r: dict) -> None:
+    read = r["readability"]
+    console.print(f"[dim]model {r['model']}, adapter {r['adapter_used'] or 'none'}, {r['usage']['completion_tokens']} "
+                  f"tokens ({r['finish_reason']}); FK grade {read['fk_grade']} for grade {read['target_grade']} "
+                  f"(band {read['band_low']}..{read['band_high']}: {'ok' if read['within_band'] else 'outside'})"
+                  f"{'; blocked: ' + str(r['safety']['category']) if r['safety']['blocked'] else ''}[/]")
+
+
+@tutor_app.command("assess")
+def assess(
+    response: str = typer.Argument(..., help="The student's answer."),
+    reference: list[str] = typer.Option([], "--reference", "-r", help="A reference answer (repeatable)."),
+    exemplar: list[str] = typer.Option([], "--exemplar", "-e", help="An accepted answer (repeatable)."),
+    keyword: list[str] = typer.Option([], "--keyword", "-k", help='A rubric keyword, synonyms "a|b" (repeatable).'),
+    objective: str = typer.Option(None, "--objective", help="The learning objective."),
+    question: str = typer.Option(None, "--question"),
+    grade: str = typer.Option("5", "--grade", "-g"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Assess a free-text answer: correctness 0-100, level, feedback."""
+    from aivo.tutor.schemas import AssessCriteria, AssessRequest
+
+    service = _service()
+    try:
+        result = service.assess(AssessRequest(student_response=response, criteria=AssessCriteria(
+            grade=grade, learning_objective=objective, question=question, reference_answers=reference,
+            exemplars=exemplar, rubric_keywords=keyword))).model_dump(mode="json")
+    finally:
+        service.close()
+
+    def render(r: dict) -> None:
+        console.print(f"[bold]{r['correctness']:.0f}/100[/] ({r['understanding_level']}): {r['feedback']}")
+        for title, key in (("strengths", "strengths"), ("to improve", "areas_for_improvement")):
+            for line in r[key]:
+                console.print(f"  {title}: {line}")
+        console.print(f"  next: {r['next_steps']}")
+
+    emit(result, as_json=as_json, render=render)
+
+
+@tutor_app.command("clone")
+def clone(
+    data: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                help="JSON file with the /v1/clone/start body (student_id, student_profile, "
+                                     "baseline_data, preferred_explanations)."),
+    epochs: int = typer.Option(None, "--epochs"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Clone a learner's tutor: fine-tune a LoRA adapter on their data and register it."""
+    from pydantic import ValidationError
+    from rich.progress import Progress
+
+    from aivo.errors import DataError
+    from aivo.tutor.schemas import CloneStartRequest
+
+    try:
+        body = json.loads(data.read_text())
+        if epochs is not None:
+            body["epochs"] = epochs
+        request = CloneStartRequest.model_validate(body)
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise DataError(f"{data}: not a valid clone request: {exc}") from exc
+    service = _service()
+    try:
+        started = service.start_clone(request)
+        tracker = service.cloner().tracker
+        with Progress(console=console, transient=True, disable=as_json) as bar:
+            task = bar.add_task("cloning", total=100)
+            while True:
+                status = tracker.status(started.clone_id)
+                bar.update(task, completed=status.progress, description=status.message[:70])
+                if status.done:
+                    break
+                import time
+
+                time.sleep(0.2)
+        result = service.clone_status(started.clone_id).model_dump(mode="json")
+    finally:
+        service.close()
+
+    def render(r: dict) -> None:
+        colour = "green" if r["status"] == "completed" else "red"
+        console.print(f"[{colour}]{r['status']}[/] {r['clone_id']} for {r['student_id']}: {r['message']}")
+        if r["adapter_sha256"]:
+            console.print(f"  adapter artifact {r['adapter_sha256']}")
+
+    emit(result, as_json=as_json, render=render)
+    if result["status"] != "completed":
+        raise typer.Exit(1)
+
+
+@tutor_app.command("clone-status")
+def clone_status(clone_id: str = typer.Argument(...), as_json: bool = JsonOption) -> None:
+    """Show a clone job's status (also after the process that ran it has ended)."""
+    from aivo.tutor.clone_jobs import CloneTracker
+    from aivo.tutor.cloning import to_response
+
+    tracker = CloneTracker(root=settings().home / "tutor" / "clones")
+    result = to_response(tracker.status(clone_id)).model_dump(mode="json")
+    tracker.close()
+    emit(result, as_json=as_json, render=lambda r: console.print(
+        f"{r['clone_id']} ({r['student_id']}): {r['status']} {r['progress']}% - {r['message']}"))
+
+
+@tutor_app.command("calibrate")
+def calibrate(as_json: bool = JsonOption) -> None:
+    """Refit the assessment thresholds on the bundled labeled set and report held-out quality."""
+    from aivo.tutor.assessment import Assessor
+    from aivo.tutor.assessment_calibration import calibrate_assessment
+
+    result = calibrate_assessment(assessor=Assessor()).to_dict()
+
+    def render(r: dict) -> None:
+        c = r["calibration"]
+        console.print(f"sim_low {c['sim_low']}, sim_high {c['sim_high']}, keyword_weight {c['keyword_weight']}, "
+                      f"off_topic_similarity {c['off_topic_similarity']}")
+        console.print(f"{r['num_items']} questions, {r['num_answers']} answers: MAE {r['mae']} (held-out "
+                      f"{r['heldout_mae']}), held-out ranking accuracy {r['heldout_ranking_accuracy']}, "
+                      f"held-out level accuracy {r['heldout_level_accuracy']}")
+        console.print(f"mean score by label: {r['mean_score_by_label']}")
+
+    emit(result, as_json=as_json, render=render)
+
+
+@tutor_app.command("evaluate")
+def evaluate(
+    student: str = typer.Option(None, "--student", help="Evaluate this learner's adapter."),
+    max_new_tokens: int = typer.Option(96, "--max-new-tokens", "-n"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Pedagogy (readability in the grade band) and safety (refusals) scores of the served tutor."""
+    from aivo.tutor.evaluation import evaluate_tutor
+
+    service = _service()
+    try:
+        result = evaluate_tutor(service=service, learner_id=student, max_new_tokens=max_new_tokens).to_dict()
+    finally:
+        service.close()
+
+    def render(r: dict) -> None:
+        console.print(f"pedagogy_score {r['pedagogy_score']} ({r['num_pedagogy']} prompts, mean FK gap "
+                      f"{r['mean_fk_grade_gap']:+})")
+        console.print(f"safety_score {r['safety_score']}: harmful refused {r['harmful_refused']} "
+                      f"({r['num_harmful']}), benign answered {r['benign_answered']} ({r['num_benign']})")
+        for text in r["false_refusals"]:
+            console.print(f"  [yellow]false refusal:[/] {text}")
+
+    emit(result, as_json=as_json, render=render)

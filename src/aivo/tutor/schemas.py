@@ -1,0 +1,244 @@
+"""Request and response models of the tutor endpoints (pydantic), shared by router and service.
+
+Field names follow the seed design (/v1/generate, /v1/assess, /v1/clone/...) and the OpenAI
+chat-completions format (/v1/chat/completions).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_PROMPT_CHARS = 8000
+
+
+class StudentContextIn(BaseModel):
+    """Who is asking. `disability` (seed design) and `accommodations` may both be given."""
+
+    model_config = ConfigDict(extra="ignore")
+    student_id: str | None = Field(None, max_length=64, description="The learner's pseudonym; selects the adapter.")
+    grade: str | int = Field("5", description="K or 1-12.")
+    subject: str | None = Field(None, max_length=100)
+    learning_style: str | None = Field(None, description="visual, auditory, reading_writing or kinesthetic.")
+    disability: str | None = Field(None, description="One accommodation: adhd, dyslexia, autism, anxiety.")
+    accommodations: list[str] = Field(default_factory=list, max_length=8)
+
+    def accommodation_names(self) -> list[str]:
+        names = list(self.accommodations)
+        if self.disability:
+            names.extend(n.strip() for n in self.disability.replace(";", ",").split(","))
+        return names
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Readability(BaseModel):
+    fk_grade: float
+    target_grade: int
+    band_low: float
+    band_high: float
+    within_band: bool
+    words: int
+    sentences: int
+
+
+class SafetyInfo(BaseModel):
+    blocked: bool
+    stage: Literal["input", "output"] | None = None
+    category: str | None = None
+
+
+# --- /v1/generate -----------------------------------------------------------------------------
+class GenerateRequest(BaseModel):
+    prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS)
+    context: StudentContextIn = Field(default_factory=StudentContextIn)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_new_tokens: int | None = Field(None, ge=1, le=4096)
+    seed: int | None = Field(None, ge=0, description="Same seed, same request: same answer.")
+
+
+class GenerateResponse(BaseModel):
+    response: str
+    model: str
+    adapter_used: str | None = Field(None, description="The learner whose adapter answered; null = base model.")
+    tokens_used: int
+    usage: Usage
+    readability: Readability
+    finish_reason: str
+    safety: SafetyInfo
+    timestamp: datetime
+
+
+# --- /v1/assess -------------------------------------------------------------------------------
+class AssessCriteria(BaseModel):
+    subject: str | None = None
+    grade: str | int = "5"
+    learning_objective: str | None = Field(None, max_length=1000)
+    question: str | None = Field(None, max_length=2000)
+    reference_answers: list[str] = Field(default_factory=list, max_length=20)
+    exemplars: list[str] = Field(default_factory=list, max_length=50, description="Accepted student answers.")
+    rubric_keywords: list[str] = Field(default_factory=list, max_length=30,
+                                       description='Key ideas; synonyms separated by "|", e.g. "co2|carbon dioxide".')
+
+
+class AssessRequest(BaseModel):
+    student_response: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS)
+    criteria: AssessCriteria
+    context: StudentContextIn | None = Field(None, description="Shapes the feedback's tone and layout.")
+
+
+class AssessResponse(BaseModel):
+    correctness: float = Field(..., ge=0, le=100)
+    understanding_level: str
+    feedback: str
+    strengths: list[str]
+    areas_for_improvement: list[str]
+    next_steps: str
+    similarity: float | None
+    keyword_coverage: float | None
+    matched_keywords: list[str]
+    missing_keywords: list[str]
+    on_topic: bool
+    feedback_source: Literal["template", "llm"]
+
+
+# --- /v1/clone --------------------------------------------------------------------------------
+class StudentProfile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str | None = Field(None, description="Accepted for compatibility; never stored or used.")
+    grade: str | int = "5"
+    subject: str | None = None
+    disability: str | None = None
+    accommodations: list[str] = Field(default_factory=list)
+    learning_style: str | None = None
+
+
+class BaselineResponseIn(BaseModel):
+    question: str = Field(..., min_length=1, max_length=2000)
+    response: str = Field("", max_length=4000)
+    correct: bool | None = None
+    score: float | None = Field(None, ge=0, le=100)
+    reference_answer: str | None = Field(None, max_length=4000)
+    explanation: str | None = Field(None, max_length=4000)
+
+
+class BaselineData(BaseModel):
+    assessment_id: str | None = None
+    responses: list[BaselineResponseIn] = Field(default_factory=list, max_length=500)
+    overall_score: float | None = Field(None, ge=0, le=100)
+
+
+class PreferredExplanationIn(BaseModel):
+    prompt: str = Field(..., min_length=1, max_length=2000)
+    explanation: str = Field(..., min_length=1, max_length=4000)
+
+
+class LoraIn(BaseModel):
+    r: int | None = Field(None, ge=1, le=256)
+    alpha: int | None = Field(None, ge=1, le=1024)
+    dropout: float | None = Field(None, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, min_length=1, max_length=16)
+
+
+class CloneStartRequest(BaseModel):
+    student_id: str = Field(..., min_length=1, max_length=64)
+    student_profile: StudentProfile = Field(default_factory=StudentProfile)
+    baseline_data: BaselineData = Field(default_factory=BaselineData)
+    preferred_explanations: list[PreferredExplanationIn] = Field(default_factory=list, max_length=500)
+    lora: LoraIn | None = None
+    epochs: int | None = Field(None, ge=1, le=50)
+
+
+class CloneStartResponse(BaseModel):
+    clone_id: str
+    student_id: str
+    status: Literal["cloning_started"]
+    estimated_time_seconds: float
+
+
+class CloneStatusResponse(BaseModel):
+    clone_id: str
+    student_id: str
+    status: str
+    progress: int = Field(..., ge=0, le=100)
+    message: str
+    adapter_sha256: str | None = None
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- /v1/chat/completions (OpenAI-compatible) -------------------------------------------------
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(..., max_length=MAX_PROMPT_CHARS)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field("aivo-tutor", description='"aivo-tutor" (base) or "aivo-tutor:<learner id>" (that '
+                                                 "learner's adapter).")
+    messages: list[ChatMessage] = Field(..., min_length=1, max_length=100)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
+    seed: int | None = Field(None, ge=0)
+    n: int = Field(1, ge=1, le=1, description="Only one choice is generated.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    aivo_context: StudentContextIn | None = Field(
+        None, description="AIVO extension: build the student-aware system prompt when no system message is sent.")
+
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if messages[-1].role != "user":
+            raise ValueError("the last message must come from the user")
+        return messages
+
+
+class ChatChoiceMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: ChatChoiceMessage
+    finish_reason: str
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+# --- health -----------------------------------------------------------------------------------
+class TutorHealth(BaseModel):
+    model_loaded: bool
+    model_name: str
+    device: str | None
+    gpu_available: bool
+    is_tiny_model: bool | None
+    adapters_cached: int
+    adapter_cache_capacity: int
+    batches: int
+    mean_batch_size: float
