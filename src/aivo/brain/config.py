@@ -66,6 +66,8 @@ class BrainConfig:
     # Train the correctness head on the first attempt of each chunk too (a cold-start prediction
     # from an empty history). Evaluation never scores it, per the KT protocol.
     train_on_first_attempt: bool = True
+    # Start item biases at the log-odds of each item's smoothed training correct rate.
+    init_item_bias: bool = True
 
     def __post_init__(self) -> None:
         positive_ints = ("max_seq_len", "max_skills_per_interaction", "embed_dim", "hidden_dim", "num_layers",

@@ -3,20 +3,28 @@
 For every interaction t of a chunk, the features describe what happened *before* t in the same
 chunk (never t's own answer): prior attempts/corrects/wrongs on the same item and on the same
 (first) skill, the last outcome and the time since then on each, the learner's smoothed running
-correct rate, the chunk position and the previous answer. They are known before the learner
-answers, so they are legitimate inputs for predicting t.
+correct rate, the chunk position and the previous answer; and difficulty-adjusted performance:
+the running mean and recency-weighted means of (answer - expected answer), where "expected" is the
+item's smoothed training correct rate (an online ability estimate in the spirit of Elo/IRT).
+The target item's own expected rate (as log-odds) is a property of the question, not of its
+answer. All are known before the learner answers t, so they are legitimate inputs for predicting t.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 
 FEATURE_NAMES = (
     "item_log_attempts", "item_log_corrects", "item_log_wrongs", "item_last_outcome", "item_log_gap",
     "skill_log_attempts", "skill_log_corrects", "skill_log_wrongs", "skill_last_outcome", "skill_log_gap",
     "running_correct_rate", "log_position", "previous_outcome",
+    "running_residual", "recent_outcome", "recent_residual", "target_expected_logodds",
 )
+# Recency weights of the exponentially weighted means (weight of the answer k steps back: decay**k).
+RECENT_OUTCOME_DECAY = 0.7
+RECENT_RESIDUAL_DECAY = 0.9
 NUM_FEATURES = len(FEATURE_NAMES)
 
 
@@ -38,25 +46,50 @@ def _per_key(chunk: np.ndarray, key: np.ndarray, correct: np.ndarray, position: 
     ], axis=1)
 
 
+def _exclusive_ema(values: np.ndarray, chunk: np.ndarray, position: np.ndarray, decay: float) -> np.ndarray:
+    """(N,) -> (N,): at t, sum over i < t (same chunk) of decay**(t-1-i) * values[i], times (1 - decay)."""
+    num_chunks = int(chunk.max()) + 1 if len(chunk) else 0
+    width = int(position.max()) + 1 if len(position) else 0
+    padded = np.zeros((num_chunks, width + 1))
+    padded[chunk, position + 1] = values  # shifted by one: exclusive of the step itself
+    smoothed = lfilter([1.0 - decay], [1.0, -decay], padded, axis=1)
+    return smoothed[chunk, position]
+
+
 def history_features(*, chunk: np.ndarray, position: np.ndarray, item: np.ndarray, skill: np.ndarray,
-                     correct: np.ndarray, global_correct_rate: float, prior_count: float) -> np.ndarray:
-    """(N,) arrays in chunk/position order -> (N, NUM_FEATURES) float32 features."""
+                     correct: np.ndarray, expected: np.ndarray, global_correct_rate: float,
+                     prior_count: float) -> np.ndarray:
+    """(N,) arrays in chunk/position order -> (N, NUM_FEATURES) float32 features.
+
+    `chunk` numbers the chunks 0..C-1 and `position` is the 0-based step within its chunk;
+    `expected` is each row's item's expected correct rate (from training data)."""
     correct = np.asarray(correct, dtype=np.float64)
+    expected = np.clip(np.asarray(expected, dtype=np.float64), 1e-3, 1 - 1e-3)
     position = np.asarray(position, dtype=np.int64)
     chunk = np.asarray(chunk, dtype=np.int64)
     item_part = _per_key(chunk, item, correct, position)
     skill_part = _per_key(chunk, skill, correct, position)
-    cum = pd.Series(correct).groupby(chunk, sort=False).cumsum().to_numpy() - correct
-    running = (cum + prior_count * global_correct_rate) / (position + prior_count)
+    residual = correct - expected
+    by_chunk = pd.DataFrame({"correct": correct, "residual": residual}).groupby(chunk, sort=False)
+    cum_correct = by_chunk["correct"].cumsum().to_numpy() - correct
+    cum_residual = by_chunk["residual"].cumsum().to_numpy() - residual
+    running = (cum_correct + prior_count * global_correct_rate) / (position + prior_count)
     previous = np.zeros_like(correct)
     has_prev = position > 0
     previous[has_prev] = 2.0 * correct[np.flatnonzero(has_prev) - 1] - 1.0
-    out = np.column_stack([item_part, skill_part, running, np.log1p(position), previous])
+    out = np.column_stack([
+        item_part, skill_part, running, np.log1p(position), previous,
+        cum_residual / (position + prior_count),
+        _exclusive_ema(2.0 * correct - 1.0, chunk, position, RECENT_OUTCOME_DECAY),
+        _exclusive_ema(residual, chunk, position, RECENT_RESIDUAL_DECAY),
+        np.log(expected / (1.0 - expected)),
+    ])
     return out.astype(np.float32)
 
 
 def candidate_features(*, history_item: np.ndarray, history_skill: np.ndarray, history_correct: np.ndarray,
-                       candidate_item: np.ndarray, candidate_skill: np.ndarray, global_correct_rate: float,
+                       history_expected: np.ndarray, candidate_item: np.ndarray, candidate_skill: np.ndarray,
+                       candidate_expected: np.ndarray, global_correct_rate: float,
                        prior_count: float) -> np.ndarray:
     """Features of K candidate next interactions after one history of length T.
 
@@ -79,10 +112,17 @@ def candidate_features(*, history_item: np.ndarray, history_skill: np.ndarray, h
         return np.stack([np.log1p(attempts), np.log1p(corrects), np.log1p(attempts - corrects),
                          np.where(seen, 2.0 * last - 1.0, 0.0), np.where(seen, np.log1p(gap), 0.0)], axis=1)
 
+    # The learner-level columns do not depend on the candidate: take them from the history with
+    # one placeholder step appended (its own answer is never used).
+    placeholder = history_features(
+        chunk=np.zeros(length + 1, dtype=np.int64), position=np.arange(length + 1),
+        item=np.append(np.asarray(history_item), -1), skill=np.append(np.asarray(history_skill), -1),
+        correct=np.append(history_correct, 0.0), expected=np.append(np.asarray(history_expected), 0.5),
+        global_correct_rate=global_correct_rate, prior_count=prior_count)[-1]
     k = len(candidate_item)
-    running = (history_correct.sum() + prior_count * global_correct_rate) / (length + prior_count)
-    previous = 2.0 * history_correct[-1] - 1.0 if length else 0.0
-    shared = np.tile([running, np.log1p(length), previous], (k, 1))
+    shared = np.tile(placeholder[10:-1], (k, 1))
+    expected = np.clip(np.asarray(candidate_expected, dtype=np.float64), 1e-3, 1 - 1e-3)
     out = np.column_stack([per_key(np.asarray(history_item), np.asarray(candidate_item)),
-                           per_key(np.asarray(history_skill), np.asarray(candidate_skill)), shared])
+                           per_key(np.asarray(history_skill), np.asarray(candidate_skill)), shared,
+                           np.log(expected / (1.0 - expected))])
     return out.astype(np.float32)

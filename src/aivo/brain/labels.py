@@ -26,6 +26,10 @@ class LabelTables:
     item_level: list[int]  # (len(vocab.items),) difficulty level per item index
     item_error_rate: list[float]  # (len(vocab.items),) smoothed training error rate per item index
 
+    def expected_correct(self, item_index: np.ndarray) -> np.ndarray:
+        """(N,) item indices -> (N,) smoothed training correct rate of each item."""
+        return 1.0 - np.asarray(self.item_error_rate, dtype=np.float64)[item_index]
+
     @property
     def num_levels(self) -> int:
         return len(self.level_edges) + 1

@@ -113,8 +113,10 @@ def predict_next(*, brain: TrainedBrain, history: InteractionLog, candidates: pd
     hist_correct = frame["correct"].to_numpy(dtype=np.float32)
     if config.use_history_features:
         cand_features = candidate_features(history_item=hist_item, history_skill=hist_skills[:, 0],
-                                           history_correct=hist_correct, candidate_item=cand_item,
-                                           candidate_skill=cand_skills[:, 0],
+                                           history_correct=hist_correct,
+                                           history_expected=brain.tables.expected_correct(hist_item),
+                                           candidate_item=cand_item, candidate_skill=cand_skills[:, 0],
+                                           candidate_expected=brain.tables.expected_correct(cand_item),
                                            global_correct_rate=brain.tables.global_correct_rate,
                                            prior_count=config.running_rate_prior_count)
     else:
@@ -148,6 +150,7 @@ def _next_state(brain: TrainedBrain, frame: pd.DataFrame, item: np.ndarray, skil
     if config.use_history_features:
         features = history_features(chunk=np.zeros(length + 1, dtype=np.int64), position=np.arange(length + 1),
                                     item=item_seq, skill=skills_seq[:, 0], correct=correct_seq,
+                                    expected=brain.tables.expected_correct(item_seq),
                                     global_correct_rate=brain.tables.global_correct_rate,
                                     prior_count=config.running_rate_prior_count)
     else:

@@ -69,6 +69,15 @@ def brain_loss(output: BrainOutput, batch: Batch, config: BrainConfig) -> torch.
     return total
 
 
+def init_item_bias(model: MainBrain, tables) -> None:
+    """Start each item's bias at the log-odds of its smoothed training correct rate (an IRT warm
+    start): without it, small data sets spend many epochs learning item difficulty alone."""
+    correct_rate = 1.0 - np.clip(np.asarray(tables.item_error_rate, dtype=np.float64), 1e-3, 1 - 1e-3)
+    with torch.no_grad():
+        model.head.item_bias.weight[:, 0] = torch.from_numpy(np.log(correct_rate / (1 - correct_rate))).float()
+        model.head.item_bias.weight[PAD] = 0.0
+
+
 def forward_batch(model: MainBrain, batch: Batch) -> BrainOutput:
     return model(item=batch.item, skills=batch.skills, item_type=batch.item_type, correct=batch.correct,
                  features=batch.features)
@@ -123,6 +132,8 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(config, vocab)
+        if config.init_item_bias:
+            init_item_bias(model, tables)
         shared = [p for n, p in model.named_parameters() if not n.startswith("personal.")]
         for p in model.personal.parameters():
             p.requires_grad_(False)

@@ -1,0 +1,230 @@
+"""Knowledge-tracing benchmark of the Main Brain (issue 2 targets) next to a plain reference DKT.
+
+Protocol (../shared/data/kt/README.md): train on train.csv, holding out learners of it for early
+stopping; score every attempt of test.csv but the first of each chunk of 200, from the attempts
+before it in that chunk. Every (dataset, model) runs in its own subprocess so that its peak memory
+(ru_maxrss) and time are its own. On simulated data (aivo.data.simulator) the AUC is compared with
+the oracle AUC of the true probabilities.
+
+    python benchmarks/kt_benchmark.py                      # everything, 2 threads, writes RESULTS.md
+    python benchmarks/kt_benchmark.py --datasets statics --no-dkt --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(HERE))
+
+KT_DATA = REPO.parent / "shared" / "data" / "kt"
+DATASETS = ("statics", "assist2015", "synthetic5")
+TARGETS = {"statics": 0.84, "assist2015": 0.74, "synthetic5": 0.83}
+DKT_REFERENCE = {"statics": 0.830, "assist2015": 0.732, "synthetic5": 0.822}
+RESULTS = HERE / "RESULTS.md"
+START, END = "<!-- kt-benchmark:start -->", "<!-- kt-benchmark:end -->"
+HEADING = "## Main Brain: knowledge tracing"
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --- workers (run in a subprocess) ---------------------------------------------------------
+def _split(train, fraction: float, seed: int):
+    from aivo.data.splits import split_learner_ids
+
+    train_ids, val_ids, _ = split_learner_ids(train.frame["learner_id"].unique(),
+                                              fractions=(1.0 - fraction, fraction, 0.0), seed=seed)
+    return train.select_learners(train_ids), train.select_learners(val_ids)
+
+
+def _train_ensemble(plan, train, test, *, seed: int) -> dict:
+    """Train plan.ensemble_size members within the time budget; metrics of member 0 and the mean."""
+    import numpy as np
+
+    from aivo.brain.metrics import binary_metrics
+    from aivo.brain.predict import predict
+    from aivo.brain.train import train_main_brain
+
+    started = time.perf_counter()
+    probs, members = [], []
+    for member in range(plan.ensemble_size):
+        elapsed = time.perf_counter() - started
+        if members and elapsed + members[0]["seconds"] > plan.time_budget_s:
+            break  # another member would not fit in the budget
+        part_train, part_val = _split(train, plan.validation_fraction, seed + member)
+        result = train_main_brain(train=part_train, validation=part_val, config=plan.config, seed=seed + member,
+                                  time_budget_s=max(plan.time_budget_s - elapsed, 1.0))
+        members.append({"seed": seed + member, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+                        "validation_auc": round(result.validation.auc, 4), "seconds": round(result.seconds, 1)})
+        probs.append(predict(brain=result.brain, log=test))
+    train_seconds = time.perf_counter() - started
+    scored = ~np.isnan(probs[0])
+    y = test.frame["correct"].to_numpy()[scored]
+    single = binary_metrics(y, probs[0][scored])
+    mean = binary_metrics(y, np.mean(probs, axis=0)[scored])
+    model = result.brain.model
+    return {"auc": round(single.auc, 4), "log_loss": round(single.log_loss, 4),
+            "ensemble_auc": round(mean.auc, 4), "ensemble_log_loss": round(mean.log_loss, 4),
+            "ensemble_members": len(members), "members": members, "train_seconds": round(train_seconds, 1),
+            "num_scored": int(scored.sum()),
+            "parameters_shared": model.num_parameters("embed", "encoder", "head"),
+            "parameters_personal": model.num_parameters("personal"), "config": plan.config.to_dict()}
+
+
+def worker(dataset: str, model: str, seed: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    from kt_configs import PLANS
+
+    from aivo.data.kt_format import read_kt_lines
+
+    began = time.perf_counter()
+    if model == "simulated":
+        return {**_simulated(PLANS["simulated"], seed), "peak_rss_mib": round(peak_rss_mib())}
+    train = read_kt_lines(KT_DATA / dataset / "train.csv")
+    test = read_kt_lines(KT_DATA / dataset / "test.csv")
+    if model == "dkt":
+        from kt_dkt import DKTConfig, train_and_test_dkt
+
+        part_train, part_val = _split(train, PLANS[dataset].validation_fraction, seed)
+        out = train_and_test_dkt(train=part_train, validation=part_val, test=test, config=DKTConfig(), seed=seed)
+    else:
+        out = _train_ensemble(PLANS[dataset], train, test, seed=seed)
+    out["wall_seconds"] = round(time.perf_counter() - began, 1)
+    out["peak_rss_mib"] = round(peak_rss_mib())
+    return out
+
+
+def _simulated(plan, seed: int) -> dict:
+    from aivo.brain.predict import evaluate
+    from aivo.brain.train import train_main_brain
+    from aivo.data.simulator import SimulatorConfig, simulate_cohort
+    from aivo.data.splits import split_by_learner
+
+    cohort = simulate_cohort(config=SimulatorConfig(num_learners=plan.extra.get("num_learners", 5000)), seed=seed)
+    split = split_by_learner(cohort.log, seed=seed)
+    started = time.perf_counter()
+    result = train_main_brain(train=split.train, validation=split.validation, config=plan.config, seed=seed,
+                              time_budget_s=plan.time_budget_s)
+    train_seconds = time.perf_counter() - started
+    report = evaluate(brain=result.brain, log=split.test, group_by=["accommodation"])
+    per_group = {k: round(v.auc, 4) for k, v in report.subgroups["accommodation"].items() if v.auc is not None}
+    return {"learners": cohort.config.num_learners, "interactions": cohort.log.num_interactions,
+            "auc": round(report.metrics.auc, 4), "log_loss": round(report.metrics.log_loss, 4),
+            "oracle_auc": round(report.oracle.auc, 4), "oracle_log_loss": round(report.oracle.log_loss, 4),
+            "gap": round(report.oracle.auc - report.metrics.auc, 4), "auc_by_accommodation": per_group,
+            "best_epoch": result.best_epoch, "train_seconds": round(train_seconds, 1)}
+
+
+# --- parent ------------------------------------------------------------------------------
+def run_child(dataset: str, model: str, seed: int, threads: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, __file__, "--worker", model, "--dataset", dataset, "--seed", str(seed),
+           "--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{dataset}/{model} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def render(results: dict, *, command: str, threads: int, load_before: float, load_after: float) -> str:
+    lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; torch threads: {threads}; "
+             f"1-minute load average {load_before:.1f} before and {load_after:.1f} after "
+             f"({'other jobs shared the cores: timings are pessimistic' if max(load_before, load_after) > 1.5 else 'quiet machine'}).",
+             f"Reproduce: `{command}`", "",
+             "| data set | target | Main Brain AUC (single) | ensemble AUC (members) | train time | peak memory "
+             "| reference DKT AUC | DKT train time |", "|---|---|---|---|---|---|---|---|"]
+    for dataset in DATASETS:
+        if dataset not in results:
+            continue
+        ours, dkt = results[dataset].get("ours"), results[dataset].get("dkt")
+        best = max(ours["auc"], ours["ensemble_auc"]) if ours else None
+        mark = "" if best is None else (" (met)" if best >= TARGETS[dataset] else " (missed)")
+        lines.append(
+            f"| {dataset} | {TARGETS[dataset]:.2f}{mark} | {ours['auc']:.4f} | {ours['ensemble_auc']:.4f} "
+            f"({ours['ensemble_members']}) | {ours['train_seconds']:.0f} s | {ours['peak_rss_mib']} MiB | "
+            + (f"{dkt['test_auc']:.4f} | {dkt['train_seconds']:.0f} s |" if dkt else "- | - |"))
+    if "simulated" in results:
+        sim = results["simulated"]["ours"]
+        lines += ["", f"Simulated cohort ({sim['learners']} learners, {sim['interactions']} interactions, "
+                      f"split 80/10/10 by learner): test AUC {sim['auc']:.4f} vs oracle AUC {sim['oracle_auc']:.4f} "
+                      f"(gap {sim['gap']:.4f}; target <= 0.01), log-loss {sim['log_loss']:.4f} vs "
+                      f"{sim['oracle_log_loss']:.4f}; train time {sim['train_seconds']:.0f} s; AUC by accommodation: "
+                      f"{sim['auc_by_accommodation']}."]
+    lines += ["", "Details (per ensemble member: seed, best epoch, validation AUC, seconds):", "```",
+              json.dumps({d: {m: {k: v for k, v in r.items() if k != 'config'} for m, r in x.items()}
+                          for d, x in results.items()}, indent=1), "```"]
+    return "\n".join(lines)
+
+
+def write_results(text: str) -> None:
+    body = f"{START}\n{text}\n{END}"
+    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if START in current and END in current:
+        before, rest = current.split(START, 1)
+        current = before + body + rest.split(END, 1)[1]
+    else:
+        current = current.rstrip("\n") + f"\n\n{HEADING}\n\n{body}\n"
+    RESULTS.write_text(current)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=[*DATASETS, "simulated"],
+                        choices=[*DATASETS, "simulated"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-dkt", action="store_true", help="Skip the reference DKT.")
+    parser.add_argument("--no-write", action="store_true", help=f"Do not update {RESULTS.name}.")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.dataset, args.worker, args.seed, args.threads)))
+        return
+    command = "python " + " ".join([str(Path(__file__).relative_to(REPO)), *sys.argv[1:]])
+    load_before = os.getloadavg()[0]
+    results: dict[str, dict] = {}
+    for dataset in args.datasets:
+        models = ["simulated"] if dataset == "simulated" else ["ours"] + ([] if args.no_dkt else ["dkt"])
+        for model in models:
+            print(f"[{datetime.now():%H:%M:%S}] {dataset} / {model} ...", flush=True)
+            out = run_child(dataset, model, args.seed, args.threads)
+            results.setdefault(dataset, {})["ours" if model == "simulated" else model] = out
+            print(json.dumps({k: v for k, v in out.items() if k != "config"}), flush=True)
+    text = render(results, command=command, threads=args.threads, load_before=load_before,
+                  load_after=os.getloadavg()[0])
+    print("\n" + text)
+    if not args.no_write:
+        write_results(text)
+        print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
