@@ -10,6 +10,8 @@ import torch
 
 from aivo.config import Settings
 
+torch.set_num_threads(1)  # two shared cores: never oversubscribe them
+
 # Small and quick: 64 wide, 2 layers, 80 training steps (a few seconds on one thread).
 TINY_TEST_SPEC = dict(hidden_size=64, intermediate_size=176, num_layers=2, num_heads=4, num_kv_heads=2,
                       train_steps=80, learning_rate=5e-3, seed=0)

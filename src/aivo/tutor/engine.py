@@ -184,13 +184,13 @@ class TutorEngine:
 
     @classmethod
     def load(cls, settings: Settings) -> "TutorEngine":
+        source = check_model_available(settings)  # before the heavy imports: fail fast
         from peft import LoraConfig, get_peft_model
 
         if settings.num_threads:
             import torch
 
             torch.set_num_threads(settings.num_threads)
-        source = check_model_available(settings)
         device = resolve_device(settings)
         tokenizer = load_tokenizer(source, settings)
         base = load_base_model(source, settings, device=device)

@@ -11,8 +11,8 @@ here, so the router does not depend on the app's exception handlers. Streaming e
 all validation before the stream starts, so errors still get a proper status code.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI must see the route signatures'
+# `Annotated[..., Depends(...)]` objects, which are local to `create_tutor_router`.
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager

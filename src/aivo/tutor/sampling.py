@@ -20,6 +20,7 @@ import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
 from aivo.tutor.options import GenerationParams
+from aivo.tutor.streams import CancelFlag
 
 
 def apply_repetition_penalty(scores: torch.Tensor, input_ids: torch.Tensor,
@@ -52,20 +53,7 @@ class RowSpec:
     params: GenerationParams
     generator: torch.Generator
     max_new_tokens: int
-    cancelled: "CancelFlag"
-
-
-class CancelFlag:
-    """Set from any thread; read by the decoding loop between steps."""
-
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
+    cancelled: CancelFlag
 
 
 class RowController(LogitsProcessor):

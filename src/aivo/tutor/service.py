@@ -108,6 +108,9 @@ class TutorService:
     def _components(self):
         with self._lock:
             if self._engine is None:
+                from aivo.tutor.engine import check_model_available
+
+                check_model_available(self.settings)  # fail fast, before importing torch
                 from aivo.tutor.adapters import AdapterCache
                 from aivo.tutor.batching import BatchGenerator
                 from aivo.tutor.engine import TutorEngine
@@ -291,6 +294,10 @@ class TutorService:
             if self._assessor is None:
                 from aivo.tutor.assessment import Assessor
 
+                if self.settings.num_threads:
+                    import torch
+
+                    torch.set_num_threads(self.settings.num_threads)
                 self._assessor = Assessor()
             return self._assessor
 
@@ -298,9 +305,10 @@ class TutorService:
         mode = self.settings.tutor_llm_feedback
         if mode != "auto":
             return mode == "on"
-        from aivo.tutor.engine import is_tiny_model, model_source
+        # auto: only when a real model is configured (AIVO_BRAIN_MODEL set, and not the tiny one)
+        from aivo.tutor.engine import is_tiny_model
 
-        return not is_tiny_model(model_source(self.settings))
+        return bool(self.settings.brain_model) and not is_tiny_model(self.settings.brain_model)
 
     def assess(self, request: AssessRequest) -> AssessResponse:
         from aivo.tutor.assessment import Rubric

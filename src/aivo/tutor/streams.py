@@ -15,9 +15,21 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 from aivo.errors import AivoError
-from aivo.tutor.sampling import CancelFlag
 
 FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class CancelFlag:
+    """Set from any thread; read by the decoding loop between steps."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
 
 
 @dataclass(frozen=True)

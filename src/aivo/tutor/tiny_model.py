@@ -185,15 +185,15 @@ def _train(model, tokenizer, spec: TinyModelSpec,
 def build_tiny_model(*, output_dir: Path, spec: TinyModelSpec = TinyModelSpec(), force: bool = False,
                      progress: Callable[[int, int, float], None] | None = None) -> TinyModelInfo:
     """Build (and briefly train) the tiny tutor model into `output_dir`, atomically."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not force:
+        raise ConflictError(f"{output_dir} already exists; pass --force to rebuild it")
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from aivo.tutor.engine import configure_offline
 
     configure_offline()
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not force:
-        raise ConflictError(f"{output_dir} already exists; pass --force to rebuild it")
     started = time.perf_counter()
     chats = corpus_chats(seed=spec.seed)
     texts = [m["content"] for chat in chats for m in chat]

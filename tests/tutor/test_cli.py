@@ -1,0 +1,62 @@
+"""`aivo tutor ...` as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import clone_request, make_settings, promote_main_version
+
+
+def test_init_tiny_builds_and_refuses_to_overwrite(run_cli, tmp_path):
+    target = tmp_path / "tiny"
+    proc = run_cli("tutor", "init-tiny", "--output", str(target), "--steps", "0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["parameters"] > 100_000 and info["train_steps"] == 0
+    assert (target / "aivo_model.json").exists() and (target / "chat_template.jinja").exists()
+    again = run_cli("tutor", "init-tiny", "--output", str(target), "--steps", "0")
+    assert again.returncode == 5 and "--force" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_generate_without_a_model_says_how_to_get_one(run_cli):
+    proc = run_cli("tutor", "generate", "What is a fraction?")
+    assert proc.returncode == 2 and "aivo tutor init-tiny" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_generate_json_and_stream(run_cli, tiny_model_dir):
+    env = {"AIVO_BRAIN_MODEL": str(tiny_model_dir)}
+    proc = run_cli("tutor", "generate", "What is a fraction?", "--grade", "3", "-a", "adhd", "-n", "12",
+                   "--seed", "5", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["readability"]["target_grade"] == 3 and out["usage"]["completion_tokens"] <= 12
+    streamed = run_cli("tutor", "generate", "What is a fraction?", "--grade", "3", "-a", "adhd", "-n", "12",
+                       "--seed", "5", "--stream", env=env)
+    assert streamed.returncode == 0, streamed.stderr
+    assert out["response"] in streamed.stdout
+
+
+def test_assess_json(run_cli):
+    proc = run_cli("tutor", "assess", "Congress makes the laws", "-r", "The legislative branch makes laws.",
+                   "-k", "congress", "-k", "laws", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["correctness"] > 70 and out["matched_keywords"] == ["congress", "laws"]
+
+
+def test_clone_then_status(run_cli, aivo_home, tiny_model_dir, tmp_path):
+    settings = make_settings(aivo_home, tiny_model_dir)
+    promote_main_version(settings)
+    data = tmp_path / "clone.json"
+    data.write_text(clone_request("cli-kid").model_dump_json())
+    env = {"AIVO_BRAIN_MODEL": str(tiny_model_dir), "AIVO_TUTOR_LORA_R": "4", "AIVO_TUTOR_LORA_ALPHA": "8"}
+    proc = run_cli("tutor", "clone", str(data), "--epochs", "2", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["status"] == "completed" and out["adapter_sha256"]
+    status = run_cli("tutor", "clone-status", out["clone_id"], "--json", env=env)
+    assert status.returncode == 0 and json.loads(status.stdout)["status"] == "completed"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"student_id": ""}')
+    proc = run_cli("tutor", "clone", str(bad), env=env)
+    assert proc.returncode == 3 and "not a valid clone request" in proc.stderr
