@@ -172,6 +172,18 @@ def run_in_transaction(engine: Engine, work: Callable[[Session], T], *, attempts
     raise AssertionError("unreachable")
 
 
+def dialect_insert_for(dialect: str, table: sa.Table):
+    """INSERT with the backend's ON CONFLICT support (`.on_conflict_do_nothing(...)`)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+
+
+def dialect_insert(session: Session, table: sa.Table):
+    return dialect_insert_for(dialect_name(session), table)
+
+
 def dialect_name(session_or_engine: Session | Engine) -> str:
     bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
     return bind.dialect.name

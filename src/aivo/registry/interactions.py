@@ -19,15 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.data.schema import CORE_COLUMNS, InteractionLog, make_log
 from aivo.errors import ConflictError, DataError
 from aivo.registry.bulk import INTERACTION_COLUMNS, insert_interaction_rows
-from aivo.registry.db import dialect_name
+from aivo.registry.db import dialect_insert
 from aivo.registry.models import DEFAULT_TENANT, Interaction, Learner
 from aivo.registry.records import _Record
 
@@ -49,10 +47,6 @@ class ImportResult(_Record):
     rows_skipped: int  # already present (same learner and order)
     learners: int
     learners_created: int
-
-
-def _insert(session: Session, table: sa.Table):
-    return (pg_insert if dialect_name(session) == "postgresql" else sqlite_insert)(table)
 
 
 def _pseudonyms(raw_ids: Sequence[str], secret_key: bytes | None,
@@ -79,7 +73,7 @@ def ensure_learners(*, session: Session, pseudonyms: Sequence[str], tenant: str 
         for start in range(0, len(missing), _INSERT_BATCH):
             rows = [{"pseudonym": p, "tenant": tenant, "created_at": now}
                     for p in missing[start:start + _INSERT_BATCH]]
-            session.execute(_insert(session, table).on_conflict_do_nothing(index_elements=["pseudonym"]), rows)
+            session.execute(dialect_insert(session, table).on_conflict_do_nothing(index_elements=["pseudonym"]), rows)
         found.update(_lookup_learners(session, missing))
     other_tenant = sum(1 for p in wanted if found[p][1] != tenant)
     if other_tenant:

@@ -8,16 +8,18 @@ on; there is one per (learner, kind), e.g. `brain` for the knowledge-tracing clo
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import ConflictError, DataError, NotFoundError
 from aivo.registry.artifacts import ArtifactRef, ArtifactStore
+from aivo.registry.db import dialect_insert_for, dialect_name
 from aivo.registry.models import (
     DEFAULT_TENANT,
     LEARNER_MODEL_STATUSES,
@@ -39,22 +41,58 @@ ELIGIBLE_STATUSES = ("active", "fallback")
 
 
 # --- learners --------------------------------------------------------------------------------
+_LEARNER_COLS = (Learner.__table__.c.id, Learner.__table__.c.pseudonym, Learner.__table__.c.tenant,
+                 Learner.__table__.c.created_at)
+# Statements built once: clone provisioning registers thousands of models, and building a
+# statement costs more than running it.
+_SELECT_LEARNER = sa.select(*_LEARNER_COLS).where(Learner.__table__.c.pseudonym == sa.bindparam("pseudonym"))
+_SELECT_VERSION_ID = sa.select(MainModelVersion.id).where(MainModelVersion.version == sa.bindparam("version"))
+
+
+@cache
+def _insert_learner(dialect: str):
+    return (dialect_insert_for(dialect, Learner.__table__).on_conflict_do_nothing(index_elements=["pseudonym"])
+            .returning(*_LEARNER_COLS))
+
+
+@cache
+def _insert_learner_model(dialect: str):
+    table = LearnerModel.__table__
+    return (dialect_insert_for(dialect, table).on_conflict_do_nothing(index_elements=["learner_id", "kind"])
+            .returning(table.c.id))
+
+
+def _check_pseudonym(learner_id: str) -> None:
+    if not learner_id or len(learner_id) > 64:
+        raise DataError(f"invalid learner pseudonym {learner_id!r} (1-64 characters)")
+
+
+def _learner_row(session: Session, learner_id: str, tenant: str, clock: Clock, *, known_absent: bool = False):
+    """(id, pseudonym, tenant, created_at) of the learner, inserted if new. No savepoint: a
+    concurrent insert of the same learner is absorbed by ON CONFLICT DO NOTHING."""
+    _check_pseudonym(learner_id)
+    row = None if known_absent else session.execute(_SELECT_LEARNER, {"pseudonym": learner_id}).first()
+    if row is None:
+        row = session.execute(_insert_learner(dialect_name(session)),
+                              {"pseudonym": learner_id, "tenant": tenant, "created_at": clock.now()}).first() \
+            or session.execute(_SELECT_LEARNER, {"pseudonym": learner_id}).first()
+    if row.tenant != tenant:
+        raise ConflictError(f"learner {learner_id} belongs to another tenant")
+    return row
+
+
+# One round trip for what registering a clone needs to know: the learner (if any) and the version.
+_REGISTER_LOOKUP = sa.select(
+    sa.select(Learner.id).where(Learner.pseudonym == sa.bindparam("pseudonym")).scalar_subquery(),
+    sa.select(Learner.tenant).where(Learner.pseudonym == sa.bindparam("pseudonym")).scalar_subquery(),
+    sa.select(MainModelVersion.id).where(MainModelVersion.version == sa.bindparam("version")).scalar_subquery())
+
+
 def ensure_learner(*, session: Session, learner_id: str, tenant: str = DEFAULT_TENANT,
                    clock: Clock = SYSTEM_CLOCK) -> LearnerRecord:
     """The learner with pseudonym `learner_id`, created in `tenant` if new. A learner never
     changes tenant: asking for it under another tenant is a conflict."""
-    if not learner_id or len(learner_id) > 64:
-        raise DataError(f"invalid learner pseudonym {learner_id!r} (1-64 characters)")
-    row = session.scalar(sa.select(Learner).where(Learner.pseudonym == learner_id))
-    if row is None:
-        try:
-            with session.begin_nested():
-                row = Learner(pseudonym=learner_id, tenant=tenant, created_at=clock.now())
-                session.add(row)
-        except DBIntegrityError:  # created concurrently: use that row
-            row = session.scalar(sa.select(Learner).where(Learner.pseudonym == learner_id))
-    if row.tenant != tenant:
-        raise ConflictError(f"learner {learner_id} belongs to another tenant")
+    row = _learner_row(session, learner_id, tenant, clock)
     return LearnerRecord(learner_id=row.pseudonym, tenant=row.tenant, created_at=row.created_at)
 
 
@@ -99,7 +137,7 @@ def _model_record(row: LearnerModel, pseudonym: str, tenant: str, version: str) 
 
 
 def _version_id(session: Session, version: str) -> int:
-    pk = session.scalar(sa.select(MainModelVersion.id).where(MainModelVersion.version == version))
+    pk = session.execute(_SELECT_VERSION_ID, {"version": version}).scalar()
     if pk is None:
         raise NotFoundError(f"main version {version!r} does not exist")
     return pk
@@ -122,20 +160,28 @@ def register_learner_model(*, session: Session, store: ArtifactStore, learner_id
     _check_status(status)
     if artifact is not None:
         check_artifact_stored(store, artifact)
-    learner = ensure_learner(session=session, learner_id=learner_id, tenant=tenant, clock=clock)
-    version_id = _version_id(session, source_version)
-    learner_id_pk = learner_pk(session, learner.learner_id)
+    _check_pseudonym(learner_id)
+    learner_id_pk, learner_tenant, version_id = session.execute(
+        _REGISTER_LOOKUP, {"pseudonym": learner_id, "version": source_version}).one()
+    if version_id is None:
+        raise NotFoundError(f"main version {source_version!r} does not exist")
+    if learner_id_pk is None:
+        learner_id_pk, _, learner_tenant, _ = _learner_row(session, learner_id, tenant, clock, known_absent=True)
+    if learner_tenant != tenant:
+        raise ConflictError(f"learner {learner_id} belongs to another tenant")
     now = clock.now()
-    row = LearnerModel(learner_id=learner_id_pk, kind=kind, main_version_id=version_id,
-                       artifact_sha256=artifact.sha256 if artifact else None, status=status,
-                       metrics=dict(metrics or {}), performance=performance, details=dict(details or {}),
-                       created_at=now, updated_at=now)
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except DBIntegrityError as exc:
-        raise ConflictError(f"learner {learner_id} already has a {kind!r} model; update it instead") from exc
-    return _model_record(row, learner.learner_id, learner.tenant, source_version)
+    values = dict(learner_id=learner_id_pk, kind=kind, main_version_id=version_id,
+                  artifact_sha256=artifact.sha256 if artifact else None, status=status,
+                  metrics=dict(metrics or {}), performance=performance, last_trained_at=None,
+                  details=dict(details or {}), created_at=now, updated_at=now)
+    # Core INSERT ... ON CONFLICT DO NOTHING RETURNING: no savepoint, no ORM flush.
+    new_id = session.execute(_insert_learner_model(dialect_name(session)), values).scalar()
+    if new_id is None:
+        raise ConflictError(f"learner {learner_id} already has a {kind!r} model; update it instead")
+    return LearnerModelRecord(id=new_id, learner_id=learner_id, tenant=tenant, kind=kind,
+                              source_version=source_version, artifact_sha256=values["artifact_sha256"],
+                              status=status, metrics=values["metrics"], performance=performance,
+                              last_trained_at=None, details=values["details"], created_at=now, updated_at=now)
 
 
 def _model_row(session: Session, learner_id: str, kind: str) -> LearnerModel:
@@ -172,9 +218,11 @@ def update_learner_model(*, session: Session, learner_id: str, kind: str = "brai
                          store: ArtifactStore | None = None, artifact: ArtifactRef | None = None,
                          source_version: str | None = None, status: str | None = None,
                          metrics: dict[str, Any] | None = None, performance: float | None = None,
-                         details: dict[str, Any] | None = None, last_trained_at: datetime | None = None,
+                         details: dict[str, Any] | None = None,
                          clock: Clock = SYSTEM_CLOCK) -> LearnerModelRecord:
-    """Change the given fields (None leaves a field as it is). A new artifact needs `store`."""
+    """Change the given fields (None leaves a field as it is). A new artifact needs `store`.
+    `last_trained_at` is not settable: `record_training_session` keeps it equal to the time of
+    the latest session (eligibility relies on that)."""
     row = _model_row(session, learner_id, kind)
     if artifact is not None:
         if store is None:
@@ -192,8 +240,6 @@ def update_learner_model(*, session: Session, learner_id: str, kind: str = "brai
         row.performance = performance
     if details is not None:
         row.details = dict(details)
-    if last_trained_at is not None:
-        row.last_trained_at = last_trained_at
     row.updated_at = clock.now()
     session.flush()
     return get_learner_model(session=session, learner_id=learner_id, kind=kind)
@@ -269,22 +315,72 @@ def get_eligible_for_aggregation(*, session: Session, max_stale_days: float, kin
     if max_stale_days < 0:
         raise DataError(f"max_stale_days must be >= 0, got {max_stale_days}")
     cutoff = clock.now() - timedelta(days=max_stale_days)
-    ts = TrainingSession.__table__
-    latest = (sa.select(ts.c.learner_model_id, sa.func.max(ts.c.id).label("session_id"))
-              .where(ts.c.contributed == sa.false(), ts.c.trained_at >= cutoff)
-              .group_by(ts.c.learner_model_id).subquery())
-    stmt = (sa.select(Learner.pseudonym, ts.c.learner_model_id, ts.c.id, MainModelVersion.version,
-                      ts.c.trained_at, ts.c.samples, ts.c.update_artifact_sha256)
-            .select_from(latest)
-            .join(ts, ts.c.id == latest.c.session_id)
-            .join(LearnerModel, LearnerModel.id == ts.c.learner_model_id)
-            .join(Learner, Learner.id == LearnerModel.learner_id)
-            .join(MainModelVersion, MainModelVersion.id == ts.c.main_version_id)
-            .where(LearnerModel.status.in_(ELIGIBLE_STATUSES), LearnerModel.kind == kind)
-            .order_by(ts.c.id))
+    postgresql = dialect_name(session) == "postgresql"
+    params = {"kind": kind,
+              # SQLite compares the text SQLAlchemy stores: naive UTC 'YYYY-MM-DD HH:MM:SS.ffffff'.
+              "cutoff": cutoff if postgresql else cutoff.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")}
+    with _hash_joins(session):
+        # Straight through the driver: tuples, no per-value processing (31,000 rows: ~2x faster).
+        cursor = session.connection().connection.dbapi_connection.cursor()
+        try:
+            cursor.execute(_ELIGIBLE_SQL["postgresql" if postgresql else "sqlite"], params)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+    rows.sort(key=lambda r: r[2])  # oldest session first (sorting here spares the DB a disk sort)
     if limit is not None:
-        stmt = stmt.limit(limit)
-    result = session.execute(stmt)
-    return [EligibleLearner(learner_id=p, learner_model_id=m, training_session_id=s, main_version=v,
-                            trained_at=t, samples=n, update_artifact_sha256=u)
-            for p, m, s, v, t, n, u in result]
+        rows = rows[:limit]
+    if postgresql:  # psycopg returns aware datetimes (UTC: see _hash_joins)
+        return list(map(EligibleLearner._make, rows))
+    # Stored as naive UTC text; parsing it with an explicit offset is ~6x faster than .replace(tzinfo=).
+    return [EligibleLearner(p, m, sid, v, datetime.fromisoformat(t + "+00:00"), n, u)
+            for p, m, sid, v, t, n, u in rows]
+
+
+# Eligibility returns tens of thousands of rows, so it is one hand-tuned statement per backend,
+# read without per-value type processing. "pending" is the latest uncontributed session of each
+# model trained since the cutoff; a model's last_trained_at is the time of its latest session,
+# so filtering models on it too keeps every candidate and tells the planner how many there are.
+_ELIGIBLE_SELECT = """
+SELECT l.pseudonym, p.learner_model_id, p.id, mv.version, p.trained_at, p.samples, p.update_artifact_sha256
+FROM ({pending}) AS p
+JOIN learner_models lm ON lm.id = p.learner_model_id
+JOIN learners l ON l.id = lm.learner_id
+JOIN main_model_versions mv ON mv.id = p.main_version_id
+WHERE lm.status IN ({statuses}) AND lm.kind = {kind} AND lm.last_trained_at >= {cutoff}
+"""
+_STATUSES_SQL = ", ".join(f"'{s}'" for s in ELIGIBLE_STATUSES)  # constants, not user input
+_ELIGIBLE_SQL = {
+    "postgresql": _ELIGIBLE_SELECT.format(statuses=_STATUSES_SQL, kind="%(kind)s", cutoff="%(cutoff)s", pending="""
+        SELECT DISTINCT ON (ts.learner_model_id) ts.learner_model_id, ts.id, ts.main_version_id, ts.trained_at,
+               ts.samples, ts.update_artifact_sha256
+        FROM training_sessions ts WHERE ts.contributed = false AND ts.trained_at >= %(cutoff)s
+        ORDER BY ts.learner_model_id, ts.id DESC"""),
+    # SQLite: with max(), the bare columns come from the row holding the maximum (documented).
+    # INDEXED BY: the planner would rather scan a million rows in learner order than sort 40,000.
+    "sqlite": _ELIGIBLE_SELECT.format(statuses=_STATUSES_SQL, kind=":kind", cutoff=":cutoff", pending="""
+        SELECT ts.learner_model_id, max(ts.id) AS id, ts.main_version_id, ts.trained_at, ts.samples,
+               ts.update_artifact_sha256
+        FROM training_sessions ts INDEXED BY ix_training_sessions_pending
+        WHERE ts.contributed = 0 AND ts.trained_at >= :cutoff
+        GROUP BY ts.learner_model_id"""),
+}
+
+
+@contextmanager
+def _hash_joins(session: Session):
+    """PostgreSQL estimates "recent AND not contributed" as the product of the two selectivities
+    (they are strongly correlated), expects a handful of rows and picks nested loops that do
+    tens of thousands of index lookups: for this one statement, hash joins are always right.
+    Also sets the session time zone to UTC so timestamps come back in UTC."""
+    if dialect_name(session) != "postgresql":
+        yield
+        return
+    previous = session.execute(sa.text("SELECT current_setting('enable_nestloop'), current_setting('TimeZone')")).one()
+    # Transaction-local settings, restored right after; UTC so that timestamps come back in UTC.
+    session.execute(sa.text("SELECT set_config('enable_nestloop', 'off', true), set_config('TimeZone', 'UTC', true)"))
+    try:
+        yield
+    finally:
+        session.execute(sa.text("SELECT set_config('enable_nestloop', :nestloop, true), "
+                                "set_config('TimeZone', :tz, true)"), {"nestloop": previous[0], "tz": previous[1]})

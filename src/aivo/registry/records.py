@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def _jsonable(value: Any) -> Any:
@@ -103,9 +103,9 @@ class FederatedUpdateRecord(_Record):
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class EligibleLearner(_Record):
-    """A learner whose latest training is recent and not yet aggregated."""
+class EligibleLearner(NamedTuple):
+    """A learner whose latest training is recent and not yet aggregated. A NamedTuple, not a
+    dataclass: eligibility returns tens of thousands of these, and tuples build ~5x faster."""
 
     learner_id: str
     learner_model_id: int
@@ -114,6 +114,9 @@ class EligibleLearner(_Record):
     trained_at: datetime
     samples: int
     update_artifact_sha256: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self._asdict())
 
 
 @dataclass(frozen=True)

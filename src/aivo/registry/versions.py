@@ -50,7 +50,11 @@ def _one(session: Session, stmt) -> MainVersionRecord | None:
 
 def check_artifact_stored(store: ArtifactStore, artifact: ArtifactRef) -> None:
     """Rows are written only after their artifact is durable: refuse a reference to nothing."""
-    if not store.exists(artifact.sha256) or store.size(artifact.sha256) != artifact.size:
+    try:
+        size = store.size(artifact.sha256)
+    except NotFoundError:
+        size = None
+    if size != artifact.size:
         raise IntegrityError(f"artifact {artifact.sha256} is not (fully) in the store {store.url}; "
                              "store it before registering it")
 
