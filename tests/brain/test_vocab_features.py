@@ -133,3 +133,10 @@ def test_difficulty_levels_are_deciles_of_smoothed_error():
     assert unk_level == np.searchsorted(tables.level_edges, 1 - tables.global_correct_rate, side="right")
     with pytest.raises(IndexError):
         tables.item_level[len(vocab.items)]
+
+
+def test_shifted_chunks_cut_the_first_chunk_shorter():
+    learners = np.array(["a"] * 450 + ["b"] * 3)
+    position, starts, lengths = chunk_layout(learners, 200, shifts=np.array([150, 7]))
+    assert lengths.tolist() == [50, 200, 200, 3]
+    assert position[49] == 49 and position[50] == 0

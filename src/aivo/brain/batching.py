@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from aivo.brain.config import BrainConfig
@@ -56,24 +57,46 @@ class Batch:
         return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
 
 
-def chunk_layout(learner_ids: np.ndarray, max_seq_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows sorted by learner -> (position within chunk (N,), chunk starts (C,), chunk lengths (C,))."""
+def chunk_layout(learner_ids: np.ndarray, max_seq_len: int, *, shifts: np.ndarray | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows sorted by learner -> (position within chunk (N,), chunk starts (C,), chunk lengths (C,)).
+
+    A learner's history is cut every `max_seq_len` rows from its start; with `shifts` (one per
+    learner, in order of appearance) the first chunk of learner i is `shifts[i]` rows shorter, so
+    that training sees other cut points (the evaluation protocol always uses shift 0)."""
     n = len(learner_ids)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     new_learner = np.ones(n, dtype=bool)
     new_learner[1:] = learner_ids[1:] != learner_ids[:-1]
     learner_start = np.flatnonzero(new_learner)
-    run = np.arange(n) - np.repeat(learner_start, np.diff(np.append(learner_start, n)))
-    position = run % max_seq_len
-    starts = np.flatnonzero(position == 0)
+    learner_length = np.diff(np.append(learner_start, n))
+    run = np.arange(n) - np.repeat(learner_start, learner_length)
+    if shifts is not None:
+        run = run + np.repeat(np.asarray(shifts, dtype=np.int64) % max_seq_len, learner_length)
+    block = run // max_seq_len
+    new_chunk = new_learner.copy()
+    new_chunk[1:] |= block[1:] != block[:-1]
+    starts = np.flatnonzero(new_chunk)
     lengths = np.diff(np.append(starts, n))
+    position = np.arange(n) - np.repeat(starts, lengths)
     return position.astype(np.int64), starts.astype(np.int64), lengths.astype(np.int64)
 
 
-def encode_log(log: InteractionLog, *, vocab: BrainVocab, tables: LabelTables, config: BrainConfig) -> EncodedLog:
+def random_shifts(learner_ids: np.ndarray, max_seq_len: int, generator: np.random.Generator) -> np.ndarray:
+    """One random cut offset per learner whose history is longer than a chunk (0 for the others)."""
+    _, counts = np.unique(learner_ids, return_counts=True)
+    order = pd.unique(learner_ids)
+    lengths = pd.Series(counts, index=np.unique(learner_ids)).reindex(order).to_numpy()
+    shifts = generator.integers(0, max_seq_len, len(lengths))
+    return np.where(lengths > max_seq_len, shifts, 0)
+
+
+def encode_log(log: InteractionLog, *, vocab: BrainVocab, tables: LabelTables, config: BrainConfig,
+               shifts: np.ndarray | None = None) -> EncodedLog:
     frame = log.frame
-    position, starts, lengths = chunk_layout(frame["learner_id"].to_numpy(dtype=object), config.max_seq_len)
+    position, starts, lengths = chunk_layout(frame["learner_id"].to_numpy(dtype=object), config.max_seq_len,
+                                             shifts=shifts)
     item = vocab.items.encode(frame["item_id"].to_numpy())
     skills = vocab.encode_skills(frame["skill_ids"].to_numpy(), max_skills=config.max_skills_per_interaction)
     if "item_type" in frame.columns:

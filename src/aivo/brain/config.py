@@ -35,8 +35,10 @@ class BrainConfig:
     # vectors summed over the history, one sum per decay (1.0 = plain sum, <1 = recent steps count more).
     evidence_dim: int = 16
     evidence_decays: tuple[float, ...] = (1.0,)
-    # Divide the evidence sums at step t by sqrt(t + 1), so long histories do not blow up their scale.
-    evidence_normalize: bool = False
+    # "free" (per item/skill and answer) or "residual" ((answer - expected) x item/skill factors).
+    evidence_kind: str = "free"
+    # Scale of the sums at step t: "none", "sqrt" (/ sqrt(t + 1)) or "mean" (/ (t + prior count)).
+    evidence_normalize: str = "none"
     # Pseudo-count of the learner's smoothed running correct rate (prior: training correct rate).
     running_rate_prior_count: float = 5.0
 
@@ -63,9 +65,16 @@ class BrainConfig:
     # Epochs without a validation-AUC improvement before stopping.
     patience: int = 3
     grad_clip_norm: float = 1.0
+    # Decay of the per-step exponential moving average of the weights that is validated and kept
+    # (0 = keep the raw weights). 0.99 averages over roughly the last 100 steps.
+    weight_average_decay: float = 0.0
     # Train the correctness head on the first attempt of each chunk too (a cold-start prediction
     # from an empty history). Evaluation never scores it, per the KT protocol.
     train_on_first_attempt: bool = True
+    # Data augmentation: from the second epoch on, cut long training histories at a random offset
+    # (per learner and epoch) instead of always at multiples of max_seq_len. Evaluation keeps the
+    # protocol's fixed cuts.
+    random_chunk_offsets: bool = True
     # Start item biases at the log-odds of each item's smoothed training correct rate.
     init_item_bias: bool = True
 
@@ -86,6 +95,11 @@ class BrainConfig:
         if not self.evidence_decays or any(not 0.0 < d <= 1.0 for d in self.evidence_decays):
             raise ValueError(f"BrainConfig.evidence_decays must be non-empty, each in (0, 1], "
                              f"got {self.evidence_decays}")
+        if self.evidence_kind not in ("free", "residual"):
+            raise ValueError(f"BrainConfig.evidence_kind must be 'free' or 'residual', got {self.evidence_kind!r}")
+        if self.evidence_normalize not in ("none", "sqrt", "mean"):
+            raise ValueError(f"BrainConfig.evidence_normalize must be 'none', 'sqrt' or 'mean', "
+                             f"got {self.evidence_normalize!r}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"BrainConfig.encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -93,6 +107,8 @@ class BrainConfig:
         for name in ("learning_rate", "grad_clip_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"BrainConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.weight_average_decay < 1.0:
+            raise ValueError(f"BrainConfig.weight_average_decay must be in [0, 1), got {self.weight_average_decay}")
         for name in ("weight_decay", "difficulty_loss_weight", "content_loss_weight", "difficulty_prior_count",
                      "running_rate_prior_count"):
             if getattr(self, name) < 0:

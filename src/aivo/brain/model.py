@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from aivo.brain.config import BrainConfig
-from aivo.brain.features import NUM_FEATURES
+from aivo.brain.features import FEATURE_NAMES, NUM_FEATURES
 from aivo.brain.vocab import PAD
 
+EXPECTED_LOGODDS = FEATURE_NAMES.index("target_expected_logodds")
 PARAMETER_GROUPS = ("embed", "encoder", "head", "personal")
 SHARED_GROUPS = ("embed", "encoder", "head")
 
@@ -53,13 +54,23 @@ class Embeddings(nn.Module):
         # Row 2 * skill + answer: what answering this skill right/wrong says about the learner.
         self.skill_response = nn.Embedding(2 * num_skills, d)
         self.item_response = nn.Embedding(2 * num_items, d) if config.item_response_embedding else None
+        # Shared across items, so rare items still carry their answer: right/wrong, and how
+        # surprising it was ((answer - expected rate) times a learned direction).
+        self.answer = nn.Embedding(2, d)
+        self.surprise = nn.Parameter(torch.zeros(d))
         self.features = nn.Linear(NUM_FEATURES, d) if config.features_in_encoder else None
         # Evidence vectors of (item, answer) and (skill, answer), summed over the history (see Encoder).
+        # "free": one vector per (item, answer) and (skill, answer). "residual": a factor vector per
+        # item and skill, scaled by (answer - expected answer) -- the sum over a history is then a
+        # one-step estimate of the learner's latent ability along those factors, and the same
+        # factors query it (a logistic matrix-factorization view; far fewer free parameters).
         r = config.evidence_dim
-        self.item_evidence = nn.Embedding(2 * num_items, r) if r else None
-        self.skill_evidence = nn.Embedding(2 * num_skills, r) if r else None
+        self.evidence_kind = config.evidence_kind
+        rows = 1 if config.evidence_kind == "residual" else 2
+        self.item_evidence = nn.Embedding(rows * num_items, r) if r else None
+        self.skill_evidence = nn.Embedding(rows * num_skills, r) if r else None
         for table in (self.item, self.skill, self.item_type, self.skill_response, self.item_response,
-                      self.item_evidence, self.skill_evidence):
+                      self.item_evidence, self.skill_evidence, self.answer):
             if table is not None:
                 nn.init.normal_(table.weight, std=0.1)
                 if table.padding_idx is not None:
@@ -74,7 +85,9 @@ class Embeddings(nn.Module):
                     correct: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """What happened at each step, answer included: (B, T) -> (B, T, D)."""
         answer = correct.long()
-        x = self.question(item, skills, item_type)
+        expected = torch.sigmoid(features[..., EXPECTED_LOGODDS])
+        x = self.question(item, skills, item_type) + self.answer(answer)
+        x = x + (correct - expected).unsqueeze(-1) * self.surprise
         x = x + _masked_mean(self.skill_response(2 * skills + answer.unsqueeze(-1)), skills != PAD)
         if self.item_response is not None:
             x = x + self.item_response(2 * item + answer)
@@ -82,8 +95,16 @@ class Embeddings(nn.Module):
             x = x + self.features(features)
         return x
 
-    def evidence(self, item: torch.Tensor, skills: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    def evidence_factors(self, item: torch.Tensor, skills: torch.Tensor) -> torch.Tensor:
+        """(...) items, (..., S) skills -> (..., R) factor vectors ("residual" evidence only)."""
+        return self.item_evidence(item) + _masked_mean(self.skill_evidence(skills), skills != PAD)
+
+    def evidence(self, item: torch.Tensor, skills: torch.Tensor, correct: torch.Tensor,
+                 features: torch.Tensor) -> torch.Tensor:
         """(B, T) -> (B, T, R) evidence vector of each interaction (answer included)."""
+        if self.evidence_kind == "residual":
+            expected = torch.sigmoid(features[..., EXPECTED_LOGODDS])
+            return (correct - expected).unsqueeze(-1) * self.evidence_factors(item, skills)
         answer = correct.long()
         vectors = self.item_evidence(2 * item + answer)
         return vectors + _masked_mean(self.skill_evidence(2 * skills + answer.unsqueeze(-1)), skills != PAD)
@@ -117,6 +138,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.evidence_decays = tuple(config.evidence_decays) if config.evidence_dim else ()
         self.evidence_normalize = config.evidence_normalize
+        self.prior_count = config.running_rate_prior_count
         rnn_class = nn.GRU if config.encoder == "gru" else nn.LSTM
         self.dropout = nn.Dropout(config.dropout)
         self.rnn = rnn_class(config.embed_dim, config.hidden_dim, num_layers=config.num_layers,
@@ -133,10 +155,11 @@ class Encoder(nn.Module):
         if evidence is None:
             return recurrent
         sums = decayed_prefix_sums(evidence, self.evidence_decays)
-        if self.evidence_normalize:
-            # Divide by sqrt(number of steps summed): keeps the scale of long histories bounded.
-            steps = torch.arange(x.shape[1], device=x.device, dtype=x.dtype)
-            sums = sums / torch.sqrt(1.0 + steps).unsqueeze(-1)
+        steps = torch.arange(x.shape[1], device=x.device, dtype=x.dtype).unsqueeze(-1)  # (T, 1)
+        if self.evidence_normalize == "sqrt":  # keeps the scale of long histories bounded
+            sums = sums / torch.sqrt(1.0 + steps)
+        elif self.evidence_normalize == "mean":  # a shrunk mean: an ability estimate, not a total
+            sums = sums / (steps + self.prior_count)
         return torch.cat([recurrent, sums], dim=-1)
 
 
@@ -148,7 +171,10 @@ class Heads(nn.Module):
         state_dim = config.hidden_dim + evidence
         # Which evidence matters for this question: a (E,) query per question, multiplied with the
         # evidence sums; their sum enters the logit linearly, the product also enters the MLP.
-        self.evidence_query = nn.Linear(config.embed_dim, evidence) if evidence else None
+        # ("residual" evidence is queried by the question's own factors instead.)
+        self.num_decays = len(config.evidence_decays)
+        self.evidence_query = (nn.Linear(config.embed_dim, evidence)
+                               if evidence and config.evidence_kind == "free" else None)
         inputs = state_dim + config.embed_dim + NUM_FEATURES + evidence
         self.correct = nn.Sequential(
             nn.Linear(inputs, config.head_hidden_dim), nn.GELU(), nn.Dropout(config.dropout),
@@ -200,8 +226,13 @@ class MainBrain(nn.Module):
         question = self.embed.question(item, skills, item_type)
         parts = [state, question, features]
         linear = self.head.item_bias(item).squeeze(-1)
-        if self.head.evidence_query is not None:
-            matched = self.head.evidence_query(question) * state[..., self.head.hidden_dim:]
+        if self.config.evidence_dim:
+            if self.head.evidence_query is not None:
+                query = self.head.evidence_query(question)
+            else:
+                query = self.embed.evidence_factors(item, skills)
+                query = torch.cat([query] * self.head.num_decays, dim=-1)
+            matched = query * state[..., self.head.hidden_dim:]
             parts.append(matched)
             linear = linear + matched.sum(-1)
         logit = self.head.correct(torch.cat(parts, dim=-1)).squeeze(-1) + linear
@@ -212,7 +243,7 @@ class MainBrain(nn.Module):
                 correct: torch.Tensor, features: torch.Tensor) -> BrainOutput:
         """item/item_type/correct (B, T), skills (B, T, S), features (B, T, F) -> BrainOutput."""
         x = self.embed.interaction(item, skills, item_type, correct, features)  # (B, T, D)
-        evidence = self.embed.evidence(item, skills, correct) if self.config.evidence_dim else None
+        evidence = self.embed.evidence(item, skills, correct, features) if self.config.evidence_dim else None
         state = self.encoder(x, evidence)  # (B, T, H + E)
         logit = self.correct_logit(state, item, skills, item_type, features)
         difficulty = self.head.difficulty(state)

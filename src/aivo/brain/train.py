@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from aivo.brain.batching import Batch, EncodedLog, encode_log, iterate_batches
+from aivo.brain.batching import Batch, EncodedLog, encode_log, iterate_batches, random_shifts
 from aivo.brain.bundle import TrainedBrain, build_model
 from aivo.brain.config import BrainConfig
 from aivo.brain.labels import derive_label_tables
@@ -123,6 +124,7 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
                                  prior_count=config.difficulty_prior_count)
     train_encoded = encode_log(train, vocab=vocab, tables=tables, config=config)
     val_encoded = encode_log(validation, vocab=vocab, tables=tables, config=config)
+    train_learners = train.frame["learner_id"].to_numpy(dtype=object)
     if len(np.unique(val_encoded.correct)) < 2:
         raise DataError("the validation log has only one kind of answer: AUC is undefined")
     log.info("training Main Brain: %d train / %d validation interactions, %d / %d chunks, %d items, %d skills",
@@ -138,6 +140,11 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
         for p in model.personal.parameters():
             p.requires_grad_(False)
         optimizer = torch.optim.Adam(shared, lr=config.learning_rate, weight_decay=config.weight_decay)
+        # Validate (and keep) an exponential moving average of the weights when asked: a cheap
+        # ensemble over the last steps, smoother than the raw weights on small data.
+        averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.weight_average_decay))
+                    if config.weight_average_decay > 0 else None)
+        evaluated = averaged.module if averaged is not None else model
         generator = np.random.default_rng(seed)
         history: list[EpochRecord] = []
         best_auc, best_epoch, best_state, stale = -np.inf, 0, None, 0
@@ -148,14 +155,19 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
                 epoch_started = time.perf_counter()
                 model.train()
                 losses = []
+                if config.random_chunk_offsets and epoch > 1:
+                    shifts = random_shifts(train_learners, config.max_seq_len, generator)
+                    train_encoded = encode_log(train, vocab=vocab, tables=tables, config=config, shifts=shifts)
                 for batch in iterate_batches(train_encoded, batch_size=config.batch_size, generator=generator):
                     optimizer.zero_grad(set_to_none=True)
                     loss = brain_loss(forward_batch(model, batch), batch, config)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(shared, config.grad_clip_norm)
                     optimizer.step()
+                    if averaged is not None:
+                        averaged.update_parameters(model)
                     losses.append(loss.item())
-                metrics = _validation_metrics(model, val_encoded)
+                metrics = _validation_metrics(evaluated, val_encoded)
                 auc = metrics.auc if metrics.auc is not None else -np.inf
                 record = EpochRecord(epoch, float(np.mean(losses)), metrics.auc, metrics.log_loss,
                                      time.perf_counter() - epoch_started)
@@ -166,7 +178,7 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
                     bar.update(1, desc=f"epoch {epoch} val AUC {auc:.4f}")
                 if auc > best_auc:
                     best_auc, best_epoch, stale = auc, epoch, 0
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = copy.deepcopy(evaluated.state_dict())
                 else:
                     stale += 1
                     if stale >= config.patience:
