@@ -49,3 +49,28 @@ def test_greedy_rows_take_the_argmax_and_rows_stop_on_their_own():
     assert stop(torch.zeros(2, 5, dtype=torch.long), None).tolist() == [True, False]
     flag.set()
     assert stop(torch.zeros(2, 5, dtype=torch.long), None).tolist() == [True, True]
+
+
+def test_inverse_cdf_sampling_follows_the_distribution():
+    from aivo.tutor.sampling import sample_from_cdf
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.5], [0.2, 0.0, 0.0, 0.0]])
+    picks = sample_from_cdf(probs, torch.tensor([0.25, 0.99]))
+    assert picks.tolist() == [1, 0]
+    generator = torch.Generator().manual_seed(0)
+    draws = sample_from_cdf(torch.tensor([[0.1, 0.2, 0.7]]).repeat(20000, 1), torch.rand(20000, generator=generator))
+    freq = torch.bincount(draws, minlength=3).float() / 20000
+    assert torch.allclose(freq, torch.tensor([0.1, 0.2, 0.7]), atol=0.015)
+
+
+def test_top_p_shortcut_equals_the_full_sort():
+    generator = torch.Generator().manual_seed(3)
+    flat = torch.softmax(torch.randn(4, 300, generator=generator) * 0.1, dim=-1)  # nucleus > 64 tokens
+    peaked = torch.softmax(torch.randn(4, 300, generator=generator) * 6, dim=-1)  # nucleus < 64 tokens
+    for probs in (flat, peaked):
+        top_p = torch.tensor([0.5, 0.9, 0.95, 1.0])
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        keep = (sorted_probs.cumsum(-1) - sorted_probs) < top_p[:, None]
+        keep[:, 0] = True
+        expected = torch.zeros_like(keep).scatter(1, order, keep)
+        assert torch.equal(top_p_mask(probs, top_p), expected)

@@ -60,15 +60,20 @@ class _Row:
         self.job = job
         self.max_new_tokens = max_new_tokens
         self.ids: list[int] = []
-        self.text = ""
         self.finished = False
+        # Incremental detokenization: ids[prefix:read] is a short window of already emitted
+        # tokens, re-decoded with the new ones so merges across token boundaries come out right.
+        self.prefix = 0
+        self.read = 0
 
 
 class _RowStreamer:
     """A `generate` streamer that splits each step's (B,) tokens into the rows' streams."""
 
-    def __init__(self, rows: list[_Row], engine: TutorEngine, eos_ids: set[int], batch_size: int):
+    def __init__(self, rows: list[_Row], engine: TutorEngine, eos_ids: set[int], batch_size: int,
+                 adapter_names: list[str] | None = None):
         self.rows = rows
+        self.adapter_names = adapter_names
         self.tokenizer = engine.tokenizer
         self.lock = engine.lock
         self.eos_ids = eos_ids
@@ -86,11 +91,7 @@ class _RowStreamer:
                 self._finish(row, "stop")
                 continue
             row.ids.append(token)
-            text = self._decode(row.ids)
-            new = "" if text.endswith("\ufffd") else text[len(row.text):]  # hold half characters
-            if new or not text.endswith("\ufffd"):
-                row.text = text
-            row.job.stream.push(TokenEvent(index=len(row.ids) - 1, token_id=token, text=new))
+            row.job.stream.push(TokenEvent(index=len(row.ids) - 1, token_id=token, text=self._new_text(row)))
             if len(row.ids) >= row.max_new_tokens:
                 self._finish(row, "length")
             elif row.job.stream.cancelled:
@@ -101,12 +102,26 @@ class _RowStreamer:
             if not row.finished:
                 self._finish(row, "cancelled" if row.job.stream.cancelled else "length")
 
+    def _new_text(self, row: _Row) -> str:
+        """The text the row's newest token completes ("" while a character is incomplete)."""
+        with self.lock:
+            before = self.tokenizer.decode(row.ids[row.prefix:row.read], skip_special_tokens=True)
+            after = self.tokenizer.decode(row.ids[row.prefix:], skip_special_tokens=True)
+        if after.endswith("\ufffd") or len(after) <= len(before):
+            return ""  # hold back half a multi-byte character (or a token that decodes to nothing)
+        row.prefix, row.read = row.read, len(row.ids)
+        return after[len(before):]
+
     def _decode(self, ids: list[int]) -> str:
         with self.lock:
             return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _finish(self, row: _Row, reason: str) -> None:
         row.finished = True
+        if self.adapter_names is not None:
+            # PEFT reads this list at every step of a mixed batch: a finished row (whose further
+            # tokens are discarded) no longer needs its LoRA computed. Outputs do not depend on it.
+            self.adapter_names[self.rows.index(row)] = BASE_ROW
         text = self._decode(row.ids)
         row.job.stream.push(Finished(
             finish_reason=reason, prompt_tokens=len(row.job.prompt_ids), completion_tokens=len(row.ids),
@@ -275,13 +290,14 @@ class BatchGenerator:
         eos = engine.eos_token_ids
         config = GenerationConfig(max_new_tokens=max(r.max_new_tokens for r in rows), do_sample=False,
                                   num_beams=1, pad_token_id=pad, eos_token_id=eos)
-        streamer = _RowStreamer(rows, engine, set(eos), len(jobs))
+        row_names = [names[j.adapter.learner_id] if j.adapter else BASE_ROW for j in jobs]
+        distinct = set(row_names)
+        mixed = len(distinct) > 1
+        streamer = _RowStreamer(rows, engine, set(eos), len(jobs), adapter_names=row_names if mixed else None)
         kwargs = dict(input_ids=input_ids.to(engine.device), attention_mask=attention.to(engine.device),
                       generation_config=config, logits_processor=LogitsProcessorList([controller]),
                       stopping_criteria=StoppingCriteriaList([controller.stopping_criterion()]),
                       streamer=streamer)
-        row_names = [names[j.adapter.learner_id] if j.adapter else BASE_ROW for j in jobs]
-        distinct = set(row_names)
         model = engine.model
         self.stats.batches += 1
         self.stats.rows += len(jobs)

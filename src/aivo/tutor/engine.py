@@ -211,7 +211,8 @@ class TutorEngine:
 
     @property
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.get_base_model().parameters())
+        """Parameters of the base model (LoRA weights of loaded adapters not counted)."""
+        return sum(p.numel() for n, p in self.model.get_base_model().named_parameters() if "lora_" not in n)
 
     @property
     def eos_token_ids(self) -> list[int]:

@@ -35,17 +35,33 @@ def apply_repetition_penalty(scores: torch.Tensor, input_ids: torch.Tensor,
     return scores.scatter(1, input_ids, seen)
 
 
+NUCLEUS_PROBE = 64
+
+
 def top_p_mask(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """Nucleus filter: keep the smallest set of tokens whose probability reaches top_p.
 
     probs (B, V) rows summing to 1, top_p (B,). Returns a bool mask (B, V) of kept tokens;
-    the most likely token is always kept.
+    the most likely token is always kept. The nucleus is usually small, so the `NUCLEUS_PROBE`
+    largest tokens are tried first; the full sort runs only when they do not reach top_p.
     """
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    k = min(NUCLEUS_PROBE, probs.shape[-1])
+    top_probs, top_ids = probs.topk(k, dim=-1)  # sorted, descending
+    if k == probs.shape[-1] or bool((top_probs.sum(dim=-1) >= top_p).all()):
+        sorted_probs, order = top_probs, top_ids
+    else:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
     before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass strictly before each token
     keep_sorted = before < top_p[:, None]
     keep_sorted[:, 0] = True
-    return torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
+    return torch.zeros(probs.shape, dtype=torch.bool, device=probs.device).scatter(1, order, keep_sorted)
+
+
+def sample_from_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Token ids drawn from unnormalised probs (B, V) with one uniform in [0, 1) per row (B,)."""
+    cdf = probs.cumsum(dim=-1)
+    targets = uniforms[:, None] * cdf[:, -1:]
+    return torch.searchsorted(cdf, targets, right=True).clamp(max=probs.shape[-1] - 1).flatten()
 
 
 @dataclass
@@ -79,10 +95,13 @@ class RowController(LogitsProcessor):
             idx = torch.tensor(sampled, device=scores.device)
             temps = self.temperature[sampled].to(scores.device)[:, None]
             probs = torch.softmax(scores[idx] / temps, dim=-1)
-            probs = probs * top_p_mask(probs, self.top_p[sampled].to(scores.device))
-            probs = (probs / probs.sum(dim=-1, keepdim=True)).cpu()
-            for k, row in enumerate(sampled):
-                chosen[row] = torch.multinomial(probs[k], 1, generator=self.rows[row].generator)[0]
+            top_p = self.top_p[sampled]
+            if bool((top_p < 1).any()):
+                probs = probs * top_p_mask(probs, top_p.to(scores.device))
+            # Inverse-CDF sampling: one uniform per row from the row's own generator, then
+            # one vectorised search for all rows (cheaper than a multinomial call per row).
+            uniforms = torch.stack([torch.rand((), generator=self.rows[row].generator) for row in sampled])
+            chosen[sampled] = sample_from_cdf(probs.cpu(), uniforms)
         one_hot = torch.full_like(scores, float("-inf"))
         return one_hot.scatter(1, chosen.to(scores.device)[:, None], 0.0)
 
