@@ -114,6 +114,9 @@ def _seed(engine, store: ArtifactStore, *, learners: int, sessions_per_learner: 
         _bulk_load(engine, name, frame)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("ANALYZE"))  # a running database has planner statistics
+    if engine.dialect.name == "sqlite":  # and its write-ahead log checkpointed, not 1M rows deep
+        with engine.connect() as conn:
+            conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return {"pending_sessions": int((~contributed).sum())}
 
 
@@ -142,9 +145,19 @@ def _bulk_load(engine, table: str, frame: pd.DataFrame) -> None:
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
+        # Seeding only: drop the table's indexes, load, and recreate them from their own DDL.
+        ddl = [row[0] for row in cur.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                                             "AND sql IS NOT NULL", (table,))]
+        names = [row[0] for row in cur.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                                               "tbl_name = ? AND sql IS NOT NULL", (table,))]
+        cur.execute("BEGIN")
+        for name in names:
+            cur.execute(f'DROP INDEX "{name}"')
         cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
                         frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None))
-        raw.commit()
+        for statement in ddl:
+            cur.execute(statement)
+        cur.execute("COMMIT")
     finally:
         raw.close()
 
@@ -244,7 +257,7 @@ def _report(results: list[dict], args, pg_settings: dict | None, command: str) -
              f"Reproduce: `{command}`", "",
              f"Data: {args.learners:,} learners with one learner model each, "
              f"{args.learners * args.sessions_per_learner:,} training sessions over {DAYS} days "
-             f"(sessions older than 7 days have contributed; ANALYZE run after seeding). "
+             f"(sessions older than 7 days have contributed; ANALYZE, and on SQLite a WAL checkpoint, run after seeding). "
              f"Times are medians of {args.repeats} runs after one warm-up, through the real registry functions.",
              ""]
     if pg_settings:

@@ -39,9 +39,9 @@ from aivo.registry.interactions import (
     import_interactions,
     load_interactions,
 )
+from aivo.registry.eligibility import get_eligible_for_aggregation
 from aivo.registry.learners import (
     ensure_learner,
-    get_eligible_for_aggregation,
     get_learner,
     get_learner_model,
     learner_model_history,

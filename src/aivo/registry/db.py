@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _BEGIN_OPTION = "aivo_sqlite_begin"
+_JITTER = random.Random()  # retry jitter only: spreads colliding writers, decides nothing
 T = TypeVar("T")
 
 
@@ -82,6 +83,7 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA journal_size_limit = 67108864")  # shrink the WAL file back to 64 MiB after big writes
     cursor.close()
 
 
@@ -165,7 +167,7 @@ def run_in_transaction(engine: Engine, work: Callable[[Session], T], *, attempts
         except (OperationalError, DBAPIError) as exc:
             if attempt == attempts or not is_retryable(exc):
                 raise
-            delay = min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random())
+            delay = min(2.0, 0.05 * 2 ** attempt) * (0.5 + _JITTER.random())
             log.warning("transient database error (attempt %d/%d), retrying in %.2fs: %s",
                         attempt, attempts, delay, exc.orig if hasattr(exc, "orig") else exc)
             time.sleep(delay)
