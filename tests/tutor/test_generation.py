@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
 
 from aivo.errors import ConfigError, DataError, NotFoundError
 from aivo.tutor.schemas import GenerateRequest, StudentContextIn
@@ -153,3 +152,18 @@ def test_an_adapter_is_refused_for_another_learner(tutor_service):
     with pytest.raises(IntegrityError):
         stream.result()
     assert "intruder" not in tutor_service.adapter_cache
+
+
+def test_close_finishes_queued_work_then_refuses_more(tutor_settings):
+    from aivo.tutor.service import TutorService
+
+    service = TutorService(settings=tutor_settings)
+    streams = [service.submit_messages(messages=[{"role": "user", "content": f"question {i}"}], adapter=None,
+                                       params=service.params(max_new_tokens=4)) for i in range(12)]
+    service.close()
+    for stream in streams:  # every consumer gets a final event: nothing hangs
+        _tokens, finished = stream.result()
+        assert finished.completion_tokens <= 4
+    with pytest.raises(RuntimeError, match="closed"):
+        service.submit_messages(messages=[{"role": "user", "content": "hi"}], adapter=None,
+                                params=service.params(max_new_tokens=4))

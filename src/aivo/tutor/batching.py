@@ -138,16 +138,21 @@ class BatchGenerator:
         self._queue: queue.Queue[GenerationJob | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="aivo-tutor-batcher", daemon=True)
         self._started = False
+        self._closed = False
         self._lock = threading.Lock()
 
     def start(self) -> None:
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the tutor batch worker is closed")
             if not self._started:
                 self._thread.start()
                 self._started = True
 
     def close(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, then stop; later submissions raise."""
         with self._lock:
+            self._closed = True
             if self._started:
                 self._queue.put(None)
                 self._thread.join(timeout)
@@ -192,6 +197,21 @@ class BatchGenerator:
 
     # --- worker thread -------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._fail_pending("the tutor is shutting down")
+
+    def _fail_pending(self, message: str) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, GenerationJob):
+                item.stream.push(Failed(message))
+
+    def _loop(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:

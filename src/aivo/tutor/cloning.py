@@ -19,7 +19,8 @@ from aivo.tutor.adapter_store import AdapterTraining
 from aivo.tutor.clone_jobs import CloneStatus, CloneTracker, Reporter
 from aivo.tutor.clone_training import (BaselineAnswer, PreferredExplanation, build_clone_chats,
                                        train_lora)
-from aivo.tutor.engine import check_model_available, is_tiny_model, load_base_model, load_tokenizer, model_fingerprint, model_source
+from aivo.tutor.engine import (check_model_available, is_tiny_model, load_base_model, load_tokenizer,
+                               model_fingerprint, model_source)
 from aivo.tutor.options import CloneTrainingConfig, LoraSpec
 from aivo.tutor.prompting import StudentContext
 from aivo.tutor.schemas import CloneStartRequest, CloneStartResponse, CloneStatusResponse
