@@ -23,17 +23,12 @@ def test_generate_without_a_model_says_how_to_get_one(run_cli):
     assert proc.returncode == 2 and "aivo tutor init-tiny" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_generate_json_and_stream(run_cli, tiny_model_dir):
-    env = {"AIVO_BRAIN_MODEL": str(tiny_model_dir)}
+def test_generate_stream(run_cli, tiny_model_dir):
+    # (--json output goes through the same service call as /v1/generate, tested over HTTP)
     proc = run_cli("tutor", "generate", "What is a fraction?", "--grade", "3", "-a", "adhd", "-n", "12",
-                   "--seed", "5", "--json", env=env)
+                   "--seed", "5", "--stream", env={"AIVO_BRAIN_MODEL": str(tiny_model_dir)})
     assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert out["readability"]["target_grade"] == 3 and out["usage"]["completion_tokens"] <= 12
-    streamed = run_cli("tutor", "generate", "What is a fraction?", "--grade", "3", "-a", "adhd", "-n", "12",
-                       "--seed", "5", "--stream", env=env)
-    assert streamed.returncode == 0, streamed.stderr
-    assert out["response"] in streamed.stdout
+    assert "shaped answer:" in proc.stdout and "FK grade" in proc.stdout and "for grade 3" in proc.stdout
 
 
 def test_assess_json(run_cli):
