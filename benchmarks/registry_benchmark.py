@@ -113,7 +113,9 @@ def _seed(engine, store: ArtifactStore, *, learners: int, sessions_per_learner: 
     for name, frame in tables.items():
         _bulk_load(engine, name, frame)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("ANALYZE"))  # a running database has planner statistics
+        # A database at rest has planner statistics (and on PostgreSQL, a vacuumed table: otherwise
+        # autovacuum would be chewing through the million fresh rows while we measure).
+        conn.execute(sa.text("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE"))
     if engine.dialect.name == "sqlite":  # and its write-ahead log checkpointed, not 1M rows deep
         with engine.connect() as conn:
             conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -172,7 +174,14 @@ def run_backend(name: str, url: str, store_dir: Path, args) -> dict:
     seeded = _seed(engine, store, learners=args.learners, sessions_per_learner=args.sessions_per_learner, rng=rng)
     seed_s = time.perf_counter() - t0
     clock = FrozenClock(NOW)
-    out: dict = {"backend": name, "seed_s": seed_s, **seeded}
+    out: dict = {"backend": name, "seed_s": seed_s, "load_before": os.getloadavg()[0], **seeded}
+
+    def empty_commit():  # context for the registration figures: what one commit costs right now
+        with session_scope(engine) as s:
+            s.execute(sa.text("CREATE TEMP TABLE IF NOT EXISTS bench_probe (x integer)"))
+            s.execute(sa.text("INSERT INTO bench_probe VALUES (1)"))
+
+    out["commit_ms"], _ = _median_ms(empty_commit, 50)
 
     def eligible():
         with session_scope(engine, read_only=True) as s:
@@ -223,6 +232,7 @@ def run_backend(name: str, url: str, store_dir: Path, args) -> dict:
         loaded = load_interactions(session=s)
     out["load_s"] = time.perf_counter() - t0
     assert loaded.num_interactions == n
+    out["load_after"] = os.getloadavg()[0]
     engine.dispose()
     return out
 
@@ -253,11 +263,12 @@ def _report(results: list[dict], args, pg_settings: dict | None, command: str) -
     lines = [START,
              f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.system()} {platform.machine()} "
              f"({cpu}), {os.cpu_count()} cores, Python {platform.python_version()}; 1-minute load average "
-             f"{load:.1f} at the end (other jobs share the cores).",
+             f"{load:.1f} at the end (other engineers' jobs share the cores and disk, so timings vary from run to "
+             f"run; see the load rows).",
              f"Reproduce: `{command}`", "",
              f"Data: {args.learners:,} learners with one learner model each, "
              f"{args.learners * args.sessions_per_learner:,} training sessions over {DAYS} days "
-             f"(sessions older than 7 days have contributed; ANALYZE, and on SQLite a WAL checkpoint, run after seeding). "
+             f"(sessions older than 7 days have contributed; after seeding: VACUUM ANALYZE on PostgreSQL, ANALYZE and a WAL checkpoint on SQLite). "
              f"Times are medians of {args.repeats} runs after one warm-up, through the real registry functions.",
              ""]
     if pg_settings:
@@ -283,6 +294,9 @@ def _report(results: list[dict], args, pg_settings: dict | None, command: str) -
     row(f"load {args.interactions:,} interactions as an InteractionLog", "",
         lambda r: f"{r['load_s']:.1f} s ({args.interactions / r['load_s']:,.0f} rows/s)")
     row("seeding (bulk COPY / executemany, not a target)", "", lambda r: f"{r['seed_s']:.0f} s")
+    row("context: one small write transaction (median of 50)", "", lambda r: f"{r['commit_ms']:.2f} ms")
+    row("context: 1-minute load average before / after", "",
+        lambda r: f"{r['load_before']:.1f} / {r['load_after']:.1f}")
     lines.append(END)
     return "\n".join(lines)
 

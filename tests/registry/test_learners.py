@@ -51,6 +51,14 @@ def test_register_get_list_update(registry, clock, with_version):
                                artifact=None)
     with pytest.raises(ConflictError, match="another tenant"), registry.session() as s:
         ensure_learner(session=s, learner_id="p-alex", tenant="school-b")
+    with pytest.raises(ConflictError, match="another tenant"), registry.session() as s:
+        register_learner_model(session=s, store=registry.store, learner_id="p-alex", source_version="v1",
+                               artifact=None, kind="tutor", tenant="school-b")
+    with pytest.raises(NotFoundError), registry.session() as s:  # nothing half-written either
+        register_learner_model(session=s, store=registry.store, learner_id="p-new", source_version="v9",
+                               artifact=None)
+    with registry.session(read_only=True) as s:
+        assert "p-new" not in {x.learner_id for x in list_learners(session=s)}
     with pytest.raises(NotFoundError), registry.session() as s:
         register_learner_model(session=s, store=registry.store, learner_id="p-x", source_version="v9",
                                artifact=None)

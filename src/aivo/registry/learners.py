@@ -12,6 +12,7 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
@@ -32,6 +33,7 @@ from aivo.registry.records import (
     LearnerRecord,
     TrainingSessionRecord,
 )
+from aivo.registry.types import UTCDateTime
 from aivo.registry.versions import check_artifact_stored
 
 # --- learners --------------------------------------------------------------------------------
@@ -142,6 +144,26 @@ def _check_status(status: str) -> None:
         raise DataError(f"invalid learner model status {status!r}; one of {', '.join(LEARNER_MODEL_STATUSES)}")
 
 
+# PostgreSQL: the whole registration (find or create the learner, insert the model) in one
+# statement, one round trip; it writes nothing unless it succeeds completely.
+_REGISTER_PG = sa.text("""
+WITH v AS (SELECT id FROM main_model_versions WHERE version = :version),
+existing AS (SELECT id, tenant FROM learners WHERE pseudonym = :pseudonym),
+created AS (
+    INSERT INTO learners (pseudonym, tenant, created_at)
+    SELECT :pseudonym, :tenant, :now WHERE NOT EXISTS (SELECT 1 FROM existing) AND EXISTS (SELECT 1 FROM v)
+    ON CONFLICT (pseudonym) DO NOTHING RETURNING id, tenant),
+l AS (SELECT id, tenant FROM existing UNION ALL SELECT id, tenant FROM created)
+INSERT INTO learner_models (learner_id, kind, main_version_id, artifact_sha256, status, metrics, performance,
+                            last_trained_at, details, created_at, updated_at)
+SELECT l.id, :kind, v.id, :artifact, :status, :metrics, :performance, NULL, :details, :now, :now
+FROM l, v WHERE l.tenant = :tenant
+ON CONFLICT (learner_id, kind) DO NOTHING
+RETURNING id
+""").bindparams(sa.bindparam("metrics", type_=JSONB()), sa.bindparam("details", type_=JSONB()),
+                sa.bindparam("now", type_=UTCDateTime()), sa.bindparam("performance", type_=sa.Float()))
+
+
 def register_learner_model(*, session: Session, store: ArtifactStore, learner_id: str, source_version: str,
                            artifact: ArtifactRef | None, kind: str = "brain", status: str | None = None,
                            metrics: dict[str, Any] | None = None, performance: float | None = None,
@@ -155,6 +177,20 @@ def register_learner_model(*, session: Session, store: ArtifactStore, learner_id
     if artifact is not None:
         check_artifact_stored(store, artifact)
     _check_pseudonym(learner_id)
+    now = clock.now()
+    artifact_sha256 = artifact.sha256 if artifact else None
+    if dialect_name(session) == "postgresql":
+        new_id = session.execute(_REGISTER_PG, dict(
+            pseudonym=learner_id, tenant=tenant, version=source_version, kind=kind, artifact=artifact_sha256,
+            status=status, metrics=dict(metrics or {}), performance=performance, details=dict(details or {}),
+            now=now)).scalar()
+        if new_id is not None:
+            return LearnerModelRecord(id=new_id, learner_id=learner_id, tenant=tenant, kind=kind,
+                                      source_version=source_version, artifact_sha256=artifact_sha256,
+                                      status=status, metrics=dict(metrics or {}), performance=performance,
+                                      last_trained_at=None, details=dict(details or {}), created_at=now,
+                                      updated_at=now)
+        # Nothing written: an error to report (or a concurrent insert); the general path sorts it out.
     learner_id_pk, learner_tenant, version_id = session.execute(
         _REGISTER_LOOKUP, {"pseudonym": learner_id, "version": source_version}).one()
     if version_id is None:
@@ -163,7 +199,6 @@ def register_learner_model(*, session: Session, store: ArtifactStore, learner_id
         learner_id_pk, _, learner_tenant, _ = _learner_row(session, learner_id, tenant, clock, known_absent=True)
     if learner_tenant != tenant:
         raise ConflictError(f"learner {learner_id} belongs to another tenant")
-    now = clock.now()
     values = dict(learner_id=learner_id_pk, kind=kind, main_version_id=version_id,
                   artifact_sha256=artifact.sha256 if artifact else None, status=status,
                   metrics=dict(metrics or {}), performance=performance, last_trained_at=None,
