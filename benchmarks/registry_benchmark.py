@@ -60,14 +60,15 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 START, END = "<!-- registry-benchmark:start -->", "<!-- registry-benchmark:end -->"
 
 
-def _median_ms(fn, repeats: int) -> tuple[float, object]:
+def _timed_ms(fn, repeats: int) -> tuple[float, float, object]:
+    """(median ms, best ms, last result) over `repeats` runs after one warm-up run."""
     fn()  # warm caches and plans, as a running service would have them
     times, result = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
         result = fn()
         times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), result
+    return statistics.median(times), min(times), result
 
 
 # --- seeding (bulk, not timed) ----------------------------------------------------------------
@@ -176,12 +177,16 @@ def run_backend(name: str, url: str, store_dir: Path, args) -> dict:
     clock = FrozenClock(NOW)
     out: dict = {"backend": name, "seed_s": seed_s, "load_before": os.getloadavg()[0], **seeded}
 
-    def empty_commit():  # context for the registration figures: what one commit costs right now
+    # Context for the registration figures: what one durable commit costs right now on this disk
+    # (a logged table, so PostgreSQL flushes its WAL; SQLite with synchronous=NORMAL does not sync).
+    with session_scope(engine) as s:
+        s.execute(sa.text("CREATE TABLE IF NOT EXISTS bench_probe (x integer)"))
+
+    def empty_commit():
         with session_scope(engine) as s:
-            s.execute(sa.text("CREATE TEMP TABLE IF NOT EXISTS bench_probe (x integer)"))
             s.execute(sa.text("INSERT INTO bench_probe VALUES (1)"))
 
-    out["commit_ms"], _ = _median_ms(empty_commit, 50)
+    out["commit_ms"], _, _ = _timed_ms(empty_commit, 50)
 
     def eligible():
         with session_scope(engine, read_only=True) as s:
@@ -191,9 +196,9 @@ def run_backend(name: str, url: str, store_dir: Path, args) -> dict:
         with session_scope(engine, read_only=True) as s:
             return get_statistics(session=s)
 
-    out["eligible_ms"], found = _median_ms(eligible, args.repeats)
+    out["eligible_ms"], out["eligible_best_ms"], found = _timed_ms(eligible, args.repeats)
     out["eligible_count"] = len(found)
-    out["stats_ms"], st = _median_ms(stats, args.repeats)
+    out["stats_ms"], out["stats_best_ms"], st = _timed_ms(stats, args.repeats)
     out["stats"] = st.to_dict()
     assert st.total_learner_models == args.learners and st.total_training_sessions == len(range(
         args.learners * args.sessions_per_learner)), st
@@ -233,6 +238,8 @@ def run_backend(name: str, url: str, store_dir: Path, args) -> dict:
     out["load_s"] = time.perf_counter() - t0
     assert loaded.num_interactions == n
     out["load_after"] = os.getloadavg()[0]
+    with session_scope(engine) as s:
+        s.execute(sa.text("DROP TABLE bench_probe"))
     engine.dispose()
     return out
 
@@ -269,7 +276,7 @@ def _report(results: list[dict], args, pg_settings: dict | None, command: str) -
              f"Data: {args.learners:,} learners with one learner model each, "
              f"{args.learners * args.sessions_per_learner:,} training sessions over {DAYS} days "
              f"(sessions older than 7 days have contributed; after seeding: VACUUM ANALYZE on PostgreSQL, ANALYZE and a WAL checkpoint on SQLite). "
-             f"Times are medians of {args.repeats} runs after one warm-up, through the real registry functions.",
+             f"Times are medians (and the best) of {args.repeats} runs after one warm-up, through the real registry functions.",
              ""]
     if pg_settings:
         lines.append(f"PostgreSQL {pg_settings['server_version']} on loopback (synchronous_commit="
@@ -283,8 +290,8 @@ def _report(results: list[dict], args, pg_settings: dict | None, command: str) -
         lines.append(f"| {label} | {target} | " + " | ".join(fmt(r) for r in results) + " |")
 
     row("eligible for aggregation (7 days)", "< 200 ms",
-        lambda r: f"{r['eligible_ms']:.0f} ms ({r['eligible_count']:,} learners)")
-    row("statistics", "< 500 ms", lambda r: f"{r['stats_ms']:.0f} ms")
+        lambda r: f"{r['eligible_ms']:.0f} ms, best {r['eligible_best_ms']:.0f} ms ({r['eligible_count']:,} learners)")
+    row("statistics", "< 500 ms", lambda r: f"{r['stats_ms']:.0f} ms, best {r['stats_best_ms']:.0f} ms")
     row(f"register {args.register:,} learner models, 1 per transaction", "< 20 s",
         lambda r: f"{r['register_s']:.1f} s ({args.register / r['register_s']:,.0f}/s)")
     row(f"register {args.register:,} learner models, 1,000 per transaction", "",
@@ -294,10 +301,16 @@ def _report(results: list[dict], args, pg_settings: dict | None, command: str) -
     row(f"load {args.interactions:,} interactions as an InteractionLog", "",
         lambda r: f"{r['load_s']:.1f} s ({args.interactions / r['load_s']:,.0f} rows/s)")
     row("seeding (bulk COPY / executemany, not a target)", "", lambda r: f"{r['seed_s']:.0f} s")
-    row("context: one small write transaction (median of 50)", "", lambda r: f"{r['commit_ms']:.2f} ms")
+    row("context: one durable one-row commit (median of 50)", "", lambda r: f"{r['commit_ms']:.2f} ms")
     row("context: 1-minute load average before / after", "",
         lambda r: f"{r['load_before']:.1f} / {r['load_after']:.1f}")
-    lines.append(END)
+    lines += ["",
+              "Registering one model per transaction is bound by the durable commit: each PostgreSQL commit waits "
+              "for its WAL flush (the context row), so 10,000 separate commits cannot take less than 10,000 times "
+              "that, whatever the code does; the registration itself is one statement (one round trip). Clone "
+              "provisioning in bulk should batch: 1,000 registrations per transaction are an order of magnitude "
+              "faster on both backends.",
+              END]
     return "\n".join(lines)
 
 
@@ -321,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions-per-learner", type=int, default=10)
     parser.add_argument("--register", type=int, default=10_000)
     parser.add_argument("--interactions", type=int, default=200_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--write-results", action="store_true", help="Update the Registry section of RESULTS.md.")
     args = parser.parse_args(argv)
     command = "python benchmarks/registry_benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
