@@ -38,7 +38,13 @@ def brute_force_features(item, skill, correct, expected, rate, prior):
             attempts, corrects = len(prev), sum(correct[i] for i in prev)
             last = (2 * correct[prev[-1]] - 1) if prev else 0.0
             gap = np.log1p(t - prev[-1]) if prev else 0.0
-            row += [np.log1p(attempts), np.log1p(corrects), np.log1p(attempts - corrects), last, gap]
+            right = wrong = 0
+            for i in reversed(prev):
+                if correct[i] != correct[prev[-1]]:
+                    break
+                right, wrong = right + correct[i], wrong + 1 - correct[i]
+            row += [np.log1p(attempts), np.log1p(corrects), np.log1p(attempts - corrects), last, gap,
+                    np.log1p(right), np.log1p(wrong)]
         row += [(sum(correct[:t]) + prior * rate) / (t + prior), np.log1p(t),
                 (2 * correct[t - 1] - 1) if t else 0.0]
         residual = [correct[i] - expected[i] for i in range(t)]

@@ -18,7 +18,9 @@ from scipy.signal import lfilter
 
 FEATURE_NAMES = (
     "item_log_attempts", "item_log_corrects", "item_log_wrongs", "item_last_outcome", "item_log_gap",
+    "item_log_correct_streak", "item_log_wrong_streak",
     "skill_log_attempts", "skill_log_corrects", "skill_log_wrongs", "skill_last_outcome", "skill_log_gap",
+    "skill_log_correct_streak", "skill_log_wrong_streak",
     "running_correct_rate", "log_position", "previous_outcome",
     "running_residual", "recent_outcome", "recent_residual", "target_expected_logodds",
 )
@@ -26,10 +28,24 @@ FEATURE_NAMES = (
 RECENT_OUTCOME_DECAY = 0.7
 RECENT_RESIDUAL_DECAY = 0.9
 NUM_FEATURES = len(FEATURE_NAMES)
+PER_KEY = 7  # columns per key (item, skill) at the start of the feature vector
+
+
+def _inclusive_streaks(groups_key: list[np.ndarray], correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Consecutive right / wrong answers within each group, ending at (and including) each row."""
+    out = []
+    for hit in (correct, 1.0 - correct):
+        frame = pd.DataFrame({f"k{i}": k for i, k in enumerate(groups_key)})
+        frame["hit"] = hit
+        keys = [f"k{i}" for i in range(len(groups_key))]
+        # A miss starts a new run; the run's cumulative hits are the streak.
+        frame["run"] = frame.assign(miss=1.0 - hit).groupby(keys, sort=False)["miss"].cumsum()
+        out.append(frame.groupby([*keys, "run"], sort=False)["hit"].cumsum().to_numpy(dtype=np.float64))
+    return out[0], out[1]
 
 
 def _per_key(chunk: np.ndarray, key: np.ndarray, correct: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """(N, 5) features of the prior history of (chunk, key) at each row. Rows must be in order."""
+    """(N, PER_KEY) features of the prior history of (chunk, key) at each row. Rows must be in order."""
     frame = pd.DataFrame({"chunk": chunk, "key": key, "correct": correct, "position": position})
     groups = frame.groupby(["chunk", "key"], sort=False)
     attempts = groups.cumcount().to_numpy(dtype=np.float64)
@@ -37,12 +53,19 @@ def _per_key(chunk: np.ndarray, key: np.ndarray, correct: np.ndarray, position: 
     last = groups["correct"].shift(1).to_numpy(dtype=np.float64)
     gap = position - groups["position"].shift(1).to_numpy(dtype=np.float64)
     seen = ~np.isnan(last)
+    right_run, wrong_run = _inclusive_streaks([chunk, key], correct)
+    frame["right_run"], frame["wrong_run"] = right_run, wrong_run
+    groups = frame.groupby(["chunk", "key"], sort=False)  # again: now with the streak columns
+    right_before = np.nan_to_num(groups["right_run"].shift(1).to_numpy(dtype=np.float64))
+    wrong_before = np.nan_to_num(groups["wrong_run"].shift(1).to_numpy(dtype=np.float64))
     return np.stack([
         np.log1p(attempts),
         np.log1p(corrects),
         np.log1p(attempts - corrects),
         np.where(seen, 2.0 * np.nan_to_num(last) - 1.0, 0.0),  # +1 correct, -1 wrong, 0 never
         np.where(seen, np.log1p(np.nan_to_num(gap)), 0.0),
+        np.log1p(right_before),
+        np.log1p(wrong_before),
     ], axis=1)
 
 
@@ -101,16 +124,21 @@ def candidate_features(*, history_item: np.ndarray, history_skill: np.ndarray, h
 
     def per_key(hist_key: np.ndarray, cand_key: np.ndarray) -> np.ndarray:
         frame = pd.DataFrame({"key": hist_key, "correct": history_correct, "position": position})
+        frame["right_run"], frame["wrong_run"] = _inclusive_streaks([np.asarray(hist_key)], history_correct)
         stats = frame.groupby("key").agg(attempts=("correct", "size"), corrects=("correct", "sum"),
-                                         last=("correct", "last"), last_position=("position", "last"))
+                                         last=("correct", "last"), last_position=("position", "last"),
+                                         right_run=("right_run", "last"), wrong_run=("wrong_run", "last"))
         found = stats.reindex(pd.Index(cand_key))
         seen = found["attempts"].notna().to_numpy()
         attempts = np.nan_to_num(found["attempts"].to_numpy(dtype=np.float64))
         corrects = np.nan_to_num(found["corrects"].to_numpy(dtype=np.float64))
         last = np.nan_to_num(found["last"].to_numpy(dtype=np.float64))
         gap = length - np.nan_to_num(found["last_position"].to_numpy(dtype=np.float64))
+        right_run = np.nan_to_num(found["right_run"].to_numpy(dtype=np.float64))
+        wrong_run = np.nan_to_num(found["wrong_run"].to_numpy(dtype=np.float64))
         return np.stack([np.log1p(attempts), np.log1p(corrects), np.log1p(attempts - corrects),
-                         np.where(seen, 2.0 * last - 1.0, 0.0), np.where(seen, np.log1p(gap), 0.0)], axis=1)
+                         np.where(seen, 2.0 * last - 1.0, 0.0), np.where(seen, np.log1p(gap), 0.0),
+                         np.log1p(right_run), np.log1p(wrong_run)], axis=1)
 
     # The learner-level columns do not depend on the candidate: take them from the history with
     # one placeholder step appended (its own answer is never used).
@@ -120,7 +148,7 @@ def candidate_features(*, history_item: np.ndarray, history_skill: np.ndarray, h
         correct=np.append(history_correct, 0.0), expected=np.append(np.asarray(history_expected), 0.5),
         global_correct_rate=global_correct_rate, prior_count=prior_count)[-1]
     k = len(candidate_item)
-    shared = np.tile(placeholder[10:-1], (k, 1))
+    shared = np.tile(placeholder[2 * PER_KEY:-1], (k, 1))
     expected = np.clip(np.asarray(candidate_expected, dtype=np.float64), 1e-3, 1 - 1e-3)
     out = np.column_stack([per_key(np.asarray(history_item), np.asarray(candidate_item)),
                            per_key(np.asarray(history_skill), np.asarray(candidate_skill)), shared,
