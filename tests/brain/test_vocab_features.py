@@ -48,9 +48,15 @@ def brute_force_features(item, skill, correct, expected, rate, prior):
         row += [(sum(correct[:t]) + prior * rate) / (t + prior), np.log1p(t),
                 (2 * correct[t - 1] - 1) if t else 0.0]
         residual = [correct[i] - expected[i] for i in range(t)]
+        mean, var = 0.0, 1.0
+        for i in range(t):
+            p = 1 / (1 + np.exp(-(mean + np.log(expected[i] / (1 - expected[i])))))
+            var = 1 / (1 / var + p * (1 - p))
+            mean += var * (correct[i] - p)
         row += [sum(residual) / (t + prior),
                 0.3 * sum(0.7 ** (t - 1 - i) * (2 * correct[i] - 1) for i in range(t)),
                 0.1 * sum(0.9 ** (t - 1 - i) * residual[i] for i in range(t)),
+                mean, np.sqrt(var),
                 np.log(expected[t] / (1 - expected[t]))]
         rows.append(row)
     return np.array(rows, dtype=np.float32)

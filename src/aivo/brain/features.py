@@ -22,8 +22,11 @@ FEATURE_NAMES = (
     "skill_log_attempts", "skill_log_corrects", "skill_log_wrongs", "skill_last_outcome", "skill_log_gap",
     "skill_log_correct_streak", "skill_log_wrong_streak",
     "running_correct_rate", "log_position", "previous_outcome",
-    "running_residual", "recent_outcome", "recent_residual", "target_expected_logodds",
+    "running_residual", "recent_outcome", "recent_residual", "ability_mean", "ability_sd",
+    "target_expected_logodds",  # must stay last (candidate_features relies on it)
 )
+# Prior variance (logits^2) of a learner's ability relative to the population, for `ability_mean`.
+ABILITY_PRIOR_VARIANCE = 1.0
 # Recency weights of the exponentially weighted means (weight of the answer k steps back: decay**k).
 RECENT_OUTCOME_DECAY = 0.7
 RECENT_RESIDUAL_DECAY = 0.9
@@ -79,6 +82,30 @@ def _exclusive_ema(values: np.ndarray, chunk: np.ndarray, position: np.ndarray, 
     return smoothed[chunk, position]
 
 
+def _online_ability(chunk: np.ndarray, position: np.ndarray, correct: np.ndarray,
+                    item_logodds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Online Bayesian (Laplace / extended-Kalman) estimate of each learner's ability offset.
+
+    Model: P(right at i) = sigmoid(theta + d_i), d_i = item's expected log-odds, theta ~ N(0, v0).
+    After each answer: v <- 1 / (1/v + p(1-p)), mean <- mean + v (answer - p), p = sigmoid(mean + d).
+    Returns the (mean, sd) *before* each row (its own answer excluded), (N,) each."""
+    num_chunks = int(chunk.max()) + 1 if len(chunk) else 0
+    width = int(position.max()) + 1 if len(position) else 0
+    answers = np.zeros((num_chunks, width))
+    logodds = np.zeros((num_chunks, width))
+    answers[chunk, position] = correct
+    logodds[chunk, position] = item_logodds
+    mean = np.zeros((num_chunks, width))
+    var = np.full((num_chunks, width), ABILITY_PRIOR_VARIANCE)
+    m, v = np.zeros(num_chunks), np.full(num_chunks, ABILITY_PRIOR_VARIANCE)
+    for t in range(width - 1):  # padded steps after a chunk's end are never read
+        p = 1.0 / (1.0 + np.exp(-(m + logodds[:, t])))
+        v = 1.0 / (1.0 / v + p * (1.0 - p))
+        m = m + v * (answers[:, t] - p)
+        mean[:, t + 1], var[:, t + 1] = m, v
+    return mean[chunk, position], np.sqrt(var[chunk, position])
+
+
 def history_features(*, chunk: np.ndarray, position: np.ndarray, item: np.ndarray, skill: np.ndarray,
                      correct: np.ndarray, expected: np.ndarray, global_correct_rate: float,
                      prior_count: float) -> np.ndarray:
@@ -105,6 +132,7 @@ def history_features(*, chunk: np.ndarray, position: np.ndarray, item: np.ndarra
         cum_residual / (position + prior_count),
         _exclusive_ema(2.0 * correct - 1.0, chunk, position, RECENT_OUTCOME_DECAY),
         _exclusive_ema(residual, chunk, position, RECENT_RESIDUAL_DECAY),
+        *_online_ability(chunk, position, correct, np.log(expected / (1.0 - expected))),
         np.log(expected / (1.0 - expected)),
     ])
     return out.astype(np.float32)
