@@ -29,11 +29,11 @@ def test_multi_skill_encoding_pads_and_caps():
     assert table.shape == (4, 3)
 
 
-def brute_force_features(item, skill, correct, expected, rate, prior):
+def brute_force_features(item, skill, kind, correct, expected, rate, prior):
     rows = []
     for t in range(len(item)):
         row = []
-        for keys in (item, skill):
+        for keys in (item, skill, kind):
             prev = [i for i in range(t) if keys[i] == keys[t]]
             attempts, corrects = len(prev), sum(correct[i] for i in prev)
             last = (2 * correct[prev[-1]] - 1) if prev else 0.0
@@ -43,8 +43,9 @@ def brute_force_features(item, skill, correct, expected, rate, prior):
                 if correct[i] != correct[prev[-1]]:
                     break
                 right, wrong = right + correct[i], wrong + 1 - correct[i]
+            residual_sum = sum(correct[i] - expected[i] for i in prev)
             row += [np.log1p(attempts), np.log1p(corrects), np.log1p(attempts - corrects), last, gap,
-                    np.log1p(right), np.log1p(wrong)]
+                    np.log1p(right), np.log1p(wrong), residual_sum / (attempts + 3.0)]
         row += [(sum(correct[:t]) + prior * rate) / (t + prior), np.log1p(t),
                 (2 * correct[t - 1] - 1) if t else 0.0]
         residual = [correct[i] - expected[i] for i in range(t)]
@@ -65,21 +66,21 @@ def brute_force_features(item, skill, correct, expected, rate, prior):
 def test_history_features_match_brute_force_and_restart_per_chunk():
     rng = np.random.default_rng(1)
     n = 40
-    item, skill = rng.integers(0, 5, n), rng.integers(0, 3, n)
+    item, skill, kind = rng.integers(0, 5, n), rng.integers(0, 3, n), rng.integers(0, 2, n)
     correct = rng.integers(0, 2, n).astype(float)
     rate = rng.uniform(0.2, 0.9, n)
     chunk = np.repeat([0, 1], [25, 15])
     position = np.concatenate([np.arange(25), np.arange(15)])
-    got = history_features(chunk=chunk, position=position, item=item, skill=skill, correct=correct,
+    got = history_features(chunk=chunk, position=position, item=item, skill=skill, item_type=kind, correct=correct,
                            expected=rate, global_correct_rate=0.7, prior_count=5.0)
     assert got.shape == (n, len(FEATURE_NAMES))
-    expected = np.vstack([brute_force_features(item[:25], skill[:25], correct[:25], rate[:25], 0.7, 5.0),
-                          brute_force_features(item[25:], skill[25:], correct[25:], rate[25:], 0.7, 5.0)])
+    expected = np.vstack([brute_force_features(item[:25], skill[:25], kind[:25], correct[:25], rate[:25], 0.7, 5.0),
+                          brute_force_features(item[25:], skill[25:], kind[25:], correct[25:], rate[25:], 0.7, 5.0)])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     # causal: a row's features do not change with its own answer
     flipped = correct.copy()
     flipped[10] = 1 - flipped[10]
-    again = history_features(chunk=chunk, position=position, item=item, skill=skill, correct=flipped,
+    again = history_features(chunk=chunk, position=position, item=item, skill=skill, item_type=kind, correct=flipped,
                              expected=rate, global_correct_rate=0.7, prior_count=5.0)
     np.testing.assert_array_equal(again[:11], got[:11])
     assert not np.array_equal(again[11:25], got[11:25])
@@ -87,17 +88,19 @@ def test_history_features_match_brute_force_and_restart_per_chunk():
 
 def test_candidate_features_equal_history_features_of_the_appended_step():
     rng = np.random.default_rng(2)
-    item, skill = rng.integers(2, 8, 30), rng.integers(2, 5, 30)
+    item, skill, kind = rng.integers(2, 8, 30), rng.integers(2, 5, 30), rng.integers(0, 3, 30)
     correct = rng.integers(0, 2, 30).astype(float)
     rate = rng.uniform(0.2, 0.9, 30)
-    cand_item, cand_skill = np.array([2, 3, 7, 99]), np.array([2, 4, 4, 98])
+    cand_item, cand_skill, cand_kind = np.array([2, 3, 7, 99]), np.array([2, 4, 4, 98]), np.array([0, 2, 9, 2])
     cand_rate = np.array([0.5, 0.6, 0.7, 0.8])
-    got = candidate_features(history_item=item, history_skill=skill, history_correct=correct,
+    got = candidate_features(history_item=item, history_skill=skill, history_type=kind, history_correct=correct,
                              history_expected=rate, candidate_item=cand_item, candidate_skill=cand_skill,
-                             candidate_expected=cand_rate, global_correct_rate=0.6, prior_count=3.0)
+                             candidate_type=cand_kind, candidate_expected=cand_rate, global_correct_rate=0.6,
+                             prior_count=3.0)
     for k in range(len(cand_item)):
         full = history_features(chunk=np.zeros(31, dtype=int), position=np.arange(31),
                                 item=np.append(item, cand_item[k]), skill=np.append(skill, cand_skill[k]),
+                                item_type=np.append(kind, cand_kind[k]),
                                 correct=np.append(correct, 0.0), expected=np.append(rate, cand_rate[k]),
                                 global_correct_rate=0.6, prior_count=3.0)
         np.testing.assert_allclose(got[k], full[-1], rtol=1e-6)

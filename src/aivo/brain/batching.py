@@ -107,6 +107,7 @@ def encode_log(log: InteractionLog, *, vocab: BrainVocab, tables: LabelTables, c
     chunk = np.repeat(np.arange(len(starts)), lengths)
     if config.use_history_features:
         features = history_features(chunk=chunk, position=position, item=item, skill=skills[:, 0],
+                                    item_type=item_type,
                                     correct=correct, expected=tables.expected_correct(item),
                                     global_correct_rate=tables.global_correct_rate,
                                     prior_count=config.running_rate_prior_count)

@@ -18,9 +18,11 @@ from scipy.signal import lfilter
 
 FEATURE_NAMES = (
     "item_log_attempts", "item_log_corrects", "item_log_wrongs", "item_last_outcome", "item_log_gap",
-    "item_log_correct_streak", "item_log_wrong_streak",
+    "item_log_correct_streak", "item_log_wrong_streak", "item_residual_mean",
     "skill_log_attempts", "skill_log_corrects", "skill_log_wrongs", "skill_last_outcome", "skill_log_gap",
-    "skill_log_correct_streak", "skill_log_wrong_streak",
+    "skill_log_correct_streak", "skill_log_wrong_streak", "skill_residual_mean",
+    "type_log_attempts", "type_log_corrects", "type_log_wrongs", "type_last_outcome", "type_log_gap",
+    "type_log_correct_streak", "type_log_wrong_streak", "type_residual_mean",
     "running_correct_rate", "log_position", "previous_outcome",
     "running_residual", "recent_outcome", "recent_residual", "ability_mean", "ability_sd",
     "target_expected_logodds",  # must stay last (candidate_features relies on it)
@@ -31,7 +33,9 @@ ABILITY_PRIOR_VARIANCE = 1.0
 RECENT_OUTCOME_DECAY = 0.7
 RECENT_RESIDUAL_DECAY = 0.9
 NUM_FEATURES = len(FEATURE_NAMES)
-PER_KEY = 7  # columns per key (item, skill) at the start of the feature vector
+PER_KEY = 8  # columns per key (item, skill, item type) at the start of the feature vector
+# Pseudo-attempts shrinking a key's mean residual (answer - expected) towards 0.
+KEY_RESIDUAL_PRIOR = 3.0
 
 
 def _inclusive_streaks(groups_key: list[np.ndarray], correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,12 +51,15 @@ def _inclusive_streaks(groups_key: list[np.ndarray], correct: np.ndarray) -> tup
     return out[0], out[1]
 
 
-def _per_key(chunk: np.ndarray, key: np.ndarray, correct: np.ndarray, position: np.ndarray) -> np.ndarray:
+def _per_key(chunk: np.ndarray, key: np.ndarray, correct: np.ndarray, position: np.ndarray,
+             residual: np.ndarray) -> np.ndarray:
     """(N, PER_KEY) features of the prior history of (chunk, key) at each row. Rows must be in order."""
-    frame = pd.DataFrame({"chunk": chunk, "key": key, "correct": correct, "position": position})
+    frame = pd.DataFrame({"chunk": chunk, "key": key, "correct": correct, "position": position,
+                          "residual": residual})
     groups = frame.groupby(["chunk", "key"], sort=False)
     attempts = groups.cumcount().to_numpy(dtype=np.float64)
     corrects = groups["correct"].cumsum().to_numpy(dtype=np.float64) - correct
+    residuals = groups["residual"].cumsum().to_numpy(dtype=np.float64) - residual
     last = groups["correct"].shift(1).to_numpy(dtype=np.float64)
     gap = position - groups["position"].shift(1).to_numpy(dtype=np.float64)
     seen = ~np.isnan(last)
@@ -69,6 +76,7 @@ def _per_key(chunk: np.ndarray, key: np.ndarray, correct: np.ndarray, position: 
         np.where(seen, np.log1p(np.nan_to_num(gap)), 0.0),
         np.log1p(right_before),
         np.log1p(wrong_before),
+        residuals / (attempts + KEY_RESIDUAL_PRIOR),
     ], axis=1)
 
 
@@ -107,7 +115,7 @@ def _online_ability(chunk: np.ndarray, position: np.ndarray, correct: np.ndarray
 
 
 def history_features(*, chunk: np.ndarray, position: np.ndarray, item: np.ndarray, skill: np.ndarray,
-                     correct: np.ndarray, expected: np.ndarray, global_correct_rate: float,
+                     item_type: np.ndarray, correct: np.ndarray, expected: np.ndarray, global_correct_rate: float,
                      prior_count: float) -> np.ndarray:
     """(N,) arrays in chunk/position order -> (N, NUM_FEATURES) float32 features.
 
@@ -117,9 +125,10 @@ def history_features(*, chunk: np.ndarray, position: np.ndarray, item: np.ndarra
     expected = np.clip(np.asarray(expected, dtype=np.float64), 1e-3, 1 - 1e-3)
     position = np.asarray(position, dtype=np.int64)
     chunk = np.asarray(chunk, dtype=np.int64)
-    item_part = _per_key(chunk, item, correct, position)
-    skill_part = _per_key(chunk, skill, correct, position)
     residual = correct - expected
+    item_part = _per_key(chunk, item, correct, position, residual)
+    skill_part = _per_key(chunk, skill, correct, position, residual)
+    type_part = _per_key(chunk, item_type, correct, position, residual)
     by_chunk = pd.DataFrame({"correct": correct, "residual": residual}).groupby(chunk, sort=False)
     cum_correct = by_chunk["correct"].cumsum().to_numpy() - correct
     cum_residual = by_chunk["residual"].cumsum().to_numpy() - residual
@@ -128,7 +137,7 @@ def history_features(*, chunk: np.ndarray, position: np.ndarray, item: np.ndarra
     has_prev = position > 0
     previous[has_prev] = 2.0 * correct[np.flatnonzero(has_prev) - 1] - 1.0
     out = np.column_stack([
-        item_part, skill_part, running, np.log1p(position), previous,
+        item_part, skill_part, type_part, running, np.log1p(position), previous,
         cum_residual / (position + prior_count),
         _exclusive_ema(2.0 * correct - 1.0, chunk, position, RECENT_OUTCOME_DECAY),
         _exclusive_ema(residual, chunk, position, RECENT_RESIDUAL_DECAY),
@@ -138,47 +147,43 @@ def history_features(*, chunk: np.ndarray, position: np.ndarray, item: np.ndarra
     return out.astype(np.float32)
 
 
-def candidate_features(*, history_item: np.ndarray, history_skill: np.ndarray, history_correct: np.ndarray,
-                       history_expected: np.ndarray, candidate_item: np.ndarray, candidate_skill: np.ndarray,
-                       candidate_expected: np.ndarray, global_correct_rate: float,
-                       prior_count: float) -> np.ndarray:
+def candidate_features(*, history_item: np.ndarray, history_skill: np.ndarray, history_type: np.ndarray,
+                       history_correct: np.ndarray, history_expected: np.ndarray, candidate_item: np.ndarray,
+                       candidate_skill: np.ndarray, candidate_type: np.ndarray, candidate_expected: np.ndarray,
+                       global_correct_rate: float, prior_count: float) -> np.ndarray:
     """Features of K candidate next interactions after one history of length T.
 
     Equals `history_features` of the sequence (history + candidate) at its last row, for each
     candidate, without building K sequences. Returns (K, NUM_FEATURES) float32."""
     history_correct = np.asarray(history_correct, dtype=np.float64)
+    history_expected = np.clip(np.asarray(history_expected, dtype=np.float64), 1e-3, 1 - 1e-3)
     length = len(history_correct)
-    position = np.arange(length)
-
-    def per_key(hist_key: np.ndarray, cand_key: np.ndarray) -> np.ndarray:
-        frame = pd.DataFrame({"key": hist_key, "correct": history_correct, "position": position})
-        frame["right_run"], frame["wrong_run"] = _inclusive_streaks([np.asarray(hist_key)], history_correct)
-        stats = frame.groupby("key").agg(attempts=("correct", "size"), corrects=("correct", "sum"),
-                                         last=("correct", "last"), last_position=("position", "last"),
-                                         right_run=("right_run", "last"), wrong_run=("wrong_run", "last"))
-        found = stats.reindex(pd.Index(cand_key))
-        seen = found["attempts"].notna().to_numpy()
-        attempts = np.nan_to_num(found["attempts"].to_numpy(dtype=np.float64))
-        corrects = np.nan_to_num(found["corrects"].to_numpy(dtype=np.float64))
-        last = np.nan_to_num(found["last"].to_numpy(dtype=np.float64))
-        gap = length - np.nan_to_num(found["last_position"].to_numpy(dtype=np.float64))
-        right_run = np.nan_to_num(found["right_run"].to_numpy(dtype=np.float64))
-        wrong_run = np.nan_to_num(found["wrong_run"].to_numpy(dtype=np.float64))
-        return np.stack([np.log1p(attempts), np.log1p(corrects), np.log1p(attempts - corrects),
-                         np.where(seen, 2.0 * last - 1.0, 0.0), np.where(seen, np.log1p(gap), 0.0),
-                         np.log1p(right_run), np.log1p(wrong_run)], axis=1)
-
+    # The per-key columns of a candidate are those of the last history row with its key, advanced
+    # past that row; computing them on the history plus one probe row per distinct key does that.
+    hist_keys = (np.asarray(history_item), np.asarray(history_skill), np.asarray(history_type))
+    cand_keys = (np.asarray(candidate_item), np.asarray(candidate_skill), np.asarray(candidate_type))
+    parts = []
+    for hist_key, cand_key in zip(hist_keys, cand_keys):
+        distinct = pd.unique(cand_key)
+        # chunk c = history followed by probe c (one chunk per distinct candidate key)
+        n = len(distinct)
+        chunk = np.concatenate([np.repeat(np.arange(n), length), np.arange(n)])
+        order = np.argsort(chunk, kind="stable")
+        key = np.concatenate([np.tile(hist_key, n), distinct])[order]
+        correct = np.concatenate([np.tile(history_correct, n), np.zeros(n)])[order]
+        residual = np.concatenate([np.tile(history_correct - history_expected, n), np.zeros(n)])[order]
+        position = np.tile(np.arange(length + 1), n)
+        per_key = _per_key(chunk[order], key, correct, position, residual)[length::length + 1]  # probe rows
+        parts.append(per_key[pd.Index(distinct).get_indexer(cand_key)])
     # The learner-level columns do not depend on the candidate: take them from the history with
     # one placeholder step appended (its own answer is never used).
     placeholder = history_features(
         chunk=np.zeros(length + 1, dtype=np.int64), position=np.arange(length + 1),
-        item=np.append(np.asarray(history_item), -1), skill=np.append(np.asarray(history_skill), -1),
-        correct=np.append(history_correct, 0.0), expected=np.append(np.asarray(history_expected), 0.5),
+        item=np.append(hist_keys[0], -1), skill=np.append(hist_keys[1], -1), item_type=np.append(hist_keys[2], -1),
+        correct=np.append(history_correct, 0.0), expected=np.append(history_expected, 0.5),
         global_correct_rate=global_correct_rate, prior_count=prior_count)[-1]
     k = len(candidate_item)
-    shared = np.tile(placeholder[2 * PER_KEY:-1], (k, 1))
+    shared = np.tile(placeholder[3 * PER_KEY:-1], (k, 1))
     expected = np.clip(np.asarray(candidate_expected, dtype=np.float64), 1e-3, 1 - 1e-3)
-    out = np.column_stack([per_key(np.asarray(history_item), np.asarray(candidate_item)),
-                           per_key(np.asarray(history_skill), np.asarray(candidate_skill)), shared,
-                           np.log(expected / (1.0 - expected))])
+    out = np.column_stack([*parts, shared, np.log(expected / (1.0 - expected))])
     return out.astype(np.float32)

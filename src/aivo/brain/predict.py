@@ -103,16 +103,15 @@ def predict_next(*, brain: TrainedBrain, history: InteractionLog, candidates: pd
     cand_skill_text = (candidates["skill_ids"].astype(str) if "skill_ids" in candidates.columns
                        else candidates["item_id"].astype(str)).to_numpy()
     cand_skills = vocab.encode_skills(cand_skill_text, max_skills=max_skills)
-    if "item_type" in candidates.columns:
-        cand_type = vocab.item_types.encode(candidates["item_type"].fillna("<none>").astype(str).to_numpy())
-    else:
-        cand_type = np.full(len(candidates), PAD, dtype=np.int64)
+    cand_type = _encode_types(brain, candidates)
 
     hist_item = vocab.items.encode(frame["item_id"].to_numpy())
     hist_skills = vocab.encode_skills(frame["skill_ids"].to_numpy(), max_skills=max_skills)
     hist_correct = frame["correct"].to_numpy(dtype=np.float32)
+    hist_type = _encode_types(brain, frame)
     if config.use_history_features:
         cand_features = candidate_features(history_item=hist_item, history_skill=hist_skills[:, 0],
+                                           history_type=hist_type, candidate_type=cand_type,
                                            history_correct=hist_correct,
                                            history_expected=brain.tables.expected_correct(hist_item),
                                            candidate_item=cand_item, candidate_skill=cand_skills[:, 0],
@@ -135,6 +134,13 @@ def predict_next(*, brain: TrainedBrain, history: InteractionLog, candidates: pd
                     next_skill_probs=content_probs.double().numpy())
 
 
+def _encode_types(brain: TrainedBrain, frame: pd.DataFrame) -> np.ndarray:
+    """(N,) item-type indices of a frame, PAD when it has no item_type column (as in encode_log)."""
+    if "item_type" not in frame.columns:
+        return np.full(len(frame), PAD, dtype=np.int64)
+    return brain.vocab.item_types.encode(frame["item_type"].astype(object).fillna("<none>").astype(str).to_numpy())
+
+
 def _next_state(brain: TrainedBrain, frame: pd.DataFrame, item: np.ndarray, skills: np.ndarray,
                 correct: np.ndarray) -> torch.Tensor:
     """The encoder state after the whole history, i.e. for the step after its last row: (H + E,)."""
@@ -144,12 +150,10 @@ def _next_state(brain: TrainedBrain, frame: pd.DataFrame, item: np.ndarray, skil
     item_seq = np.append(item, PAD)
     skills_seq = np.vstack([skills, np.zeros((1, skills.shape[1]), dtype=np.int64)])
     correct_seq = np.append(correct, 0.0).astype(np.float32)
-    type_seq = np.full(length + 1, PAD, dtype=np.int64)
-    if "item_type" in frame.columns:
-        type_seq[:length] = brain.vocab.item_types.encode(frame["item_type"].fillna("<none>").to_numpy())
+    type_seq = np.append(_encode_types(brain, frame), PAD)
     if config.use_history_features:
         features = history_features(chunk=np.zeros(length + 1, dtype=np.int64), position=np.arange(length + 1),
-                                    item=item_seq, skill=skills_seq[:, 0], correct=correct_seq,
+                                    item=item_seq, skill=skills_seq[:, 0], item_type=type_seq, correct=correct_seq,
                                     expected=brain.tables.expected_correct(item_seq),
                                     global_correct_rate=brain.tables.global_correct_rate,
                                     prior_count=config.running_rate_prior_count)
