@@ -1,0 +1,1 @@
+"""APScheduler wiring: when things run. What runs lives in `aivo.training`."""
