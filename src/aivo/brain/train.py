@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,10 @@ from aivo.data.schema import InteractionLog
 from aivo.errors import DataError
 
 log = logging.getLogger(__name__)
+
+
+class TrainingStopped(Exception):
+    """`train_main_brain` was asked to stop (its `should_stop` callback returned True)."""
 
 
 @dataclass
@@ -112,10 +117,13 @@ def _check_log(name: str, data: InteractionLog, config: BrainConfig) -> None:
 
 
 def train_main_brain(*, train: InteractionLog, validation: InteractionLog, config: BrainConfig, seed: int,
-                     progress: bool = False, time_budget_s: float | None = None) -> TrainResult:
+                     progress: bool = False, time_budget_s: float | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train a Main Brain on `train`, early-stopping on the AUC of `validation` (other learners).
 
-    `time_budget_s` stops after the epoch during which the budget ran out (best weights kept)."""
+    `time_budget_s` stops after the epoch during which the budget ran out (best weights kept).
+    `should_stop` is polled after every batch (keep it cheap): when it returns True, training
+    raises `TrainingStopped` (cooperative cancellation of trainer jobs)."""
     _check_log("training", train, config)
     _check_log("validation", validation, config)
     started = time.perf_counter()
@@ -164,6 +172,8 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(shared, config.grad_clip_norm)
                     optimizer.step()
+                    if should_stop is not None and should_stop():
+                        raise TrainingStopped(f"training stopped on request during epoch {epoch}")
                     if averaged is not None:
                         averaged.update_parameters(model)
                     losses.append(loss.item())
