@@ -27,7 +27,9 @@ def _env(name: str, *, seed_name: str | None = None) -> AliasChoices:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True,
+        # Field names are matched only with the prefix (AIVO_HOME, never HOME or SEED).
+        env_prefix="AIVO_",
     )
 
     # --- core -------------------------------------------------------------------------
@@ -98,6 +100,13 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535, validation_alias=_env("API_PORT"))
     api_workers: int = Field(1, ge=1, validation_alias=_env("API_WORKERS"))
     max_ingest_batch: int = Field(10_000, ge=1, validation_alias=_env("MAX_INGEST_BATCH"))
+    recommendation_cache_ttl_s: float = Field(300.0, ge=0, validation_alias=_env("RECOMMENDATION_CACHE_TTL_S"),
+                                              description="A cached recommendation is recomputed after this long "
+                                                          "even without new interactions (0 = no cache).")
+    recommendation_cache_size: int = Field(50_000, ge=1, validation_alias=_env("RECOMMENDATION_CACHE_SIZE"))
+    api_key_cache_s: float = Field(5.0, ge=0, validation_alias=_env("API_KEY_CACHE_S"),
+                                   description="Verified API keys are remembered this long per process: "
+                                               "a revocation takes effect within this delay.")
     job_lease_s: float = Field(60.0, gt=0, validation_alias=_env("JOB_LEASE_S"),
                                description="A running job must renew its lease within this many seconds.")
     pii_names: str = Field("", validation_alias=_env("PII_NAMES"),
