@@ -185,7 +185,8 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
                 log.info("epoch %d: train loss %.4f, validation AUC %.4f, %.1fs", epoch, record.train_loss,
                          auc, record.seconds)
                 if bar is not None:
-                    bar.update(1, desc=f"epoch {epoch} val AUC {auc:.4f}")
+                    bar.set_description(f"epoch {epoch} val AUC {auc:.4f}")
+                    bar.update(1)
                 if auc > best_auc:
                     best_auc, best_epoch, stale = auc, epoch, 0
                     best_state = copy.deepcopy(evaluated.state_dict())
