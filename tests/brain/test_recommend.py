@@ -50,9 +50,13 @@ def test_review_when_prediction_falls_below_good_record_or_skill_is_old():
     h = history([("a1", "A", 1)] * 4 + [("b1", "B", 1)])
     d = by_skill(recommend(learner_id="L", item_predictions=p, history=h, now=NOW))
     assert d["A"].decision == "REVIEW" and "fading" in d["A"].reason
-    old = history([("b1", "B", 1), ("b1", "B", 0)], start=NOW - timedelta(days=30))
+    old = history([("b1", "B", 1), ("b1", "B", 1), ("b1", "B", 0), ("b1", "B", 1)], start=NOW - timedelta(days=30))
     d = by_skill(recommend(learner_id="L", item_predictions=p, history=old, now=NOW))
     assert d["B"].decision == "REVIEW" and d["B"].days_since_practice > 29
+    # An old skill the learner never got right is not reviewed: it is still being learned.
+    never = history([("b1", "B", 0), ("b1", "B", 0), ("b1", "B", 1)], start=NOW - timedelta(days=30))
+    d = by_skill(recommend(learner_id="L", item_predictions=p, history=never, now=NOW))
+    assert d["B"].decision == "STAY"
 
 
 def test_next_items_closest_to_target_skip_recently_solved():

@@ -10,9 +10,10 @@ Per skill the learner has practised, the decision is taken from the skill's pred
 (mean P(correct) over its items) and its recent record:
 
 - REVIEW     the learner did well on the skill (recent accuracy >= level_up over at least
-             `min_attempts` attempts) but the model
-             now predicts mastery more than `review_drop` below that, or the skill was last
-             practised more than `review_after_days` ago and mastery is below level_up;
+             `min_attempts` attempts) but the model now predicts mastery more than `review_drop`
+             below that; or the learner was on track (recent accuracy >= target_success), the
+             skill was last practised more than `review_after_days` ago and mastery is below
+             level_up (a skill never learned is not "reviewed": it gets STAY or LEVEL_DOWN);
 - LEVEL_UP   mastery >= level_up after at least `min_attempts` attempts: serve harder content;
 - LEVEL_DOWN mastery <= level_down: serve easier content;
 - STAY       otherwise.
@@ -107,8 +108,10 @@ def _decide(*, mastery: float, attempts: int, recent_accuracy: float | None, day
             and recent_accuracy >= config.level_up and mastery < recent_accuracy - config.review_drop:
         return "REVIEW", (f"{m} is below the learner's recent accuracy {recent_accuracy:.2f} by more than "
                           f"{config.review_drop:.2f}: knowledge may be fading")
-    if days is not None and days > config.review_after_days and mastery < config.level_up:
-        return "REVIEW", f"last practised {days:.0f} days ago and {m} < {config.level_up:.2f}"
+    if days is not None and days > config.review_after_days and mastery < config.level_up \
+            and recent_accuracy is not None and recent_accuracy >= config.target_success:
+        return "REVIEW", (f"last practised {days:.0f} days ago with recent accuracy {recent_accuracy:.2f}, "
+                          f"and {m} < {config.level_up:.2f} now")
     if mastery >= config.level_up and attempts >= config.min_attempts:
         return "LEVEL_UP", f"{m} >= {config.level_up:.2f} after {attempts} attempts"
     if mastery <= config.level_down:

@@ -1,0 +1,91 @@
+"""`aivo demo` (the main job end to end on embedded defaults) and `aivo recommend LEARNER`."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from aivo.cli.app import JsonOption, app, console, emit, settings, to_jsonable
+
+
+def _render_recommendation(rec, *, title: str) -> None:
+    console.rule(title)
+    table = Table(title="per skill", title_justify="left")
+    for col in ("skill", "decision", "mastery", "attempts", "recent acc.", "reason"):
+        table.add_column(col, overflow="fold")
+    for d in rec.skills[:8]:
+        table.add_row(d.skill_id, d.decision, f"{d.mastery:.2f}", str(d.attempts),
+                      "-" if d.recent_accuracy is None else f"{d.recent_accuracy:.2f}", d.reason)
+    console.print(table)
+    items = Table(title=f"next items (target success {rec.target_success:.2f})", title_justify="left")
+    for col in ("item", "skills", "P(correct)", "level", "reason"):
+        items.add_column(col, overflow="fold")
+    for s in rec.next_items:
+        items.add_row(s.item_id, ";".join(s.skill_ids), f"{s.p_correct:.2f}",
+                      "-" if s.difficulty_level is None else str(s.difficulty_level), s.reason)
+    console.print(items)
+
+
+@app.command("recommend")
+def recommend_cmd(
+    learner: str = typer.Argument(..., help="The learner's id as your school system knows it."),
+    num_items: int = typer.Option(5, "--items", min=1, max=100, help="How many next items to suggest."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Next items at the target success rate and a LEVEL_UP/LEVEL_DOWN/STAY/REVIEW decision per skill."""
+    from aivo.registry import open_registry
+    from aivo.services.learners import pseudonym_for
+    from aivo.services.recommendations import recommend_for_learner
+
+    cfg = settings()
+    registry = open_registry(cfg)
+    rec = recommend_for_learner(registry=registry, settings=cfg, num_items=num_items,
+                                learner_id=pseudonym_for(settings=cfg, learner_id=learner))
+    emit(to_jsonable(rec.as_dict()), as_json=as_json,
+         render=lambda _: _render_recommendation(rec, title=f"learner {learner}"))
+
+
+@app.command("demo")
+def demo(
+    learners: int = typer.Option(2000, "--learners", "-n", min=10, help="Simulated learners."),
+    interactions: int = typer.Option(100, "--interactions", min=5, help="Interactions per learner."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of everything [AIVO_SEED]."),
+    show: int = typer.Option(3, "--show", min=0, max=20, help="Learners to show recommendations for."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Simulate a cohort, store it, train and evaluate the Main Brain, show recommendations."""
+    from aivo.services.demo import run_demo
+
+    cfg = settings()
+    report = run_demo(settings=cfg, num_learners=learners, interactions_per_learner=interactions,
+                      seed=cfg.seed if seed is None else seed, num_shown=show, progress=not as_json)
+
+    def render(_) -> None:
+        from aivo.cli.brain import _metrics_table
+
+        r = report
+        console.rule("AIVO demo")
+        console.print(f"simulated {r.num_learners} learners x {r.interactions_per_learner} interactions "
+                      f"(seed {r.seed}) in {r.seconds['simulate']:.1f}s; stored "
+                      f"{r.imported['rows_inserted']} new interactions in the registry "
+                      f"({r.seconds['import']:.1f}s)")
+        t = r.training
+        console.print(f"Main Brain [bold]{t['version']}[/]: best epoch {t['best_epoch']} of {t['epochs_run']}, "
+                      f"{t['train_seconds']:.1f}s; {'promoted' if t['promoted'] else 'not promoted'} "
+                      f"({t['promotion_reason']})")
+        console.print(_metrics_table("test learners: model vs oracle (true probabilities)",
+                                     {"Main Brain": t["test"]["metrics"], "oracle": t["test"]["oracle"]}))
+        for col, groups in t["test"]["subgroups"].items():
+            console.print(_metrics_table(f"test by {col}", groups))
+        if r.report_path:
+            console.print(f"plots: [bold]{r.report_path}[/]")
+        for raw_id, rec in r.recommendations.items():
+            from aivo.brain.recommend import ItemSuggestion, Recommendation, SkillDecision
+
+            _render_recommendation(Recommendation(
+                learner_id=rec["learner_id"], target_success=rec["target_success"],
+                next_items=[ItemSuggestion(**i) for i in rec["next_items"]],
+                skills=[SkillDecision(**s) for s in rec["skills"]], mastery=rec["mastery"]),
+                title=f"recommendations for {raw_id}")
+
+    emit(to_jsonable(report), as_json=as_json, render=render)

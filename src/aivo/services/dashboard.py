@@ -1,0 +1,61 @@
+"""The figures the operator dashboard plots, read from the registry in one read-only transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+
+from aivo.clock import SYSTEM_CLOCK, Clock
+from aivo.registry import (FederatedUpdateRecord, MainVersionRecord, Registry, RegistryStatistics,
+                           get_statistics, list_federated_updates, list_main_versions)
+from aivo.registry.models import Base, TrainingSession
+
+
+@dataclass(frozen=True)
+class DashboardData:
+    stats: RegistryStatistics
+    versions: list[MainVersionRecord]  # oldest first
+    federated: list[FederatedUpdateRecord]  # oldest first
+    sessions_per_day: list[tuple[date, int]]  # local training sessions, the last `days` days
+    ledger_epsilons: list[float] | None = None  # user-level epsilon per learner (None: no ledger table)
+    non_private_learners: int = 0  # learners who took part in a round without DP (no guarantee)
+    generated_at: datetime | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _sessions_per_day(session, since: datetime) -> list[tuple[date, int]]:
+    day = sa.func.date(TrainingSession.trained_at)
+    rows = session.execute(sa.select(day, sa.func.count()).where(TrainingSession.trained_at >= since)
+                           .group_by(day).order_by(day)).all()
+    out = []
+    for value, count in rows:
+        out.append((value if isinstance(value, date) else date.fromisoformat(str(value)[:10]), int(count)))
+    return out
+
+
+def _ledger(session) -> tuple[list[float] | None, int]:
+    # The privacy ledger belongs to aivo.privacy; read it only when that table is part of the schema.
+    table = Base.metadata.tables.get("privacy_ledger")
+    if table is None or "epsilon" not in table.c:
+        return None, 0
+    epsilons = [float(e) for e in session.scalars(sa.select(table.c.epsilon).where(table.c.epsilon.is_not(None)))]
+    non_private = 0
+    if "non_private_rounds" in table.c:
+        non_private = int(session.scalar(sa.select(sa.func.count()).select_from(table)
+                                         .where(table.c.non_private_rounds > 0)))
+    return epsilons, non_private
+
+
+def dashboard_data(*, registry: Registry, days: int = 60, max_points: int = 500,
+                   clock: Clock = SYSTEM_CLOCK) -> DashboardData:
+    now = clock.now()
+    with registry.session(read_only=True) as session:
+        stats = get_statistics(session=session)
+        versions = list_main_versions(session=session, limit=max_points)[::-1]
+        federated = list_federated_updates(session=session, limit=max_points)[::-1]
+        per_day = _sessions_per_day(session, now - timedelta(days=days))
+        epsilons, non_private = _ledger(session)
+    return DashboardData(stats=stats, versions=versions, federated=federated, sessions_per_day=per_day,
+                         ledger_epsilons=epsilons, non_private_learners=non_private, generated_at=now)

@@ -1,0 +1,76 @@
+"""Recommendations for one learner: history from the registry, predictions from the Main Brain
+(the learner's personalized model once clones serve it), decisions from the policy."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from aivo.brain.bundle import TrainedBrain
+from aivo.brain.predict import predict_next
+from aivo.brain.recommend import PolicyConfig, Recommendation, recommend
+from aivo.clock import SYSTEM_CLOCK, Clock
+from aivo.config import Settings
+from aivo.data.schema import InteractionLog
+from aivo.registry import Registry, get_learner, load_interactions
+from aivo.services.main_brain import catalog_frame, load_main_brain
+
+
+def policy_from_settings(settings: Settings, *, num_items: int = 5) -> PolicyConfig:
+    return PolicyConfig(target_success=settings.target_success, level_up=settings.mastery_level_up,
+                        level_down=settings.mastery_level_down, num_items=num_items)
+
+
+GRADES_BELOW = 2  # review content from up to two grades below ...
+GRADES_ABOVE = 1  # ... and stretch content one grade above the learner's
+
+
+def candidate_items(catalog: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """The catalog items that suit this learner: the subjects they study and a band around their
+    grade, when the data has those columns. A new learner (or a filter matching nothing) gets
+    the whole catalog."""
+    candidates = catalog
+    if len(history) and "subject" in catalog.columns and "subject" in history.columns:
+        subjects = set(history["subject"].dropna().astype(str))
+        if subjects:
+            candidates = candidates.loc[candidates["subject"].astype(str).isin(subjects)]
+    if len(history) and "grade" in catalog.columns and "grade" in history.columns:
+        grades = pd.to_numeric(history["grade"], errors="coerce").dropna()
+        if len(grades):
+            grade = int(grades.iloc[-1])
+            in_band = candidates["grade"].between(grade - GRADES_BELOW, grade + GRADES_ABOVE)
+            candidates = candidates.loc[in_band.fillna(False).astype(bool)]
+    return candidates if len(candidates) else catalog
+
+
+def recommend_with_brain(*, brain: TrainedBrain, learner_id: str, history: InteractionLog,
+                         policy: PolicyConfig, now: datetime | None = None) -> Recommendation:
+    """The policy applied to `brain`'s next-step predictions over its whole item catalog."""
+    candidates = candidate_items(catalog_frame(brain), history.frame).reset_index(drop=True)
+    step = predict_next(brain=brain, history=history, candidates=candidates)
+    item_index = brain.vocab.items.encode(candidates["item_id"].astype(str).to_numpy())
+    predictions = candidates.assign(
+        p_correct=step.p_correct,
+        difficulty_level=np.asarray(brain.tables.item_level, dtype=np.int64)[item_index] + 1,  # 1..10
+    )
+    return recommend(learner_id=learner_id, item_predictions=predictions, history=history.frame,
+                     config=policy, now=now)
+
+
+def serving_brain(*, registry: Registry, learner_id: str) -> TrainedBrain:
+    """The model that serves this learner: the active Main Brain, overlaid with the learner's
+    personal parameters when an active clone exists (issue 4's personalization layer)."""
+    return load_main_brain(registry=registry).brain
+
+
+def recommend_for_learner(*, registry: Registry, settings: Settings, learner_id: str, num_items: int = 5,
+                          clock: Clock = SYSTEM_CLOCK) -> Recommendation:
+    """`learner_id` is the registry pseudonym (see aivo.services.learners.pseudonym_for)."""
+    with registry.session(read_only=True) as session:
+        get_learner(session=session, learner_id=learner_id)  # NotFoundError for unknown learners
+        history = load_interactions(session=session, learner_ids=[learner_id])
+    brain = serving_brain(registry=registry, learner_id=learner_id)
+    return recommend_with_brain(brain=brain, learner_id=learner_id, history=history,
+                                policy=policy_from_settings(settings, num_items=num_items), now=clock.now())
