@@ -69,3 +69,10 @@ class AuthError(AivoError):
 class ForbiddenError(AivoError):
     exit_code = 9
     http_status = 403
+
+
+class PayloadTooLargeError(AivoError):
+    """A request or batch above a configured size limit."""
+
+    exit_code = 3
+    http_status = 413

@@ -1,0 +1,182 @@
+"""API-key authentication, roles and tenant-scoped access to learners.
+
+- A request presents its key as `Authorization: Bearer <token>` or `X-API-Key: <token>` (the
+  dashboard also reads the `aivo_key` cookie it sets itself).
+- Roles: `admin` (every endpoint), `service` (ingest and read), `teacher` (read the learners on
+  its class list: their status and recommendations).
+- Tenants: a key reaches only learners of its own tenant. A learner of another tenant is
+  answered exactly like a learner that does not exist (404), so a key cannot probe other
+  tenants. A teacher asking for a learner of its tenant that is not on its list gets 403.
+
+Verified keys are remembered per process for `AIVO_API_KEY_CACHE_S` seconds (default 5), so a
+revocation takes effect within that delay without a database round trip per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+
+from aivo.clock import Clock
+from aivo.errors import AuthError, ForbiddenError, NotFoundError
+from aivo.registry import Registry
+from aivo.registry.api_keys import VerifiedKey, key_may_read_learner, token_digest, touch_api_key, verify_api_key
+from aivo.registry.models import Learner
+
+log = logging.getLogger(__name__)
+
+KEY_COOKIE = "aivo_key"
+_TOUCH_EVERY_S = 60.0  # last_used_at is a hint, not an audit trail: one write a minute at most
+_MAX_CACHED_KEYS = 10_000
+
+
+@dataclass(frozen=True)
+class LearnerRef:
+    """A learner the caller may act for: registry row id, pseudonym and tenant."""
+
+    pk: int
+    pseudonym: str
+    tenant: str
+
+
+def bearer_token(request: Request, *, allow_cookie: bool = False) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    if allow_cookie:
+        return request.cookies.get(KEY_COOKIE) or None
+    return None
+
+
+class KeyVerifier:
+    """Token -> VerifiedKey, with a short per-process cache keyed by the token's digest."""
+
+    def __init__(self, *, registry: Registry, clock: Clock, cache_s: float):
+        self.registry = registry
+        self.clock = clock
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[VerifiedKey, float]] = {}
+        self._touched: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, token: str) -> VerifiedKey | None:
+        if self.cache_s <= 0:
+            return None
+        with self._lock:
+            hit = self._cache.get(token_digest(token))
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        return None
+
+    def verify(self, token: str) -> VerifiedKey:
+        """Blocking: may query the database (call from a worker thread)."""
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
+        key = self.registry.run(lambda session: verify_api_key(session=session, token=token), read_only=True)
+        now = time.monotonic()
+        with self._lock:
+            if len(self._cache) >= _MAX_CACHED_KEYS:
+                self._cache.clear()
+            self._cache[token_digest(token)] = (key, now + self.cache_s)
+            touch = now - self._touched.get(key.pk, -_TOUCH_EVERY_S) >= _TOUCH_EVERY_S
+            if touch:
+                self._touched[key.pk] = now
+        if touch:
+            try:
+                self.registry.run(lambda session: touch_api_key(session=session, key_pk=key.pk, clock=self.clock))
+            except Exception:  # a busy database must not fail the request for a usage hint
+                log.warning("could not record the use of API key %s", key.key_id, exc_info=True)
+        return key
+
+    def forget_all(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+async def authenticate(request: Request, *, allow_cookie: bool = False) -> VerifiedKey:
+    """The caller's key (also stored in `request.state.api_key`), or AuthError (401)."""
+    existing = getattr(request.state, "api_key", None)
+    if existing is not None:
+        return existing
+    token = bearer_token(request, allow_cookie=allow_cookie)
+    if not token:
+        raise AuthError("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    verifier: KeyVerifier = request.app.state.key_verifier
+    key = verifier.cached(token) or await run_in_threadpool(verifier.verify, token)
+    request.state.api_key = key
+    return key
+
+
+PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/favicon.ico",
+                          "/dashboard/login"})
+COOKIE_PATH_PREFIX = "/dashboard"  # the only pages that accept the key from a cookie
+
+
+class ApiKeyMiddleware:
+    """Deny by default: every path but /health, the API docs and the dashboard's login needs a
+    valid key, checked before the body is read or parsed (an anonymous caller gets 401, not a
+    JSON parse error, and cannot make the server parse a large body). Routes added later by
+    other packages are covered without doing anything. Roles are checked by the routes."""
+
+    def __init__(self, app, *, public_paths: frozenset[str] = PUBLIC_PATHS):
+        self.app = app
+        self.public_paths = public_paths
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.public_paths or scope.get("method") == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        dashboard = scope["path"] == COOKIE_PATH_PREFIX or scope["path"].startswith(COOKIE_PATH_PREFIX + "/")
+        try:
+            await authenticate(request, allow_cookie=dashboard)
+        except AuthError as exc:
+            if dashboard:  # people, not programs: send them to the login form
+                from starlette.responses import RedirectResponse
+
+                await RedirectResponse(f"{COOKIE_PATH_PREFIX}/login", status_code=303)(scope, receive, send)
+                return
+            from starlette.responses import JSONResponse
+
+            response = JSONResponse({"detail": exc.message}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def check_role(key: VerifiedKey, roles: tuple[str, ...]) -> None:
+    if key.role not in roles:
+        wanted = " or ".join(roles)
+        raise ForbiddenError(f"this endpoint needs an {wanted} key; this is a {key.role} key")
+
+
+_SELECT_LEARNER = sa.select(Learner.id, Learner.pseudonym, Learner.tenant).where(
+    Learner.pseudonym == sa.bindparam("pseudonym"))
+
+
+def learner_for_key(*, registry: Registry, key: VerifiedKey, pseudonym: str) -> LearnerRef:
+    """The learner if `key` may read it (blocking). Unknown and other-tenant learners raise the
+    same NotFoundError; a teacher key's learner outside its class list raises ForbiddenError."""
+
+    def work(session) -> LearnerRef:
+        row = session.execute(_SELECT_LEARNER, {"pseudonym": pseudonym}).first()
+        if row is None or row.tenant != key.tenant:
+            raise NotFoundError("learner not found (no learner with this id in this key's tenant)")
+        if key.role == "teacher" and not key_may_read_learner(session=session, key_pk=key.pk, learner_pk=row.id):
+            raise ForbiddenError("this teacher key is not linked to this learner "
+                                 "(add it with `aivo apikey link KEY_ID LEARNER_ID`)")
+        return LearnerRef(pk=row.id, pseudonym=row.pseudonym, tenant=row.tenant)
+
+    return registry.run(work, read_only=True)

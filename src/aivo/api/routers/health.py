@@ -1,0 +1,109 @@
+"""GET /health (no key), GET /stats and GET /metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+import aivo
+from aivo.api.deps import ClockDep, RegistryDep, ServiceKey
+from aivo.api.schemas.common import ERROR_RESPONSES
+from aivo.api.schemas.health import ActiveModelHealth, ComponentHealth, HealthPublic, StatsPublic
+from aivo.api.state import scheduler_status
+from aivo.registry import Registry, get_active_main_version, get_statistics
+from aivo.registry.migrate import current_revision, head_revision
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+_PROBE_DIGEST = "0" * 64  # an artifact that never exists: asking for it is a cheap round trip
+
+
+def _timed(check) -> ComponentHealth:
+    start = time.perf_counter()
+    try:
+        detail = check() or ""
+        ok = True
+    except Exception as exc:  # health reports failures, it does not raise them
+        ok, detail = False, f"{type(exc).__name__}: {exc}"
+    return ComponentHealth(ok=ok, detail=str(detail)[:300], latency_ms=round((time.perf_counter() - start) * 1e3, 2))
+
+
+def _check_database(registry: Registry) -> str:
+    registry.run(lambda session: session.execute(sa.text("SELECT 1")).scalar_one(), read_only=True, attempts=1)
+    revision, head = current_revision(registry.engine), head_revision()
+    if revision != head:
+        raise RuntimeError(f"schema at revision {revision}, this AIVO needs {head}: run `aivo db upgrade`")
+    return f"{registry.engine.dialect.name}, schema {revision}"  # no URL: /health needs no key
+
+
+def _check_store(registry: Registry) -> str:
+    registry.store.exists(_PROBE_DIGEST)  # raises when the folder or bucket cannot be reached
+    # No paths or bucket names here: /health answers without a key.
+    return "local folder" if registry.store.is_local else registry.store.url.split("://", 1)[0]
+
+
+def _active_version(registry: Registry) -> Any:
+    return registry.run(lambda session: get_active_main_version(session=session), read_only=True, attempts=1)
+
+
+def _health(request: Request, registry: Registry) -> tuple[HealthPublic, int]:
+    state = request.app.state
+    database = _timed(lambda: _check_database(registry))
+    store = _timed(lambda: _check_store(registry))
+    active = None
+    if database.ok:
+        try:
+            active = _active_version(registry)
+        except Exception as exc:
+            log.warning("health: cannot read the active version: %s", exc)
+    loaded = active is not None and active.artifact_sha256 in state.loaded_artifacts
+    tutor = None
+    if getattr(state, "tutor_service", None) is not None:
+        try:
+            tutor = state.tutor_service.health().model_dump(mode="json")
+        except Exception as exc:
+            tutor = {"error": f"{type(exc).__name__}: {exc}"}
+    if not database.ok:
+        status = "unavailable"
+    elif not store.ok or active is None:
+        status = "degraded"
+    else:
+        status = "ok"
+    body = HealthPublic(status=status, version=aivo.__version__, database=database, artifact_store=store,
+                        scheduler=scheduler_status(state), tutor=tutor,
+                        active_model=ActiveModelHealth(version=active.version if active else None, loaded=loaded),
+                        timestamp=state.clock.now())
+    return body, 503 if status == "unavailable" else 200
+
+
+@router.get("/health", response_model=HealthPublic, summary="Service health (no API key needed)",
+            responses={503: {"model": HealthPublic, "description": "The database is unreachable."}})
+async def health(request: Request, registry: RegistryDep) -> JSONResponse:
+    """Database, artifact store, scheduler state, active model (and whether this process has it
+    loaded) and the tutor model. 200 when the database answers (`status` ok or degraded), 503
+    when it does not."""
+    body, code = await run_in_threadpool(_health, request, registry)
+    return JSONResponse(body.model_dump(mode="json"), status_code=code)
+
+
+@router.get("/stats", response_model=StatsPublic, summary="Registry and API statistics",
+            responses=ERROR_RESPONSES)
+def stats(request: Request, registry: RegistryDep, clock: ClockDep, key: ServiceKey) -> StatsPublic:
+    registry_stats = registry.run(lambda session: get_statistics(session=session), read_only=True)
+    return StatsPublic(registry=registry_stats.to_dict(), api=request.app.state.api_stats.snapshot(),
+                       timestamp=clock.now())
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses={
+    200: {"content": {"text/plain; version=0.0.4": {}}, "description": "Prometheus text exposition."},
+    **ERROR_RESPONSES})
+def metrics(request: Request, registry: RegistryDep, key: ServiceKey) -> Response:
+    body = request.app.state.metrics.render(
+        read_stats=lambda: registry.run(lambda session: get_statistics(session=session), read_only=True))
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,73 @@
+"""Learners: list, status, export, erasure (and the baseline endpoint when cloning is available)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from aivo.api.deps import AdminKey, ClockDep, CurrentKey, LearnerDep, RegistryDep
+from aivo.api.schemas.common import ERROR_RESPONSES, LEARNER_ERRORS
+from aivo.api.schemas.learners import (LearnerDeletedPublic, LearnerModelPublic, LearnerPublic,
+                                       LearnerSummaryPublic)
+from aivo.api.state import forget_learner, privacy_of
+from aivo.registry import delete_learner, export_learner, list_learners
+from aivo.registry.api_keys import list_key_learners
+from aivo.services.learner_status import learner_status
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["learners"])
+
+
+@router.get("/v1/learners", response_model=list[LearnerSummaryPublic], summary="Learners this key may read",
+            responses=ERROR_RESPONSES)
+def list_tenant_learners(registry: RegistryDep, key: CurrentKey,
+                         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                         offset: Annotated[int, Query(ge=0)] = 0) -> list[LearnerSummaryPublic]:
+    """Admin and service keys: every learner of the key's tenant. Teacher keys: their class list."""
+    def work(session):
+        if key.role == "teacher":
+            return list_key_learners(session=session, key_pk=key.pk, limit=limit, offset=offset)
+        return list_learners(session=session, tenant=key.tenant, limit=limit, offset=offset)
+
+    return [LearnerSummaryPublic(**r.to_dict()) for r in registry.run(work, read_only=True)]
+
+
+@router.get("/v1/learners/{learner_id}", response_model=LearnerPublic, summary="A learner's status",
+            responses=LEARNER_ERRORS)
+def get_learner_status(request: Request, registry: RegistryDep, key: CurrentKey, learner: LearnerDep) -> LearnerPublic:
+    """Data held, personal models (status, metrics, record-level epsilon) and user-level privacy
+    spent. Teacher keys: learners on their class list only."""
+    status = learner_status(registry=registry, learner_id=learner.pseudonym)
+    privacy = privacy_of(request.app.state, learner.pseudonym)
+    return LearnerPublic(
+        learner_id=status.learner.learner_id, tenant=status.learner.tenant, created_at=status.learner.created_at,
+        num_interactions=status.num_interactions, last_interaction_at=status.last_interaction_at,
+        models=[LearnerModelPublic(**vars(m)) for m in status.models], privacy=privacy)
+
+
+@router.delete("/v1/learners/{learner_id}", response_model=LearnerDeletedPublic, summary="Erase a learner",
+               responses=LEARNER_ERRORS)
+def erase_learner(request: Request, registry: RegistryDep, clock: ClockDep, key: AdminKey, learner: LearnerDep,
+                  reason: Annotated[str, Query(max_length=1000, description="Kept in the audit log.")] = "",
+                  ) -> LearnerDeletedPublic:
+    """Deletes the learner's interactions, models, sessions, ledger and artifacts. The audit log
+    keeps counts and the tenant, never the pseudonym. Admin keys only."""
+    result = registry.run(lambda session: delete_learner(session=session, store=registry.store,
+                                                         learner_id=learner.pseudonym, actor=f"apikey:{key.key_id}",
+                                                         reason=reason, clock=clock))
+    forget_learner(request.app.state, learner_pk=learner.pk, pseudonym=learner.pseudonym)
+    return LearnerDeletedPublic(rows_deleted=result.rows_deleted, artifacts_deleted=result.artifacts_scheduled)
+
+
+@router.get("/v1/learners/{learner_id}/export", summary="Everything held about a learner",
+            responses={**LEARNER_ERRORS, 200: {"description": "The export document (format aivo-learner-export)."}})
+def export(registry: RegistryDep, clock: ClockDep, key: AdminKey, learner: LearnerDep,
+           inline_artifacts: Annotated[bool, Query(description="Include artifact bytes (base64).")] = False,
+           ) -> dict[str, Any]:
+    """Every row of the learner in every table, and their artifacts. Admin keys only."""
+    return registry.run(lambda session: export_learner(session=session, store=registry.store,
+                                                       learner_id=learner.pseudonym,
+                                                       inline_artifacts=inline_artifacts, clock=clock),
+                        read_only=True)

@@ -1,0 +1,82 @@
+"""Main Brain versions: list, status, promote, rollback."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+
+from aivo.api.deps import AdminKey, ClockDep, RegistryDep, ServiceKey
+from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse
+from aivo.api.schemas.models import ModelStatusPublic, ModelVersionPublic, PromoteCreate, RollbackCreate
+from aivo.api.state import model_details
+from aivo.registry import (MainVersionRecord, get_active_main_version, get_main_version, list_main_versions,
+                           promote_main_version, rollback_main_version)
+
+router = APIRouter(tags=["models"])
+
+# The model family served by the registry's main versions. Asking for it (or "active") means
+# "the active version"; any other id is a version name such as aivo-main-v3.
+MAIN_BRAIN_MODEL_ID = "aivo-main-brain"
+ACTIVE_ALIASES = frozenset({MAIN_BRAIN_MODEL_ID, "active"})
+_NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such version."}}
+_CONFLICT = {409: {"model": ErrorResponse, "description": "Already active, or nothing to roll back to."}}
+
+
+def _public(record: MainVersionRecord) -> ModelVersionPublic:
+    data = record.to_dict()
+    return ModelVersionPublic(**{k: data[k] for k in ModelVersionPublic.model_fields})
+
+
+@router.get("/v1/models", response_model=list[ModelVersionPublic], summary="Main Brain versions, newest first",
+            responses=ERROR_RESPONSES)
+def list_models(registry: RegistryDep, key: ServiceKey,
+                status: Annotated[Literal["candidate", "active", "archived"] | None, Query()] = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                offset: Annotated[int, Query(ge=0)] = 0) -> list[ModelVersionPublic]:
+    records = registry.run(lambda session: list_main_versions(session=session, status=status, limit=limit,
+                                                              offset=offset), read_only=True)
+    return [_public(r) for r in records]
+
+
+@router.get("/v1/model/{model_id}/status", response_model=ModelStatusPublic, summary="A model's status",
+            responses={**ERROR_RESPONSES, **_NOT_FOUND})
+def model_status(request: Request, registry: RegistryDep, key: ServiceKey,
+                 model_id: Annotated[str, Path(description=f"A version name, or `{MAIN_BRAIN_MODEL_ID}` "
+                                                           "(or `active`) for the active version.")],
+                 ) -> ModelStatusPublic:
+    def work(session):
+        if model_id in ACTIVE_ALIASES:
+            return get_active_main_version(session=session)
+        return get_main_version(session=session, version=model_id)
+
+    record = registry.run(work, read_only=True)
+    test = ((record.training_metrics.get("test") or {}).get("metrics") or {}) if record else {}
+    state = request.app.state
+    return ModelStatusPublic(
+        model_id=model_id, version=_public(record) if record else None,
+        active=record is not None and record.status == "active",
+        loaded=record is not None and record.artifact_sha256 in state.loaded_artifacts,
+        test_auc=test.get("auc"), details=model_details(state, model_id, record))
+
+
+@router.post("/v1/model/{model_id}/promote", response_model=ModelVersionPublic, summary="Make a version active",
+             responses={**ERROR_RESPONSES, **_NOT_FOUND, **_CONFLICT})
+def promote(body: PromoteCreate, registry: RegistryDep, clock: ClockDep, key: AdminKey,
+            model_id: Annotated[str, Path(description="The version to activate, e.g. aivo-main-v3.")],
+            ) -> ModelVersionPublic:
+    """The previous active version is archived; audited with the key and the reason. Admin only."""
+    record = registry.run(lambda session: promote_main_version(session=session, version=model_id,
+                                                               actor=f"apikey:{key.key_id}", reason=body.reason,
+                                                               clock=clock))
+    return _public(record)
+
+
+@router.post("/v1/models/rollback", response_model=ModelVersionPublic, summary="Reactivate the previous version",
+             responses={**ERROR_RESPONSES, **_NOT_FOUND, **_CONFLICT})
+def rollback(body: RollbackCreate, registry: RegistryDep, clock: ClockDep, key: AdminKey) -> ModelVersionPublic:
+    """Reactivates the version active before the current one (or `to_version`). Audited. Admin only."""
+    record = registry.run(lambda session: rollback_main_version(session=session, actor=f"apikey:{key.key_id}",
+                                                                reason=body.reason, to_version=body.to_version,
+                                                                clock=clock))
+    return _public(record)

@@ -1,0 +1,56 @@
+"""Learner status, export and erasure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class LearnerModelPublic(BaseModel):
+    kind: str = Field(..., description="brain (knowledge tracing clone) or tutor (LoRA adapter).")
+    status: str
+    source_version: str
+    metrics: dict[str, Any]
+    performance: float | None
+    last_trained_at: datetime | None
+    num_training_sessions: int
+    record_level_epsilon: float | None = Field(
+        None, description="Largest record-level epsilon of its local DP-SGD sessions (never added to user-level).")
+
+
+class PrivacyPublic(BaseModel):
+    """User-level privacy spent by taking part in federated aggregation (the learner's ledger)."""
+
+    epsilon: float | None = Field(None, description="Null when the learner never took part, or when a round ran "
+                                                    "without differential privacy (no guarantee).")
+    delta: float | None
+    budget: float
+    remaining: float | None
+    rounds_eligible: int = 0
+    rounds_sampled: int = 0
+    non_private_rounds: int = 0
+    exhausted: bool = False
+
+
+class LearnerPublic(BaseModel):
+    learner_id: str = Field(..., description="The stored pseudonym (the tutor endpoints' student_id).")
+    tenant: str
+    created_at: datetime
+    num_interactions: int
+    last_interaction_at: datetime | None
+    models: list[LearnerModelPublic]
+    privacy: PrivacyPublic | None = None
+
+
+class LearnerSummaryPublic(BaseModel):
+    learner_id: str
+    tenant: str
+    created_at: datetime
+
+
+class LearnerDeletedPublic(BaseModel):
+    deleted: bool = True
+    rows_deleted: dict[str, int]
+    artifacts_deleted: int

@@ -1,0 +1,121 @@
+"""What one API process keeps between requests, and the extension points other packages use.
+
+`create_app` puts these on `app.state`:
+
+- `settings`, `registry`, `clock`, `key_verifier`, `metrics`, `api_stats`;
+- `recommendation_cache` (see recommendation_cache.py) and `loaded_artifacts` (digests of the
+  Main Brain versions this process holds in memory);
+- `tutor_service` (aivo.tutor) when the tutor is mounted;
+- `hooks` (`ApiHooks`): the scheduler handle and the callbacks below, which the scheduler,
+  the adaptive orchestrator and the privacy ledger register without the API importing them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aivo.registry import MainVersionRecord
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerHandle(Protocol):
+    """What `aivo serve` needs from an in-process scheduler (aivo.scheduler provides it)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def shutdown(self) -> None: ...
+
+
+@dataclass
+class ApiHooks:
+    # The in-process scheduler, when this process runs it (single worker only).
+    scheduler: SchedulerHandle | None = None
+    # Why there is no in-process scheduler ("disabled", "runs in `aivo scheduler run`", ...).
+    scheduler_note: str = "not started"
+    # Called after a batch is stored, with the pseudonyms of its learners (the adaptive
+    # orchestrator schedules learner-model updates from here). Exceptions are logged.
+    ingest_listeners: list[Callable[[list[str]], None]] = field(default_factory=list)
+    # Extra fields for GET /v1/model/{id}/status (training state, drift): (model_id, version) -> dict.
+    model_details: list[Callable[[str, MainVersionRecord | None], dict[str, Any]]] = field(default_factory=list)
+    # The learner's user-level privacy figures (pseudonym -> dict for PrivacyPublic, or None).
+    privacy_of: Callable[[str], dict[str, Any] | None] | None = None
+    # More dashboard panels (drift scores, job queues): each returns (title, HTML or SVG from
+    # aivo.api.plots). Called per page view, in a worker thread.
+    dashboard_panels: list[Callable[[], tuple[str, str]]] = field(default_factory=list)
+
+
+class ApiStats:
+    """Per-process counters for GET /stats (Prometheus has the cross-worker totals)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self.batches = 0
+        self.interactions_ingested = 0
+        self.recommendations = 0
+        self.recommendations_cached = 0
+
+    def add_ingest(self, *, rows: int) -> None:
+        with self._lock:
+            self.batches += 1
+            self.interactions_ingested += rows
+
+    def add_recommendation(self, *, cached: bool) -> None:
+        with self._lock:
+            self.recommendations += 1
+            self.recommendations_cached += int(cached)
+
+    def snapshot(self, **extra: Any) -> dict[str, Any]:
+        with self._lock:
+            return {"uptime_s": round(time.monotonic() - self.started, 1), "ingest_batches": self.batches,
+                    "interactions_ingested": self.interactions_ingested, "recommendations": self.recommendations,
+                    "recommendations_cached": self.recommendations_cached, **extra}
+
+
+# --- helpers the routers call with `request.app.state` -------------------------------------------
+
+def notify_ingest(state: Any, learner_ids: list[str]) -> None:
+    for listener in state.hooks.ingest_listeners:
+        try:
+            listener(learner_ids)
+        except Exception:  # the batch is stored; a failing listener must not turn that into an error
+            log.exception("ingest listener %r failed", listener)
+
+
+def forget_learner(state: Any, *, learner_pk: int, pseudonym: str) -> None:
+    """Drop what this process holds about an erased learner."""
+    state.recommendation_cache.invalidate_learners({learner_pk})
+    tutor = getattr(state, "tutor_service", None)
+    if tutor is not None:
+        tutor.forget_learner(pseudonym)
+
+
+def model_details(state: Any, model_id: str, record: MainVersionRecord | None) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    for provider in state.hooks.model_details:
+        try:
+            details.update(provider(model_id, record))
+        except Exception:
+            log.exception("model details provider %r failed", provider)
+    return details
+
+
+def privacy_of(state: Any, pseudonym: str) -> dict[str, Any] | None:
+    provider = state.hooks.privacy_of
+    return provider(pseudonym) if provider is not None else None
+
+
+def scheduler_status(state: Any) -> dict[str, Any]:
+    handle = state.hooks.scheduler
+    if handle is None:
+        return {"running": False, "in_process": False, "note": state.hooks.scheduler_note}
+    try:
+        return {"in_process": True, **handle.status()}
+    except Exception as exc:
+        return {"running": False, "in_process": True, "error": f"{type(exc).__name__}: {exc}"}

@@ -1,0 +1,35 @@
+"""Mounting the tutor's router (aivo.tutor.router) behind the API's keys, roles and tenants."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+
+from aivo.api.auth import authenticate, check_role, learner_for_key
+from aivo.api.deps import require_api_key
+from aivo.config import Settings
+
+# Starting a clone trains and stores a model for the learner: a write, so not for teacher keys.
+_WRITE_PATHS = ("/v1/clone/start",)
+
+
+async def authorize_tutor_learner(request: Request, learner_id: str) -> None:
+    """The tutor names learners by pseudonym (`student_id`, `aivo-tutor:<id>`): the learner must
+    exist in the key's tenant (404 otherwise) and, for a teacher key, be on its class list."""
+    key = await authenticate(request)
+    if request.url.path in _WRITE_PATHS:
+        check_role(key, ("admin", "service"))
+    await run_in_threadpool(learner_for_key, registry=request.app.state.registry, key=key, pseudonym=learner_id)
+
+
+def key_tenant(request: Request) -> str:
+    return request.state.api_key.tenant
+
+
+def mount_tutor(app: FastAPI, *, settings: Settings) -> None:
+    from aivo.tutor.router import create_tutor_router
+    from aivo.tutor.service import TutorService
+
+    app.state.tutor_service = TutorService(settings=settings, clock=app.state.clock)  # loads the model lazily
+    app.include_router(create_tutor_router(authorize_learner=authorize_tutor_learner, tenant_of=key_tenant),
+                       dependencies=[Depends(require_api_key)])
