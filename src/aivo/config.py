@@ -93,7 +93,24 @@ class Settings(BaseSettings):
                                  description="Poisson rate q with which eligible learners are sampled per round.")
     epsilon_budget: float = Field(8.0, gt=0, validation_alias=_env("EPSILON_BUDGET"))
     delta: float = Field(1e-5, gt=0, lt=1, validation_alias=_env("DELTA"))
-    accountant: Literal["rdp", "prv"] = Field("rdp", validation_alias=_env("ACCOUNTANT"))
+    accountant: Literal["rdp", "prv", "pld"] = Field("rdp", validation_alias=_env("ACCOUNTANT"))
+    personal_l2: float = Field(5.0, ge=0, validation_alias=_env("PERSONAL_L2"),
+                               description="Prior precision pulling a clone's personal parameters to the main model.")
+    holdout_fraction: float = Field(0.2, gt=0, lt=1, validation_alias=_env("HOLDOUT_FRACTION"),
+                                    description="A learner's most recent share of interactions held out of local "
+                                                "training to decide between clone and main model (fallback rule).")
+    local_dp_noise_multiplier: float = Field(0.0, ge=0, validation_alias=_env("LOCAL_DP_NOISE_MULTIPLIER"),
+                                             description="Record-level DP-SGD in local training (0 = off).")
+    local_dp_clip_norm: float = Field(1.0, gt=0, validation_alias=_env("LOCAL_DP_CLIP_NORM"))
+    local_dp_window: int = Field(20, ge=2, validation_alias=_env("LOCAL_DP_WINDOW"),
+                                 description="Interactions per DP-SGD record (window of a learner's history).")
+    dp_weight_cap: float | None = Field(None, gt=0, validation_alias=_env("DP_WEIGHT_CAP"),
+                                        description="Under user-level DP, strategy weights are divided by this cap "
+                                                    "and clipped to 1 (default: 100 examples for fedavg).")
+    reservoir_size: int = Field(256, ge=1, validation_alias=_env("RESERVOIR_SIZE"),
+                                description="Updates kept by median / trimmed mean (exact up to this many).")
+    gate_max_learners: int = Field(1000, ge=1, validation_alias=_env("GATE_MAX_LEARNERS"),
+                                   description="Learners whose held-out interactions the aggregation gate scores.")
 
     # --- service ----------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", validation_alias=_env("API_HOST"))

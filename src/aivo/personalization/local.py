@@ -1,0 +1,293 @@
+"""Local training of one learner's clone, on that learner's interactions only.
+
+`train_local` is pure (no registry): Main Brain + the learner's history in, personal
+parameters + update + validation out. Three steps:
+
+1. **Hold out** the learner's most recent interactions (`holdout_fraction`, at least one).
+   Nothing below trains on them.
+2. **Shared update** (skipped when every shared parameter is frozen): the aggregated
+   parameters start from the main version and take `epochs` passes of SGD over the learner's
+   training chunks, optionally with FedProx's proximal term mu/2 ||w - w_main||^2 and with
+   record-level DP-SGD (Opacus' DPOptimizer: per-window clipping and Gaussian noise, Poisson
+   sampling of windows of `dp.window` interactions). The learner's update is the change.
+3. **Personal parameters** (what the clone stores and serves, on top of the main version's
+   shared parameters): the Main Brain's per-learner logit adjustment, fitted by L-BFGS on the
+   training interactions with a Gaussian prior (L2 towards zero, i.e. towards the main model)
+   of strength `personal_l2`. The shared forward pass is computed once; only the small
+   personal module runs in the loop.
+
+Then the fallback rule: on the held-out interactions, if the personalized model's log-loss is
+higher than the main model's, the learner is to be served by the main model (`fallback`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from aivo.brain.batching import EncodedLog, encode_log, iterate_batches, make_batch
+from aivo.brain.bundle import TrainedBrain
+from aivo.brain.metrics import binary_metrics
+from aivo.data.schema import InteractionLog
+from aivo.errors import ConfigError, DataError
+from aivo.personalization.functional import forward_with, masked_brain_loss, proximal_term
+from aivo.personalization.parts import ParameterPartition
+from aivo.privacy.accountants import epsilon_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecordLevelDP:
+    """DP-SGD settings for the shared update (a "record" is a window of interactions)."""
+
+    noise_multiplier: float
+    clip_norm: float = 1.0
+    window: int = 20  # interactions per record; the learner's training history is cut into windows
+    expected_batch_size: int = 4  # windows per step on average (Poisson rate = this / windows)
+    delta: float = 1e-5
+    accountant: str = "rdp"
+
+    def __post_init__(self) -> None:
+        if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
+            raise ConfigError(f"DP-SGD noise multiplier must be a finite number >= 0, got {self.noise_multiplier}")
+        if not self.clip_norm > 0:
+            raise ConfigError(f"DP-SGD clip norm must be > 0, got {self.clip_norm}")
+        if self.window < 2 or self.expected_batch_size < 1:
+            raise ConfigError("DP-SGD needs window >= 2 and expected_batch_size >= 1")
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
+
+
+@dataclass(frozen=True)
+class LocalTrainingConfig:
+    epochs: int = 5  # passes over the learner's training chunks for the shared update
+    batch_size: int = 32  # chunks per SGD step (a learner rarely has more than one or two)
+    learning_rate: float = 0.05  # SGD step size of the shared update
+    proximal_mu: float = 0.0  # FedProx
+    personal_l2: float = 5.0  # prior precision of the personal parameters (larger = closer to main)
+    personal_steps: int = 50  # L-BFGS iterations for the personal parameters
+    holdout_fraction: float = 0.2  # most recent share of interactions held out for the fallback rule
+    min_interactions: int = 5  # fewer and the learner cannot be trained and validated
+    dp: RecordLevelDP | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.personal_steps < 0:
+            raise ConfigError("epochs and personal_steps must be >= 0 and batch_size >= 1")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"local learning rate must be > 0, got {self.learning_rate}")
+        if self.proximal_mu < 0 or self.personal_l2 < 0:
+            raise ConfigError("proximal_mu and personal_l2 must be >= 0")
+        if not 0 < self.holdout_fraction < 1:
+            raise ConfigError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.min_interactions < 2:
+            raise ConfigError("min_interactions must be >= 2")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LocalResult:
+    personal: dict[str, torch.Tensor]  # the clone's personal parameters
+    update: dict[str, torch.Tensor]  # aggregated name -> change (float32); empty if all shared frozen
+    num_train: int  # interactions trained on
+    num_holdout: int
+    train_loss: float | None  # of the shared update's last epoch
+    holdout_main: dict  # BinaryMetrics.as_dict() of the main model on the held-out interactions
+    holdout_personal: dict  # ... of main + personal parameters
+    fallback: bool
+    fallback_reason: str
+    record_epsilon: float | None = None  # record-level DP-SGD epsilon (None without DP-SGD)
+    dp_history: list = field(default_factory=list)  # [(noise_multiplier, sample_rate, steps)]
+
+    @property
+    def improvement(self) -> float | None:
+        """Held-out log-loss of the main model minus that of the personalized one (> 0: better)."""
+        main, personal = self.holdout_main.get("log_loss"), self.holdout_personal.get("log_loss")
+        return None if main is None or personal is None else main - personal
+
+    def metrics(self) -> dict:
+        pers, main = self.holdout_personal, self.holdout_main
+        return {"num_train": self.num_train, "num_holdout": self.num_holdout, "train_loss": self.train_loss,
+                "holdout_main": main, "holdout_personal": pers, "improvement": self.improvement,
+                "holdout_accuracy": pers.get("accuracy"), "holdout_log_loss": pers.get("log_loss"),
+                "fallback": self.fallback, "fallback_reason": self.fallback_reason,
+                "record_epsilon": self.record_epsilon}
+
+
+def holdout_size(num_interactions: int, fraction: float) -> int:
+    return max(1, int(math.ceil(fraction * num_interactions)))
+
+
+def train_local(*, brain: TrainedBrain, history: InteractionLog, partition: ParameterPartition,
+                config: LocalTrainingConfig, personal_start: dict[str, torch.Tensor] | None = None) -> LocalResult:
+    """Train one learner's clone on `history` (that learner's interactions, nothing else)."""
+    frame = history.frame
+    learners = frame["learner_id"].unique()
+    if len(learners) != 1:
+        raise DataError(f"local training takes exactly one learner's interactions, got {len(learners)} learners")
+    n = len(frame)
+    if n < config.min_interactions:
+        raise DataError(f"learner {learners[0]} has {n} interactions; local training needs at least "
+                        f"{config.min_interactions}")
+    model = brain.model
+    if model.training:
+        model.eval()  # no dropout in local training; the loaded Main Brain is normally in eval mode already
+    n_hold = holdout_size(n, config.holdout_fraction)
+    train_log = InteractionLog(frame.iloc[:n - n_hold].reset_index(drop=True), history.source)
+    params = dict(model.named_parameters())
+    zero_personal = {name: torch.zeros_like(params[name]) for name in partition.personal}
+
+    update, train_loss, dp_history = {}, None, []
+    if partition.aggregated and config.epochs > 0:
+        update, train_loss, dp_history = _shared_update(brain, train_log, partition, config, zero_personal)
+    record_epsilon = None
+    if config.dp is not None and dp_history:
+        record_epsilon = epsilon_for(history=dp_history, delta=config.dp.delta, accountant=config.dp.accountant)
+
+    full = encode_log(history, vocab=brain.vocab, tables=brain.tables, config=brain.config)
+    personal, main_prob, personal_prob, rows_scored = _fit_personal(brain, full, partition, config, n - n_hold,
+                                                                     zero_personal, personal_start)
+    y = full.correct[rows_scored]
+    holdout_main = binary_metrics(y, main_prob).as_dict() if len(y) else {}
+    holdout_personal = binary_metrics(y, personal_prob).as_dict() if len(y) else {}
+    if not len(y):
+        fallback, reason = True, "no held-out interaction could be scored"
+    elif holdout_personal["log_loss"] > holdout_main["log_loss"]:
+        fallback = True
+        reason = (f"personalized held-out log-loss {holdout_personal['log_loss']:.4f} > main "
+                  f"{holdout_main['log_loss']:.4f}")
+    else:
+        fallback, reason = False, ""
+    return LocalResult(personal=personal, update=update, num_train=n - n_hold, num_holdout=n_hold,
+                       train_loss=train_loss, holdout_main=holdout_main, holdout_personal=holdout_personal,
+                       fallback=fallback, fallback_reason=reason, record_epsilon=record_epsilon,
+                       dp_history=[list(e) for e in dp_history])
+
+
+# --- step 2: the shared update ----------------------------------------------------------------
+def _shared_update(brain: TrainedBrain, train_log: InteractionLog, partition: ParameterPartition,
+                   config: LocalTrainingConfig, zero_personal: dict):
+    model, brain_config = brain.model, brain.config
+    params = dict(model.named_parameters())
+    anchor = {name: params[name].detach() for name in partition.aggregated}
+    trained = {name: anchor[name].clone().requires_grad_(True) for name in partition.aggregated}
+    fixed = {**{name: params[name].detach() for name in partition.frozen}, **zero_personal}
+    generator = np.random.default_rng(config.seed)
+
+    def loss_of(batch) -> torch.Tensor:
+        loss = masked_brain_loss(forward_with(model, {**fixed, **trained}, batch), batch, brain_config)
+        if config.proximal_mu > 0:
+            loss = loss + config.proximal_mu * proximal_term(trained, anchor)
+        return loss
+
+    optimizer = torch.optim.SGD(list(trained.values()), lr=config.learning_rate)
+    losses: list[float] = []
+    dp_history: list = []
+    if config.dp is None:
+        encoded = encode_log(train_log, vocab=brain.vocab, tables=brain.tables, config=brain_config)
+        for _ in range(config.epochs):
+            losses = []
+            for batch in iterate_batches(encoded, batch_size=config.batch_size, generator=generator):
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_of(batch)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+    else:
+        losses, dp_history = _dp_sgd(brain, train_log, config, trained, optimizer, loss_of, generator)
+    update = {name: (trained[name].detach() - anchor[name]).to(torch.float32).contiguous()
+              for name in partition.aggregated}
+    return update, (float(np.mean(losses)) if losses else None), dp_history
+
+
+def _dp_sgd(brain, train_log, config, trained, optimizer, loss_of, generator):
+    """Opacus DP-SGD over windows: per-window gradients (one backward each), Poisson-sampled
+    batches from the explicit generator, clipping and noise by Opacus' DPOptimizer."""
+    from opacus.optimizers import DPOptimizer
+
+    dp = config.dp
+    windows = encode_log(train_log, vocab=brain.vocab, tables=brain.tables,
+                         config=brain.config.replace(max_seq_len=dp.window))
+    num_windows = windows.num_chunks
+    sample_rate = min(1.0, dp.expected_batch_size / num_windows)
+    steps_per_epoch = max(1, int(round(1.0 / sample_rate)))
+    noise_generator = torch.Generator().manual_seed(int(generator.integers(0, 2**62)))
+    dp_optimizer = DPOptimizer(optimizer, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.clip_norm,
+                               expected_batch_size=max(1, int(round(sample_rate * num_windows))),
+                               loss_reduction="mean", generator=noise_generator)
+    tensors = list(trained.values())
+    losses: list[float] = []
+    steps = 0
+    for _ in range(config.epochs):
+        losses = []
+        for _ in range(steps_per_epoch):
+            chosen = np.flatnonzero(generator.random(num_windows) < sample_rate)
+            per_sample = [[] for _ in tensors]
+            for window in chosen:
+                batch = make_batch(windows, np.array([window]))
+                loss = loss_of(batch)
+                grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+                for slot, grad, tensor in zip(per_sample, grads, tensors):
+                    slot.append(torch.zeros_like(tensor) if grad is None else grad)
+                losses.append(float(loss.detach()))
+            for tensor, grads in zip(tensors, per_sample):
+                tensor.grad_sample = (torch.stack(grads) if grads
+                                      else torch.zeros((0, *tensor.shape), dtype=tensor.dtype))
+            dp_optimizer.step()
+            dp_optimizer.zero_grad(set_to_none=True)
+            steps += 1
+    return losses, [(dp.noise_multiplier, sample_rate, steps)] if steps else []
+
+
+# --- step 3: personal parameters and the fallback check --------------------------------------------
+def _fit_personal(brain: TrainedBrain, full: EncodedLog, partition: ParameterPartition, config: LocalTrainingConfig,
+                  num_train: int, zero_personal: dict, personal_start: dict | None):
+    model = brain.model
+    batch = make_batch(full, np.arange(full.num_chunks))
+    with torch.no_grad():
+        base = forward_with(model, zero_personal, batch)  # the shared model without any personal adjustment
+        main_logit = model(item=batch.item, skills=batch.skills, item_type=batch.item_type,
+                           correct=batch.correct, features=batch.features).correct_logit
+    target_mask = batch.valid if brain.config.train_on_first_attempt else batch.scored
+    train_mask = target_mask & (batch.row >= 0) & (batch.row < num_train)
+    holdout_mask = batch.scored & (batch.row >= num_train)
+    prefix = "personal."
+    start = personal_start or {}
+    theta = {name[len(prefix):]: (start[name].detach().clone().float() if name in start
+                                  else zero_personal[name].clone()).requires_grad_(True)
+             for name in partition.personal}
+
+    def personal_logit() -> torch.Tensor:
+        return functional_call(model.personal, theta, (base.correct_logit, base.state, batch.skills, batch.item_type))
+
+    num_train_targets = int(train_mask.sum())
+    if num_train_targets and config.personal_steps > 0 and theta:
+        weights = train_mask.float()
+        optimizer = torch.optim.LBFGS(list(theta.values()), lr=1.0, max_iter=config.personal_steps,
+                                      line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            bce = F.binary_cross_entropy_with_logits(personal_logit(), batch.correct, reduction="none")
+            loss = (bce * weights).sum() / num_train_targets
+            prior = sum(p.pow(2).sum() for p in theta.values())
+            loss = loss + 0.5 * config.personal_l2 / num_train_targets * prior
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+    with torch.no_grad():
+        personal_prob = torch.sigmoid(personal_logit())[holdout_mask].double().numpy()
+        main_prob = torch.sigmoid(main_logit)[holdout_mask].double().numpy()
+    rows = batch.row[holdout_mask].numpy()
+    personal = {prefix + key: value.detach().to(torch.float32).contiguous() for key, value in theta.items()}
+    return personal, main_prob, personal_prob, rows
