@@ -11,10 +11,6 @@ from aivo.api.metrics import ApiMetrics
 Scope = dict[str, Any]
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
     """Refuse request bodies above `max_bytes` with 413, by Content-Length up front or by
     counting a streamed body, before the application parses it."""
@@ -37,28 +33,38 @@ class BodySizeLimit:
                     await self._refuse(send)
                     return
         seen = 0
-        started = False
+        started = refused = False
 
         async def counting_receive():
-            nonlocal seen
+            # Over the limit: answer 413 now, then tell the app the client left (whatever it
+            # answers to that is dropped below).
+            nonlocal seen, started, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge()
+                    refused = True
+                    if not started:
+                        started = True
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message):
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+        except Exception:
+            if not refused:
+                raise
 
     async def _refuse(self, send) -> None:
         body = json.dumps({"detail": f"request body larger than {self.max_bytes:,} bytes; split the batch"}).encode()
