@@ -26,14 +26,18 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[str, float | None, str], None]
 
-# The searched knobs. Ranges are around BrainConfig's defaults, wide enough to matter on small
-# and large data sets; widths of the network are categorical (a few sizes, not a continuum).
-SEARCH_SPACE: dict[str, dict[str, Any]] = {
-    "learning_rate": {"type": "float", "low": 3e-4, "high": 3e-3, "log": True},
-    "hidden_dim": {"type": "categorical", "choices": [32, 64, 128]},
-    "dropout": {"type": "float", "low": 0.0, "high": 0.4},
-    "weight_decay": {"type": "categorical", "choices": [0.0, 1e-5, 1e-4]},
-}
+def default_search_space(base: BrainConfig) -> dict[str, dict[str, Any]]:
+    """The searched knobs, centred on the base configuration so that the search scales with it:
+    the learning rate within 3x either way (log scale), the hidden width halved, kept or doubled,
+    dropout and weight decay over common values."""
+    widths = sorted({max(8, base.hidden_dim // 2), base.hidden_dim, base.hidden_dim * 2})
+    return {
+        "learning_rate": {"type": "float", "low": base.learning_rate / 3, "high": base.learning_rate * 3,
+                          "log": True},
+        "hidden_dim": {"type": "categorical", "choices": widths},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.4},
+        "weight_decay": {"type": "categorical", "choices": sorted({0.0, 1e-5, 1e-4, base.weight_decay})},
+    }
 
 
 @dataclass
@@ -79,7 +83,7 @@ def search_hyperparameters(*, train: InteractionLog, validation: InteractionLog,
     """Run up to `trials` trials within `timeout_s` seconds. `trials=0` trains the base config once."""
     import optuna
 
-    space = SEARCH_SPACE if space is None else space
+    space = default_search_space(base_config) if space is None else space
     started = time.perf_counter()
     best: dict[str, Any] = {"auc": None, "result": None, "params": {}}
     records: list[dict[str, Any]] = []
