@@ -7,7 +7,8 @@
 - `pipeline_runs`: every continuous-training pipeline run, its data, search, metrics and gate.
 - `scheduler_runs`: every scheduled (or manual) scheduler execution; unique on
   (job_name, scheduled_for), so two scheduler processes can never both run the same firing.
-- `service_leases`: named leases (the scheduler's leadership).
+- `service_leases`: named leases (the scheduler's leadership); `scheduler_overrides`: schedules
+  changed at run time.
 - `drift_references`, `drift_reports`: what a model saw at promotion, and each drift check.
 - `learner_snapshots`: the adaptive orchestrator's last analysis of each learner.
 
@@ -141,6 +142,18 @@ class ServiceLease(Base):
     renewed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     details: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
+
+
+class SchedulerOverride(Base):
+    """A schedule changed at run time (PUT /v1/scheduler/jobs/{id}); it wins over the settings."""
+
+    __tablename__ = "scheduler_overrides"
+
+    job_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    trigger: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)  # {"cron": ...} | {"interval_hours": ...}
+    enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
+    updated_by: Mapped[str] = mapped_column(sa.String(128))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class DriftReference(Base):

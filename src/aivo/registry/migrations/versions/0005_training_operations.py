@@ -1,5 +1,5 @@
 """Training operations (aivo.training.tables): trainer jobs with leases, pipeline runs, scheduler
-runs and leases, drift references and reports, the adaptive orchestrator's learner snapshots.
+runs, leases and overrides, drift references and reports, the adaptive orchestrator's learner snapshots.
 
 Revision ID: 0005
 Revises: 0004
@@ -137,6 +137,16 @@ def upgrade() -> None:
     )
 
     op.create_table(
+        "scheduler_overrides",
+        sa.Column("job_id", sa.String(64), nullable=False),
+        sa.Column("trigger", JSON, nullable=False),
+        sa.Column("enabled", sa.Boolean(), server_default=sa.true(), nullable=False),
+        sa.Column("updated_by", sa.String(128), nullable=False),
+        sa.Column("updated_at", TS, nullable=False),
+        sa.PrimaryKeyConstraint("job_id", name="pk_scheduler_overrides"),
+    )
+
+    op.create_table(
         "drift_references",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("model_id", sa.String(128), nullable=False),
@@ -189,6 +199,7 @@ def downgrade() -> None:
     op.drop_table("learner_snapshots")
     op.drop_table("drift_reports")
     op.drop_table("drift_references")
+    op.drop_table("scheduler_overrides")
     op.drop_table("service_leases")
     op.drop_table("scheduler_runs")
     op.drop_table("pipeline_runs")
