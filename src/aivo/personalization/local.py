@@ -33,7 +33,6 @@ from torch.nn import functional as F
 
 from aivo.brain.batching import EncodedLog, encode_log, iterate_batches, make_batch
 from aivo.brain.bundle import TrainedBrain
-from aivo.brain.metrics import binary_metrics
 from aivo.data.schema import InteractionLog
 from aivo.errors import ConfigError, DataError
 from aivo.personalization.functional import forward_with, masked_brain_loss, proximal_term
@@ -127,6 +126,34 @@ def holdout_size(num_interactions: int, fraction: float) -> int:
     return max(1, int(math.ceil(fraction * num_interactions)))
 
 
+def encoded_prefix(encoded: EncodedLog, num_rows: int) -> EncodedLog:
+    """The encoding of the first `num_rows` rows of a one-learner log, taken from the whole
+    log's encoding (history features only look back within a chunk, so they are unchanged)."""
+    keep = encoded.chunk_start < num_rows
+    starts = encoded.chunk_start[keep]
+    lengths = np.minimum(encoded.chunk_length[keep], num_rows - starts)
+    return EncodedLog(item=encoded.item[:num_rows], skills=encoded.skills[:num_rows],
+                      item_type=encoded.item_type[:num_rows], correct=encoded.correct[:num_rows],
+                      features=encoded.features[:num_rows], difficulty=encoded.difficulty[:num_rows],
+                      position=encoded.position[:num_rows], chunk_start=starts, chunk_length=lengths)
+
+
+def holdout_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
+    """n, log-loss, accuracy, Brier score and AUC (None with one class) of a small held-out set.
+    (NumPy only: scikit-learn's per-call overhead would dominate a one-learner training.)"""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.clip(np.asarray(y_prob, dtype=np.float64), 1e-7, 1 - 1e-7)
+    positives, negatives = int(y.sum()), int(len(y) - y.sum())
+    auc = None
+    if positives and negatives:
+        from scipy.stats import rankdata
+
+        ranks = rankdata(p)
+        auc = float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    return {"n": int(len(y)), "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+            "accuracy": float(np.mean((p >= 0.5) == (y == 1))), "brier": float(np.mean((p - y) ** 2)), "auc": auc}
+
+
 def train_local(*, brain: TrainedBrain, history: InteractionLog, partition: ParameterPartition,
                 config: LocalTrainingConfig, personal_start: dict[str, torch.Tensor] | None = None) -> LocalResult:
     """Train one learner's clone on `history` (that learner's interactions, nothing else)."""
@@ -142,23 +169,24 @@ def train_local(*, brain: TrainedBrain, history: InteractionLog, partition: Para
     if model.training:
         model.eval()  # no dropout in local training; the loaded Main Brain is normally in eval mode already
     n_hold = holdout_size(n, config.holdout_fraction)
-    train_log = InteractionLog(frame.iloc[:n - n_hold].reset_index(drop=True), history.source)
     params = dict(model.named_parameters())
     zero_personal = {name: torch.zeros_like(params[name]) for name in partition.personal}
+    # Features are causal within a chunk, so the training rows' encoding is a prefix of the whole one.
+    full = encode_log(history, vocab=brain.vocab, tables=brain.tables, config=brain.config)
 
     update, train_loss, dp_history = {}, None, []
     if partition.aggregated and config.epochs > 0:
-        update, train_loss, dp_history = _shared_update(brain, train_log, partition, config, zero_personal)
+        update, train_loss, dp_history = _shared_update(brain, history, encoded_prefix(full, n - n_hold), n - n_hold,
+                                                        partition, config, zero_personal)
     record_epsilon = None
     if config.dp is not None and dp_history:
         record_epsilon = epsilon_for(history=dp_history, delta=config.dp.delta, accountant=config.dp.accountant)
 
-    full = encode_log(history, vocab=brain.vocab, tables=brain.tables, config=brain.config)
     personal, main_prob, personal_prob, rows_scored = _fit_personal(brain, full, partition, config, n - n_hold,
                                                                      zero_personal, personal_start)
     y = full.correct[rows_scored]
-    holdout_main = binary_metrics(y, main_prob).as_dict() if len(y) else {}
-    holdout_personal = binary_metrics(y, personal_prob).as_dict() if len(y) else {}
+    holdout_main = holdout_metrics(y, main_prob) if len(y) else {}
+    holdout_personal = holdout_metrics(y, personal_prob) if len(y) else {}
     if not len(y):
         fallback, reason = True, "no held-out interaction could be scored"
     elif holdout_personal["log_loss"] > holdout_main["log_loss"]:
@@ -174,8 +202,8 @@ def train_local(*, brain: TrainedBrain, history: InteractionLog, partition: Para
 
 
 # --- step 2: the shared update ----------------------------------------------------------------
-def _shared_update(brain: TrainedBrain, train_log: InteractionLog, partition: ParameterPartition,
-                   config: LocalTrainingConfig, zero_personal: dict):
+def _shared_update(brain: TrainedBrain, history: InteractionLog, encoded: EncodedLog, num_train: int,
+                   partition: ParameterPartition, config: LocalTrainingConfig, zero_personal: dict):
     model, brain_config = brain.model, brain.config
     params = dict(model.named_parameters())
     anchor = {name: params[name].detach() for name in partition.aggregated}
@@ -193,7 +221,6 @@ def _shared_update(brain: TrainedBrain, train_log: InteractionLog, partition: Pa
     losses: list[float] = []
     dp_history: list = []
     if config.dp is None:
-        encoded = encode_log(train_log, vocab=brain.vocab, tables=brain.tables, config=brain_config)
         for _ in range(config.epochs):
             losses = []
             for batch in iterate_batches(encoded, batch_size=config.batch_size, generator=generator):
@@ -203,6 +230,7 @@ def _shared_update(brain: TrainedBrain, train_log: InteractionLog, partition: Pa
                 optimizer.step()
                 losses.append(float(loss.detach()))
     else:
+        train_log = InteractionLog(history.frame.iloc[:num_train].reset_index(drop=True), history.source)
         losses, dp_history = _dp_sgd(brain, train_log, config, trained, optimizer, loss_of, generator)
     update = {name: (trained[name].detach() - anchor[name]).to(torch.float32).contiguous()
               for name in partition.aggregated}
