@@ -108,3 +108,14 @@ def schedule_retraining(*, registry: Registry, settings: Settings, model_id: str
     else:
         log.info("not scheduling %s: %s", model_id, decision.reason)
     return decision
+
+
+def weekly_full_retraining(*, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK
+                           ) -> list[RetrainingDecision]:
+    """The weekly full retraining: the Main Brain, forced past the minimum interval (the daily run
+    a few hours earlier would otherwise hold it back), with twice the hyperparameter-search trials.
+    Learner clones retrain through the adaptive check; federated aggregation has its own weekly job."""
+    config = {"hpo_trials": settings.hpo_trials * 2}
+    return [schedule_retraining(registry=registry, settings=settings, model_id=MAIN_BRAIN_MODEL_ID,
+                                reason="weekly_full_retraining", priority="normal", force=True, config=config,
+                                clock=clock)]
