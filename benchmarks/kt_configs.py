@@ -24,9 +24,22 @@ class BenchmarkPlan:
     extra: dict = field(default_factory=dict)
 
 
+# Shared by all plans: the "residual" evidence memory (factor vectors scaled by answer - expected)
+# and an exponential moving average of the weights; both raised validation AUC on every data set.
+_COMMON = dict(evidence_kind="residual", weight_average_decay=0.99, learning_rate=2e-3)
+
 PLANS: dict[str, BenchmarkPlan] = {
-    "statics": BenchmarkPlan(BrainConfig(evidence_dim=0, batch_size=16, max_epochs=40)),
-    "assist2015": BenchmarkPlan(BrainConfig(evidence_dim=0, batch_size=64, max_epochs=30)),
-    "synthetic5": BenchmarkPlan(BrainConfig(max_epochs=60)),
-    "simulated": BenchmarkPlan(BrainConfig(max_epochs=30)),
+    # Small data (229 learners), long histories: small batches (more steps per epoch), a slower
+    # weight average, evidence as a shrunk mean (sums over 200 steps grow too large otherwise).
+    "statics": BenchmarkPlan(BrainConfig(**{**_COMMON, "weight_average_decay": 0.995}, evidence_normalize="mean",
+                                         batch_size=16, max_epochs=40),
+                             ensemble_size=6),
+    "assist2015": BenchmarkPlan(BrainConfig(**_COMMON, evidence_normalize="mean", batch_size=64, max_epochs=25),
+                                ensemble_size=3),
+    # Every learner answers the same 50 exercises: plain evidence sums (no normalization) act as
+    # a logistic regression on all earlier answers; more patience because the curve is flat.
+    "synthetic5": BenchmarkPlan(BrainConfig(**{**_COMMON, "learning_rate": 1e-3}, max_epochs=60, patience=5),
+                                ensemble_size=5),
+    "simulated": BenchmarkPlan(BrainConfig(**_COMMON, evidence_normalize="mean", max_epochs=10),
+                               extra={"num_learners": 10_000}),
 }

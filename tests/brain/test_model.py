@@ -115,3 +115,17 @@ def test_local_training_of_one_learner_is_fast_on_cpu():
         optimizer.step()
     # Typically ~0.05 s; generous bound because the test machine is shared.
     assert time.perf_counter() - started < 1.0
+
+
+def test_dp_compatible_copy_has_the_same_names_weights_and_outputs():
+    from opacus.validators import ModuleValidator
+
+    for encoder in ("gru", "lstm"):
+        config, vocab, encoded, model = setup(tiny_config(encoder=encoder))
+        dp = model.dp_compatible().eval()
+        # named_parameters() keep their names (Opacus' state_dict adds aliases such as rnn.l0.ih.*)
+        assert sorted(n for n, _ in dp.named_parameters()) == sorted(n for n, _ in model.named_parameters())
+        assert ModuleValidator.validate(dp, strict=False) == []
+        batch = make_batch(encoded, np.arange(3))
+        assert torch.allclose(forward_batch(dp, batch).correct_logit, forward_batch(model, batch).correct_logit,
+                              atol=1e-5)

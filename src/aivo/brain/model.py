@@ -16,6 +16,7 @@ state at t = 0), the identity of item t and history features of steps < t. Answe
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -249,6 +250,22 @@ class MainBrain(nn.Module):
         difficulty = self.head.difficulty(state)
         content = self.head.content(state) @ self.embed.skill.weight.T + self.head.content_bias
         return BrainOutput(correct_logit=logit, difficulty_logits=difficulty, content_logits=content, state=state)
+
+    def dp_compatible(self) -> "MainBrain":
+        """A copy whose recurrent layer is Opacus' DPGRU/DPLSTM (same weights and outputs), so that
+        Opacus can compute per-sample gradients for DP-SGD. `named_parameters()` names are
+        unchanged; its `state_dict()` also lists Opacus' aliases (`encoder.rnn.l0.ih.weight`, ...),
+        so exchange weights through `named_parameters()`."""
+        from opacus.layers import DPGRU, DPLSTM
+
+        clone = copy.deepcopy(self)
+        rnn = clone.encoder.rnn
+        dp_class = DPGRU if isinstance(rnn, nn.GRU) else DPLSTM
+        replacement = dp_class(rnn.input_size, rnn.hidden_size, num_layers=rnn.num_layers,
+                               batch_first=True, dropout=rnn.dropout)
+        replacement.load_state_dict(rnn.state_dict())
+        clone.encoder.rnn = replacement
+        return clone
 
     # --- parameter groups -------------------------------------------------------------
     def parameter_names(self, *groups: str) -> list[str]:
