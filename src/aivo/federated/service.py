@@ -166,8 +166,8 @@ def run_aggregation(*, registry: Registry, options: AggregationOptions, actor: s
     plan = options.plan(num_learners=len(eligible) or None)
     report = AggregationReport(status="skipped", message="", version_before=version, dry_run=options.dry_run,
                                warnings=list(plan.warnings), privacy=plan.to_dict())
-    for warning in plan.warnings:
-        log.warning("privacy: %s", warning)
+    for warning in plan.warnings:  # also in the report; the CLI shows them before it calls this
+        log.info("privacy: %s", warning)
 
     stale = [e for e in eligible if e.main_version != version]
     no_update = [e for e in eligible if e.main_version == version and e.update_artifact_sha256 is None]

@@ -15,7 +15,7 @@ from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.data.schema import InteractionLog
 from aivo.registry import Registry, get_learner, load_interactions
-from aivo.services.main_brain import catalog_frame, load_main_brain
+from aivo.services.main_brain import catalog_frame
 
 
 def policy_from_settings(settings: Settings, *, num_items: int = 5) -> PolicyConfig:
@@ -61,8 +61,10 @@ def recommend_with_brain(*, brain: TrainedBrain, learner_id: str, history: Inter
 
 def serving_brain(*, registry: Registry, learner_id: str) -> TrainedBrain:
     """The model that serves this learner: the active Main Brain, overlaid with the learner's
-    personal parameters when an active clone exists (issue 4's personalization layer)."""
-    return load_main_brain(registry=registry).brain
+    personal parameters when an active clone exists (the main model when it is in fallback)."""
+    from aivo.personalization.serving import brain_for_learner
+
+    return brain_for_learner(registry=registry, learner_id=learner_id).brain
 
 
 def recommend_for_learner(*, registry: Registry, settings: Settings, learner_id: str, num_items: int = 5,
