@@ -221,12 +221,14 @@ class TrainingScheduler:
         if held and not self._leader:
             self._leader = True
             log.info("scheduler %s is now the leader", self.instance_id)
-            self._aps.resume()
+            if self._aps.running:
+                self._aps.resume()
             self.catch_up_missed()
         elif not held and self._leader:
             self._leader = False
             log.warning("scheduler %s lost the lease; standing by", self.instance_id)
-            self._aps.pause()
+            if self._aps.running:
+                self._aps.pause()
         if self._leader:
             reap(registry=self.registry, clock=self.clock)
         return self._leader
