@@ -122,10 +122,11 @@ def test_dp_compatible_copy_has_the_same_names_weights_and_outputs():
 
     for encoder in ("gru", "lstm"):
         config, vocab, encoded, model = setup(tiny_config(encoder=encoder))
-        dp = model.dp_compatible().eval()
+        dp = model.dp_compatible().train()
         # named_parameters() keep their names (Opacus' state_dict adds aliases such as rnn.l0.ih.*)
         assert sorted(n for n, _ in dp.named_parameters()) == sorted(n for n, _ in model.named_parameters())
         assert ModuleValidator.validate(dp, strict=False) == []
+        dp.eval()
         batch = make_batch(encoded, np.arange(3))
         assert torch.allclose(forward_batch(dp, batch).correct_logit, forward_batch(model, batch).correct_logit,
                               atol=1e-5)
