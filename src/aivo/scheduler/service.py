@@ -96,7 +96,7 @@ def run_firing(*, registry: Registry, job_id: str, action: Action, scheduled_for
     run_id = registry.run(lambda s: claim_firing(session=s, job_name=job_id, scheduled_for=scheduled_for,
                                                  instance_id=instance_id, forced=forced, clock=clock))
     if run_id is None:
-        log.info("%s @ %s already run by another scheduler process", job_id, scheduled_for.isoformat())
+        log.info("%s @ %s already taken (by another scheduler process or thread)", job_id, scheduled_for.isoformat())
         return None
     status, outcome, error = "failed", {}, None
     try:
