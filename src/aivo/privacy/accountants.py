@@ -99,19 +99,33 @@ class Accountant(ABC):
 
 
 class OpacusRDPAccountant(Accountant):
-    """Opacus' Rényi-DP accountant (the analysis of Mironov et al. for the sampled Gaussian)."""
+    """Opacus' Rényi-DP accountant (the analysis of Mironov et al. for the sampled Gaussian).
+
+    Same computation as `opacus.accountants.RDPAccountant`: Opacus' `compute_rdp` per history
+    entry (RDP composes additively, so an entry of n steps is n times one step; the one-step
+    curve is memoized per (sigma, q)) and Opacus' `get_privacy_spent` for the conversion."""
 
     name = "rdp"
 
     def _epsilon(self, history, delta):
         from opacus.accountants import RDPAccountant
+        from opacus.accountants.analysis import rdp as analysis
 
-        acc = RDPAccountant()
-        acc.history = list(history)
+        orders = RDPAccountant.DEFAULT_ALPHAS
+        total = sum(steps * _rdp_one_step(sigma, q) for sigma, q, steps in history)
         with warnings.catch_warnings():
             # "Optimal order is the largest alpha": harmless; it only happens for huge epsilons.
             warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-            return float(acc.get_epsilon(delta=delta))
+            eps, _ = analysis.get_privacy_spent(orders=orders, rdp=total, delta=delta)
+        return float(eps)
+
+
+@lru_cache(maxsize=1024)
+def _rdp_one_step(sigma: float, q: float):
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as analysis
+
+    return analysis.compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=RDPAccountant.DEFAULT_ALPHAS)
 
 
 class OpacusPRVAccountant(Accountant):
