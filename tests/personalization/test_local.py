@@ -1,0 +1,135 @@
+"""Local training: one learner's data only, the fallback rule, batched == one by one, DP-SGD."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aivo.brain.batching import encode_log, iterate_batches
+from aivo.brain.train import brain_loss, forward_batch
+from aivo.data.schema import InteractionLog
+from aivo.errors import DataError
+from aivo.personalization.batched import LearnerChunks, UnrolledRNN, shared_updates
+from aivo.personalization.functional import masked_brain_loss
+from aivo.personalization.local import LocalTrainingConfig, RecordLevelDP, holdout_size, train_local
+from aivo.personalization.parts import partition_parameters
+from aivo.privacy.accountants import epsilon_for
+
+
+@pytest.fixture
+def partition(small_world):
+    return partition_parameters(small_world.brain.model, frozen_prefixes="encoder")
+
+
+def one_learner(small_world, index=0) -> InteractionLog:
+    ids = small_world.log.frame["learner_id"].unique()
+    return small_world.log.select_learners([ids[index]])
+
+
+def with_answers(log: InteractionLog, answers) -> InteractionLog:
+    frame = log.frame.copy()
+    frame["correct"] = np.asarray(answers, dtype=frame["correct"].dtype)
+    return InteractionLog(frame, log.source)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_unrolled_rnn_matches_the_fused_kernel(kind):
+    torch.manual_seed(0)
+    rnn = (torch.nn.GRU if kind == "gru" else torch.nn.LSTM)(5, 7, num_layers=2, batch_first=True)
+    x = torch.randn(3, 11, 5)
+    torch.testing.assert_close(UnrolledRNN(rnn)(x)[0], rnn(x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_masked_loss_equals_the_main_brain_loss(small_world):
+    brain = small_world.brain
+    encoded = encode_log(small_world.log, vocab=brain.vocab, tables=brain.tables, config=brain.config)
+    batch = next(iter(iterate_batches(encoded, batch_size=8)))
+    with torch.no_grad():
+        out = forward_batch(brain.model, batch)
+        torch.testing.assert_close(masked_brain_loss(out, batch, brain.config), brain_loss(out, batch, brain.config))
+
+
+def test_refuses_several_learners_and_too_little_data(small_world, partition):
+    config = LocalTrainingConfig()
+    with pytest.raises(DataError, match="exactly one learner"):
+        train_local(brain=small_world.brain, history=small_world.log, partition=partition, config=config)
+    short = InteractionLog(one_learner(small_world).frame.iloc[:3].reset_index(drop=True))
+    with pytest.raises(DataError, match="at least 5"):
+        train_local(brain=small_world.brain, history=short, partition=partition, config=config)
+
+
+def test_update_covers_exactly_the_aggregated_parameters(small_world, partition):
+    result = train_local(brain=small_world.brain, history=one_learner(small_world), partition=partition,
+                         config=LocalTrainingConfig(epochs=2))
+    assert sorted(result.update) == sorted(partition.aggregated)
+    assert all(v.dtype == torch.float32 for v in result.update.values())
+    assert sorted(result.personal) == sorted(partition.personal)
+    assert any(float(v.abs().max()) > 0 for v in result.update.values())
+    n = one_learner(small_world).num_interactions
+    assert result.num_holdout == holdout_size(n, 0.2) and result.num_train == n - result.num_holdout
+
+
+def test_training_ignores_the_held_out_interactions(small_world, partition):
+    log = one_learner(small_world)
+    n_hold = holdout_size(log.num_interactions, 0.2)
+    flipped = with_answers(log, np.r_[log.frame["correct"].to_numpy()[:-n_hold], 1 - log.frame["correct"].to_numpy()[-n_hold:]])
+    a = train_local(brain=small_world.brain, history=log, partition=partition, config=LocalTrainingConfig())
+    b = train_local(brain=small_world.brain, history=flipped, partition=partition, config=LocalTrainingConfig())
+    for name in a.update:
+        torch.testing.assert_close(a.update[name], b.update[name])
+    for name in a.personal:
+        torch.testing.assert_close(a.personal[name], b.personal[name])
+
+
+def test_fallback_when_the_personal_model_validates_worse(small_world, partition):
+    log = one_learner(small_world)
+    n, n_hold = log.num_interactions, holdout_size(log.num_interactions, 0.2)
+    # right on everything it trains on, wrong on everything held out: personalizing must hurt
+    contrarian = with_answers(log, np.r_[np.ones(n - n_hold), np.zeros(n_hold)])
+    result = train_local(brain=small_world.brain, history=contrarian, partition=partition,
+                         config=LocalTrainingConfig(personal_l2=0.1))
+    assert result.fallback and "log-loss" in result.fallback_reason
+    assert result.holdout_personal["log_loss"] > result.holdout_main["log_loss"]
+    consistent = with_answers(log, np.ones(n))  # always right: personalizing must help
+    result = train_local(brain=small_world.brain, history=consistent, partition=partition,
+                         config=LocalTrainingConfig(personal_l2=0.1))
+    assert not result.fallback and result.improvement > 0
+
+
+def test_batched_updates_equal_one_by_one(small_world, partition):
+    brain = small_world.brain
+    config = LocalTrainingConfig(epochs=3, learning_rate=0.2, proximal_mu=0.05)
+    one_by_one, chunks = [], []
+    for index in range(4):
+        log = one_learner(small_world, index)
+        one_by_one.append(train_local(brain=brain, history=log, partition=partition, config=config).update)
+        n_train = log.num_interactions - holdout_size(log.num_interactions, config.holdout_fraction)
+        train = InteractionLog(log.frame.iloc[:n_train].reset_index(drop=True))
+        chunks.append(LearnerChunks(str(index), encode_log(train, vocab=brain.vocab, tables=brain.tables,
+                                                           config=brain.config)))
+    batched = shared_updates(brain=brain, learners=chunks, partition=partition, epochs=3, learning_rate=0.2,
+                             proximal_mu=0.05)
+    for index, expected in enumerate(one_by_one):
+        for name, value in expected.items():
+            torch.testing.assert_close(batched[name][index], value, rtol=1e-4, atol=1e-6)
+
+
+def test_dp_sgd_reports_the_accountants_epsilon(small_world, partition):
+    dp = RecordLevelDP(noise_multiplier=1.0, clip_norm=0.5, window=5, expected_batch_size=2)
+    result = train_local(brain=small_world.brain, history=one_learner(small_world), partition=partition,
+                         config=LocalTrainingConfig(epochs=2, dp=dp))
+    sigma, q, steps = result.dp_history[0]
+    assert sigma == 1.0 and 0 < q < 1 and steps >= 2
+    assert result.record_epsilon == pytest.approx(epsilon_for(history=result.dp_history, delta=1e-5))
+    plain = train_local(brain=small_world.brain, history=one_learner(small_world), partition=partition,
+                        config=LocalTrainingConfig(epochs=2))
+    assert plain.record_epsilon is None
+    assert any(not torch.allclose(result.update[n], plain.update[n]) for n in plain.update)
+
+
+def test_all_shared_frozen_gives_no_update(small_world):
+    partition = partition_parameters(small_world.brain.model, frozen_prefixes="embed,encoder,head")
+    result = train_local(brain=small_world.brain, history=one_learner(small_world), partition=partition,
+                         config=LocalTrainingConfig())
+    assert result.update == {} and result.personal
