@@ -114,12 +114,20 @@ def search_hyperparameters(*, train: InteractionLog, validation: InteractionLog,
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
         study.enqueue_trial(_base_values(base_config, space))
 
+        stopped: list[TrainingStopped] = []
+
         def objective(trial) -> float:
             params = {name: _suggest(trial, name, spec) for name, spec in space.items()}
-            return fit(params, trial.number)
+            try:
+                return fit(params, trial.number)
+            except TrainingStopped as exc:  # end the study quietly, then re-raise to the caller below
+                stopped.append(exc)
+                study.stop()
+                raise optuna.TrialPruned() from None
 
-        # TrainingStopped is not caught: it ends the study and reaches the caller (cancellation).
         study.optimize(objective, n_trials=trials, timeout=timeout_s, catch=(), gc_after_trial=False)
+        if stopped:
+            raise stopped[0]
     if best["result"] is None:  # pragma: no cover - fit always stores a result or raises
         raise TrainingStopped("no trial finished")
     return SearchResult(best_params=best["params"], best_validation_auc=best["auc"], best=best["result"],

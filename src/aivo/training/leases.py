@@ -102,8 +102,8 @@ def finish_job(*, session: Session, job_id: int, worker_id: str, status: str, re
     now = clock.now()
     values: dict[str, Any] = {"updated_at": now, "lease_expires_at": None, **fields}
     if requeue:
-        values.update(status="queued", worker_id=None, progress={"stage": "queued", "fraction": 0.0,
-                                                                  "message": error or "requeued"})
+        values.update(status="queued", worker_id=None, error=error,
+                      progress={"stage": "queued", "fraction": 0.0, "message": error or "requeued"})
     else:
         values.update(status=status, finished_at=now, error=error,
                       progress={"stage": status, "fraction": 1.0 if status == "succeeded" else None})
