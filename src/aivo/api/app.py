@@ -137,11 +137,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
     """
     settings = settings or get_settings()
     registry = registry or open_registry(settings)
-    settings.resolved_secret_key()  # fail now, not on the first request, when the key is missing
+
     app = FastAPI(title="AIVO API", version=aivo.__version__, description=_DESCRIPTION, openapi_tags=_TAGS,
                   lifespan=_lifespan)
     state = app.state
     state.settings, state.registry, state.clock = settings, registry, clock
+    # Read once: fails now rather than on the first request when the key is missing, and spares
+    # every request a file read in embedded mode.
+    state.secret_key = settings.resolved_secret_key()
     state.key_verifier = KeyVerifier(registry=registry, clock=clock, cache_s=settings.api_key_cache_s)
     state.metrics = ApiMetrics()
     state.api_stats = ApiStats()

@@ -172,11 +172,18 @@ def learner_for_key(*, registry: Registry, key: VerifiedKey, pseudonym: str) -> 
 
     def work(session) -> LearnerRef:
         row = session.execute(_SELECT_LEARNER, {"pseudonym": pseudonym}).first()
-        if row is None or row.tenant != key.tenant:
-            raise NotFoundError("learner not found (no learner with this id in this key's tenant)")
-        if key.role == "teacher" and not key_may_read_learner(session=session, key_pk=key.pk, learner_pk=row.id):
-            raise ForbiddenError("this teacher key is not linked to this learner "
-                                 "(add it with `aivo apikey link KEY_ID LEARNER_ID`)")
+        check_learner_access(key, tenant=None if row is None else row.tenant,
+                             linked=lambda: key_may_read_learner(session=session, key_pk=key.pk, learner_pk=row.id))
         return LearnerRef(pk=row.id, pseudonym=row.pseudonym, tenant=row.tenant)
 
     return registry.run(work, read_only=True)
+
+
+def check_learner_access(key: VerifiedKey, *, tenant: str | None, linked) -> None:
+    """The one access rule for a learner (tenant None: no such learner). `linked` is a bool, or
+    a callable answering whether a teacher key's class list holds the learner."""
+    if tenant is None or tenant != key.tenant:
+        raise NotFoundError("learner not found (no learner with this id in this key's tenant)")
+    if key.role == "teacher" and not (linked() if callable(linked) else linked):
+        raise ForbiddenError("this teacher key is not linked to this learner "
+                             "(add it with `aivo apikey link KEY_ID LEARNER_ID`)")

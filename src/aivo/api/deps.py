@@ -23,25 +23,26 @@ from aivo.clock import Clock
 from aivo.config import Settings
 from aivo.registry import Registry
 from aivo.registry.api_keys import VerifiedKey
-from aivo.services.learners import pseudonym_for
+from aivo.data.privacy import pseudonymize_learner_id
 
 # Declared for OpenAPI (the "Authorize" button); `authenticate` reads the headers itself.
 _bearer_scheme = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
 _header_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key in a header.")
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     return request.app.state.clock
 
 
+# Async on purpose: FastAPI runs plain `def` dependencies in a worker thread, one hop each.
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
@@ -75,12 +76,18 @@ LEARNER_ID_DOC = ("The learner's id as your school system knows it (pseudonymize
                   "lookup), or the stored pseudonym with `?pseudonym=true`.")
 
 
+def pseudonym_from_raw(state, learner_id: str) -> str:
+    """The learner's pseudonym (the keyed HMAC of aivo.data.privacy, as `pseudonym_for`), with
+    the key read once per process (`app.state.secret_key`) instead of once per request."""
+    return pseudonymize_learner_id(learner_id, key=state.secret_key)
+
+
 async def learner_from_path(
-    key: CurrentKey, settings: SettingsDep, registry: RegistryDep,
+    request: Request, key: CurrentKey, registry: RegistryDep,
     learner_id: Annotated[str, Path(min_length=1, max_length=256, description=LEARNER_ID_DOC)],
     pseudonym: Annotated[bool, Query(description="`learner_id` is the stored pseudonym, not the raw id.")] = False,
 ) -> LearnerRef:
-    stored = learner_id if pseudonym else pseudonym_for(settings=settings, learner_id=learner_id)
+    stored = learner_id if pseudonym else pseudonym_from_raw(request.app.state, learner_id)
     return await run_in_threadpool(learner_for_key, registry=registry, key=key, pseudonym=stored)
 
 

@@ -28,23 +28,36 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from aivo.registry.models import Interaction, LearnerModel, MainModelVersion
+from aivo.registry.api_key_models import ApiKeyLearner
+from aivo.registry.models import Interaction, Learner, LearnerModel, MainModelVersion
 
 T = TypeVar("T")
 
 _it = Interaction.__table__
 _lm = LearnerModel.__table__
 _mv = MainModelVersion.__table__
-# One round trip; every subquery is served by an index (interactions (learner_id, position),
-# the partial unique index on the active version, learner_models (learner_id, kind)).
-_STAMP = sa.select(
-    sa.select(sa.func.count()).select_from(_it).where(_it.c.learner_id == sa.bindparam("pk")).scalar_subquery(),
-    sa.select(sa.func.max(_it.c.position)).where(_it.c.learner_id == sa.bindparam("pk")).scalar_subquery(),
-    sa.select(_mv.c.artifact_sha256).where(_mv.c.status == "active").scalar_subquery(),
-    sa.select(_mv.c.version).where(_mv.c.status == "active").scalar_subquery(),
-    *(sa.select(column).where(_lm.c.learner_id == sa.bindparam("pk"), _lm.c.kind == "brain").scalar_subquery()
+_l = Learner.__table__
+_akl = ApiKeyLearner.__table__
+
+
+def _of_learner(column, *where):
+    return sa.select(column).where(*where).scalar_subquery()
+
+
+# One round trip for the whole serving decision: the learner (tenant, teacher link) and the
+# stamp. Every subquery is served by an index: learners (pseudonym), api_key_learners (pk),
+# interactions (learner_id, position), the partial unique index on the active version,
+# learner_models (learner_id, kind).
+_LOOKUP = sa.select(
+    _l.c.id, _l.c.tenant,
+    sa.exists().where(_akl.c.api_key_id == sa.bindparam("key_pk"), _akl.c.learner_id == _l.c.id),
+    _of_learner(sa.func.count(), _it.c.learner_id == _l.c.id),
+    _of_learner(sa.func.max(_it.c.position), _it.c.learner_id == _l.c.id),
+    _of_learner(_mv.c.artifact_sha256, _mv.c.status == "active"),
+    _of_learner(_mv.c.version, _mv.c.status == "active"),
+    *(_of_learner(column, _lm.c.learner_id == _l.c.id, _lm.c.kind == "brain")
       for column in (_lm.c.status, _lm.c.artifact_sha256, _lm.c.updated_at)),
-)
+).where(_l.c.pseudonym == sa.bindparam("pseudonym"))
 
 
 @dataclass(frozen=True)
@@ -61,12 +74,22 @@ class ServingStamp:
                 self.personal_model)
 
 
-def read_stamp(*, session: Session, learner_pk: int) -> ServingStamp:
-    count, last, artifact, version, status, personal_artifact, updated = \
-        session.execute(_STAMP, {"pk": learner_pk}).one()
+@dataclass(frozen=True)
+class ServingLookup:
+    tenant: str | None  # None: no such learner
+    linked: bool  # on the asking key's class list
+    stamp: ServingStamp | None
+
+
+def serving_lookup(*, session: Session, pseudonym: str, key_pk: int) -> ServingLookup:
+    row = session.execute(_LOOKUP, {"pseudonym": pseudonym, "key_pk": key_pk}).first()
+    if row is None:
+        return ServingLookup(tenant=None, linked=False, stamp=None)
+    pk, tenant, linked, count, last, artifact, version, status, personal_artifact, updated = row
     personal = None if status is None else f"{status}:{personal_artifact or ''}:{updated}"
-    return ServingStamp(learner_pk=learner_pk, num_interactions=int(count), last_position=last,
-                        active_artifact=artifact, active_version=version, personal_model=personal)
+    stamp = ServingStamp(learner_pk=pk, num_interactions=int(count), last_position=last, active_artifact=artifact,
+                         active_version=version, personal_model=personal)
+    return ServingLookup(tenant=tenant, linked=bool(linked), stamp=stamp)
 
 
 @dataclass
@@ -101,6 +124,17 @@ class RecommendationCache(Generic[T]):
         if entry is not None and entry.stamp == stamp and entry.expires_at > self._now():
             self._entries.move_to_end(key)
             return entry
+        return None
+
+    def get(self, key: tuple, stamp: tuple) -> T | None:
+        """The fresh entry or None, without waiting (safe on the event loop)."""
+        if self.ttl_s <= 0:
+            return None
+        with self._lock:
+            entry = self._fresh(key, stamp)
+            if entry is not None:
+                self.stats.hits += 1
+                return entry.value
         return None
 
     def get_or_compute(self, key: tuple, stamp: tuple, compute: Callable[[], T]) -> tuple[T, bool]:

@@ -1,0 +1,100 @@
+"""`aivo apikey ...` and `aivo serve` as real subprocesses (embedded SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from .conftest import free_port
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`aivo ...` in this process (interpreter starts are slow here); one test runs real subprocesses."""
+    from aivo.cli import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_apikey_create_list_link_revoke(run_cli, capsys):
+    created = run_cli("apikey", "create", "--role", "teacher", "--tenant", "school-9", "--name", "ms. rivera",
+                      "-l", "s-1,s-2", "--learner", "s-3", "--json")
+    assert created.returncode == 0, created.stderr
+    body = json.loads(created.stdout)
+    key_id, token = body["key"]["key_id"], body["token"]
+    assert token.startswith(f"aivo_{key_id}_") and body["key"]["num_learners"] == 3
+    code, out, _ = cli(capsys, "apikey", "list", "--json")
+    listed = json.loads(out)
+    assert code == 0 and [k["key_id"] for k in listed] == [key_id] and "token" not in listed[0]
+    assert token not in cli(capsys, "apikey", "list")[1]
+    assert json.loads(cli(capsys, "apikey", "link", key_id, "s-4", "s-1", "--json")[1]) == {"key_id": key_id,
+                                                                                            "linked": 1}
+    assert json.loads(cli(capsys, "apikey", "unlink", key_id, "s-2", "--json")[1])["unlinked"] == 1
+    code, out, _ = cli(capsys, "apikey", "revoke", key_id, "--reason", "left the school", "--json")
+    assert code == 0 and json.loads(out)["revoked_at"]
+    assert json.loads(cli(capsys, "apikey", "list", "--json")[1]) == []
+    assert len(json.loads(cli(capsys, "apikey", "list", "--all", "--json")[1])) == 1
+    code, _, err = cli(capsys, "apikey", "revoke", key_id)
+    assert code == 5 and "already revoked" in err
+
+
+def test_apikey_mistakes_are_one_line_errors(capsys):
+    code, _, err = cli(capsys, "apikey", "create", "--role", "root", "--tenant", "x")
+    assert code == 3 and "invalid role 'root'" in err and "Traceback" not in err
+    code, _, err = cli(capsys, "apikey", "create", "--role", "admin", "--tenant", "a b")
+    assert code == 3 and "invalid tenant" in err
+    code, _, err = cli(capsys, "apikey", "create", "--role", "admin", "--tenant", "x", "-l", "s1")
+    assert code == 3 and "only teacher keys" in err
+    code, _, err = cli(capsys, "apikey", "revoke", "000000000000")
+    assert code == 4 and "does not exist" in err
+
+
+def test_scheduler_in_the_api_needs_one_worker(capsys):
+    code, _, err = cli(capsys, "serve", "--workers", "2", "--scheduler", "--port", str(free_port()))
+    assert code == 2 and "aivo scheduler run" in err
+
+
+def test_serve_with_two_workers(aivo_home, capsys):
+    token = json.loads(cli(capsys, "apikey", "create", "--role", "service", "--tenant", "default", "--json")[1])["token"]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIVO_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update({"AIVO_HOME": str(aivo_home), "AIVO_NUM_THREADS": "1"})
+    proc = subprocess.Popen([sys.executable, "-m", "aivo", "serve", "--port", str(port), "--workers", "2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            cwd=str(aivo_home.parent))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        health = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = httpx.get(base + "/health", timeout=5).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert health is not None, proc.stdout.read().decode() if proc.poll() is not None else "no answer"
+        assert health["database"]["ok"] and health["status"] == "degraded"  # no Main Brain yet
+        assert "aivo scheduler run" in health["scheduler"]["note"]
+        headers = {"X-API-Key": token}
+        rows = [{"learner_id": "s1", "item_id": "q1", "correct": 1, "order": i} for i in range(3)]
+        for _ in range(6):  # several connections, so both workers answer some
+            with httpx.Client(base_url=base, headers=headers) as c:
+                assert c.post("/v1/interactions", json={"interactions": rows}).status_code == 201
+        with httpx.Client(base_url=base, headers=headers) as c:
+            rec = c.get("/v1/learners/s1/recommendations")
+            metrics = c.get("/metrics").text
+        assert rec.status_code == 409 and "no active Main Brain" in rec.json()["detail"]
+        count = [line for line in metrics.splitlines()
+                 if line.startswith('aivo_http_requests_total{method="POST",route="/v1/interactions",status="201"}')]
+        assert count and float(count[0].split()[-1]) == 6.0  # summed over both workers
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
