@@ -39,6 +39,7 @@ from aivo.training.tables import DriftReference, DriftReport
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_DAYS = 7.0
+REFERENCE_LEARNERS = 500  # learners whose predictions form the reference distribution
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,17 @@ def scored_predictions(brain: TrainedBrain, data: InteractionLog, mask: np.ndarr
 def save_reference_from_data(*, registry: Registry, model_id: str, version: str, brain: TrainedBrain,
                              data: InteractionLog, test: InteractionLog, auc: float | None, source: str,
                              config: DriftConfig = DriftConfig(), clock: Clock = SYSTEM_CLOCK) -> Profile:
-    predictions, labels = scored_predictions(brain, test)
+    # Predictions: the distribution over (a sample of) every learner of the snapshot, a far steadier
+    # baseline than the few test learners; AUC: on the held-out test learners only.
+    learners = np.array(sorted(data.frame["learner_id"].unique()), dtype=object)
+    if len(learners) > REFERENCE_LEARNERS:
+        learners = np.random.default_rng(0).choice(learners, size=REFERENCE_LEARNERS, replace=False)
+    predictions, labels = scored_predictions(brain, data.select_learners(learners))
     profile = build_profile(data.frame, predictions=predictions, labels=labels, config=config, top_k=config.top_k)
-    if auc is not None:
-        profile.auc = float(auc)
+    if auc is None:
+        test_predictions, test_labels = scored_predictions(brain, test)
+        auc = build_profile(test.frame, predictions=test_predictions, labels=test_labels, config=config).auc
+    profile.auc = None if auc is None else float(auc)
     with registry.session() as session:
         existing = session.scalar(sa.select(DriftReference).where(DriftReference.model_id == model_id,
                                                                   DriftReference.version == version))
