@@ -162,3 +162,61 @@ def test_openapi_documents_auth_and_schemas(api):
     assert {"401", "403", "413", "422"} <= set(ingest["responses"]) and ingest.get("security")
     assert "security" not in spec["paths"]["/health"]["get"]
     assert httpx.get(api.base + "/docs").status_code == 200
+
+
+def _answers(n: int) -> list[dict]:
+    return [{"item_id": f"q{i % 9}", "skill_ids": f"s{i % 3}", "correct": int(i % 3 != 0), "order": i}
+            for i in range(n)]
+
+
+def test_baseline_provisions_the_clone_and_queues_training(api):
+    with api.client("service") as c:
+        r = c.post("/v1/learners/newcomer-1/baseline", json={"answers": _answers(9)})
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert body["learner_id"] == api.pseudonym("newcomer-1") and body["answers"] == body["stored"] == 9
+        assert body["correct_rate"] == round(6 / 9, 4) and {s["skill_id"] for s in body["skills"]} == {"s0", "s1", "s2"}
+        assert body["clone"] == {"kind": "brain", "status": "pending", "source_version": "aivo-main-v1", "created": True}
+        assert body["training"]["status"] == "queued" and body["training"]["job_id"]
+        status = c.get("/v1/learners/newcomer-1").json()
+        assert status["num_interactions"] == 9 and status["tenant"] == "school-a"
+        assert [(m["kind"], m["status"]) for m in status["models"]] == [("brain", "pending")]
+        again = c.post("/v1/learners/newcomer-1/baseline", json={"answers": _answers(9)}).json()
+        assert again["clone"]["created"] is False and again["stored"] == 0
+        assert again["training"]["status"] == "already_training"  # the first job is still queued (no worker here)
+        assert again["training"]["job_id"] == body["training"]["job_id"]
+
+
+def test_baseline_refusals(api):
+    with api.client("teacher") as c:
+        assert c.post("/v1/learners/L001/baseline", json={"answers": _answers(3)}).status_code == 403
+    with api.client("service_b") as c:  # tenant B: tenant A's learner is as if unknown... but it exists
+        r = c.post("/v1/learners/L001/baseline", json={"answers": _answers(3)})
+        assert r.status_code == 404 and "learner not found" in r.json()["detail"]
+    with api.client("service") as c:
+        bad = _answers(3)
+        bad[1]["correct"] = "yes"
+        r = c.post("/v1/learners/newcomer-2/baseline", json={"answers": bad})
+        assert r.status_code == 422 and "answers[1].correct" in r.json()["detail"]
+        assert c.get("/v1/learners/newcomer-2").status_code == 404  # nothing stored, no learner created
+        assert c.post("/v1/learners/newcomer-2/baseline", json={"answers": []}).status_code == 422
+
+
+def test_federated_aggregate(api):
+    with api.client("service") as c:
+        assert c.post("/v1/federated/aggregate", json={"dry_run": True}).status_code == 403
+    with api.client("admin") as c:
+        dry = c.post("/v1/federated/aggregate", json={"dry_run": True, "min_learners": 2})
+        assert dry.status_code == 200, dry.text
+        report = dry.json()["report"]
+        assert dry.json()["dry_run"] is True and report["dry_run"] is True
+        assert report["status"] == "skipped" and report["version_before"] == "aivo-main-v1"  # no trained clones yet
+        bad = c.post("/v1/federated/aggregate", json={"dry_run": True, "strategy": "nonsense"})
+        assert bad.status_code == 422 and "nonsense" in bad.json()["detail"]
+        mixed = c.post("/v1/federated/aggregate", json={"strategy": "median"})
+        assert mixed.status_code == 422 and "dry runs only" in mixed.json()["detail"]
+        queued = c.post("/v1/federated/aggregate", json={})
+        assert queued.status_code == 202 and queued.json()["job"]["status"] == "queued"
+        again = c.post("/v1/federated/aggregate", json={}).json()["job"]
+        assert again["status"] == "already_training" and again["job_id"] == queued.json()["job"]["job_id"]
+        assert c.get("/v1/models").json()[0]["version"] != "aivo-main-v3"  # nothing registered by the dry run

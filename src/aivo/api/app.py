@@ -82,17 +82,12 @@ def _wants_scheduler(settings: Settings, scheduler: bool | None) -> tuple[bool, 
 
 
 def _start_scheduler(app: FastAPI) -> None:
-    """Start the in-process scheduler. Contract with aivo.scheduler:
-    `start_scheduler(*, settings, registry, clock) -> SchedulerHandle` (state.py), started here
-    and shut down when the app stops."""
-    try:
-        from aivo.scheduler import start_scheduler
-    except ImportError as exc:
-        app.state.hooks.scheduler_note = f"not available: {exc}"
-        log.warning("the scheduler was not started: %s", exc)
-        return
+    """The training scheduler in this process (single worker only; see _wants_scheduler)."""
+    from aivo.scheduler.service import start_scheduler
+
     state = app.state
-    state.hooks.scheduler = start_scheduler(settings=state.settings, registry=state.registry, clock=state.clock)
+    state.hooks.scheduler = start_scheduler(registry=state.registry, settings=state.settings, clock=state.clock)
+    state.hooks.scheduler_note = "runs in this API process"
     log.info("scheduler started in the API process")
 
 
@@ -119,7 +114,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         if state.hooks.scheduler is not None:
-            state.hooks.scheduler.shutdown()
+            state.hooks.scheduler.stop()
         tutor = getattr(state, "tutor_service", None)
         if tutor is not None:
             tutor.close()

@@ -187,3 +187,9 @@ def check_learner_access(key: VerifiedKey, *, tenant: str | None, linked) -> Non
     if key.role == "teacher" and not (linked() if callable(linked) else linked):
         raise ForbiddenError("this teacher key is not linked to this learner "
                              "(add it with `aivo apikey link KEY_ID LEARNER_ID`)")
+
+
+def learner_tenant(*, registry: Registry, pseudonym: str) -> str | None:
+    """The learner's tenant, or None when no such learner exists (blocking)."""
+    return registry.run(lambda session: session.scalar(sa.select(Learner.tenant)
+                                                       .where(Learner.pseudonym == pseudonym)), read_only=True)

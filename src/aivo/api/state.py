@@ -25,11 +25,15 @@ log = logging.getLogger(__name__)
 
 
 class SchedulerHandle(Protocol):
-    """What `aivo serve` needs from an in-process scheduler (aivo.scheduler provides it)."""
+    """What the API needs from an in-process scheduler (aivo.scheduler.service.TrainingScheduler)."""
 
-    def status(self) -> dict[str, Any]: ...
+    @property
+    def running(self) -> bool: ...
 
-    def shutdown(self) -> None: ...
+    @property
+    def is_leader(self) -> bool: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass
@@ -112,10 +116,21 @@ def privacy_of(state: Any, pseudonym: str) -> dict[str, Any] | None:
 
 
 def scheduler_status(state: Any) -> dict[str, Any]:
+    """For /health: is a scheduler leading (from the database, wherever it runs), and is it this
+    process. Blocking (database reads)."""
+    from aivo.scheduler.control import scheduler_status as read_status
+
     handle = state.hooks.scheduler
-    if handle is None:
-        return {"running": False, "in_process": False, "note": state.hooks.scheduler_note}
+    out: dict[str, Any] = {"in_process": handle is not None, "note": state.hooks.scheduler_note}
+    if handle is not None:
+        out.update(process_running=handle.running, process_leads=handle.is_leader)
     try:
-        return {"in_process": True, **handle.status()}
-    except Exception as exc:
-        return {"running": False, "in_process": True, "error": f"{type(exc).__name__}: {exc}"}
+        status = read_status(registry=state.registry, settings=state.settings, clock=state.clock)["scheduler"]
+    except Exception as exc:  # health reports, never raises
+        out.update(running=False, error=f"{type(exc).__name__}: {exc}")
+        return out
+    out.update(running=status["running"], enabled=status["enabled"], leader=status["leader"],
+               lease_expires_at=status["lease_expires_at"],
+               models_training=[m["model_id"] for m in status["models_training"]],
+               last_training=status["last_training"])
+    return out

@@ -1,14 +1,16 @@
-"""Federated aggregation rounds (the aggregate endpoint is mounted from aivo.federated when present)."""
+"""Federated aggregation: run a round (queued as a trainer job, or a dry run now) and list rounds."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 
-from aivo.api.deps import RegistryDep, ServiceKey
-from aivo.api.schemas.common import ERROR_RESPONSES
-from aivo.api.schemas.federated import FederatedUpdatePublic
+from aivo.api.deps import AdminKey, ClockDep, RegistryDep, ServiceKey, SettingsDep
+from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse
+from aivo.api.schemas.federated import AggregateCreate, AggregatePublic, AggregationJobPublic, FederatedUpdatePublic
+from aivo.errors import ConfigError, DataError
 from aivo.registry import list_federated_updates
 
 router = APIRouter(tags=["federated"])
@@ -25,3 +27,40 @@ def updates(registry: RegistryDep, key: ServiceKey,
     records = registry.run(lambda session: list_federated_updates(session=session, status=status, limit=limit,
                                                                   offset=offset), read_only=True)
     return [FederatedUpdatePublic(**r.to_dict()) for r in records]
+
+
+@router.post("/v1/federated/aggregate", response_model=AggregatePublic, status_code=status.HTTP_202_ACCEPTED,
+             summary="Run a federated round (queued), or a dry run (now)",
+             responses={**ERROR_RESPONSES, 200: {"model": AggregatePublic, "description": "Dry run: the report."},
+                        409: {"model": ErrorResponse, "description": "No active Main Brain."},
+                        422: {"model": ErrorResponse, "description": "Invalid options."}})
+async def aggregate(body: AggregateCreate, response: Response, registry: RegistryDep, settings: SettingsDep,
+                    clock: ClockDep, key: AdminKey) -> AggregatePublic:
+    """A real round is queued as a `federated` trainer job (202; aggregation runs in a worker, with
+    the AIVO_* settings) and changes the Main Brain only if the gate passes. A dry run computes the
+    round now (it may take seconds) and returns its report without registering, promoting or
+    charging any privacy budget (200). Admin keys only."""
+    actor = f"apikey:{key.key_id}"
+    overrides = {"strategy": body.strategy, "min_learners": body.min_learners, "max_stale_days": body.max_stale_days}
+    if not body.dry_run:
+        given = sorted(k for k, v in overrides.items() if v is not None)
+        if given:
+            raise DataError(f"{', '.join(given)} apply to dry runs only; a queued round uses the AIVO_* settings")
+        from aivo.training.retraining import schedule_retraining
+        from aivo.training.runs import FEDERATED_MODEL_ID
+
+        decision = await run_in_threadpool(lambda: schedule_retraining(
+            registry=registry, settings=settings, model_id=FEDERATED_MODEL_ID, reason=body.reason, priority="high",
+            force=True, created_by=actor, clock=clock))
+        return AggregatePublic(dry_run=False, job=AggregationJobPublic(
+            status=decision.status, job_id=decision.job.id if decision.job else None, reason=decision.reason))
+    from aivo.federated.service import AggregationOptions, run_aggregation
+
+    try:
+        options = AggregationOptions.from_settings(settings, dry_run=True, **overrides)
+    except ConfigError as exc:  # here the options come from the request: the caller's mistake
+        raise DataError(exc.message) from None
+    report = await run_in_threadpool(lambda: run_aggregation(registry=registry, options=options, actor=actor,
+                                                             clock=clock))
+    response.status_code = status.HTTP_200_OK
+    return AggregatePublic(dry_run=True, report=report.to_dict())

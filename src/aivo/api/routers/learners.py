@@ -5,15 +5,21 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 
-from aivo.api.deps import AdminKey, ClockDep, CurrentKey, LearnerDep, RegistryDep
+from aivo.api.auth import check_learner_access, learner_tenant
+from aivo.api.deps import (LEARNER_ID_DOC, AdminKey, ClockDep, CurrentKey, LearnerDep, RegistryDep, ServiceKey,
+                           SettingsDep, pseudonym_from_raw)
 from aivo.api.schemas.common import ERROR_RESPONSES, LEARNER_ERRORS
-from aivo.api.schemas.learners import (LearnerDeletedPublic, LearnerModelPublic, LearnerPublic,
-                                       LearnerSummaryPublic)
+from aivo.api.schemas.common import ErrorResponse
+from aivo.api.schemas.interactions import AttemptFields
+from aivo.api.schemas.learners import (BaselineClonePublic, BaselineCreate, BaselinePublic, BaselineTrainingPublic, LearnerDeletedPublic,
+                                       LearnerModelPublic, LearnerPublic, LearnerSummaryPublic, SkillBaselinePublic)
 from aivo.api.state import forget_learner, privacy_of
 from aivo.registry import delete_learner, export_learner, list_learners
 from aivo.registry.api_keys import list_key_learners
+from aivo.services.baseline import complete_baseline
 from aivo.services.learner_status import learner_status
 
 log = logging.getLogger(__name__)
@@ -71,3 +77,36 @@ def export(registry: RegistryDep, clock: ClockDep, key: AdminKey, learner: Learn
                                                        learner_id=learner.pseudonym,
                                                        inline_artifacts=inline_artifacts, clock=clock),
                         read_only=True)
+
+
+_ATTEMPT_FIELDS = tuple(AttemptFields.model_fields)
+
+
+@router.post("/v1/learners/{learner_id}/baseline", response_model=BaselinePublic,
+             status_code=status.HTTP_202_ACCEPTED, summary="Baseline assessment: store it, provision the clone",
+             responses={**LEARNER_ERRORS, 409: {"model": ErrorResponse, "description": "No active Main Brain."},
+                        422: {"model": ErrorResponse, "description": "An answer is invalid (nothing is stored)."}})
+async def baseline(request: Request, body: BaselineCreate, registry: RegistryDep, settings: SettingsDep,
+                   clock: ClockDep, key: ServiceKey,
+                   learner_id: Annotated[str, Path(min_length=1, max_length=256, description=LEARNER_ID_DOC)],
+                   ) -> BaselinePublic:
+    """Stores the answers as the learner's interactions (a new learner is created in the key's
+    tenant), provisions the learner's clone of the active Main Brain (kept if it exists, unless
+    `reset_clone`), and queues its first local training as a trainer job (202: training runs in
+    a worker; follow `training.job_id`). Admin or service keys."""
+    pseudonym = pseudonym_from_raw(request.app.state, learner_id)
+    tenant = await run_in_threadpool(learner_tenant, registry=registry, pseudonym=pseudonym)
+    if tenant is not None:
+        check_learner_access(key, tenant=tenant, linked=False)
+    answers = {name: [getattr(a, name) for a in body.answers] for name in _ATTEMPT_FIELDS}
+    result = await run_in_threadpool(lambda: complete_baseline(
+        registry=registry, settings=settings, learner_id=learner_id, answers=answers, tenant=key.tenant,
+        actor=f"apikey:{key.key_id}", reset_clone=body.reset_clone, clock=clock))
+    clone = result.clone
+    return BaselinePublic(
+        learner_id=result.learner_id, answers=result.answers, correct_rate=result.correct_rate,
+        skills=[SkillBaselinePublic(**vars(s)) for s in result.skills], stored=result.stored.rows_inserted,
+        clone=BaselineClonePublic(kind=clone.kind, status=clone.status, source_version=clone.source_version,
+                                  created=result.clone_created),
+        training=BaselineTrainingPublic(status=result.training_status, job_id=result.training_job_id,
+                                        reason=result.training_reason))

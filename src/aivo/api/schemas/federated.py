@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class FederatedUpdatePublic(BaseModel):
@@ -21,3 +21,26 @@ class FederatedUpdatePublic(BaseModel):
     status: str
     details: dict[str, Any]
     created_at: datetime
+
+
+class AggregateCreate(BaseModel):
+    dry_run: bool = Field(False, description="Compute the round and the gate's verdict; register, promote and "
+                                             "charge nothing. Runs now and answers with the report (200).")
+    strategy: str | None = Field(None, description="Dry runs only: fedavg, fedprox, weighted, median, "
+                                                   "trimmed-mean (default AIVO_AGGREGATION_STRATEGY).")
+    min_learners: int | None = Field(None, ge=1, description="Dry runs only (default AIVO_MIN_LEARNERS).")
+    max_stale_days: float | None = Field(None, ge=0, description="Dry runs only (default AIVO_MAX_STALE_DAYS).")
+    reason: str = Field("manual aggregation", max_length=500, description="Kept with the queued job.")
+
+
+class AggregationJobPublic(BaseModel):
+    status: str = Field(..., description="queued, or already_training when a round is already queued or running.")
+    job_id: int | None = Field(None, description="Follow it with GET /trainer/jobs/{id}.")
+    reason: str
+
+
+class AggregatePublic(BaseModel):
+    dry_run: bool
+    report: dict[str, Any] | None = Field(None, description="Dry run: the round's report (counts, privacy, "
+                                                            "metrics before and after, the gate's verdict).")
+    job: AggregationJobPublic | None = Field(None, description="Real round: the queued federated trainer job.")

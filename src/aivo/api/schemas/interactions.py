@@ -10,17 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 ExtraValue = str | int | float | bool | None
 
 
-class InteractionCreate(BaseModel):
-    """One attempt. `learner_id` is the id your system knows the learner by: the server replaces
-    it with a keyed pseudonym before anything is stored. Strings in `extra` are free text: e-mail
-    addresses, phone numbers and configured names are redacted before storage."""
+class AttemptFields(BaseModel):
+    """What one attempt records (aivo.data.schema), the learner aside."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "learner_id": "student-0042", "item_id": "frac-add-07", "skill_ids": "fractions;addition",
-        "correct": 1, "order": 17, "timestamp": "2026-03-02T09:15:00Z", "response_time_s": 12.5,
-        "subject": "math", "grade": 5, "item_type": "word_problem", "extra": {"hint_used": False}}]})
+    model_config = ConfigDict(extra="forbid")
 
-    learner_id: str = Field(..., min_length=1, max_length=256)
     item_id: str = Field(..., min_length=1, max_length=256)
     skill_ids: str | None = Field(None, max_length=1024, description="';'-separated skills; defaults to item_id.")
     correct: Literal[0, 1] = Field(..., description="1 = correct on the first attempt.")
@@ -33,6 +27,19 @@ class InteractionCreate(BaseModel):
     item_type: str | None = Field(None, max_length=64)
     extra: dict[str, ExtraValue] | None = Field(None, max_length=32,
                                                 description="Other fields, kept as they are (text is PII-scrubbed).")
+
+
+class InteractionCreate(AttemptFields):
+    """One attempt. `learner_id` is the id your system knows the learner by: the server replaces
+    it with a keyed pseudonym before anything is stored. Strings in `extra` are free text: e-mail
+    addresses, phone numbers and configured names are redacted before storage."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "learner_id": "student-0042", "item_id": "frac-add-07", "skill_ids": "fractions;addition",
+        "correct": 1, "order": 17, "timestamp": "2026-03-02T09:15:00Z", "response_time_s": 12.5,
+        "subject": "math", "grade": 5, "item_type": "word_problem", "extra": {"hint_used": False}}]})
+
+    learner_id: str = Field(..., min_length=1, max_length=256)
 
 
 class InteractionBatchCreate(BaseModel):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from aivo.api.schemas.interactions import AttemptFields
 
 
 class LearnerModelPublic(BaseModel):
@@ -54,3 +56,40 @@ class LearnerDeletedPublic(BaseModel):
     deleted: bool = True
     rows_deleted: dict[str, int]
     artifacts_deleted: int
+
+
+class BaselineCreate(BaseModel):
+    """A baseline assessment's answers, one attempt each (the learner is the one in the URL)."""
+
+    model_config = ConfigDict(extra="forbid")
+    answers: list[AttemptFields] = Field(..., min_length=1, max_length=1000)
+    reset_clone: bool = Field(False, description="Start an existing clone over from the active Main Brain.")
+
+
+class SkillBaselinePublic(BaseModel):
+    skill_id: str
+    attempts: int
+    accuracy: float
+
+
+class BaselineTrainingPublic(BaseModel):
+    status: str = Field(..., description="queued, already_training or too_soon.")
+    job_id: int | None = Field(None, description="Follow it with GET /trainer/jobs/{id}.")
+    reason: str
+
+
+class BaselineClonePublic(BaseModel):
+    kind: str
+    status: str = Field(..., description="pending until its first local training, then active or fallback.")
+    source_version: str = Field(..., description="The Main Brain version it was cloned from.")
+    created: bool = Field(..., description="False when the learner already had a clone (kept).")
+
+
+class BaselinePublic(BaseModel):
+    learner_id: str = Field(..., description="The stored pseudonym.")
+    answers: int
+    correct_rate: float
+    skills: list[SkillBaselinePublic]
+    stored: int = Field(..., description="Answers stored now (resent ones are skipped).")
+    clone: BaselineClonePublic
+    training: BaselineTrainingPublic
