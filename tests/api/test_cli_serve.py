@@ -98,3 +98,32 @@ def test_serve_with_two_workers(aivo_home, capsys):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
     assert proc.returncode == 0
+
+
+def test_scheduler_runs_in_a_single_worker_api(tmp_path):
+    """create_app(scheduler=True): the scheduler starts with the app, takes the lease, shows in
+    /health, and stops with the app. Schedules are set far from now: nothing fires."""
+    from datetime import datetime, timedelta, timezone
+
+    from aivo.api import create_app
+
+    from .conftest import ServerThread, make_settings
+
+    later = datetime.now(timezone.utc) + timedelta(hours=12)
+    weekday = (later + timedelta(days=3)).strftime("%A").lower()
+    settings = make_settings(tmp_path / "home", None, scheduler_enabled=True, job_lease_s=3.0,
+                             main_brain_training_schedule=f"0 {later.hour} * * *",
+                             federated_aggregation_schedule=f"30 {later.hour} * * *",
+                             weekly_retraining_day=weekday, weekly_retraining_hour=later.hour)
+    app = create_app(settings, tutor=False)
+    with ServerThread(app) as base:
+        deadline = time.monotonic() + 20
+        while True:
+            scheduler = httpx.get(base + "/health").json()["scheduler"]
+            if scheduler.get("running") or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert scheduler["in_process"] and scheduler["process_running"]
+        assert scheduler["running"] and scheduler["process_leads"] and scheduler["leader"]
+    handle = app.state.hooks.scheduler
+    assert not handle.running  # stopped with the app

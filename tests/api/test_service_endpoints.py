@@ -98,6 +98,24 @@ def test_federated_updates(api):
     assert updates[0]["num_contributors"] == 7 and updates[0]["privacy"]["epsilon"] == 1.2
 
 
+def test_learner_privacy_comes_from_the_ledger(api):
+    from aivo.privacy.ledger import charge_round
+
+    with api.client("teacher") as c:
+        before = c.get("/v1/learners/L002").json()["privacy"]
+    assert before["epsilon"] == 0.0 and before["rounds_eligible"] == 0 and not before["exhausted"]
+    assert before["budget"] == api.settings.epsilon_budget and before["remaining"] == api.settings.epsilon_budget
+    with api.registry.session() as session:
+        for _ in range(3):
+            charge_round(session=session, eligible=[api.pseudonym("L002")], sampled=[api.pseudonym("L002")],
+                         private=True, noise_multiplier=1.0, sample_rate=0.5, delta=api.settings.delta,
+                         accountant=api.settings.accountant)
+    with api.client("teacher") as c:
+        after = c.get("/v1/learners/L002").json()["privacy"]
+    assert after["rounds_eligible"] == 3 and 0 < after["epsilon"] < api.settings.epsilon_budget
+    assert after["remaining"] == round(api.settings.epsilon_budget - after["epsilon"], 6)
+
+
 def test_learner_status_export_and_erasure(api):
     with api.client("admin") as c:
         status = c.get("/v1/learners/L007").json()

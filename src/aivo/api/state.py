@@ -6,8 +6,8 @@
 - `recommendation_cache` (see recommendation_cache.py) and `loaded_artifacts` (digests of the
   Main Brain versions this process holds in memory);
 - `tutor_service` (aivo.tutor) when the tutor is mounted;
-- `hooks` (`ApiHooks`): the scheduler handle and the callbacks below, which the scheduler,
-  the adaptive orchestrator and the privacy ledger register without the API importing them.
+- `hooks` (`ApiHooks`): the in-process scheduler and the callbacks below (ingest listeners,
+  model-status details, dashboard panels), which other packages register on the app.
 """
 
 from __future__ import annotations
@@ -47,8 +47,6 @@ class ApiHooks:
     ingest_listeners: list[Callable[[list[str]], None]] = field(default_factory=list)
     # Extra fields for GET /v1/model/{id}/status (training state, drift): (model_id, version) -> dict.
     model_details: list[Callable[[str, MainVersionRecord | None], dict[str, Any]]] = field(default_factory=list)
-    # The learner's user-level privacy figures (pseudonym -> dict for PrivacyPublic, or None).
-    privacy_of: Callable[[str], dict[str, Any] | None] | None = None
     # More dashboard panels (drift scores, job queues): each returns (title, HTML or SVG from
     # aivo.api.plots). Called per page view, in a worker thread.
     dashboard_panels: list[Callable[[], tuple[str, str]]] = field(default_factory=list)
@@ -108,11 +106,6 @@ def model_details(state: Any, model_id: str, record: MainVersionRecord | None) -
         except Exception:
             log.exception("model details provider %r failed", provider)
     return details
-
-
-def privacy_of(state: Any, pseudonym: str) -> dict[str, Any] | None:
-    provider = state.hooks.privacy_of
-    return provider(pseudonym) if provider is not None else None
 
 
 def scheduler_status(state: Any) -> dict[str, Any]:

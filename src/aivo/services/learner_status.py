@@ -1,4 +1,8 @@
-"""A learner's status for teachers and operators: data held, personal models, privacy spent."""
+"""A learner's status for teachers and operators: data held, personal models, privacy spent.
+
+Privacy figures come from aivo.privacy: the user-level epsilon of the learner's ledger
+(aggregation) and the record-level epsilon of their local DP-SGD sessions, composed by the
+accountant. The two are reported side by side, never added."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from aivo.config import Settings
 from aivo.registry import LearnerRecord, Registry, get_learner, learner_model_history
 from aivo.registry.models import Interaction, Learner, LearnerModel
 
@@ -21,7 +26,7 @@ class LearnerModelStatus:
     performance: float | None
     last_trained_at: datetime | None
     num_training_sessions: int
-    record_level_epsilon: float | None  # the largest of its DP-SGD sessions; never added to user-level
+    record_level_epsilon: float | None  # its DP-SGD sessions composed; never added to user-level
 
 
 @dataclass(frozen=True)
@@ -30,10 +35,22 @@ class LearnerStatus:
     num_interactions: int
     last_interaction_at: datetime | None
     models: list[LearnerModelStatus] = field(default_factory=list)
+    privacy: dict[str, Any] = field(default_factory=dict)  # user level (aggregation), see module doc
 
 
-def learner_status(*, registry: Registry, learner_id: str) -> LearnerStatus:
+def _user_level(session, *, learner_id: str, settings: Settings) -> dict[str, Any]:
+    from aivo.privacy.ledger import LedgerRecord, get_ledgers
+
+    ledger = get_ledgers(session=session, learner_ids=[learner_id]).get(learner_id)
+    if ledger is None:  # never eligible for a round: nothing released depends on this learner
+        ledger = LedgerRecord(learner_id=learner_id, kind="brain")
+    return ledger.to_dict(delta=settings.delta, accountant=settings.accountant, budget=settings.epsilon_budget)
+
+
+def learner_status(*, registry: Registry, settings: Settings, learner_id: str) -> LearnerStatus:
     """`learner_id` is the pseudonym. Raises NotFoundError for an unknown learner."""
+    from aivo.privacy.report import record_level_epsilons
+
     with registry.session(read_only=True) as session:
         learner = get_learner(session=session, learner_id=learner_id)
         pk = session.scalar(sa.select(Learner.id).where(Learner.pseudonym == learner_id))
@@ -44,11 +61,14 @@ def learner_status(*, registry: Registry, learner_id: str) -> LearnerStatus:
         models = []
         for kind in kinds:
             history = learner_model_history(session=session, learner_id=learner_id, kind=kind)
-            epsilons = [s.epsilon_spent for s in history.sessions if s.epsilon_spent is not None]
+            record = record_level_epsilons(session=session, learner_ids=[learner_id], delta=settings.delta,
+                                           accountant=settings.accountant, kind=kind).get(learner_id, {})
             m = history.model
             models.append(LearnerModelStatus(kind=m.kind, status=m.status, source_version=m.source_version,
                                              metrics=m.metrics, performance=m.performance,
                                              last_trained_at=m.last_trained_at,
                                              num_training_sessions=len(history.sessions),
-                                             record_level_epsilon=max(epsilons) if epsilons else None))
-    return LearnerStatus(learner=learner, num_interactions=int(count), last_interaction_at=last_at, models=models)
+                                             record_level_epsilon=record.get("epsilon")))
+        privacy = _user_level(session, learner_id=learner_id, settings=settings)
+    return LearnerStatus(learner=learner, num_interactions=int(count), last_interaction_at=last_at, models=models,
+                         privacy=privacy)

@@ -15,8 +15,9 @@ from aivo.api.schemas.common import ERROR_RESPONSES, LEARNER_ERRORS
 from aivo.api.schemas.common import ErrorResponse
 from aivo.api.schemas.interactions import AttemptFields
 from aivo.api.schemas.learners import (BaselineClonePublic, BaselineCreate, BaselinePublic, BaselineTrainingPublic, LearnerDeletedPublic,
-                                       LearnerModelPublic, LearnerPublic, LearnerSummaryPublic, SkillBaselinePublic)
-from aivo.api.state import forget_learner, privacy_of
+                                       LearnerModelPublic, LearnerPublic, LearnerSummaryPublic, PrivacyPublic,
+                                       SkillBaselinePublic)
+from aivo.api.state import forget_learner
 from aivo.registry import delete_learner, export_learner, list_learners
 from aivo.registry.api_keys import list_key_learners
 from aivo.services.baseline import complete_baseline
@@ -42,15 +43,16 @@ def list_tenant_learners(registry: RegistryDep, key: CurrentKey,
 
 @router.get("/v1/learners/{learner_id}", response_model=LearnerPublic, summary="A learner's status",
             responses=LEARNER_ERRORS)
-def get_learner_status(request: Request, registry: RegistryDep, key: CurrentKey, learner: LearnerDep) -> LearnerPublic:
+def get_learner_status(registry: RegistryDep, settings: SettingsDep, key: CurrentKey,
+                       learner: LearnerDep) -> LearnerPublic:
     """Data held, personal models (status, metrics, record-level epsilon) and user-level privacy
     spent. Teacher keys: learners on their class list only."""
-    status = learner_status(registry=registry, learner_id=learner.pseudonym)
-    privacy = privacy_of(request.app.state, learner.pseudonym)
+    status = learner_status(registry=registry, settings=settings, learner_id=learner.pseudonym)
     return LearnerPublic(
         learner_id=status.learner.learner_id, tenant=status.learner.tenant, created_at=status.learner.created_at,
         num_interactions=status.num_interactions, last_interaction_at=status.last_interaction_at,
-        models=[LearnerModelPublic(**vars(m)) for m in status.models], privacy=privacy)
+        models=[LearnerModelPublic(**vars(m)) for m in status.models],
+        privacy=PrivacyPublic(**{k: status.privacy[k] for k in PrivacyPublic.model_fields}))
 
 
 @router.delete("/v1/learners/{learner_id}", response_model=LearnerDeletedPublic, summary="Erase a learner",

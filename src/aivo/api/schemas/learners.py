@@ -19,21 +19,24 @@ class LearnerModelPublic(BaseModel):
     last_trained_at: datetime | None
     num_training_sessions: int
     record_level_epsilon: float | None = Field(
-        None, description="Largest record-level epsilon of its local DP-SGD sessions (never added to user-level).")
+        None, description="Record-level epsilon of its local DP-SGD sessions, composed (never added to user-level).")
 
 
 class PrivacyPublic(BaseModel):
-    """User-level privacy spent by taking part in federated aggregation (the learner's ledger)."""
+    """User-level privacy spent by taking part in federated aggregation (the learner's ledger).
+    Record-level epsilon of local DP-SGD is per model, in `models`; the two are never added."""
 
-    epsilon: float | None = Field(None, description="Null when the learner never took part, or when a round ran "
-                                                    "without differential privacy (no guarantee).")
-    delta: float | None
+    epsilon: float | None = Field(..., description="Spent at `delta`; null when unbounded (a round without DP).")
+    unbounded: bool
+    delta: float
+    accountant: str
     budget: float
     remaining: float | None
-    rounds_eligible: int = 0
-    rounds_sampled: int = 0
-    non_private_rounds: int = 0
-    exhausted: bool = False
+    exhausted: bool = Field(..., description="The learner no longer contributes to aggregation.")
+    rounds_eligible: int
+    rounds_sampled: int
+    non_private_rounds: int
+    last_round_at: datetime | None
 
 
 class LearnerPublic(BaseModel):
@@ -43,7 +46,7 @@ class LearnerPublic(BaseModel):
     num_interactions: int
     last_interaction_at: datetime | None
     models: list[LearnerModelPublic]
-    privacy: PrivacyPublic | None = None
+    privacy: PrivacyPublic
 
 
 class LearnerSummaryPublic(BaseModel):
