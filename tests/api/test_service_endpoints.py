@@ -75,6 +75,14 @@ def test_models_list_status_promote_rollback(api):
         assert back.status_code == 200 and back.json()["version"] == "aivo-main-v1"
         assert c.get("/v1/learners/L004/recommendations").json()["model_version"] == "aivo-main-v1"
         assert c.post("/v1/models/rollback", json={"reason": "x", "to_version": "nope"}).status_code == 404
+    from aivo.training.retraining import schedule_retraining
+
+    job = schedule_retraining(registry=api.registry, settings=api.settings, model_id="aivo-main-brain",
+                              reason="tests", force=True).job
+    with api.client("service") as c:
+        details = c.get("/v1/model/aivo-main-brain/status").json()["details"]
+    assert details["training"] == {"job_id": job.id, "kind": "main_brain", "status": "queued", "reason": "tests"}
+    assert details["drift"] is None and details["last_training"] is None
     with api.registry.session(read_only=True) as session:
         actors = {(a.action, a.actor) for a in list_audit(session=session)}
     assert any(action == "main.promote" and actor.startswith("apikey:") for action, actor in actors)

@@ -11,6 +11,8 @@ from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.registry import (FederatedUpdateRecord, MainVersionRecord, Registry, RegistryStatistics,
                            get_statistics, list_federated_updates, list_main_versions)
 from aivo.registry.models import Base, TrainingSession
+from aivo.training.drift_service import list_drift_reports
+from aivo.training.runs import MAIN_BRAIN_MODEL_ID
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class DashboardData:
     sessions_per_day: list[tuple[date, int]]  # local training sessions, the last `days` days
     ledger_epsilons: list[float] | None = None  # user-level epsilon per learner (None: no ledger table)
     non_private_learners: int = 0  # learners who took part in a round without DP (no guarantee)
+    drift: list = field(default_factory=list)  # the Main Brain's drift reports, oldest first
     generated_at: datetime | None = None
     extra: dict = field(default_factory=dict)
 
@@ -57,5 +60,6 @@ def dashboard_data(*, registry: Registry, days: int = 60, max_points: int = 500,
         federated = list_federated_updates(session=session, limit=max_points)[::-1]
         per_day = _sessions_per_day(session, now - timedelta(days=days))
         epsilons, non_private = _ledger(session)
+        drift = list_drift_reports(session=session, model_id=MAIN_BRAIN_MODEL_ID, limit=max_points)[::-1]
     return DashboardData(stats=stats, versions=versions, federated=federated, sessions_per_day=per_day,
-                         ledger_epsilons=epsilons, non_private_learners=non_private, generated_at=now)
+                         ledger_epsilons=epsilons, non_private_learners=non_private, drift=drift, generated_at=now)

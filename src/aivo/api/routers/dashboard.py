@@ -143,6 +143,20 @@ def _privacy_panel(data: DashboardData, budget: float) -> str:
     return "".join(parts)
 
 
+def _drift_panel(data: DashboardData, threshold: float) -> str:
+    points = [(r.computed_at, r.score) for r in data.drift if r.score is not None]
+    chart = plots.line_chart(series={"drift score": ([t for t, _ in points], [v for _, v in points])},
+                             ylabel="drift score", hline=(threshold, f"threshold {threshold:g}"),
+                             empty="no drift check has run yet")
+    latest = data.drift[-1] if data.drift else None
+    if latest is None:
+        return chart
+    signals = ", ".join(f"{html.escape(str(k))} {v:.3f}" for k, v in sorted(latest.signals.items())
+                        if isinstance(v, (int, float)))
+    verdict = '<span class="warn">drifted: retraining scheduled</span>' if latest.drifted else "within threshold"
+    return chart + f"<p>Latest ({html.escape(latest.version or '')}): {verdict}. {signals}</p>"
+
+
 def render_dashboard(request: Request) -> str:
     state = request.app.state
     data = dashboard_data(registry=state.registry, clock=state.clock)
@@ -151,7 +165,8 @@ def render_dashboard(request: Request) -> str:
                                empty="no local training session in the last 60 days")
     panels = [("Registry", _stats_table(data)), ("Main Brain versions: test AUC over time", _version_panel(data)),
               ("Local training sessions", sessions), ("Federated rounds: AUC before and after", _federated_panel(data)),
-              ("Privacy spent (user level)", _privacy_panel(data, state.settings.epsilon_budget))]
+              ("Privacy spent (user level)", _privacy_panel(data, state.settings.epsilon_budget)),
+              ("Main Brain drift", _drift_panel(data, state.settings.drift_threshold))]
     for panel in state.hooks.dashboard_panels:
         try:
             panels.append(panel())

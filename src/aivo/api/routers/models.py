@@ -10,15 +10,12 @@ from aivo.api.deps import AdminKey, ClockDep, RegistryDep, ServiceKey
 from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse
 from aivo.api.schemas.models import ModelStatusPublic, ModelVersionPublic, PromoteCreate, RollbackCreate
 from aivo.api.state import model_details
-from aivo.registry import (MainVersionRecord, get_active_main_version, get_main_version, list_main_versions,
-                           promote_main_version, rollback_main_version)
+from aivo.registry import MainVersionRecord, list_main_versions, promote_main_version, rollback_main_version
+from aivo.services.model_status import model_status
+from aivo.training.runs import MAIN_BRAIN_MODEL_ID
 
 router = APIRouter(tags=["models"])
 
-# The model family served by the registry's main versions. Asking for it (or "active") means
-# "the active version"; any other id is a version name such as aivo-main-v3.
-MAIN_BRAIN_MODEL_ID = "aivo-main-brain"
-ACTIVE_ALIASES = frozenset({MAIN_BRAIN_MODEL_ID, "active"})
 _NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such version."}}
 _CONFLICT = {409: {"model": ErrorResponse, "description": "Already active, or nothing to roll back to."}}
 
@@ -41,23 +38,23 @@ def list_models(registry: RegistryDep, key: ServiceKey,
 
 @router.get("/v1/model/{model_id}/status", response_model=ModelStatusPublic, summary="A model's status",
             responses={**ERROR_RESPONSES, **_NOT_FOUND})
-def model_status(request: Request, registry: RegistryDep, key: ServiceKey,
-                 model_id: Annotated[str, Path(description=f"A version name, or `{MAIN_BRAIN_MODEL_ID}` "
-                                                           "(or `active`) for the active version.")],
-                 ) -> ModelStatusPublic:
-    def work(session):
-        if model_id in ACTIVE_ALIASES:
-            return get_active_main_version(session=session)
-        return get_main_version(session=session, version=model_id)
-
-    record = registry.run(work, read_only=True)
+def get_model_status(request: Request, registry: RegistryDep, key: ServiceKey,
+                     model_id: Annotated[str, Path(description=f"A version name, or `{MAIN_BRAIN_MODEL_ID}` "
+                                                               "(or `active`) for the active version.")],
+                     ) -> ModelStatusPublic:
+    """The version, whether it is active and loaded in this process, its test AUC, the Main
+    Brain's open training job and last training, and the latest drift report."""
+    status = model_status(registry=registry, model_id=model_id)
+    record = status.version
     test = ((record.training_metrics.get("test") or {}).get("metrics") or {}) if record else {}
     state = request.app.state
+    details = {"training": status.training, "last_training": status.last_training, "drift": status.drift,
+               **model_details(state, model_id, record)}
     return ModelStatusPublic(
         model_id=model_id, version=_public(record) if record else None,
         active=record is not None and record.status == "active",
         loaded=record is not None and record.artifact_sha256 in state.loaded_artifacts,
-        test_auc=test.get("auc"), details=model_details(state, model_id, record))
+        test_auc=test.get("auc"), details=details)
 
 
 @router.post("/v1/model/{model_id}/promote", response_model=ModelVersionPublic, summary="Make a version active",
