@@ -24,6 +24,7 @@ from aivo.api.metrics import ApiMetrics
 from aivo.api.middleware import BodySizeLimit, RequestMetrics
 from aivo.api.recommendation_cache import RecommendationCache
 from aivo.api.routers import dashboard, federated, health, interactions, learners, models, recommendations
+from aivo.api.routers import drift, scheduler, trainer_jobs
 from aivo.api.state import ApiHooks, ApiStats
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings, get_settings
@@ -39,6 +40,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     recommendations.router,
     models.router,
     federated.router,
+    scheduler.router,
+    trainer_jobs.router,
+    drift.router,
     dashboard.router,
 )
 
@@ -49,6 +53,8 @@ _TAGS = [
     {"name": "recommendations", "description": "What each learner should do next."},
     {"name": "models", "description": "Main Brain versions: list, status, promote, rollback."},
     {"name": "federated", "description": "Federated aggregation rounds."},
+    {"name": "scheduler", "description": "The training scheduler: status, manual triggers, schedules."},
+    {"name": "trainer", "description": "Trainer jobs: datasheet-documented training, evaluation harness, promotion."},
     {"name": "tutor", "description": "Student-aware explanations, assessment and per-learner tutor clones."},
     {"name": "dashboard", "description": "Server-rendered operator dashboard."},
 ]
@@ -152,6 +158,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    trainer_jobs.install_hooks(app)
     if tutor:
         from aivo.api.tutor_mount import mount_tutor
 

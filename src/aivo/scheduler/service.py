@@ -281,6 +281,10 @@ class TrainingScheduler:
 
 
 def start_scheduler(*, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK,
-                    run_worker: bool = False) -> TrainingScheduler:
-    """Start a scheduler in this process (for `aivo serve` with one worker). Call `.stop()` on shutdown."""
+                    run_worker: bool | None = None) -> TrainingScheduler:
+    """Start a scheduler in this process (for `aivo serve` with one worker). Call `.stop()` on shutdown.
+    `run_worker` (default: in embedded mode, i.e. SQLite) also runs one trainer worker thread, so
+    that an embedded deployment trains without a separate `aivo worker run`."""
+    if run_worker is None:
+        run_worker = settings.is_embedded
     return TrainingScheduler(registry=registry, settings=settings, clock=clock, run_worker=run_worker).start()

@@ -1,93 +1,109 @@
 """Job kinds backed by issue 4's services: a learner's clone (local training) and federated
-aggregation. Each looks its service function up when a worker asks whether it can run it; while
-the function is not installed, the kind is unavailable: jobs of that kind are recorded and stay
-queued (no worker claims them), and run once a build that has the service is deployed.
+aggregation. Each imports its service when a worker asks whether it can run it; in a build
+without the service the kind is unavailable: its jobs are recorded and stay queued (no worker
+claims them) until a worker that has it appears.
 
-Service functions looked up (keyword arguments, as the rest of AIVO):
-- learner_model: `aivo.personalization.service.train_learner(registry=, settings=, learner_id=,
-  should_stop=, clock=)` -> an object with `to_dict()` (the training session's summary);
-- federated: `aivo.federated.service.run_aggregation(registry=, settings=, dry_run=False,
-  clock=)` -> an object with `to_dict()`.
+- learner_model: `aivo.personalization.service.train_learner` on the learner's own interactions;
+  a learner without a clone is cloned first (`aivo.personalization.clone.clone_learner`).
+- federated: `aivo.federated.service.run_aggregation` with `AggregationOptions.from_settings`
+  plus the job's `config` (strategy, min_learners, ...); too few eligible learners is a
+  successful job whose result says "skipped".
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
-from collections.abc import Callable
 from typing import Any
 
+from aivo.config import Settings
+from aivo.errors import DataError
 from aivo.training.context import JobContext, JobOutcome
 from aivo.training.kinds import JobKind, register_kind
 
 log = logging.getLogger(__name__)
 
 
-def find_service(module: str, function: str) -> Callable[..., Any] | None:
+def _importable(*modules: str) -> bool:
     try:
-        found = getattr(importlib.import_module(module), function, None)
+        for module in modules:
+            importlib.import_module(module)
     except ImportError:
-        return None
-    return found if callable(found) else None
+        return False
+    return True
 
 
-def _call(function: Callable[..., Any], **candidates: Any) -> Any:
-    """Call with the keyword arguments the function accepts (optional ones it lacks are dropped)."""
-    parameters = inspect.signature(function).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    return function(**{k: v for k, v in candidates.items() if accepts_any or k in parameters})
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, dict):
-        return value
-    return {"result": repr(value)}
-
-
-class ServiceKind(JobKind):
-    module: str
-    function: str
-
-    def service(self) -> Callable[..., Any] | None:
-        return find_service(self.module, self.function)
-
-    def available(self) -> bool:
-        return self.service() is not None
-
-    def unavailable_reason(self) -> str:
-        return (f"{self.module}.{self.function} is not installed in this build: {self.name} jobs are recorded "
-                "and wait in the queue")
-
-
-class LearnerModelKind(ServiceKind):
+class LearnerModelKind(JobKind):
     name = "learner_model"
     needs_learner = True
-    module = "aivo.personalization.service"
-    function = "train_learner"
+    modules = ("aivo.personalization.service", "aivo.personalization.clone")
 
-    def run(self, ctx: JobContext) -> JobOutcome:
+    def available(self) -> bool:
+        return _importable(*self.modules)
+
+    def unavailable_reason(self) -> str:
+        return "local training (aivo.personalization) is not installed: learner_model jobs wait in the queue"
+
+    def validate(self, ctx: JobContext) -> dict[str, Any]:
         if ctx.job.learner_id is None:
-            from aivo.errors import DataError
-
-            raise DataError("this learner_model job has no learner (it was erased?)")
-        ctx.report("running", 0.1, "local training on the learner's own interactions")
-        result = _call(self.service(), registry=ctx.registry, settings=ctx.settings, learner_id=ctx.job.learner_id,
-                       should_stop=ctx.should_stop, clock=ctx.clock)
-        return JobOutcome(result=_as_dict(result))
-
-
-class FederatedKind(ServiceKind):
-    name = "federated"
-    module = "aivo.federated.service"
-    function = "run_aggregation"
+            raise DataError("this learner_model job has no learner any more (erased?)")
+        return {}
 
     def run(self, ctx: JobContext) -> JobOutcome:
+        from aivo.personalization.clone import clone_learner
+        from aivo.personalization.service import train_learner
+        from aivo.registry import get_learner_model
+        from aivo.errors import NotFoundError
+
+        learner_id = ctx.job.learner_id
+        with ctx.registry.session(read_only=True) as session:
+            try:
+                get_learner_model(session=session, learner_id=learner_id)
+                cloned = False
+            except NotFoundError:
+                cloned = True
+        if cloned:
+            ctx.report("cloning", 0.1, "the learner has no clone yet: cloning the active Main Brain")
+            clone_learner(registry=ctx.registry, settings=ctx.settings, learner_id=learner_id,
+                          tenant=ctx.job.tenant or "default", clock=ctx.clock)
+        ctx.report("running", 0.3, "local training on the learner's own interactions")
+        report = train_learner(registry=ctx.registry, settings=ctx.settings, learner_id=learner_id, clock=ctx.clock)
+        return JobOutcome(result={"cloned": cloned, **report.to_dict()})
+
+
+class FederatedKind(JobKind):
+    name = "federated"
+    modules = ("aivo.federated.service",)
+
+    def available(self) -> bool:
+        return _importable(*self.modules)
+
+    def unavailable_reason(self) -> str:
+        return "federated aggregation (aivo.federated) is not installed: federated jobs wait in the queue"
+
+    def check_config(self, *, config: dict[str, Any], settings: Settings) -> None:
+        self._options(config, settings)
+
+    def _options(self, config: dict[str, Any], settings: Settings):
+        from aivo.errors import AivoError
+        from aivo.federated.service import AggregationOptions
+
+        if "dry_run" in config:
+            raise DataError("federated jobs always apply their round; use `aivo aggregate --dry-run` to preview")
+        try:
+            return AggregationOptions.from_settings(settings, **config)
+        except TypeError as exc:
+            raise DataError(f"invalid federated config: {exc}") from None
+        except AivoError as exc:
+            raise DataError(exc.message) from None
+
+    def run(self, ctx: JobContext) -> JobOutcome:
+        from aivo.federated.service import run_aggregation
+
         ctx.report("running", 0.1, "federated aggregation round")
-        result = _call(self.service(), registry=ctx.registry, settings=ctx.settings, dry_run=False, clock=ctx.clock)
-        return JobOutcome(result=_as_dict(result))
+        report = run_aggregation(registry=ctx.registry, options=self._options(ctx.job.config, ctx.settings),
+                                 actor=f"trainer-job-{ctx.job.id}", clock=ctx.clock)
+        return JobOutcome(result=report.to_dict())
 
 
 register_kind(LearnerModelKind())

@@ -87,9 +87,11 @@ def fetch_job(*, registry: Registry, job_id: int) -> TrainerJobRecord:
 
 
 def find_jobs(*, registry: Registry, status: str | None = None, model_id: str | None = None,
-              kind: str | None = None, tenant: str | None = None, limit: int = 50, offset: int = 0) -> JobPage:
+              kind: str | None = None, tenant: str | None = None, visible_to_tenant: str | None = None,
+              limit: int = 50, offset: int = 0) -> JobPage:
     return registry.run(lambda session: list_jobs(session=session, status=status, model_id=model_id, kind=kind,
-                                                  tenant=tenant, limit=limit, offset=offset), read_only=True)
+                                                  tenant=tenant, visible_to_tenant=visible_to_tenant, limit=limit,
+                                                  offset=offset), read_only=True)
 
 
 def cancel(*, registry: Registry, job_id: int, clock: Clock = SYSTEM_CLOCK) -> TrainerJobRecord:

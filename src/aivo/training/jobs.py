@@ -155,8 +155,10 @@ def get_job(*, session: Session, job_id: int) -> TrainerJobRecord:
 
 
 def list_jobs(*, session: Session, status: str | None = None, model_id: str | None = None,
-              kind: str | None = None, tenant: str | None = None, limit: int = 50, offset: int = 0) -> JobPage:
-    """Newest first, with the total count for pagination."""
+              kind: str | None = None, tenant: str | None = None, visible_to_tenant: str | None = None,
+              limit: int = 50, offset: int = 0) -> JobPage:
+    """Newest first, with the total count for pagination. `visible_to_tenant`: that tenant's jobs
+    and the jobs of no tenant (the Main Brain's)."""
     if status is not None and status not in JOB_STATUSES:
         raise DataError(f"status must be one of {', '.join(JOB_STATUSES)}, got {status!r}")
     if not 1 <= limit <= MAX_PAGE or offset < 0:
@@ -170,6 +172,8 @@ def list_jobs(*, session: Session, status: str | None = None, model_id: str | No
         filters.append(TrainerJob.kind == kind)
     if tenant is not None:
         filters.append(TrainerJob.tenant == tenant)
+    if visible_to_tenant is not None:
+        filters.append(sa.or_(TrainerJob.tenant == visible_to_tenant, TrainerJob.tenant.is_(None)))
     total = session.scalar(sa.select(sa.func.count()).select_from(TrainerJob).where(*filters)) or 0
     rows = session.execute(_select().where(*filters).order_by(TrainerJob.id.desc()).limit(limit).offset(offset))
     return JobPage(jobs=[job_record(r, p) for r, p in rows], total=int(total), limit=limit, offset=offset)
