@@ -7,9 +7,17 @@ per local epoch instead of one per learner. The result equals `train_local`'s sh
 for every learner whose chunks fit in one local batch (the usual case: a chunk holds up to
 `max_seq_len` interactions); others must go one by one.
 
-PyTorch's fused GRU/LSTM kernels have no vmap rule, so the vmapped model swaps the encoder's
-recurrent layer for `UnrolledRNN`, a step-by-step implementation over the *same* parameter
-tensors (checked against the fused kernel in the tests).
+PyTorch's fused GRU/LSTM kernels have no vmap rule. Two ways around it:
+
+* "staged" (used when the encoder is frozen, the default): the forward pass is split where the
+  Main Brain's forward splits -- embeddings (per learner, vmapped), the encoder (shared weights:
+  one fused call over every learner's chunks), heads (per learner, vmapped) -- and ordinary
+  autograd differentiates through all three. About the cost of one centralized batch.
+* "vmap": the whole model under `vmap(grad(...))`, its recurrent layer swapped for
+  `UnrolledRNN`, a step-by-step implementation over the *same* parameter tensors. Works for any
+  partition (also a trained encoder) but runs the recurrence step by step in Python.
+
+Both are checked against one-by-one local training in the tests.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from torch.func import functional_call, grad, vmap
 
 from aivo.brain.batching import Batch, EncodedLog, make_batch
 from aivo.brain.bundle import TrainedBrain
+from aivo.brain.model import BrainOutput
 from aivo.personalization.functional import masked_brain_loss, proximal_term
 from aivo.personalization.parts import ParameterPartition
 
@@ -91,28 +100,82 @@ class LearnerChunks:
 
 
 def _stack_batches(groups: Sequence[LearnerChunks], width: int, num_chunks: int) -> dict[str, torch.Tensor]:
-    """(L, C, T, ...) tensors: each learner's chunks padded to C chunks of T steps."""
-    out: dict[str, list[torch.Tensor]] = {name: [] for name in _FIELDS}
-    for learner in groups:
+    """(L, C, T, ...) tensors: each learner's chunks padded to C chunks of T steps (padding is
+    PAD / 0 / False, exactly as `make_batch` pads)."""
+    out: dict[str, np.ndarray] = {}
+    for index, learner in enumerate(groups):
         batch = make_batch(learner.encoded, np.arange(learner.encoded.num_chunks))
-        pad_c, pad_t = num_chunks - batch.item.shape[0], width - batch.item.shape[1]
         for name in _FIELDS:
-            value = getattr(batch, name)
-            pad = [0, 0] * (value.dim() - 2) + [0, pad_t, 0, pad_c]
-            out[name].append(nn.functional.pad(value, pad))
-    return {name: torch.stack(values) for name, values in out.items()}
+            value = getattr(batch, name).numpy()
+            if name not in out:
+                out[name] = np.zeros((len(groups), num_chunks, width, *value.shape[2:]), dtype=value.dtype)
+            out[name][index, :value.shape[0], :value.shape[1]] = value
+    return {name: torch.from_numpy(values) for name, values in out.items()}
+
+
+class _Staged(nn.Module):
+    """The Main Brain's forward pass cut in three (mirrors `MainBrain.forward`; the tests check
+    that the composition equals it). Parameters keep their names under `brain.`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.brain = model
+
+    def forward(self, stage: str, fields: dict[str, torch.Tensor], state: torch.Tensor | None = None):
+        m = self.brain
+        if stage == "inputs":  # (C, T) -> interaction vectors (C, T, D), evidence (C, T, R) or None
+            x = m.embed.interaction(fields["item"], fields["skills"], fields["item_type"], fields["correct"],
+                                    fields["features"])
+            evidence = (m.embed.evidence(fields["item"], fields["skills"], fields["correct"], fields["features"])
+                        if m.config.evidence_dim else None)
+            return x, evidence
+        logit = m.correct_logit(state, fields["item"], fields["skills"], fields["item_type"], fields["features"])
+        difficulty = m.head.difficulty(state)
+        content = m.head.content(state) @ m.embed.skill.weight.T + m.head.content_bias
+        return logit, difficulty, content
+
+
+def staged_forward(model: nn.Module, trained: dict[str, torch.Tensor], data: dict[str, torch.Tensor]):
+    """Forward pass of L learners at once: `trained` holds (L, ...) parameters, `data` (L, C, T, ...)
+    fields. Returns BrainOutput-like (L, C, T, ...) tensors. The encoder uses its own (shared) weights."""
+    staged = _Staged(model)
+    params = {"brain." + name: value for name, value in trained.items()}
+
+    def inputs(p, fields):
+        return functional_call(staged, p, args=("inputs", fields), strict=False)
+
+    def heads(p, fields, state):
+        return functional_call(staged, p, args=("heads", fields, state), strict=False)
+
+    x, evidence = vmap(inputs, in_dims=(0, 0))(params, data)  # (L, C, T, D), (L, C, T, R)
+    count, chunks, steps = x.shape[:3]
+    flat_evidence = None if evidence is None else evidence.reshape(count * chunks, steps, -1)
+    state = model.encoder(x.reshape(count * chunks, steps, -1), flat_evidence)  # one fused call
+    state = state.reshape(count, chunks, steps, -1)
+    logit, difficulty, content = vmap(heads, in_dims=(0, 0, 0))(params, data, state)
+    return BrainOutput(correct_logit=logit, difficulty_logits=difficulty, content_logits=content, state=state)
 
 
 def shared_updates(*, brain: TrainedBrain, learners: Sequence[LearnerChunks], partition: ParameterPartition,
                    epochs: int, learning_rate: float, proximal_mu: float = 0.0, batch_size: int = 32,
-                   model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+                   model: nn.Module | None = None, method: str = "auto") -> dict[str, torch.Tensor]:
     """Each learner's shared update (aggregated name -> (L, ...) float32 deltas, learner order),
-    i.e. `epochs` full-batch SGD steps from the main parameters on that learner's chunks only."""
+    i.e. `epochs` full-batch SGD steps from the main parameters on that learner's chunks only.
+    method: "staged" (needs a frozen encoder), "vmap", or "auto" (staged when possible)."""
     if not learners:
         return {}
     too_many = [lc.learner_id for lc in learners if lc.encoded.num_chunks > batch_size]
     if too_many:
         raise ValueError(f"{len(too_many)} learners have more chunks than one local batch; train them one by one")
+    encoder_trained = any(n.startswith("encoder.") for n in partition.aggregated)
+    if method == "auto":
+        method = "vmap" if encoder_trained else "staged"
+    if method == "staged":
+        if encoder_trained:
+            raise ValueError("the staged method needs a frozen encoder")
+        return _staged_updates(brain, learners, partition, epochs, learning_rate, proximal_mu)
+    if method != "vmap":
+        raise ValueError(f"method must be auto, staged or vmap, got {method!r}")
     model = model if model is not None else vmappable_model(brain)
     config = brain.config
     params = dict(brain.model.named_parameters())
@@ -140,3 +203,38 @@ def shared_updates(*, brain: TrainedBrain, learners: Sequence[LearnerChunks], pa
         grads = step(trained, data)
         trained = {n: trained[n] - learning_rate * grads[n] for n in trained}
     return {n: (trained[n] - anchor[n]).to(torch.float32) for n in partition.aggregated}
+
+
+def _staged_updates(brain: TrainedBrain, learners: Sequence[LearnerChunks], partition: ParameterPartition,
+                    epochs: int, learning_rate: float, proximal_mu: float) -> dict[str, torch.Tensor]:
+    model = brain.model
+    if model.training:
+        model.eval()
+    config = brain.config
+    params = dict(model.named_parameters())
+    anchor = {n: params[n].detach() for n in partition.aggregated}
+    zero_personal = {n: torch.zeros_like(params[n]) for n in partition.personal}
+    width = max(int(lc.encoded.chunk_length.max()) for lc in learners)
+    num_chunks = max(lc.encoded.num_chunks for lc in learners)
+    data = _stack_batches(learners, width, num_chunks)
+    count = len(learners)
+    trained = {n: anchor[n].unsqueeze(0).expand(count, *anchor[n].shape).clone().requires_grad_(True)
+               for n in partition.aggregated}
+    stacked_personal = {n: v.unsqueeze(0).expand(count, *v.shape) for n, v in zero_personal.items()}
+
+    def per_learner_loss(logit, difficulty, content, state, fields):
+        output = BrainOutput(correct_logit=logit, difficulty_logits=difficulty, content_logits=content, state=state)
+        return masked_brain_loss(output, Batch(**fields, row=fields["item"]), config)
+
+    for _ in range(epochs):
+        out = staged_forward(model, {**trained, **stacked_personal}, data)
+        losses = vmap(per_learner_loss)(out.correct_logit, out.difficulty_logits, out.content_logits, out.state,
+                                        data)  # (L,) each learner's own mean loss
+        total = losses.sum()
+        if proximal_mu > 0:
+            total = total + proximal_mu * 0.5 * sum((trained[n] - anchor[n]).pow(2).sum() for n in trained)
+        grads = torch.autograd.grad(total, list(trained.values()))
+        with torch.no_grad():
+            for (name, value), grad_value in zip(trained.items(), grads):
+                value.sub_(learning_rate * grad_value)  # the leaves are fresh per call: safe in place
+    return {n: (trained[n].detach() - anchor[n]).to(torch.float32) for n in partition.aggregated}

@@ -1,0 +1,183 @@
+"""Personalization on simulated learners with learner-specific traits: clones vs the global model.
+
+The simulator (aivo.data.simulator) gives every learner traits a global model cannot see: an
+accommodation profile that shifts success on some item types (dyslexia: long reading, ...)
+and idiosyncratic per-learner item-type offsets. Protocol:
+
+1. simulate learners; the Main Brain trains on 70% of them (10% more for early stopping);
+2. the other 20% are split in two: *selection* learners choose the clones' prior strength
+   (AIVO_PERSONAL_L2) and *evaluation* learners give the reported figures -- learners the
+   Main Brain never saw;
+3. per learner: the first 70% of the history is theirs to train on (`train_local`, which holds
+   out its most recent 20% for the fallback rule), the last 30% ("later interactions") is only
+   used to score: global model vs clone, each predicting from the whole earlier history.
+
+Reported: mean log-loss and AUC gain of the clone (global minus clone log-loss; clone minus
+global AUC, over learners whose later interactions hold both answers), and the fraction of
+learners whose later log-loss got worse, with every clone served (before the fallback rule)
+and with the fallback rule deciding (after).
+
+    python benchmarks/personalization_simulated.py [--write-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+from federated_common import machine, peak_rss_mib, write_section  # noqa: E402
+
+START, END = "<!-- personalization-benchmark:start -->", "<!-- personalization-benchmark:end -->"
+LATER_FRACTION = 0.3
+
+
+def _later_metrics(y: np.ndarray, p: np.ndarray) -> tuple[float, float | None]:
+    from aivo.personalization.local import holdout_metrics
+
+    m = holdout_metrics(y, p)
+    return m["log_loss"], m["auc"]
+
+
+def evaluate_learners(brain, log, learner_ids, partition, config):
+    """Per learner: (global log-loss, clone log-loss, global AUC, clone AUC, fallback) on later rows."""
+    import torch
+
+    from aivo.brain.predict import predict
+    from aivo.data.schema import InteractionLog
+    from aivo.personalization.local import train_local
+    from aivo.personalization.overlay import personalized_brain
+
+    rows = []
+    frame = log.frame
+    for learner in learner_ids:
+        history = InteractionLog(frame[frame["learner_id"] == learner].reset_index(drop=True))
+        n = history.num_interactions
+        n_later = int(round(LATER_FRACTION * n))
+        own = InteractionLog(history.frame.iloc[:n - n_later].reset_index(drop=True))
+        result = train_local(brain=brain, history=own, partition=partition, config=config)
+        clone = personalized_brain(brain=brain, personal=result.personal)
+        y = history.frame["correct"].to_numpy()[n - n_later:]
+        with torch.no_grad():
+            p_global = predict(brain=brain, log=history)[n - n_later:]
+            p_clone = predict(brain=clone, log=history)[n - n_later:]
+        keep = ~np.isnan(p_global)
+        g_loss, g_auc = _later_metrics(y[keep], p_global[keep])
+        c_loss, c_auc = _later_metrics(y[keep], p_clone[keep])
+        rows.append((g_loss, c_loss, g_auc, c_auc, result.fallback))
+    return np.array(rows, dtype=object)
+
+
+def summarize(rows) -> dict:
+    g_loss, c_loss = rows[:, 0].astype(float), rows[:, 1].astype(float)
+    fallback = rows[:, 4].astype(bool)
+    served = np.where(fallback, g_loss, c_loss)
+    auc_rows = [(g, c, f) for g, c, f in zip(rows[:, 2], rows[:, 3], fallback) if g is not None and c is not None]
+    auc_g = np.array([a[0] for a in auc_rows], dtype=float)
+    auc_c = np.array([a[1] for a in auc_rows], dtype=float)
+    auc_served = np.array([a[0] if a[2] else a[1] for a in auc_rows], dtype=float)
+    worse_before = c_loss > g_loss
+    worse_after = served > g_loss
+    return {
+        "learners": len(rows),
+        "global_log_loss": float(g_loss.mean()), "clone_log_loss": float(c_loss.mean()),
+        "served_log_loss": float(served.mean()),
+        "log_loss_gain_before": float((g_loss - c_loss).mean()), "log_loss_gain_after": float((g_loss - served).mean()),
+        "auc_learners": len(auc_rows), "global_auc": float(auc_g.mean()), "clone_auc": float(auc_c.mean()),
+        "auc_gain_before": float((auc_c - auc_g).mean()), "auc_gain_after": float((auc_served - auc_g).mean()),
+        "worse_before": float(worse_before.mean()), "worse_after": float(worse_after.mean()),
+        "worse_after_by_more_than_0_01": float((served - g_loss > 0.01).mean()),
+        "fallback_share": float(fallback.mean()),
+        "worst_after": float((served - g_loss).max()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--learners", type=int, default=2000)
+    parser.add_argument("--interactions", type=int, default=150)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--priors", default="1,3,10,30", help="AIVO_PERSONAL_L2 values tried on selection learners")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--write-results", action="store_true")
+    args = parser.parse_args(argv)
+    command = "python benchmarks/personalization_simulated.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from aivo.brain.config import BrainConfig
+    from aivo.brain.train import train_main_brain
+    from aivo.data.simulator import SimulatorConfig, simulate_cohort
+    from aivo.data.splits import split_learner_ids
+    from aivo.personalization.local import LocalTrainingConfig
+    from aivo.personalization.parts import partition_parameters
+
+    started = time.perf_counter()
+    cohort = simulate_cohort(config=SimulatorConfig(num_learners=args.learners,
+                                                    interactions_per_learner=args.interactions), seed=args.seed)
+    log = cohort.log
+    train_ids, val_ids, rest = split_learner_ids(log.frame["learner_id"].unique(), fractions=(0.7, 0.1, 0.2),
+                                                 seed=args.seed)
+    selection, evaluation = rest[:len(rest) // 2], rest[len(rest) // 2:]
+    result = train_main_brain(train=log.select_learners(train_ids), validation=log.select_learners(val_ids),
+                              config=BrainConfig(max_epochs=args.epochs), seed=args.seed)
+    brain = result.brain
+    train_seconds = time.perf_counter() - started
+    # Clones adapt only their personal parameters here: the question is what personalization buys.
+    partition = partition_parameters(brain.model, frozen_prefixes="embed,encoder,head")
+    selection_results = {}
+    for prior in [float(x) for x in args.priors.split(",")]:
+        config = LocalTrainingConfig(personal_l2=prior, seed=args.seed)
+        selection_results[prior] = summarize(evaluate_learners(brain, log, selection, partition, config))
+        print(f"selection, personal_l2 {prior:g}: {json.dumps(selection_results[prior])}", flush=True)
+    best = max(selection_results, key=lambda k: selection_results[k]["log_loss_gain_after"])
+    started_eval = time.perf_counter()
+    final = summarize(evaluate_learners(brain, log, evaluation, partition,
+                                        LocalTrainingConfig(personal_l2=best, seed=args.seed)))
+    per_learner_s = (time.perf_counter() - started_eval) / len(evaluation)
+    print(json.dumps({"personal_l2": best, **final}, indent=2))
+
+    body = "\n".join([
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; torch threads {args.threads}.",
+        f"Reproduce: `{command.strip()}`", "",
+        f"Simulated cohort: {args.learners:,} learners x {args.interactions} interactions (seed {args.seed}, default "
+        f"SimulatorConfig: accommodation profiles and per-learner item-type offsets). Main Brain (default BrainConfig) "
+        f"trained on {len(train_ids):,} learners (validation AUC {result.validation.auc:.4f}, {train_seconds:.0f} s). "
+        f"Clones of {len(evaluation)} evaluation learners the Main Brain never saw train on the first "
+        f"{100 - int(LATER_FRACTION * 100)}% of their history and are scored on the last {int(LATER_FRACTION * 100)}%; "
+        f"personal prior strength {best:g} chosen on {len(selection)} other learners "
+        f"(tried {args.priors}).", "",
+        "| measure | global model | clones, every one served (before fallback) | served after the fallback rule |",
+        "|---|---|---|---|",
+        f"| mean log-loss on later interactions | {final['global_log_loss']:.4f} | {final['clone_log_loss']:.4f} "
+        f"(gain {final['log_loss_gain_before']:+.4f}) | {final['served_log_loss']:.4f} "
+        f"(gain {final['log_loss_gain_after']:+.4f}) |",
+        f"| mean per-learner AUC ({final['auc_learners']} learners with both answers) | {final['global_auc']:.4f} | "
+        f"{final['clone_auc']:.4f} (gain {final['auc_gain_before']:+.4f}) | "
+        f"{final['global_auc'] + final['auc_gain_after']:.4f} (gain {final['auc_gain_after']:+.4f}) |",
+        f"| learners made worse (later log-loss up) | | {final['worse_before']:.1%} | {final['worse_after']:.1%} "
+        f"({final['worse_after_by_more_than_0_01']:.1%} by more than 0.01) |",
+        f"| learners served by the main model (fallback) | | | {final['fallback_share']:.1%} |",
+        "",
+        f"Local training time per learner (clone fit + checks, {args.interactions * 7 // 10} interactions): "
+        f"{per_learner_s:.2f} s; peak RSS {peak_rss_mib():.0f} MiB.",
+    ])
+    print(body)
+    if args.write_results:
+        write_section(heading="Personalization: clones vs the global model", start=START, end=END, body=body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
