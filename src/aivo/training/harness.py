@@ -4,7 +4,8 @@ A policy names bounds on metrics. Higher-is-better metrics (AUC, accuracy, F1, p
 recall; the tutor's pedagogy and safety scores) are minimums; lower-is-better ones (ECE,
 log-loss, the fairness gap) are maximums. The fairness gap is `aivo.brain.metrics.subgroup_gap`:
 the largest minus the smallest AUC (or `gap_metric`) across the subgroups of each `group_by`
-column (accommodation profile, grade, ...), groups under `min_group_size` predictions left out;
+column (accommodation profile, grade, ...), groups under `min_group_size` predictions or
+`min_group_learners` learners left out;
 the check uses the largest gap over the columns. A gap that cannot be measured (no column, or
 fewer than two groups large enough) is reported as skipped, not as a failure; a missing
 quality metric fails.
@@ -48,7 +49,8 @@ class HarnessPolicy:
     thresholds: dict[str, float]
     group_by: tuple[str, ...] = DEFAULT_GROUP_BY
     gap_metric: str = "auc"
-    min_group_size: int = 50  # predictions; smaller subgroups' AUC is noise
+    min_group_size: int = 50  # predictions; smaller subgroups' AUC is noise...
+    min_group_learners: int = 10  # ...and so is the AUC of a handful of learners, however many answers
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.thresholds) - set(MINIMUMS) - set(MAXIMUMS))
@@ -60,8 +62,8 @@ class HarnessPolicy:
                 raise DataError(f"threshold {name} must be a number, got {bound!r}")
         if self.gap_metric not in ("auc", "accuracy", "f1", "precision", "recall", "ece", "log_loss"):
             raise DataError(f"gap_metric must be a Main Brain metric such as auc, got {self.gap_metric!r}")
-        if self.min_group_size < 1:
-            raise DataError("min_group_size must be at least 1")
+        if self.min_group_size < 1 or self.min_group_learners < 1:
+            raise DataError("min_group_size and min_group_learners must be at least 1")
         object.__setattr__(self, "group_by", tuple(self.group_by))
         object.__setattr__(self, "thresholds", {k: float(v) for k, v in self.thresholds.items()})
 
@@ -82,11 +84,13 @@ class HarnessPolicy:
             raise DataError("policy.group_by must be a list of column names")
         return cls(thresholds=merged, group_by=tuple(map(str, group_by)),
                    gap_metric=str(policy.get("gap_metric", "auc")),
-                   min_group_size=int(policy.get("min_group_size", 50)))
+                   min_group_size=int(policy.get("min_group_size", 50)),
+                   min_group_learners=int(policy.get("min_group_learners", 10)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"thresholds": dict(self.thresholds), "group_by": list(self.group_by),
-                "gap_metric": self.gap_metric, "min_group_size": self.min_group_size}
+                "gap_metric": self.gap_metric, "min_group_size": self.min_group_size,
+                "min_group_learners": self.min_group_learners}
 
 
 @dataclass(frozen=True)
@@ -143,13 +147,17 @@ def check_thresholds(*, metrics: Mapping[str, float | None], thresholds: Mapping
     return checks
 
 
-def brain_metrics(evaluation: "Evaluation", policy: HarnessPolicy) -> tuple[dict[str, float | None],
-                                                                              dict[str, float | None]]:
-    """(metrics by name, fairness gap per group column) of a Main Brain evaluation."""
+def brain_metrics(evaluation: "Evaluation", policy: HarnessPolicy,
+                  learners_per_group: Mapping[str, Mapping[str, int]] | None = None
+                  ) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """(metrics by name, fairness gap per group column) of a Main Brain evaluation.
+    `learners_per_group`: column -> value -> learners, to leave out groups of too few learners."""
     metrics: dict[str, float | None] = dict(evaluation.metrics.as_dict())
     gaps: dict[str, float | None] = {}
     for column, groups in evaluation.subgroups.items():
-        large = {value: m for value, m in groups.items() if m.n >= policy.min_group_size}
+        counts = (learners_per_group or {}).get(column)
+        large = {value: m for value, m in groups.items() if m.n >= policy.min_group_size
+                 and (counts is None or counts.get(value, 0) >= policy.min_group_learners)}
         gaps[column] = subgroup_gap(large, metric=policy.gap_metric)
     measured = [g for g in gaps.values() if g is not None]
     metrics["subgroup_gap"] = max(measured) if measured else None
@@ -157,8 +165,9 @@ def brain_metrics(evaluation: "Evaluation", policy: HarnessPolicy) -> tuple[dict
 
 
 def report_from_evaluation(evaluation: "Evaluation", policy: HarnessPolicy, *,
+                           learners_per_group: Mapping[str, Mapping[str, int]] | None = None,
                            details: dict[str, Any] | None = None) -> EvaluationReport:
-    metrics, gaps = brain_metrics(evaluation, policy)
+    metrics, gaps = brain_metrics(evaluation, policy, learners_per_group)
     checks = check_thresholds(metrics=metrics, thresholds=policy.thresholds)
     return EvaluationReport(passed=all(c.passed for c in checks), checks=checks,
                             metrics={k: v for k, v in metrics.items() if k in policy.thresholds or k == "auc"},
@@ -173,9 +182,13 @@ def evaluate_brain_candidate(*, brain: "TrainedBrain", test: "InteractionLog", p
 
     columns = [c for c in policy.group_by if c in test.frame.columns]
     evaluation = evaluate(brain=brain, log=test, group_by=columns, min_group_size=policy.min_group_size)
+    frame = test.frame
+    learners = {c: {str(k): int(v) for k, v in frame.groupby(frame[c].astype(str))["learner_id"].nunique().items()}
+                for c in columns}
     extra = {"test_learners": test.num_learners, "test_interactions": test.num_interactions,
+             "learners_per_group": learners,
              "group_by_missing": [c for c in policy.group_by if c not in columns], **(details or {})}
-    return report_from_evaluation(evaluation, policy, details=extra)
+    return report_from_evaluation(evaluation, policy, learners_per_group=learners, details=extra)
 
 
 def evaluate_tutor_candidate(*, service: "TutorService", policy: HarnessPolicy, learner_id: str | None = None,
