@@ -97,7 +97,8 @@ def test_fallback_when_the_personal_model_validates_worse(small_world, partition
     assert not result.fallback and result.improvement > 0
 
 
-def test_batched_updates_equal_one_by_one(small_world, partition):
+@pytest.mark.parametrize("method", ["staged", "vmap"])
+def test_batched_updates_equal_one_by_one(small_world, partition, method):
     brain = small_world.brain
     config = LocalTrainingConfig(epochs=3, learning_rate=0.2, proximal_mu=0.05)
     one_by_one, chunks = [], []
@@ -109,10 +110,34 @@ def test_batched_updates_equal_one_by_one(small_world, partition):
         chunks.append(LearnerChunks(str(index), encode_log(train, vocab=brain.vocab, tables=brain.tables,
                                                            config=brain.config)))
     batched = shared_updates(brain=brain, learners=chunks, partition=partition, epochs=3, learning_rate=0.2,
-                             proximal_mu=0.05)
+                             proximal_mu=0.05, method=method)
     for index, expected in enumerate(one_by_one):
         for name, value in expected.items():
             torch.testing.assert_close(batched[name][index], value, rtol=1e-4, atol=1e-6)
+
+
+def test_staged_forward_equals_the_model(small_world):
+    from aivo.personalization.batched import _stack_batches, staged_forward
+
+    brain = small_world.brain
+    learners = []
+    for index in range(3):
+        log = one_learner(small_world, index)
+        learners.append(LearnerChunks(str(index), encode_log(log, vocab=brain.vocab, tables=brain.tables,
+                                                             config=brain.config)))
+    width = max(int(lc.encoded.chunk_length.max()) for lc in learners)
+    data = _stack_batches(learners, width, 1)
+    params = {n: p.detach().unsqueeze(0).expand(3, *p.shape) for n, p in brain.model.named_parameters()
+              if not n.startswith("encoder.")}
+    with torch.no_grad():
+        staged = staged_forward(brain.model, params, data)
+        for index in range(3):
+            direct = brain.model(item=data["item"][index], skills=data["skills"][index],
+                                 item_type=data["item_type"][index], correct=data["correct"][index],
+                                 features=data["features"][index])
+            valid = data["valid"][index]
+            torch.testing.assert_close(staged.correct_logit[index][valid], direct.correct_logit[valid])
+            torch.testing.assert_close(staged.content_logits[index][valid], direct.content_logits[valid])
 
 
 def test_dp_sgd_reports_the_accountants_epsilon(small_world, partition):
