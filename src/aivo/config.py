@@ -121,6 +121,9 @@ class Settings(BaseSettings):
                                               description="A cached recommendation is recomputed after this long "
                                                           "even without new interactions (0 = no cache).")
     recommendation_cache_size: int = Field(50_000, ge=1, validation_alias=_env("RECOMMENDATION_CACHE_SIZE"))
+    recommender_processes: int = Field(1, ge=0, validation_alias=_env("RECOMMENDER_PROCESSES"),
+                                       description="Processes per API worker that compute uncached recommendations "
+                                                   "(0 = in a thread of the worker).")
     api_key_cache_s: float = Field(5.0, ge=0, validation_alias=_env("API_KEY_CACHE_S"),
                                    description="Verified API keys are remembered this long per process: "
                                                "a revocation takes effect within this delay.")

@@ -64,7 +64,8 @@ def api_pg_databases():
 
 def make_settings(home: Path, database_url: str | None, **overrides) -> Settings:
     values = dict(home=home, database_url=database_url, secret_key="api-tests-secret-key-0123456789",
-                  num_threads=1, api_key_cache_s=0.0, max_ingest_batch=200, scheduler_enabled=False)
+                  num_threads=1, api_key_cache_s=0.0, max_ingest_batch=200, scheduler_enabled=False,
+                  recommender_processes=0)
     values.update(overrides)
     return Settings(**values)
 

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from aivo.registry import count_interactions
 
-SETTINGS_OVERRIDES = {"max_ingest_batch": 50, "pii_names": "Maria Lopez"}
+# One recommender process: cache misses are computed out of the API process here.
+SETTINGS_OVERRIDES = {"max_ingest_batch": 50, "pii_names": "Maria Lopez", "recommender_processes": 1}
 
 
 def _rows(learner: str, n: int, *, start: int = 0, **extra) -> list[dict]:

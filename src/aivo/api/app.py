@@ -116,9 +116,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if state.run_scheduler:
         _start_scheduler(app)
     threading.Thread(target=_preload_main_brain, args=(app,), name="aivo-preload", daemon=True).start()
+    processes = state.settings.recommender_processes
+    if processes:
+        from aivo.api.recommender import RecommenderPool
+
+        state.recommender = RecommenderPool(settings=state.settings, processes=processes)
+        threading.Thread(target=state.recommender.warm_up, name="aivo-recommender-warm-up", daemon=True).start()
     try:
         yield
     finally:
+        if state.recommender is not None:
+            state.recommender.close()
         if state.hooks.scheduler is not None:
             state.hooks.scheduler.stop()
         tutor = getattr(state, "tutor_service", None)
@@ -152,6 +160,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
     state.recommendation_cache = RecommendationCache(ttl_s=settings.recommendation_cache_ttl_s,
                                                      max_entries=settings.recommendation_cache_size)
     state.loaded_artifacts = set()
+    state.recommender = None  # RecommenderPool, started with the app (AIVO_RECOMMENDER_PROCESSES)
     state.hooks = ApiHooks()
     state.run_scheduler, note = _wants_scheduler(settings, scheduler)
     state.hooks.scheduler_note = note or "starting"

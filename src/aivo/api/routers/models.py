@@ -10,9 +10,11 @@ from aivo.api.deps import AdminKey, ClockDep, RegistryDep, ServiceKey
 from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse
 from aivo.api.schemas.models import ModelStatusPublic, ModelVersionPublic, PromoteCreate, RollbackCreate
 from aivo.api.state import model_details
-from aivo.registry import MainVersionRecord, list_main_versions, promote_main_version, rollback_main_version
-from aivo.services.model_status import model_status
+from aivo.registry import (MainVersionRecord, get_active_main_version, get_main_version, list_main_versions,
+                           promote_main_version, rollback_main_version)
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID
+
+ACTIVE_ALIASES = frozenset({MAIN_BRAIN_MODEL_ID, "active"})  # the family name means its active version
 
 router = APIRouter(tags=["models"])
 
@@ -42,19 +44,21 @@ def get_model_status(request: Request, registry: RegistryDep, key: ServiceKey,
                      model_id: Annotated[str, Path(description=f"A version name, or `{MAIN_BRAIN_MODEL_ID}` "
                                                                "(or `active`) for the active version.")],
                      ) -> ModelStatusPublic:
-    """The version, whether it is active and loaded in this process, its test AUC, the Main
-    Brain's open training job and last training, and the latest drift report."""
-    status = model_status(registry=registry, model_id=model_id)
-    record = status.version
+    """The version, whether it is active and loaded in this process, its test AUC, and in
+    `details` what the training packages add (open training job, last training, latest drift)."""
+    def read(session) -> MainVersionRecord | None:
+        if model_id in ACTIVE_ALIASES:
+            return get_active_main_version(session=session)
+        return get_main_version(session=session, version=model_id)
+
+    record = registry.run(read, read_only=True)
     test = ((record.training_metrics.get("test") or {}).get("metrics") or {}) if record else {}
     state = request.app.state
-    details = {"training": status.training, "last_training": status.last_training, "drift": status.drift,
-               **model_details(state, model_id, record)}
     return ModelStatusPublic(
         model_id=model_id, version=_public(record) if record else None,
         active=record is not None and record.status == "active",
         loaded=record is not None and record.artifact_sha256 in state.loaded_artifacts,
-        test_auc=test.get("auc"), details=details)
+        test_auc=test.get("auc"), details=model_details(state, model_id, record))
 
 
 @router.post("/v1/model/{model_id}/promote", response_model=ModelVersionPublic, summary="Make a version active",

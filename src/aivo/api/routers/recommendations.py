@@ -18,6 +18,7 @@ from aivo.api.deps import LEARNER_ID_DOC, CurrentKey, pseudonym_from_raw
 from aivo.api.recommendation_cache import serving_lookup
 from aivo.api.schemas.common import LEARNER_ERRORS, ErrorResponse
 from aivo.api.schemas.recommendations import RecommendationPublic
+from aivo.clock import FrozenClock
 from aivo.errors import ConflictError
 from aivo.services.recommendations import recommend_for_learner
 
@@ -55,9 +56,12 @@ async def recommendations(
         raise ConflictError("this learner has no interactions yet: send some with POST /v1/interactions")
 
     def compute() -> tuple[dict, datetime]:
+        now = clock.now()
+        if state.recommender is not None:  # in a recommender process: this worker's event loop stays free
+            return state.recommender.compute(pseudonym=stored, num_items=num_items, now=now), now
         rec = recommend_for_learner(registry=registry, settings=settings, learner_id=stored, num_items=num_items,
-                                    clock=clock)
-        return asdict(rec), clock.now()
+                                    clock=FrozenClock(now))
+        return asdict(rec), now
 
     cache_key, stamp_key = (stamp.learner_pk, num_items), stamp.key()
     hit = state.recommendation_cache.get(cache_key, stamp_key)
