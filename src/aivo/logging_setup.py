@@ -32,3 +32,6 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
                          logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Third-party chatter (e.g. matplotlib's "categorical units" notes) stays out of user output.
+    for noisy in ("matplotlib", "PIL", "urllib3", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -51,14 +51,18 @@ def demo(
     interactions: int = typer.Option(100, "--interactions", min=5, help="Interactions per learner."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of everything [AIVO_SEED]."),
     show: int = typer.Option(3, "--show", min=0, max=20, help="Learners to show recommendations for."),
+    personalize: int = typer.Option(50, "--personalize", min=0,
+                                    help="Learners to clone and train locally before one federated round (0: skip)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Simulate a cohort, store it, train and evaluate the Main Brain, show recommendations."""
+    """Simulate a cohort, store it, train and evaluate the Main Brain, clone and train learners
+    locally, run one federated round with user-level DP, show recommendations."""
     from aivo.services.demo import run_demo
 
     cfg = settings()
     report = run_demo(settings=cfg, num_learners=learners, interactions_per_learner=interactions,
-                      seed=cfg.seed if seed is None else seed, num_shown=show, progress=not as_json)
+                      seed=cfg.seed if seed is None else seed, num_shown=show,
+                      num_personalized=min(personalize, learners), progress=not as_json)
 
     def render(_) -> None:
         from aivo.cli.brain import _metrics_table
@@ -79,6 +83,8 @@ def demo(
             console.print(_metrics_table(f"test by {col}", groups))
         if r.report_path:
             console.print(f"plots: [bold]{r.report_path}[/]")
+        if r.personalization:
+            _render_personalization(r.personalization, r.federated)
         for raw_id, rec in r.recommendations.items():
             from aivo.brain.recommend import ItemSuggestion, Recommendation, SkillDecision
 
@@ -89,3 +95,33 @@ def demo(
                 title=f"recommendations for {raw_id}")
 
     emit(to_jsonable(report), as_json=as_json, render=render)
+
+
+def _render_personalization(p: dict, f: dict) -> None:
+    def fmt(x):
+        return "-" if x is None else f"{x:.4f}"
+
+    console.rule("per-learner clones and federated learning")
+    console.print(f"{p['clones_trained']} clones trained, each on its own learner's interactions only "
+                  f"(median {p['median_seconds_per_learner']:.2f}s per learner, {p['personal_bytes']} bytes of "
+                  f"personal parameters each): {p['active']} served personalized, {p['fallback']} fall back to the "
+                  f"Main Brain because they validated worse on the learner's most recent interactions")
+    console.print(f"held-out log-loss on those recent interactions: Main Brain {fmt(p['mean_holdout_log_loss_main'])}, "
+                  f"clones {fmt(p['mean_holdout_log_loss_personal'])}")
+    for warning in f["warnings"]:
+        console.print(f"[yellow]privacy warning:[/] {warning}")
+    counts, privacy = f["counts"], f["privacy"]
+    console.print(f"federated round ({f['strategy']}, user-level DP "
+                  f"{'on' if privacy.get('enabled') else 'off'}): [bold]{f['status']}[/]: {f['message']}")
+    console.print(f"  learners: pool {counts.get('pool', 0)}, sampled {counts.get('sampled', 0)}, "
+                  f"aggregated {counts.get('accepted', 0)}, rejected {counts.get('rejected', 0)}; "
+                  f"gate AUC before {fmt(f['metrics_before'].get('auc'))}, after {fmt(f['metrics_after'].get('auc'))}")
+    if f["status"] == "rejected" and privacy.get("enabled"):
+        console.print("  (with few learners the noise added for user-level DP, std = noise multiplier x clip norm on "
+                      "the sum, outweighs their updates; the gate keeps the Main Brain from getting worse)")
+    if privacy.get("enabled"):
+        console.print(f"  privacy: noise multiplier {privacy.get('noise_multiplier')}, clip norm "
+                      f"{privacy.get('clip_norm')}, sampling rate {privacy.get('sample_rate')}; epsilon of one round "
+                      f"{fmt(privacy.get('epsilon_one_round'))} at delta {privacy.get('delta')}, most spent by a "
+                      f"learner after it {fmt(privacy.get('epsilon_after_round_max'))} of budget "
+                      f"{privacy.get('epsilon_budget')} (`aivo privacy report`)")

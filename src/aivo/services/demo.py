@@ -1,4 +1,5 @@
-"""The main job end to end on embedded defaults: simulate, store, train, evaluate, recommend."""
+"""The main job end to end on embedded defaults: simulate, store, train, evaluate, clone and
+train learners locally, run one federated round with user-level DP, recommend."""
 
 from __future__ import annotations
 
@@ -28,11 +29,13 @@ class DemoReport:
     training: dict
     recommendations: dict[str, dict]
     report_path: str | None
+    personalization: dict | None = None
+    federated: dict | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
 
 def run_demo(*, settings: Settings, num_learners: int, interactions_per_learner: int, seed: int,
-             num_shown: int = 3, progress: bool = False) -> DemoReport:
+             num_shown: int = 3, num_personalized: int = 50, progress: bool = False) -> DemoReport:
     from aivo.brain.service import apply_threads, config_from_settings
     from aivo.data.simulator import oracle_metrics
     from aivo.services.reports import write_training_report
@@ -64,10 +67,19 @@ def run_demo(*, settings: Settings, num_learners: int, interactions_per_learner:
         title=f"Main Brain {report.version.version}", history=brain.info.get("history", []),
         evaluation=report.test)
 
+    raw_ids = [str(x) for x in cohort.log.frame["learner_id"].drop_duplicates()]
+    shown = raw_ids[:num_shown]
+    personalization = federated = None
+    if num_personalized > 0:
+        started = time.perf_counter()
+        personalization, federated = _personalize_and_federate(
+            registry=registry, settings=settings, progress=progress,
+            learner_ids=[pseudonym_for(settings=settings, learner_id=x) for x in raw_ids[:num_personalized]])
+        seconds["personalize_and_federate"] = time.perf_counter() - started
+
     # The cohort lives in simulated time: recommend as of just after its last interaction.
     clock = FrozenClock(cohort.log.frame["timestamp"].max().to_pydatetime() + timedelta(hours=1))
     recommendations = {}
-    shown = [str(x) for x in cohort.log.frame["learner_id"].drop_duplicates().head(num_shown)]
     for raw_id in shown:
         rec = recommend_for_learner(registry=registry, settings=settings, clock=clock,
                                     learner_id=pseudonym_for(settings=settings, learner_id=raw_id))
@@ -82,4 +94,45 @@ def run_demo(*, settings: Settings, num_learners: int, interactions_per_learner:
                                 "learners": imported.learners},
                       training=training, recommendations=recommendations,
                       report_path=str(report_path) if report_path else None,
-                      seconds={k: round(v, 2) for k, v in seconds.items()})
+                      personalization=personalization, federated=federated, seconds={k: round(v, 2) for k, v in seconds.items()})
+
+
+def _personalize_and_federate(*, registry, settings: Settings, learner_ids: list[str],
+                              progress: bool) -> tuple[dict, dict]:
+    """Clone the active Main Brain for these learners, train each clone on its own learner's
+    interactions only, then run one federated round (settings' strategy, user-level DP) over the
+    updates: the same service functions as `aivo clone`, `aivo train-local` and `aivo aggregate`."""
+    import numpy as np
+    from rich.progress import Progress
+
+    from aivo.federated.service import AggregationOptions, run_aggregation
+    from aivo.personalization.clone import provision_clones
+    from aivo.personalization.service import train_learner
+
+    provisioned = provision_clones(registry=registry, settings=settings, learner_ids=learner_ids)
+    reports = []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("training clones, one learner's data each", total=len(learner_ids))
+        for learner_id in learner_ids:
+            reports.append(train_learner(registry=registry, settings=settings, learner_id=learner_id))
+            bar.advance(task)
+    personal = [r.metrics.get("holdout_personal", {}).get("log_loss") for r in reports]
+    main = [r.metrics.get("holdout_main", {}).get("log_loss") for r in reports]
+    pairs = [(m, p) for m, p in zip(main, personal) if m is not None and p is not None]
+    personalization = {
+        "clones_created": provisioned.created, "clones_trained": len(reports),
+        "active": sum(r.status == "active" for r in reports),
+        "fallback": sum(r.status == "fallback" for r in reports),
+        "mean_holdout_log_loss_main": float(np.mean([m for m, _ in pairs])) if pairs else None,
+        "mean_holdout_log_loss_personal": float(np.mean([p for _, p in pairs])) if pairs else None,
+        "median_seconds_per_learner": float(np.median([r.seconds for r in reports])) if reports else None,
+        "personal_bytes": reports[0].personal_bytes if reports else None,
+    }
+    options = AggregationOptions.from_settings(settings, min_learners=min(settings.min_learners, len(learner_ids)))
+    outcome = run_aggregation(registry=registry, options=options, actor="aivo demo")
+    federated = {"status": outcome.status, "message": outcome.message, "promoted": outcome.promoted,
+                 "version_before": outcome.version_before, "version_after": outcome.version_after,
+                 "counts": outcome.counts, "improvement": outcome.improvement,
+                 "metrics_before": outcome.metrics_before, "metrics_after": outcome.metrics_after,
+                 "privacy": outcome.privacy, "warnings": outcome.warnings, "strategy": options.strategy}
+    return personalization, federated
