@@ -22,5 +22,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Long benchmarks (tens of minutes on 2 cores); each writes its section of benchmarks/RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/simulator_benchmark.py --write-results
+	$(BIN)/python benchmarks/kt_benchmark.py
+	$(BIN)/python benchmarks/registry_benchmark.py --write-results
+	$(BIN)/python benchmarks/federated_assist2015.py --arms pretrained,centralized,fed,dp8,dp4,dp1 --write-results
+	$(BIN)/python benchmarks/personalization_simulated.py --write-results
+	$(BIN)/python benchmarks/federated_cost.py --write-results
+	$(BIN)/python benchmarks/api_recommendations.py --write-results
+	$(BIN)/python benchmarks/api_ingest.py --write-results
+	$(BIN)/python benchmarks/tutor_benchmark.py --write-results
+
 clean:
 	rm -rf $(VENV) .aivo .pytest_cache

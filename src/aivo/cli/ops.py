@@ -230,7 +230,9 @@ def jobs_list(
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: int = typer.Argument(...), as_json: bool = JsonOption) -> None:
+def jobs_show(job_id: int = typer.Argument(..., help="Job id (from `aivo jobs list`)."),
+              as_json: bool = JsonOption) -> None:
+    """One trainer job: status, datasheet, progress, metrics, evaluation and lease."""
     from aivo.training.job_service import fetch_job
 
     job = fetch_job(registry=_registry(), job_id=job_id)
@@ -381,8 +383,10 @@ def drift_check(
 
 
 @drift_app.command("reports")
-def drift_reports(model: str = typer.Option("aivo-main-brain", "--model"), limit: int = typer.Option(10, "--limit"),
+def drift_reports(model: str = typer.Option("aivo-main-brain", "--model", help="Model id."),
+                  limit: int = typer.Option(10, "--limit", min=1, help="Most recent reports shown."),
                   as_json: bool = JsonOption) -> None:
+    """Stored drift reports of a model, newest first (score and its three signals)."""
     from aivo.training.drift_service import list_drift_reports
 
     reports = _registry().run(lambda s: list_drift_reports(session=s, model_id=model, limit=limit), read_only=True)
