@@ -8,6 +8,11 @@ the oracle AUC of the true probabilities.
 
     python benchmarks/kt_benchmark.py                      # everything, 2 threads, writes RESULTS.md
     python benchmarks/kt_benchmark.py --datasets statics --no-dkt --no-write
+    python benchmarks/kt_benchmark.py --datasets statics   # re-run one data set; the table keeps the others
+
+Every run's result is also kept in benchmarks/out/kt/<dataset>-<model>.json with its date, load
+average and command, and the RESULTS.md table is rendered from all kept results (each row says
+when it was measured).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ DKT_REFERENCE = {"statics": 0.830, "assist2015": 0.732, "synthetic5": 0.822}
 RESULTS = HERE / "RESULTS.md"
 START, END = "<!-- kt-benchmark:start -->", "<!-- kt-benchmark:end -->"
 HEADING = "## Main Brain: knowledge tracing"
+KEPT = HERE / "out" / "kt"
 
 
 def peak_rss_mib() -> float:
@@ -154,12 +160,16 @@ def machine() -> str:
 
 
 def render(results: dict, *, command: str, threads: int, load_before: float, load_after: float) -> str:
-    lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; torch threads: {threads}; "
-             f"1-minute load average {load_before:.1f} before and {load_after:.1f} after "
-             f"({'other jobs shared the cores: timings are pessimistic' if max(load_before, load_after) > 1.5 else 'quiet machine'}).",
+    def when(r: dict | None) -> str:
+        return "" if not r or "measured" not in r else f"{r['measured']} (load {r.get('load_before', 0):.1f})"
+
+    lines = [f"Rendered {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from the kept results of each (data set, model); "
+             f"machine: {machine()}; torch threads: {threads}. Each row says when it was measured and the 1-minute "
+             "load average before it (above ~1.5, other jobs shared the 2 cores: times are pessimistic and fewer "
+             "ensemble members fit in the 9-minute budget).",
              f"Reproduce: `{command}`", "",
              "| data set | target | Main Brain AUC (single) | ensemble AUC (members) | train time | peak memory "
-             "| reference DKT AUC | DKT train time |", "|---|---|---|---|---|---|---|---|"]
+             "| reference DKT AUC | DKT train time | measured |", "|---|---|---|---|---|---|---|---|---|"]
     for dataset in DATASETS:
         if dataset not in results:
             continue
@@ -169,14 +179,15 @@ def render(results: dict, *, command: str, threads: int, load_before: float, loa
         lines.append(
             f"| {dataset} | {TARGETS[dataset]:.2f}{mark} | {ours['auc']:.4f} | {ours['ensemble_auc']:.4f} "
             f"({ours['ensemble_members']}) | {ours['train_seconds']:.0f} s | {ours['peak_rss_mib']} MiB | "
-            + (f"{dkt['test_auc']:.4f} | {dkt['train_seconds']:.0f} s |" if dkt else "- | - |"))
+            + (f"{dkt['test_auc']:.4f} | {dkt['train_seconds']:.0f} s |" if dkt else "- | - |")
+            + f" {when(ours)} |")
     if "simulated" in results:
         sim = results["simulated"]["ours"]
         lines += ["", f"Simulated cohort ({sim['learners']} learners, {sim['interactions']} interactions, "
                       f"split 80/10/10 by learner): test AUC {sim['auc']:.4f} vs oracle AUC {sim['oracle_auc']:.4f} "
                       f"(gap {sim['gap']:.4f}; target <= 0.01), log-loss {sim['log_loss']:.4f} vs "
                       f"{sim['oracle_log_loss']:.4f}; train time {sim['train_seconds']:.0f} s; AUC by accommodation: "
-                      f"{sim['auc_by_accommodation']}."]
+                      f"{sim['auc_by_accommodation']}; measured {when(sim)}."]
     lines += ["", "Details (per ensemble member: seed, best epoch, validation AUC, seconds):", "```",
               json.dumps({d: {m: {k: v for k, v in r.items() if k != 'config'} for m, r in x.items()}
                           for d, x in results.items()}, indent=1), "```"]
@@ -215,9 +226,20 @@ def main() -> None:
         models = ["simulated"] if dataset == "simulated" else ["ours"] + ([] if args.no_dkt else ["dkt"])
         for model in models:
             print(f"[{datetime.now():%H:%M:%S}] {dataset} / {model} ...", flush=True)
+            before = os.getloadavg()[0]
             out = run_child(dataset, model, args.seed, args.threads)
+            out.update(measured=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", load_before=round(before, 2),
+                       command=command)
+            KEPT.mkdir(parents=True, exist_ok=True)
+            (KEPT / f"{dataset}-{model}.json").write_text(json.dumps(out, indent=1))
             results.setdefault(dataset, {})["ours" if model == "simulated" else model] = out
             print(json.dumps({k: v for k, v in out.items() if k != "config"}), flush=True)
+    for kept in sorted(KEPT.glob("*.json")):  # data sets not re-run this time keep their last result
+        dataset, model = kept.stem.rsplit("-", 1)
+        key = "ours" if model == "simulated" else model
+        if dataset in DATASETS + ("simulated",) and key not in results.get(dataset, {}):
+            results.setdefault(dataset, {})[key] = json.loads(kept.read_text())
+    results = {d: results[d] for d in (*DATASETS, "simulated") if d in results}
     text = render(results, command=command, threads=args.threads, load_before=load_before,
                   load_after=os.getloadavg()[0])
     print("\n" + text)
