@@ -19,3 +19,34 @@ def test_stats_json(run_cli, kt_data):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["learners"] == 104 and out["interactions"] == 59113
+
+
+def test_an_invalid_setting_is_a_message_not_a_traceback(run_cli, aivo_home):
+    proc = run_cli("registry", "stats", env={"AIVO_SEED": "abc", "WEEKLY_RETRAINING_DAY": "funday"})
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "AIVO_SEED" in proc.stderr and "'abc'" in proc.stderr
+    # The same from a .env file in the working directory.
+    (aivo_home.parent / ".env").write_text("AIVO_BATCH_SIZE=0\n")
+    proc = run_cli("registry", "stats")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "AIVO_BATCH_SIZE" in proc.stderr
+
+
+def test_an_unreachable_database_is_a_message_without_the_password(run_cli):
+    proc = run_cli("registry", "stats",
+                   env={"AIVO_DATABASE_URL": "postgresql://user:hunter2@127.0.0.1:1/x", "AIVO_SECRET_KEY": "k" * 32})
+    assert proc.returncode == 10, proc.stderr
+    assert "Traceback" not in proc.stderr and "unavailable" in proc.stderr
+    assert "hunter2" not in proc.stderr
+
+
+def test_an_unknown_migration_revision_is_a_message(run_cli):
+    proc = run_cli("db", "upgrade", "--revision", "bogus")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "bogus" in proc.stderr
+
+
+def test_verbose_shows_the_traceback_of_a_reported_error(run_cli):
+    proc = run_cli("--verbose", "db", "upgrade", "--revision", "bogus")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr

@@ -76,3 +76,17 @@ class PayloadTooLargeError(AivoError):
 
     exit_code = 3
     http_status = 413
+
+
+class InvalidInputError(AivoError):
+    """A value given on the command line or in a request does not validate."""
+
+    exit_code = 2
+    http_status = 422
+
+
+class UnavailableError(AivoError):
+    """A service AIVO depends on (the database) cannot be reached right now."""
+
+    exit_code = 10
+    http_status = 503

@@ -5,6 +5,8 @@
 - Request validation: malformed JSON is 400 ("malformed JSON body: ..."); a body, path or query
   that does not match its schema is 422 with one line per problem in `detail` and the details
   in `errors`.
+- A library error that `aivo.error_translation.translate` recognises (an unreachable database:
+  503; an invalid value built into a model inside a service: 422) answers like its `AivoError`.
 - Anything else is a bug: logged with its traceback, answered 500 without internals.
 """
 
@@ -17,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aivo.error_translation import translate
 from aivo.errors import AivoError, AuthError
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,9 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AivoError)
     async def aivo_error(request: Request, exc: AivoError) -> JSONResponse:
+        return _aivo_response(request, exc)
+
+    def _aivo_response(request: Request, exc: AivoError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
         if exc.http_status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
@@ -64,5 +70,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        translated = translate(exc, for_cli=False)
+        if translated is not None:
+            return _aivo_response(request, translated)
         log.exception("unhandled error in %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal server error (logged on the server)"}, status_code=500)

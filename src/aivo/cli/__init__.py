@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from aivo.cli import app as _app_module
 from aivo.cli.app import app, err_console
+from aivo.error_translation import translate
 from aivo.errors import AivoError
 
 # Command modules register themselves on `app` when imported.
@@ -23,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="aivo")
     except AivoError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-        return exc.exit_code
+        return _report(exc)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         return 130
@@ -32,7 +33,19 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code is None:
             return 0
         return exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:
+        # A library's exception for a user's or operator's mistake (bad setting, unreachable
+        # database, unwritable path) becomes its message; anything else is a bug: traceback.
+        translated = translate(exc)
+        if translated is None or _app_module.VERBOSE:
+            raise
+        return _report(translated)
     return 0
+
+
+def _report(exc: AivoError) -> int:
+    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+    return exc.exit_code
 
 
 def _entry() -> None:

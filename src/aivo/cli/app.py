@@ -30,13 +30,18 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+VERBOSE = False  # --verbose: also show the traceback of errors that are reported as messages
+
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
 
 
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="Log at DEBUG level and show tracebacks of reported errors."),
 ) -> None:
+    global VERBOSE
+    VERBOSE = verbose
     settings = get_settings()
     configure_logging("DEBUG" if verbose else settings.log_level, json_lines=settings.log_json)
 
