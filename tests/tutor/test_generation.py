@@ -167,3 +167,20 @@ def test_close_finishes_queued_work_then_refuses_more(tutor_settings):
     with pytest.raises(RuntimeError, match="closed"):
         service.submit_messages(messages=[{"role": "user", "content": "hi"}], adapter=None,
                                 params=service.params(max_new_tokens=4))
+
+
+def test_two_adapter_versions_of_one_learner_in_one_batch_both_finish(tutor_service):
+    """A learner re-cloned while a request waits: the batch holds two versions of one learner's
+    adapter. Each is served in its own group; the worker survives and later requests work."""
+    _clone(tutor_service, "twice", "Cats sleep a lot. Cats like sun.", epochs=1)
+    old = tutor_service.store.latest("twice")
+    _clone(tutor_service, "twice", "Dogs run fast. Dogs like parks.", epochs=2)
+    new = tutor_service.store.latest("twice")
+    assert old.sha256 != new.sha256
+    params = tutor_service.params(max_new_tokens=4)
+    streams = [tutor_service.submit_messages(messages=[{"role": "user", "content": "hi"}], adapter=ref,
+                                             params=params) for ref in (old, new, old)]
+    for stream in streams:
+        _tokens, finished = stream.result()
+        assert finished.completion_tokens <= 4
+    assert ask(tutor_service, student="twice", max_new_tokens=4).adapter_used == "twice"

@@ -235,21 +235,30 @@ class BatchGenerator:
                     continue
                 batch.append(nxt)
             for group in self._split(batch):
-                self._generate(group)
+                try:
+                    self._generate(group)
+                except Exception as exc:  # never let one group kill the worker: every later request would hang
+                    log.exception("tutor batch failed")
+                    for job in group:
+                        job.stream.push(Failed(f"generation failed: {getattr(exc, 'message', exc)}", exc))
             if stop:
                 return
 
     def _split(self, batch: list[GenerationJob]) -> list[list[GenerationJob]]:
-        """Groups with at most `capacity` distinct learners each, in arrival order."""
+        """Groups with at most `capacity` distinct learners each, in arrival order. A learner whose
+        adapter changed between two requests (re-cloned meanwhile) starts a new group: one group
+        holds one adapter per learner."""
         groups: list[list[GenerationJob]] = [[]]
-        learners: set[str] = set()
+        refs: dict[str, AdapterRef] = {}
         for job in batch:
             lid = job.adapter.learner_id if job.adapter else None
-            if lid is not None and lid not in learners and len(learners) >= self.adapters.capacity:
+            new_learner = lid is not None and lid not in refs
+            if (new_learner and len(refs) >= self.adapters.capacity) or (
+                    lid is not None and not new_learner and refs[lid] != job.adapter):
                 groups.append([])
-                learners = set()
+                refs = {}
             if lid is not None:
-                learners.add(lid)
+                refs[lid] = job.adapter
             groups[-1].append(job)
         return [g for g in groups if g]
 
