@@ -47,3 +47,34 @@ def test_user_mistakes_exit_cleanly(run_cli, tmp_path):
     assert proc.returncode == 2 and "encoder" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("train-main", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "m"))
     assert proc.returncode == 3 and "not found" in proc.stderr
+    proc = run_cli("train-main", "--data", str(data))
+    assert proc.returncode == 2 and "--out" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("train-main", "--data", str(data), "--out", str(tmp_path / "m"), "--group-by", "nonexistent")
+    assert proc.returncode == 3 and "nonexistent" in proc.stderr
+    (tmp_path / "afile").write_text("x")
+    proc = run_cli("train-main", "--data", str(data), "--out", str(tmp_path / "afile"))
+    assert proc.returncode == 2 and "not a folder" in proc.stderr
+
+
+def test_import_train_on_the_registry_then_recommend(run_cli, tmp_path):
+    """The path a user takes without the demo: import a file, train on the registry (a registered,
+    promoted version), ask for a learner's recommendations."""
+    import pandas as pd
+
+    data = write_csv(tmp_path / "log.csv", num_learners=30)
+    learner = str(pd.read_csv(data)["learner_id"].iloc[0])
+    assert run_cli("data", "import", str(data)).returncode == 0
+    proc = run_cli("recommend", learner)
+    assert proc.returncode == 4 and "aivo train-main" in proc.stderr and "Traceback" not in proc.stderr
+    config = tmp_path / "brain.json"
+    config.write_text(json.dumps({"embed_dim": 8, "hidden_dim": 8, "head_hidden_dim": 8, "evidence_dim": 4}))
+    proc = run_cli("train-main", "--epochs", "2", "--config", str(config), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["promoted"] and report["version"]["version"] == "aivo-main-v1"
+    proc = run_cli("recommend", learner, "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["next_items"] and {d["decision"] for d in out["skills"]} <= {"LEVEL_UP", "LEVEL_DOWN", "STAY", "REVIEW"}
+    proc = run_cli("train-main", "--epochs", "1", "--config", str(config), "--promote", "never", "--json")
+    assert proc.returncode == 0 and not json.loads(proc.stdout)["promoted"]

@@ -122,6 +122,10 @@ def test_updates_built_against_another_version_are_rejected(world, clock):
     reasons = [r["reason"] for r in report.rejected]
     assert any(f"built against main version {world.version!r}" in r for r in reasons)
     assert report.counts["stale_version"] == 1
+    with world.registry.session(read_only=True) as session:  # the reason is recorded with the round
+        recorded = list_federated_updates(session=session)[0]
+    assert any(f"built against main version {world.version!r}" in r["reason"] and r["learner_id"] == world.learners[4]
+               for r in recorded.details["rejected"])
 
 
 def test_bad_updates_are_rejected_with_their_reason(world, clock):

@@ -47,3 +47,12 @@ def test_delta_large_next_to_learner_count():
 def test_from_settings_uses_the_service_defaults(tmp_path):
     p = plan_from_settings(Settings(home=tmp_path, noise_multiplier=0.1, sampling_rate=1.0))
     assert not p.meaningful and p.noise_multiplier == 0.1
+
+
+def test_a_budget_for_very_few_rounds_is_flagged_without_a_plan():
+    # Full participation with sigma 1: one round costs about 4.7 and two about 7.2 (RDP composes
+    # sublinearly), so a budget of 8 covers two.
+    p = plan(sample_rate=1.0)
+    assert p.rounds_within_budget == 2 and p.epsilon_one_round == pytest.approx(4.73, abs=0.02)
+    assert any("covers only 2 round" in w for w in p.warnings)
+    assert not any("covers only" in w for w in plan().warnings)  # q = 0.01 covers thousands

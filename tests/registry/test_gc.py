@@ -92,3 +92,32 @@ def test_verify_reports_missing_and_corrupt(registry, clock):
     assert not shallow.ok and any("missing" in p for p in shallow.problems)
     assert any("bytes, expected" in p for p in shallow.problems)
     assert any("corrupted" in p for p in deep.problems)
+
+
+def test_an_old_artifact_stored_again_is_not_collected(registry, clock, monkeypatch):
+    """Content that already exists, stored again by a writer about to reference it, gets a fresh
+    modification time: GC, which listed the store before the writer came, keeps it."""
+    import aivo.registry.gc as gc
+
+    store = registry.store
+    ref = stored(store, "reused")
+    path = store._backend._path(store.key(ref.sha256))  # an old copy, as if stored three hours ago
+    three_hours_ago = (datetime.now(timezone.utc) - timedelta(hours=3)).timestamp()
+    os.utime(path, (three_hours_ago, three_hours_ago))
+    assert store.modified(ref.sha256) < datetime.now(timezone.utc) - timedelta(hours=2)
+    original = gc.find_references
+
+    def writer_comes_in_between(**kwargs):  # after GC's listing, before its deletes
+        assert stored(store, "reused") == ref
+        return original(**kwargs)
+
+    monkeypatch.setattr(gc, "find_references", writer_comes_in_between)
+    with registry.session() as s:
+        result = collect_garbage(session=s, store=store, dry_run=False, min_age_s=3600)
+    assert result.unreferenced == [ref.sha256]  # the listing saw an old, unreferenced artifact...
+    assert result.deleted == [] and store.exists(ref.sha256)  # ...but it was stored again: kept
+    assert store.modified(ref.sha256) > datetime.now(timezone.utc) - timedelta(minutes=1)
+    monkeypatch.setattr(gc, "find_references", original)
+    os.utime(path, (three_hours_ago, three_hours_ago))  # still unreferenced and old again: collected
+    with registry.session() as s:
+        assert collect_garbage(session=s, store=store, dry_run=False, min_age_s=3600).deleted == [ref.sha256]

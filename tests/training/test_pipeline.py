@@ -112,3 +112,7 @@ def test_thresholds_minimums_maximums_and_unmeasurable_gaps():
     assert not checks["f1"].passed and "needed" in checks["f1"].note  # missing quality metric fails
     with pytest.raises(DataError, match="unknown threshold"):
         HarnessPolicy.from_mapping({"thresholds": {"accuracyy": 0.5}}, model_kind="main_brain")
+    for bad in ("x", None, 2.5, True):
+        with pytest.raises(DataError, match="min_group_size must be a whole number"):
+            HarnessPolicy.from_mapping({"min_group_size": bad}, model_kind="main_brain")
+    assert HarnessPolicy.from_mapping({"min_group_learners": 3.0}, model_kind="main_brain").min_group_learners == 3

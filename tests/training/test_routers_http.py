@@ -4,9 +4,11 @@ B, keys of every role). Jobs are run by an in-process worker, as `aivo worker ru
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
+import httpx
 import pytest
 
 from aivo.training.job_service import fetch_job
@@ -54,6 +56,8 @@ def test_bad_input_is_a_clear_4xx_and_writes_nothing(api):
     malformed = admin.post("/trainer/jobs", content=b'{"kind": "main_brain", "datasheet": ',
                            headers={"Content-Type": "application/json"})
     assert malformed.status_code == 400 and "malformed JSON" in malformed.json()["detail"]
+    bad_policy = admin.post("/trainer/jobs", json=_job_body(policy={**LAX, "min_group_size": "x"}))
+    assert bad_policy.status_code == 422 and "min_group_size" in bad_policy.json()["detail"]
     cron = admin.put("/v1/scheduler/jobs/aivo_main_brain_daily", json={"cron": "0 25 * * *"})
     assert cron.status_code == 422 and "is not a valid cron expression" in cron.json()["detail"]
     unknown_job = admin.put("/v1/scheduler/jobs/nightly", json={"cron": "0 1 * * *"})
@@ -122,6 +126,19 @@ def test_manual_triggers_status_cancellation_and_schedules(api):
     assert api.client("admin_b").post("/v1/scheduler/trigger/learner:L002").status_code == 404  # other tenant
     assert api.client("service_b").get(f"/trainer/jobs/{learner.json()['job']['id']}").status_code == 404
     assert api.client("service").get(f"/trainer/jobs/{learner.json()['job']['id']}").status_code == 200
+    # Another tenant's admin neither sees nor cancels it, and no status names that learner's model to it.
+    learner_job, learner_model = learner.json()["job"]["id"], learner.json()["job"]["model_id"]
+    admin_b = api.client("admin_b")
+    assert admin_b.get(f"/trainer/jobs/{learner_job}").status_code == 404
+    assert admin_b.delete(f"/trainer/jobs/{learner_job}").status_code == 404
+    assert learner_job not in [j["id"] for j in admin_b.get("/trainer/jobs").json()["jobs"]]
+    status_b = admin_b.get("/v1/scheduler/status").json()["scheduler"]
+    assert learner_model not in [m["model_id"] for m in status_b["models_training"]]
+    assert status_b["learner_models_training"] == 1
+    status_a = admin.get("/v1/scheduler/status").json()["scheduler"]
+    assert learner_model in [m["model_id"] for m in status_a["models_training"]]
+    health = httpx.get(f"{api.base}/health").json()  # no key: no learner's model is named
+    assert learner_model not in json.dumps(health)
     assert admin.post("/v1/scheduler/trigger/curriculum-generator-v1").status_code == 404
 
     changed = admin.put("/v1/scheduler/jobs/aivo_main_brain_daily", json={"cron": "30 1 * * 1-5"})

@@ -118,7 +118,9 @@ def scheduler_status(state: Any) -> dict[str, Any]:
     if handle is not None:
         out.update(process_running=handle.running, process_leads=handle.is_leader)
     try:
-        status = read_status(registry=state.registry, settings=state.settings, clock=state.clock)["scheduler"]
+        # /health needs no key: it never names a learner's model.
+        status = read_status(registry=state.registry, settings=state.settings, clock=state.clock,
+                             tenant=None)["scheduler"]
     except Exception as exc:  # health reports, never raises
         out.update(running=False, error=f"{type(exc).__name__}: {exc}")
         return out

@@ -74,12 +74,16 @@ def train_main_from_file(*, data: Path, out: Path, config: BrainConfig, seed: in
                          progress: bool = False) -> TrainReport:
     """Read `data`, split it by learner (train/validation/test), train with early stopping on
     validation, evaluate on test, and write a checkpoint folder at `out`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; --out names the checkpoint folder to write")
     interactions = read_interactions(data, format=data_format)
+    group_by = _present(group_by, interactions.frame.columns)  # before training, not after
     split = split_by_learner(interactions, fractions=fractions, seed=seed)
     result = train_main_brain(train=split.train, validation=split.validation, config=config, seed=seed,
                               progress=progress)
     brain = result.brain
-    test = evaluate(brain=brain, log=split.test, group_by=_present(group_by, split.test.frame.columns))
+    test = evaluate(brain=brain, log=split.test, group_by=group_by)
     brain.info.update({"data_hash": interactions.data_hash(), "data_source": str(data), "split_seed": seed,
                        "split_fractions": list(fractions), "split": split.sizes(),
                        "test_metrics": test.metrics.as_dict(),

@@ -29,10 +29,11 @@ def _metrics_table(title: str, rows: dict[str, dict | None]) -> Table:
 
 @app.command("train-main")
 def train_main(
-    data: Path = typer.Option(..., "--data", help="Interaction file (KT three-line, CSV or Parquet)."),
-    out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
+    data: Path | None = typer.Option(None, "--data", help="Interaction file (KT three-line, CSV or Parquet). "
+                                     "Omit it to train on the registry's interactions and register a version."),
+    out: Path | None = typer.Option(None, "--out", help="Checkpoint folder to write (with --data)."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs [AIVO_MAX_EPOCHS]."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the split and the training [AIVO_SEED]."),
+    seed: int | None = typer.Option(None, "--seed", min=0, help="Seed of the split and the training [AIVO_SEED]."),
     learning_rate: float | None = typer.Option(None, "--learning-rate", help="Adam step [AIVO_LEARNING_RATE]."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Chunks per batch [AIVO_BATCH_SIZE]."),
     patience: int | None = typer.Option(None, "--patience", min=1,
@@ -40,18 +41,35 @@ def train_main(
     config_file: Path | None = typer.Option(None, "--config", help="JSON file of BrainConfig fields."),
     data_format: str = typer.Option("auto", "--format", "-f", help="Input format."),
     group_by: list[str] = typer.Option([], "--group-by", help="Also report test metrics per value of this column."),
+    promote: str = typer.Option("if-better", "--promote",
+                                help="Registry training: always, never or if-better (no active version yet, or a "
+                                     "higher test AUC than the active one on the same test learners)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Train the Main Brain on a file (split 80/10/10 by learner), evaluate on its test part, save."""
+    """Train the Main Brain (split 80/10/10 by learner), evaluate on its test part, and either save
+    a checkpoint folder (--data FILE --out DIR) or register it as a main version (no --data)."""
     from aivo.brain.service import apply_threads, config_from_settings, load_config_file, train_main_from_file
+    from aivo.errors import ConfigError
 
+    if data is None and out is not None:
+        raise ConfigError("--out writes a checkpoint of a file's training: give --data FILE too, or omit --out "
+                          "to train on the registry's interactions")
+    if data is not None and out is None:
+        raise ConfigError("give --out DIR for the checkpoint folder, or omit --data to train on the registry's "
+                          "interactions and register a main version")
+    if promote not in ("always", "never", "if-better"):
+        raise ConfigError(f"--promote must be always, never or if-better, got {promote!r}")
     cfg = settings()
     apply_threads(cfg)
     overrides = load_config_file(config_file) if config_file else {}
     overrides.update({"max_epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
                       "patience": patience})
     config = config_from_settings(cfg, **overrides)
-    report = train_main_from_file(data=data, out=out, config=config, seed=cfg.seed if seed is None else seed,
+    seed = cfg.seed if seed is None else seed
+    if data is None:
+        _train_registry_version(cfg, config=config, seed=seed, group_by=group_by, promote=promote, as_json=as_json)
+        return
+    report = train_main_from_file(data=data, out=out, config=config, seed=seed,
                                   data_format=data_format, group_by=group_by, progress=not as_json)
 
     def render(r) -> None:
@@ -60,6 +78,27 @@ def train_main(
                       f"{r.num_parameters['personal']} personal parameters)")
         console.print(_metrics_table("Main Brain", {"validation": r.validation, "test": r.test["metrics"],
                                                     "oracle (test)": r.test["oracle"]}))
+        for col, groups in r.test["subgroups"].items():
+            console.print(_metrics_table(f"test by {col}", groups))
+
+    emit(to_jsonable(report), as_json=as_json, render=lambda _: render(report))
+
+
+def _train_registry_version(cfg, *, config, seed: int, group_by: list[str], promote: str, as_json: bool) -> None:
+    from aivo.registry import default_actor, open_registry
+    from aivo.services.main_brain import train_main_version
+
+    report = train_main_version(registry=open_registry(cfg), settings=cfg, config=config, seed=seed,
+                                promote=promote, group_by=group_by, actor=default_actor(), progress=not as_json)
+
+    def render(r) -> None:
+        verdict = "[green]promoted[/]" if r.promoted else "[yellow]not promoted[/]"
+        console.print(f"registered Main Brain [bold]{r.version.version}[/] ({verdict}: {r.promotion_reason}); "
+                      f"best epoch {r.best_epoch} of {r.epochs_run}, {r.train_seconds:.1f}s")
+        rows = {"validation": r.validation, "test": r.test["metrics"], "oracle (test)": r.test["oracle"]}
+        if r.active_test is not None:
+            rows[f"active {r.active_before} (test)"] = r.active_test["metrics"]
+        console.print(_metrics_table("Main Brain", rows))
         for col, groups in r.test["subgroups"].items():
             console.print(_metrics_table(f"test by {col}", groups))
 

@@ -142,6 +142,7 @@ def train_local_cmd(
         raise DataError("give either LEARNER or --all")
     if not all_learners:
         report = train_learner(registry=reg, settings=cfg, learner_id=_pseudonym(learner, pseudonym), config=config)
+        _warn_record_level(report.to_dict().get("record_epsilon"))
         emit(to_jsonable(report.to_dict()), as_json=as_json, render=_render_local)
         return
     from aivo.registry import list_learner_models
@@ -164,6 +165,14 @@ def train_local_cmd(
     emit(summary, as_json=as_json, render=lambda s: console.print(
         f"trained {s['trained']} clones: {s['active']} active, {s['fallback']} served by the main model "
         f"(fallback); {s['failed']} skipped {json.dumps(s['errors']) if s['errors'] else ''}"))
+
+
+def _warn_record_level(epsilon: float | None) -> None:
+    from aivo.privacy.planning import MEANINGLESS_EPSILON
+
+    if epsilon is not None and epsilon > MEANINGLESS_EPSILON:
+        _warn([f"record-level DP-SGD epsilon {epsilon:.3g} is above {MEANINGLESS_EPSILON:g}: no meaningful "
+               "record-level privacy; raise --dp-noise-multiplier (1.0 or more)"])
 
 
 def _render_local(r: dict) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -91,6 +92,16 @@ class AggregationOptions:
             raise ConfigError(f"the server learning rate must be > 0, got {self.server_learning_rate}")
         if self.gate_margin < 0:
             raise ConfigError(f"gate_margin must be >= 0, got {self.gate_margin}")
+        if not 0.0 < self.delta < 1.0:
+            raise ConfigError(f"delta must be in (0, 1), typically below 1 / number of learners, got {self.delta}")
+        if not self.epsilon_budget > 0 or not math.isfinite(self.epsilon_budget):
+            raise ConfigError(f"the epsilon budget must be a positive number, got {self.epsilon_budget}")
+        if self.seed is not None and self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.gate_max_learners < 1:
+            raise ConfigError(f"gate_max_learners must be >= 1, got {self.gate_max_learners}")
         self.make_strategy()  # validates the strategy name and its options
         UserLevelDP(noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm, sample_rate=self.sample_rate,
                     weight_cap=self.weight_cap)
@@ -330,7 +341,9 @@ def _commit(registry: Registry, options: AggregationOptions, report: Aggregation
             num_contributors=outcome.num_accepted, metrics_before=report.metrics_before,
             metrics_after=report.metrics_after, improvement=report.improvement,
             privacy={k: v for k, v in privacy.items() if v is not None},
-            details={"counts": report.counts, "rejected": [r.to_dict() for r in rejected][:1000],
+            # every rejection with its reason: updates built against another version, unreadable
+            # artifacts and updates the checks refused
+            details={"counts": report.counts, "rejected": report.rejected[:1000],
                      "aggregation": report.aggregation, "gate": reason, "gate_margin": options.gate_margin,
                      "warnings": report.warnings}, clock=clock)
         charge_round(session=session, eligible=pool, sampled=sampled, private=options.dp_enabled,

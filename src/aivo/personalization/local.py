@@ -88,6 +88,8 @@ class LocalTrainingConfig:
             raise ConfigError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         if self.min_interactions < 2:
             raise ConfigError("min_interactions must be >= 2")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -17,6 +17,9 @@ from aivo.privacy.accountants import epsilon_for, max_steps_within
 
 # Above this epsilon a guarantee says next to nothing: e^10 ~ 22,000x likelihood ratio.
 MEANINGLESS_EPSILON = 10.0
+# Without a planned number of rounds, a budget that lets a learner contribute to fewer rounds than
+# this is worth a warning: with weekly aggregation, such learners stop contributing within weeks.
+FEW_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,10 @@ def plan_privacy(*, enabled: bool, noise_multiplier: float, sample_rate: float, 
     elif planned_rounds and rounds < planned_rounds:
         warnings.append(f"the epsilon budget {epsilon_budget:g} covers {rounds} rounds per learner, fewer than the "
                         f"{planned_rounds} planned: learners stop contributing once their budget is spent")
+    elif not planned_rounds and rounds < FEW_ROUNDS:
+        warnings.append(f"the epsilon budget {epsilon_budget:g} covers only {rounds} round(s) per learner (one round "
+                        f"costs epsilon {one:.2f} at sampling rate {sample_rate:g}): after that a learner never "
+                        "contributes again; a smaller sampling rate or a larger noise multiplier buys more rounds")
     if num_learners and delta >= 1.0 / num_learners:
         warnings.append(f"delta {delta:g} is not small next to 1/number of learners ({1.0 / num_learners:.2g}): "
                         "choose delta well below 1/N")

@@ -37,6 +37,10 @@ ARTIFACT_DIR = "sha256"
 TEMP_DIR = "tmp"
 METADATA_KEY = "aivo.metadata"  # the safetensors header entry that holds AIVO's JSON metadata
 _CHUNK = 1 << 20
+# Storing content that is already there refreshes the stored copy's modification time when it is
+# older than this, so that garbage collection (which only deletes unreferenced artifacts older
+# than its min age, an hour by default) never deletes an artifact that is being referenced again.
+REFRESH_AFTER_S = 600.0
 # Object stores where a single PUT is atomic; other fsspec backends get temp-then-move.
 _ATOMIC_PUT_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 
@@ -101,10 +105,23 @@ class _LocalBackend:
         return self._path(key).read_bytes()
 
     def size(self, key: str) -> int | None:
+        found = self.stat(key)
+        return None if found is None else found[0]
+
+    def stat(self, key: str) -> tuple[int, datetime] | None:
         try:
-            return self._path(key).stat().st_size
+            st = self._path(key).stat()
         except FileNotFoundError:
             return None
+        return st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc)
+
+    def refresh(self, key: str, chunks: Iterator[bytes]) -> bool:
+        """Set the modification time to now; False when the file is gone (write it again)."""
+        try:
+            os.utime(self._path(key))
+            return True
+        except FileNotFoundError:
+            return False
 
     def delete(self, key: str) -> bool:
         try:
@@ -160,11 +177,21 @@ class _FsspecBackend:
         return self.fs.cat_file(self._path(key))
 
     def size(self, key: str) -> int | None:
+        found = self.stat(key)
+        return None if found is None else found[0]
+
+    def stat(self, key: str) -> tuple[int, datetime] | None:
         self.fs.invalidate_cache(self._path(key))
         try:
-            return int(self.fs.info(self._path(key))["size"])
+            info = self.fs.info(self._path(key))
         except FileNotFoundError:
             return None
+        return int(info.get("size") or 0), _modified(info)
+
+    def refresh(self, key: str, chunks: Iterator[bytes]) -> bool:
+        """Object stores cannot touch an object: write the same content again."""
+        self.write_atomic(key, chunks)
+        return True
 
     def delete(self, key: str) -> bool:
         try:
@@ -184,16 +211,19 @@ class _FsspecBackend:
         for path, info in found.items():
             if info.get("type", "file") != "file":
                 continue
-            modified = info.get("LastModified") or info.get("mtime") or info.get("created")
-            if isinstance(modified, (int, float)):
-                modified = datetime.fromtimestamp(modified, timezone.utc)
-            elif isinstance(modified, datetime) and modified.tzinfo is None:
-                modified = modified.replace(tzinfo=timezone.utc)
-            elif not isinstance(modified, datetime):
-                modified = datetime.fromtimestamp(0, timezone.utc)  # unknown age: treated as old
+            modified = _modified(info)
             root, found_path = self.root.strip("/"), path.strip("/")
             rel = found_path[len(root):].lstrip("/") if found_path.startswith(root) else found_path
             yield rel, int(info.get("size") or 0), modified
+
+
+def _modified(info: Mapping[str, Any]) -> datetime:
+    modified = info.get("LastModified") or info.get("mtime") or info.get("created")
+    if isinstance(modified, (int, float)):
+        return datetime.fromtimestamp(modified, timezone.utc)
+    if isinstance(modified, datetime):
+        return modified if modified.tzinfo is not None else modified.replace(tzinfo=timezone.utc)
+    return datetime.fromtimestamp(0, timezone.utc)  # unknown age: treated as old
 
 
 class ArtifactStore:
@@ -228,10 +258,19 @@ class ArtifactStore:
     def put_bytes(self, data: bytes) -> ArtifactRef:
         """Store `data`; return its reference once it is durable. Identical content is stored once."""
         digest = hashlib.sha256(data).hexdigest()
-        if self._backend.size(self.key(digest)) != len(data):  # absent, or a damaged copy to replace
-            self._backend.write_atomic(self.key(digest), iter((data,)))
-            log.debug("stored artifact %s (%d bytes)", digest, len(data))
+        self._store(self.key(digest), len(data), lambda: iter((data,)))
         return ArtifactRef(sha256=digest, size=len(data))
+
+    def _store(self, key: str, size: int, chunks) -> None:
+        """Write `chunks()` at `key` unless an intact-sized copy is there; refresh an old copy's
+        modification time (see REFRESH_AFTER_S) so GC treats it as just stored."""
+        found = self._backend.stat(key)
+        if found is not None and found[0] == size:
+            age = (datetime.now(timezone.utc) - found[1]).total_seconds()
+            if age < REFRESH_AFTER_S or self._backend.refresh(key, chunks()):
+                return
+        self._backend.write_atomic(key, chunks())  # absent, gone meanwhile, or a damaged copy to replace
+        log.debug("stored artifact %s (%d bytes)", key, size)
 
     def put_file(self, path: str | Path) -> ArtifactRef:
         """Store a file's content (read twice in chunks: once to hash, once to copy)."""
@@ -242,12 +281,12 @@ class ArtifactStore:
                 digest.update(chunk)
                 size += len(chunk)
         ref = ArtifactRef(sha256=digest.hexdigest(), size=size)
-        if self._backend.size(self.key(ref.sha256)) != size:
-            def chunks() -> Iterator[bytes]:
-                with open(path, "rb") as fh:
-                    while chunk := fh.read(_CHUNK):
-                        yield chunk
-            self._backend.write_atomic(self.key(ref.sha256), chunks())
+
+        def chunks() -> Iterator[bytes]:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    yield chunk
+        self._store(self.key(ref.sha256), size, chunks)
         return ref
 
     def put_tensors(self, tensors: Mapping[str, "torch.Tensor"], *,
@@ -285,6 +324,11 @@ class ArtifactStore:
         if size is None:
             raise NotFoundError(f"artifact {digest} is not in the store {self.url}")
         return size
+
+    def modified(self, digest: str) -> datetime | None:
+        """When the artifact was last stored (or refreshed); None when it is not there."""
+        found = self._backend.stat(self.key(_check_digest(digest)))
+        return None if found is None else found[1]
 
     def iter_artifacts(self) -> Iterator[StoredArtifact]:
         """Every artifact in the store (name-checked only; use `verify` for content)."""

@@ -6,7 +6,9 @@ revisions count without registering anything).
 
 GC never deletes a referenced artifact. It lists the store *before* reading references, and
 only deletes unreferenced artifacts older than `min_age_s` (default one hour), so an artifact
-written a moment ago whose row is about to commit is safe.
+written a moment ago whose row is about to commit is safe. Storing content that already exists
+refreshes the stored copy's modification time (`REFRESH_AFTER_S`), and GC checks that time again
+right before each delete, so an old artifact that is being referenced anew is kept too.
 """
 
 from __future__ import annotations
@@ -93,7 +95,13 @@ def collect_garbage(*, session: Session, store: ArtifactStore, dry_run: bool = T
     if not dry_run and old:
         still_referenced = find_references(session=session, digests=[a.sha256 for a in old])
         for artifact in old:
-            if artifact.sha256 not in still_referenced and store.delete(artifact.sha256):
+            if artifact.sha256 in still_referenced:
+                continue
+            # Stored again since the listing (a writer about to reference it): not garbage.
+            modified = store.modified(artifact.sha256)
+            if modified is not None and modified > cutoff:
+                continue
+            if store.delete(artifact.sha256):
                 deleted.append(artifact.sha256)
         write_audit(session=session, actor=actor, action="artifact.gc", reason="unreferenced artifacts",
                     details={"deleted": len(deleted), "bytes": sum(a.size for a in old if a.sha256 in deleted)},

@@ -45,9 +45,18 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def scheduler_status(*, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+ALL_TENANTS = "*"
+
+
+def scheduler_status(*, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK,
+                     tenant: str | None = ALL_TENANTS) -> dict[str, Any]:
     """The seed design's status document: jobs with next run and trigger, models training, last
-    training per model, plus who holds the scheduler lease and each job's last run."""
+    training per model, plus who holds the scheduler lease and each job's last run.
+
+    `tenant` scopes what is said about learner models (whose ids carry a learner pseudonym):
+    `ALL_TENANTS` (the operator's CLI) lists every one; a tenant lists only its own learners' jobs;
+    None (unauthenticated callers such as /health) lists none. Main Brain entries are always listed;
+    `learner_models_training` counts the learner jobs that were left out."""
     now = clock.now()
 
     def read(session):
@@ -55,6 +64,13 @@ def scheduler_status(*, registry: Registry, settings: Settings, clock: Clock = S
                 last_runs(session=session), models_training(session=session), last_training(session=session))
 
     lease, overrides, runs, training, trained = registry.run(read, read_only=True)
+    if tenant != ALL_TENANTS:
+        shown = [j for j in training if j.learner_id is None or (tenant is not None and j.tenant == tenant)]
+        hidden = len(training) - len(shown)
+        training = shown
+        trained = {model: at for model, at in trained.items() if not model.startswith("learner:")}
+    else:
+        hidden = 0
     triggers = build_triggers(settings, {k: o.trigger for k, o in overrides.items() if o.trigger})
     running = lease is not None and lease.expires_at > now
     jobs = []
@@ -80,6 +96,7 @@ def scheduler_status(*, registry: Registry, settings: Settings, clock: Clock = S
             "jobs": jobs,
             "models_training": [{"model_id": j.model_id, "job_id": j.id, "status": j.status, "kind": j.kind}
                                 for j in training],
+            "learner_models_training": hidden,
             "last_training": {model: _iso(at) for model, at in sorted(trained.items())},
         },
         "timestamp": _iso(now),

@@ -117,8 +117,8 @@ def load_main_brain(*, registry: Registry, version: str | None = None) -> Loaded
         record = get_main_version(session=session, version=version) if version \
             else get_active_main_version(session=session)
     if record is None:
-        raise NotFoundError("there is no active Main Brain yet: train one with `aivo train-main` "
-                            "(or POST /v1/scheduler/train-main-brain)")
+        raise NotFoundError("there is no active Main Brain yet: train one on the registry's interactions with "
+                            "`aivo train-main` (or POST /v1/scheduler/train-main-brain)")
     with _cache_lock:
         brain = _cache.get(record.artifact_sha256)
         if brain is not None:

@@ -84,13 +84,20 @@ class HarnessPolicy:
             raise DataError("policy.group_by must be a list of column names")
         return cls(thresholds=merged, group_by=tuple(map(str, group_by)),
                    gap_metric=str(policy.get("gap_metric", "auc")),
-                   min_group_size=int(policy.get("min_group_size", 50)),
-                   min_group_learners=int(policy.get("min_group_learners", 10)))
+                   min_group_size=_whole(policy, "min_group_size", 50),
+                   min_group_learners=_whole(policy, "min_group_learners", 10))
 
     def to_dict(self) -> dict[str, Any]:
         return {"thresholds": dict(self.thresholds), "group_by": list(self.group_by),
                 "gap_metric": self.gap_metric, "min_group_size": self.min_group_size,
                 "min_group_learners": self.min_group_learners}
+
+
+def _whole(policy: Mapping[str, Any], name: str, default: int) -> int:
+    value = policy.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise DataError(f"policy.{name} must be a whole number, got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)

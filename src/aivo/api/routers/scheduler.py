@@ -33,7 +33,7 @@ Force = Annotated[bool, Query(description="Ignore MIN_TRAINING_INTERVAL_HOURS (n
 def status(registry: RegistryDep, settings: SettingsDep, clock: ClockDep, key: ServiceKey) -> dict[str, Any]:
     """Each job with its trigger and next run; models training; the last training per model; which
     process holds the scheduler lease (wherever it runs)."""
-    return scheduler_status(registry=registry, settings=settings, clock=clock)
+    return scheduler_status(registry=registry, settings=settings, clock=clock, tenant=key.tenant)
 
 
 def _queued(decision: RetrainingDecision, clock) -> TriggerResponse:

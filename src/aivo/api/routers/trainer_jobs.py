@@ -41,8 +41,9 @@ def actor(key: VerifiedKey) -> str:
 
 
 def _visible(job: TrainerJobRecord, key: VerifiedKey) -> TrainerJobRecord:
-    """Admins see every job; other keys their tenant's and the Main Brain's (no tenant)."""
-    if key.role != "admin" and job.tenant not in (None, key.tenant):
+    """A key sees its tenant's jobs and the Main Brain's (no tenant). Admins too: an admin key
+    administers its own tenant, never another tenant's learners."""
+    if job.tenant not in (None, key.tenant):
         raise NotFoundError(f"trainer job {job.id} does not exist")
     return job
 
@@ -75,7 +76,7 @@ def list_jobs(registry: RegistryDep, key: ServiceKey,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0)] = 0) -> TrainerJobPage:
     page = job_service.find_jobs(registry=registry, status=status, model_id=model, kind=kind,
-                                 visible_to_tenant=None if key.role == "admin" else key.tenant,
+                                 visible_to_tenant=key.tenant,
                                  limit=limit, offset=offset)
     return TrainerJobPage(jobs=[public(j) for j in page.jobs], total=page.total, limit=page.limit,
                           offset=page.offset)
