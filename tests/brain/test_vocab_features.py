@@ -155,3 +155,22 @@ def test_shifted_chunks_cut_the_first_chunk_shorter():
     position, starts, lengths = chunk_layout(learners, 200, shifts=np.array([150, 7]))
     assert lengths.tolist() == [50, 200, 200, 3]
     assert position[49] == 49 and position[50] == 0
+
+
+def test_the_small_and_the_large_paths_of_the_features_agree(monkeypatch):
+    """Serving (one learner) takes a Python pass over the rows, training logs pandas: same numbers."""
+    import aivo.brain.features as features
+
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 60, 40)
+    chunk = np.repeat(np.arange(len(lengths)), lengths)
+    position = np.concatenate([np.arange(n) for n in lengths])
+    n = len(chunk)
+    args = dict(chunk=chunk, position=position, item=rng.integers(0, 30, n), skill=rng.integers(0, 6, n),
+                item_type=rng.integers(0, 3, n), correct=rng.integers(0, 2, n).astype(float),
+                expected=rng.uniform(0.1, 0.9, n), global_correct_rate=0.65, prior_count=5.0)
+    monkeypatch.setattr(features, "_LOOP_MAX_ROWS", 10 ** 9)
+    small = history_features(**args)
+    monkeypatch.setattr(features, "_LOOP_MAX_ROWS", 0)
+    large = history_features(**args)
+    np.testing.assert_allclose(small, large, rtol=1e-6, atol=1e-7)

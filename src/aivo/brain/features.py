@@ -51,9 +51,17 @@ def _inclusive_streaks(groups_key: list[np.ndarray], correct: np.ndarray) -> tup
     return out[0], out[1]
 
 
+# Below this many rows (serving: one learner's history) a plain Python pass over the rows is far
+# faster than pandas' groupby machinery; above it (training logs) pandas wins. Both give the same
+# numbers (tests/brain/test_vocab_features.py).
+_LOOP_MAX_ROWS = 4096
+
+
 def _per_key(chunk: np.ndarray, key: np.ndarray, correct: np.ndarray, position: np.ndarray,
              residual: np.ndarray) -> np.ndarray:
     """(N, PER_KEY) features of the prior history of (chunk, key) at each row. Rows must be in order."""
+    if len(chunk) <= _LOOP_MAX_ROWS:
+        return _key_features(*_per_key_loop(chunk, key, correct, position, residual))
     frame = pd.DataFrame({"chunk": chunk, "key": key, "correct": correct, "position": position,
                           "residual": residual})
     groups = frame.groupby(["chunk", "key"], sort=False)
@@ -62,22 +70,90 @@ def _per_key(chunk: np.ndarray, key: np.ndarray, correct: np.ndarray, position: 
     residuals = groups["residual"].cumsum().to_numpy(dtype=np.float64) - residual
     last = groups["correct"].shift(1).to_numpy(dtype=np.float64)
     gap = position - groups["position"].shift(1).to_numpy(dtype=np.float64)
-    seen = ~np.isnan(last)
     right_run, wrong_run = _inclusive_streaks([chunk, key], correct)
     frame["right_run"], frame["wrong_run"] = right_run, wrong_run
     groups = frame.groupby(["chunk", "key"], sort=False)  # again: now with the streak columns
-    right_before = np.nan_to_num(groups["right_run"].shift(1).to_numpy(dtype=np.float64))
-    wrong_before = np.nan_to_num(groups["wrong_run"].shift(1).to_numpy(dtype=np.float64))
+    right_before = groups["right_run"].shift(1).to_numpy(dtype=np.float64)
+    wrong_before = groups["wrong_run"].shift(1).to_numpy(dtype=np.float64)
+    return _key_features(attempts, corrects, residuals, last, gap, right_before, wrong_before)
+
+
+def _key_features(attempts, corrects, residuals, last, gap, right_before, wrong_before) -> np.ndarray:
+    """The PER_KEY columns from the raw prior counts of each row (last/gap/streaks NaN: never seen)."""
+    seen = ~np.isnan(last)
     return np.stack([
         np.log1p(attempts),
         np.log1p(corrects),
         np.log1p(attempts - corrects),
         np.where(seen, 2.0 * np.nan_to_num(last) - 1.0, 0.0),  # +1 correct, -1 wrong, 0 never
         np.where(seen, np.log1p(np.nan_to_num(gap)), 0.0),
-        np.log1p(right_before),
-        np.log1p(wrong_before),
+        np.log1p(np.nan_to_num(right_before)),
+        np.log1p(np.nan_to_num(wrong_before)),
         residuals / (attempts + KEY_RESIDUAL_PRIOR),
     ], axis=1)
+
+
+class _KeyState:
+    """What the rows of one (chunk, key) so far add up to (answers are 0/1)."""
+
+    __slots__ = ("attempts", "corrects", "residual", "last", "last_position", "right_run", "wrong_run")
+
+    def __init__(self) -> None:
+        self.attempts, self.corrects, self.residual = 0.0, 0.0, 0.0
+        self.last = self.last_position = self.right_run = self.wrong_run = np.nan
+
+    def add(self, correct: float, position: float, residual: float) -> None:
+        self.attempts += 1.0
+        self.corrects += correct
+        self.residual += residual
+        self.last, self.last_position = correct, position
+        # The streak ending at this row: a right answer extends the right run and ends the wrong one.
+        self.right_run = (0.0 if np.isnan(self.right_run) else self.right_run) + 1.0 if correct == 1.0 else 0.0
+        self.wrong_run = (0.0 if np.isnan(self.wrong_run) else self.wrong_run) + 1.0 if correct == 0.0 else 0.0
+
+    def before(self, position: float) -> tuple[float, ...]:
+        return (self.attempts, self.corrects, self.residual, self.last, position - self.last_position,
+                self.right_run, self.wrong_run)
+
+
+def _per_key_loop(chunk, key, correct, position, residual) -> tuple[np.ndarray, ...]:
+    """The raw prior counts of `_key_features`, one Python pass over the rows."""
+    states: dict = {}
+    raw = np.empty((len(chunk), 7))
+    for i, (c, k, answer, pos, res) in enumerate(zip(chunk.tolist(), np.asarray(key).tolist(),
+                                                     np.asarray(correct, dtype=np.float64).tolist(),
+                                                     np.asarray(position, dtype=np.float64).tolist(),
+                                                     np.asarray(residual, dtype=np.float64).tolist())):
+        state = states.get((c, k))
+        if state is None:
+            state = states[(c, k)] = _KeyState()
+        raw[i] = state.before(pos)
+        state.add(answer, pos, res)
+    return tuple(raw.T)
+
+
+def _key_states(key, correct, residual) -> dict:
+    """key -> its `_KeyState` after one whole history (positions 0..T-1)."""
+    states: dict = {}
+    for pos, (k, answer, res) in enumerate(zip(np.asarray(key).tolist(),
+                                               np.asarray(correct, dtype=np.float64).tolist(),
+                                               np.asarray(residual, dtype=np.float64).tolist())):
+        state = states.get(k)
+        if state is None:
+            state = states[k] = _KeyState()
+        state.add(answer, float(pos), res)
+    return states
+
+
+def _chunk_cumsum(values: np.ndarray, chunk: np.ndarray) -> np.ndarray:
+    """Cumulative sums that restart at each chunk (rows in chunk order)."""
+    if len(chunk) > _LOOP_MAX_ROWS:
+        return pd.Series(values).groupby(chunk, sort=False).cumsum().to_numpy()
+    out = np.empty_like(values)
+    bounds = [0, *(np.flatnonzero(np.diff(chunk)) + 1).tolist(), len(values)]
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        out[start:end] = np.cumsum(values[start:end])
+    return out
 
 
 def _exclusive_ema(values: np.ndarray, chunk: np.ndarray, position: np.ndarray, decay: float) -> np.ndarray:
@@ -129,9 +205,8 @@ def history_features(*, chunk: np.ndarray, position: np.ndarray, item: np.ndarra
     item_part = _per_key(chunk, item, correct, position, residual)
     skill_part = _per_key(chunk, skill, correct, position, residual)
     type_part = _per_key(chunk, item_type, correct, position, residual)
-    by_chunk = pd.DataFrame({"correct": correct, "residual": residual}).groupby(chunk, sort=False)
-    cum_correct = by_chunk["correct"].cumsum().to_numpy() - correct
-    cum_residual = by_chunk["residual"].cumsum().to_numpy() - residual
+    cum_correct = _chunk_cumsum(correct, chunk) - correct
+    cum_residual = _chunk_cumsum(residual, chunk) - residual
     running = (cum_correct + prior_count * global_correct_rate) / (position + prior_count)
     previous = np.zeros_like(correct)
     has_prev = position > 0
@@ -158,22 +233,19 @@ def candidate_features(*, history_item: np.ndarray, history_skill: np.ndarray, h
     history_correct = np.asarray(history_correct, dtype=np.float64)
     history_expected = np.clip(np.asarray(history_expected, dtype=np.float64), 1e-3, 1 - 1e-3)
     length = len(history_correct)
-    # The per-key columns of a candidate are those of the last history row with its key, advanced
-    # past that row; computing them on the history plus one probe row per distinct key does that.
     hist_keys = (np.asarray(history_item), np.asarray(history_skill), np.asarray(history_type))
     cand_keys = (np.asarray(candidate_item), np.asarray(candidate_skill), np.asarray(candidate_type))
     parts = []
+    history_residual = history_correct - history_expected
     for hist_key, cand_key in zip(hist_keys, cand_keys):
+        # A candidate's per-key columns are those of a probe row at position T with its key: the
+        # counts of the history rows with that key (all zero for a key never seen).
+        states = _key_states(hist_key, history_correct, history_residual)
         distinct = pd.unique(cand_key)
-        # chunk c = history followed by probe c (one chunk per distinct candidate key)
-        n = len(distinct)
-        chunk = np.concatenate([np.repeat(np.arange(n), length), np.arange(n)])
-        order = np.argsort(chunk, kind="stable")
-        key = np.concatenate([np.tile(hist_key, n), distinct])[order]
-        correct = np.concatenate([np.tile(history_correct, n), np.zeros(n)])[order]
-        residual = np.concatenate([np.tile(history_correct - history_expected, n), np.zeros(n)])[order]
-        position = np.tile(np.arange(length + 1), n)
-        per_key = _per_key(chunk[order], key, correct, position, residual)[length::length + 1]  # probe rows
+        empty = _KeyState().before(float(length))
+        raw = np.array([states[k].before(float(length)) if k in states else empty for k in distinct.tolist()],
+                       dtype=np.float64).reshape(len(distinct), 7)
+        per_key = _key_features(*raw.T)
         parts.append(per_key[pd.Index(distinct).get_indexer(cand_key)])
     # The learner-level columns do not depend on the candidate: take them from the history with
     # one placeholder step appended (its own answer is never used).

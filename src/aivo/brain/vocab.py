@@ -29,6 +29,7 @@ class Vocabulary:
             raise ValueError("vocabulary tokens must be unique")
         self.tokens: list[str] = tokens
         self._index = pd.Index(tokens)
+        self._lookup = {token: i + len(_RESERVED) for i, token in enumerate(tokens)}
 
     @classmethod
     def build(cls, values: Iterable[str]) -> "Vocabulary":
@@ -43,6 +44,10 @@ class Vocabulary:
         """(N,) strings -> (N,) int64 indices; unseen values -> UNK."""
         positions = self._index.get_indexer(pd.Index(np.asarray(values, dtype=object).astype(str)))
         return np.where(positions < 0, UNK, positions + len(_RESERVED)).astype(np.int64)
+
+    def index_of(self, token: str) -> int:
+        """One id's index (UNK if unseen), without building arrays."""
+        return self._lookup.get(token, UNK)
 
     def decode(self, indices) -> list[str]:
         names = list(_RESERVED) + self.tokens
@@ -77,7 +82,7 @@ class BrainVocab:
         table = np.full((len(unique), max_skills), PAD, dtype=np.int64)
         for row, value in enumerate(unique):
             parts = split_skills(value)[:max_skills] or [value]
-            table[row, :len(parts)] = self.skills.encode(parts)
+            table[row, :len(parts)] = [self.skills.index_of(str(p)) for p in parts]
         return table[pd.Index(unique).get_indexer(values)]
 
     def to_json(self) -> dict[str, list[str]]:

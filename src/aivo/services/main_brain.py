@@ -61,10 +61,29 @@ def item_catalog(log: InteractionLog) -> list[dict[str, str]]:
     return [{c: str(row[c]) for c in cols} for _, row in first.iterrows()]
 
 
+_catalogs: "OrderedDict[int, tuple[list, pd.DataFrame]]" = OrderedDict()  # id(rows) -> (rows, frame)
+
+
 def catalog_frame(brain: TrainedBrain) -> pd.DataFrame:
+    """The brain's item catalog as a frame (built once per catalog: serving asks for it on every
+    recommendation). Treat it as read-only."""
     rows = brain.info.get("item_catalog")
     if not rows:
         raise DataError("this Main Brain carries no item catalog; retrain it with `aivo train-main`")
+    with _cache_lock:
+        cached = _catalogs.get(id(rows))
+        if cached is not None and cached[0] is rows:  # the entry holds `rows`, so its id is not reused
+            _catalogs.move_to_end(id(rows))
+            return cached[1]
+    frame = _build_catalog_frame(rows)
+    with _cache_lock:
+        _catalogs[id(rows)] = (rows, frame)
+        while len(_catalogs) > _CACHE_SIZE * 2:
+            _catalogs.popitem(last=False)
+    return frame
+
+
+def _build_catalog_frame(rows: list) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     for column in ("item_type", "subject"):
         if column in frame.columns:
