@@ -129,11 +129,40 @@ def _simulated(plan, seed: int) -> dict:
     train_seconds = time.perf_counter() - started
     report = evaluate(brain=result.brain, log=split.test, group_by=["accommodation"])
     per_group = {k: round(v.auc, 4) for k, v in report.subgroups["accommodation"].items() if v.auc is not None}
+    by_position = _gap_by_position(result.brain, split.test)
     return {"learners": cohort.config.num_learners, "interactions": cohort.log.num_interactions,
+            "gap_by_position": by_position,
             "auc": round(report.metrics.auc, 4), "log_loss": round(report.metrics.log_loss, 4),
             "oracle_auc": round(report.oracle.auc, 4), "oracle_log_loss": round(report.oracle.log_loss, 4),
             "gap": round(report.oracle.auc - report.metrics.auc, 4), "auc_by_accommodation": per_group,
             "best_epoch": result.best_epoch, "train_seconds": round(train_seconds, 1)}
+
+
+POSITION_BUCKETS = ((1, 9), (10, 24), (25, 49), (50, 99))
+
+
+def _gap_by_position(brain, test) -> list[dict]:
+    """Model vs oracle AUC by how many earlier attempts the learner has: the oracle knows each
+    learner's latent traits from the first attempt, a model must infer them from the history, so
+    the gap is largest early on and shows how much of it is cold start."""
+    import numpy as np
+
+    from aivo.brain.metrics import binary_metrics
+    from aivo.brain.predict import predict
+
+    prob = predict(brain=brain, log=test)
+    frame = test.frame
+    position = frame.groupby("learner_id", sort=False).cumcount().to_numpy()
+    y, oracle = frame["correct"].to_numpy(), frame["p_true"].to_numpy(dtype=np.float64)
+    out = []
+    for low, high in POSITION_BUCKETS:
+        keep = (position >= low) & (position <= high) & ~np.isnan(prob)
+        if keep.sum() < 100:
+            continue
+        model_auc, oracle_auc = binary_metrics(y[keep], prob[keep]).auc, binary_metrics(y[keep], oracle[keep]).auc
+        out.append({"earlier_attempts": f"{low}-{high}", "n": int(keep.sum()), "auc": round(model_auc, 4),
+                    "oracle_auc": round(oracle_auc, 4), "gap": round(oracle_auc - model_auc, 4)})
+    return out
 
 
 # --- parent ------------------------------------------------------------------------------
@@ -188,6 +217,12 @@ def render(results: dict, *, command: str, threads: int, load_before: float, loa
                       f"(gap {sim['gap']:.4f}; target <= 0.01), log-loss {sim['log_loss']:.4f} vs "
                       f"{sim['oracle_log_loss']:.4f}; train time {sim['train_seconds']:.0f} s; AUC by accommodation: "
                       f"{sim['auc_by_accommodation']}; measured {when(sim)}."]
+        if sim.get("gap_by_position"):
+            lines += ["", "Gap to the oracle by the number of earlier attempts of the learner (the oracle knows "
+                          "every learner's latent traits from the first attempt; a model has to infer them):", "",
+                      "| earlier attempts | scored | Main Brain AUC | oracle AUC | gap |", "|---|---|---|---|---|"]
+            lines += [f"| {b['earlier_attempts']} | {b['n']:,} | {b['auc']:.4f} | {b['oracle_auc']:.4f} | "
+                      f"{b['gap']:.4f} |" for b in sim["gap_by_position"]]
     lines += ["", "Details (per ensemble member: seed, best epoch, validation AUC, seconds):", "```",
               json.dumps({d: {m: {k: v for k, v in r.items() if k != 'config'} for m, r in x.items()}
                           for d, x in results.items()}, indent=1), "```"]

@@ -211,6 +211,20 @@ def run_backend(name: str, url: str, store_dir: Path, args) -> dict:
             session=s, store=store, learner_id=f"new-{i:06d}", source_version="aivo-main-v20", artifact=ref,
             tenant="school-new", clock=clock))
     out["register_s"] = time.perf_counter() - t0
+    # The same, one model per transaction, from concurrent writers (a service with several workers
+    # or threads): PostgreSQL flushes the WAL of concurrent commits together (group commit).
+    from concurrent.futures import ThreadPoolExecutor
+
+    def register_one(i: int) -> None:
+        ref = store.put_bytes(head)
+        run_in_transaction(engine, lambda s: register_learner_model(
+            session=s, store=store, learner_id=f"concurrent-{i:06d}", source_version="aivo-main-v20", artifact=ref,
+            tenant="school-new", clock=clock))
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.writers) as pool:
+        list(pool.map(register_one, range(args.register)))
+    out["register_concurrent_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     batch = 1000
     for start in range(0, args.register, batch):
@@ -294,6 +308,8 @@ def _report(results: list[dict], args, pg_settings: dict | None, command: str) -
     row("statistics", "< 500 ms", lambda r: f"{r['stats_ms']:.0f} ms, best {r['stats_best_ms']:.0f} ms")
     row(f"register {args.register:,} learner models, 1 per transaction", "< 20 s",
         lambda r: f"{r['register_s']:.1f} s ({args.register / r['register_s']:,.0f}/s)")
+    row(f"register {args.register:,} learner models, 1 per transaction, {args.writers} concurrent writers", "< 20 s",
+        lambda r: f"{r['register_concurrent_s']:.1f} s ({args.register / r['register_concurrent_s']:,.0f}/s)")
     row(f"register {args.register:,} learner models, 1,000 per transaction", "",
         lambda r: f"{r['register_batched_s']:.1f} s ({args.register / r['register_batched_s']:,.0f}/s)")
     row(f"import {args.interactions:,} interactions (pseudonymize + insert)", "tens of thousands/s",
@@ -307,7 +323,9 @@ def _report(results: list[dict], args, pg_settings: dict | None, command: str) -
     lines += ["",
               "Registering one model per transaction is bound by the durable commit: each PostgreSQL commit waits "
               "for its WAL flush (the context row), so 10,000 separate commits cannot take less than 10,000 times "
-              "that, whatever the code does; the registration itself is one statement (one round trip). Clone "
+              "that, whatever the code does; the registration itself is one statement (one round trip). With "
+              "concurrent writers (as a service with several workers has), PostgreSQL flushes the WAL of commits "
+              "that arrive together once (group commit), and the same registrations finish several times faster. Clone "
               "provisioning in bulk should batch: 1,000 registrations per transaction are an order of magnitude "
               "faster on both backends.",
               END]
@@ -333,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learners", type=int, default=100_000)
     parser.add_argument("--sessions-per-learner", type=int, default=10)
     parser.add_argument("--register", type=int, default=10_000)
+    parser.add_argument("--writers", type=int, default=8, help="Concurrent writers of the concurrent registration.")
     parser.add_argument("--interactions", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--write-results", action="store_true", help="Update the Registry section of RESULTS.md.")
