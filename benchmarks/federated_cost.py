@@ -78,13 +78,19 @@ def _registry(url: str, home: Path):
 def _db_bytes(registry) -> int:
     import sqlalchemy as sa
 
-    with registry.engine.connect() as conn:
-        if registry.engine.dialect.name == "postgresql":
+    if registry.engine.dialect.name == "postgresql":
+        with registry.engine.connect() as conn:
             return int(conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
-        size = conn.exec_driver_sql("PRAGMA page_size").scalar()
+    # SQLite: outside any transaction (a checkpoint cannot run inside one), on the raw connection.
+    raw = registry.engine.raw_connection()
+    try:
+        db = raw.driver_connection
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        size = db.execute("PRAGMA page_size").fetchone()[0]
         return int(pages * size)
+    finally:
+        raw.close()
 
 
 # --- workers -------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def translate(exc: BaseException, *, for_cli: bool = True) -> AivoError | None:
         lines = _pydantic_lines(exc)
         if exc.title == "Settings":
             return ConfigError("invalid configuration (environment or .env): " + "; ".join(lines))
-        return InvalidInputError(f"invalid {exc.title}: " + "; ".join(lines))
+        return InvalidInputError("invalid input: " + "; ".join(lines))
     database = _database_error(exc)
     if database is not None:
         return database

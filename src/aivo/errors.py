@@ -19,6 +19,13 @@ class ConfigError(AivoError):
     http_status = 500
 
 
+class ServiceConfigError(ConfigError):
+    """The server is configured so that a capability cannot run (a model that is not on disk, a
+    GPU that is not there): the API answers 503, the CLI exits 2."""
+
+    http_status = 503
+
+
 class DataError(AivoError):
     """Malformed input data. Carries the file and line where it was found."""
 

@@ -54,8 +54,9 @@ def test_missing_default_model_is_a_clear_error(aivo_home):
     from aivo.tutor.service import TutorService
 
     service = TutorService(settings=Settings(home=aivo_home))
-    with pytest.raises(ConfigError, match="aivo tutor init-tiny"):
+    with pytest.raises(ConfigError, match="aivo tutor init-tiny") as raised:
         service.load()
+    assert raised.value.http_status == 503 and raised.value.exit_code == 2  # the server lacks it: unavailable
 
 
 def test_quantization_needs_gpu_and_bitsandbytes(aivo_home, tiny_model_dir):
@@ -184,3 +185,21 @@ def test_two_adapter_versions_of_one_learner_in_one_batch_both_finish(tutor_serv
         _tokens, finished = stream.result()
         assert finished.completion_tokens <= 4
     assert ask(tutor_service, student="twice", max_new_tokens=4).adapter_used == "twice"
+
+
+def test_an_adapter_of_another_base_model_is_not_used(tutor_service):
+    """After AIVO_BRAIN_MODEL changes, a learner cloned on the old model gets the base model's answer
+    (never their old adapter on the new model); asking for the adapter by name says why."""
+    from aivo.errors import ConflictError
+    from aivo.tutor.schemas import ChatCompletionRequest, ChatMessage
+
+    base = ask(tutor_service, max_new_tokens=12).response
+    _clone(tutor_service, "switched", "Stars shine at night. Stars are far away.", epochs=2)
+    assert ask(tutor_service, student="switched", max_new_tokens=12).adapter_used == "switched"
+    engine = tutor_service.engine
+    object.__setattr__(engine, "fingerprint", "another-base-model")  # as if another model were configured
+    result = ask(tutor_service, student="switched", max_new_tokens=12)
+    assert result.adapter_used is None and result.response == base
+    with pytest.raises(ConflictError, match="another base model"):
+        tutor_service.chat_completion(ChatCompletionRequest(model="aivo-tutor:switched",
+                                                            messages=[ChatMessage(role="user", content="hi")]))

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from aivo.errors import NotFoundError
+from aivo.errors import ConflictError, NotFoundError
 from aivo.tutor import safety
 from aivo.tutor.accommodations import shape_response
 from aivo.tutor.adapter_store import AdapterRef
@@ -37,6 +37,10 @@ def _prepare(service: "TutorService", request: ChatCompletionRequest):
     if learner_id is not None:
         adapter = service.learner_adapter(learner_id)
         if adapter is None:
+            if service.store.latest(learner_id) is not None:  # asked for by name: say why it is not used
+                raise ConflictError(f"the tutor adapter of learner {learner_id} was trained on another base model "
+                                    "than the one now served (AIVO_BRAIN_MODEL changed): clone it again "
+                                    "(POST /v1/clone/start)")
             raise NotFoundError(f"learner {learner_id} has no tutor adapter yet: clone it first "
                                 "(POST /v1/clone/start)")
     context = to_context(request.aivo_context) if request.aivo_context else StudentContext()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aivo.config import Settings
-from aivo.errors import ConfigError
+from aivo.errors import ConfigError, ServiceConfigError
 from aivo.tutor.tiny_model import MARKER_FILE, TINY_KIND
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def check_model_available(settings: Settings) -> str:
     """The model source, after a cheap check that the default tiny model has been built."""
     source = model_source(settings)
     if not settings.brain_model and not Path(source).is_dir():
-        raise ConfigError(missing_model_message(source, settings))
+        raise ServiceConfigError(missing_model_message(source, settings))
     return source
 
 
@@ -102,7 +102,7 @@ def resolve_device(settings: Settings) -> str:
     import torch
 
     if settings.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("AIVO_DEVICE=cuda but no CUDA GPU is visible to torch")
+        raise ServiceConfigError("AIVO_DEVICE=cuda but no CUDA GPU is visible to torch")
     if settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available()):
         return "cuda"
     return "cpu"
@@ -118,7 +118,7 @@ def quantization_config(quantization: str, device: str) -> Any | None:
     if importlib.util.find_spec("bitsandbytes") is None:
         problems.append("the bitsandbytes package is not installed")
     if problems:
-        raise ConfigError(f"AIVO_QUANTIZATION={quantization} needs a CUDA GPU and bitsandbytes, but "
+        raise ServiceConfigError(f"AIVO_QUANTIZATION={quantization} needs a CUDA GPU and bitsandbytes, but "
                           f"{' and '.join(problems)}; set AIVO_QUANTIZATION=none to load full precision")
     import torch
     from transformers import BitsAndBytesConfig
@@ -136,7 +136,7 @@ def load_tokenizer(source: str, settings: Settings):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise ConfigError(missing_model_message(source, settings)) from exc
+        raise ServiceConfigError(missing_model_message(source, settings)) from exc
     if tokenizer.pad_token_id is None:  # many causal LMs ship without a pad token
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:
@@ -159,7 +159,7 @@ def load_base_model(source: str, settings: Settings, *, device: str):
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ConfigError(missing_model_message(source, settings)) from exc
+        raise ServiceConfigError(missing_model_message(source, settings)) from exc
     if quant is None:
         model.to(device)
     model.eval()

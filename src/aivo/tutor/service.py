@@ -168,8 +168,19 @@ class TutorService:
                              seed=seed if seed is not None else self.next_seed())
 
     def learner_adapter(self, learner_id: str | None) -> AdapterRef | None:
-        """The learner's current adapter, or None (no learner, or not cloned yet)."""
-        return self.store.latest(learner_id) if learner_id else None
+        """The learner's current adapter, or None: no learner, not cloned yet, or cloned on another
+        base model (after AIVO_BRAIN_MODEL changed: the base model answers until the learner is
+        cloned again; an adapter is never applied to a model it was not trained on)."""
+        ref = self.store.latest(learner_id) if learner_id else None
+        if ref is None or not ref.base_fingerprint:
+            return ref
+        engine, _ = self._components()
+        if ref.base_fingerprint != engine.fingerprint:
+            log.warning("the tutor adapter of learner %s was trained on another base model (%s, serving %s): "
+                        "answering with the base model; clone the learner again", learner_id,
+                        ref.base_fingerprint, engine.fingerprint)
+            return None
+        return ref
 
     def submit_messages(self, *, messages: list[dict[str, str]], adapter: AdapterRef | None,
                         params: GenerationParams) -> TokenStream:
