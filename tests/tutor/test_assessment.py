@@ -33,6 +33,25 @@ def test_correct_paraphrase_beats_misconception_beats_off_topic(assessor):
         assert max(scores["off_topic"]) == 0
 
 
+def test_ranking_on_a_labeled_set_written_for_the_tests(assessor):
+    """Questions the thresholds were never fitted on (tests/tutor/assessment_test_set.jsonl):
+    a correct paraphrase scores above an on-topic misconception, and that above an off-topic answer."""
+    import json
+    from pathlib import Path
+
+    items = [json.loads(line) for line in (Path(__file__).parent / "assessment_test_set.jsonl").read_text()
+             .splitlines() if line.strip()]
+    calibration_questions = {item["question"] for item in load_labeled_set()}
+    assert len(items) == 6 and not {item["question"] for item in items} & calibration_questions
+    for item in items:
+        rubric = rubric_of(item)
+        scores: dict[str, list[float]] = {}
+        for response in item["responses"]:
+            scores.setdefault(response["label"], []).append(assessor.score(answer=response["text"],
+                                                                           rubric=rubric).correctness)
+        assert min(scores["correct"]) > max(scores["misconception"]) > max(scores["off_topic"]), (item["id"], scores)
+
+
 def test_stored_calibration_is_the_fitted_one_and_generalizes(assessor):
     report = calibrate_assessment(assessor=assessor)
     fitted, stored = report.calibration, AssessmentCalibration()
