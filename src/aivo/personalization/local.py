@@ -279,6 +279,16 @@ def _dp_sgd(brain, train_log, config, trained, optimizer, loss_of, generator):
 
 
 # --- step 3: personal parameters and the fallback check --------------------------------------------
+def _prior_precision(name: str, value: torch.Tensor) -> float:
+    """Prior precision of a personal parameter group, in units of `personal_l2`: one strength means
+    about the same shift of the logit for every group. The state read-out's H coordinates each
+    multiply a layer-normed state coordinate (about unit scale), so a precision of H per coordinate
+    gives the read-out term a prior variance of about 1/personal_l2, like the bias. (With precision
+    1 per coordinate, the read-out term's prior sd was about sqrt(H / personal_l2) logits: clones
+    fitted noise and made 74% of simulated learners worse; benchmarks/RESULTS.md.)"""
+    return float(value.numel()) if name == "state_readout" else 1.0
+
+
 def _fit_personal(brain: TrainedBrain, full: EncodedLog, partition: ParameterPartition, config: LocalTrainingConfig,
                   num_train: int, zero_personal: dict, personal_start: dict | None):
     model = brain.model
@@ -309,7 +319,7 @@ def _fit_personal(brain: TrainedBrain, full: EncodedLog, partition: ParameterPar
             optimizer.zero_grad()
             bce = F.binary_cross_entropy_with_logits(personal_logit(), batch.correct, reduction="none")
             loss = (bce * weights).sum() / num_train_targets
-            prior = sum(p.pow(2).sum() for p in theta.values())
+            prior = sum(_prior_precision(name, p) * p.pow(2).sum() for name, p in theta.items())
             loss = loss + 0.5 * config.personal_l2 / num_train_targets * prior
             loss.backward()
             return loss
