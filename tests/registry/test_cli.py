@@ -9,7 +9,13 @@ import pytest
 from aivo.config import Settings
 from aivo.data.privacy import pseudonymize_learner_id
 from aivo.data.readers import read_interactions
-from aivo.registry import make_engine, promote_main_version, register_main_version
+from aivo.registry import (
+    make_engine,
+    promote_main_version,
+    record_training_session,
+    register_learner_model,
+    register_main_version,
+)
 from aivo.registry.artifacts import ArtifactStore
 from aivo.registry.db import session_scope
 from aivo.registry.migrate import head_revision, upgrade_database
@@ -84,6 +90,31 @@ def test_cli_flow_embedded(run_cli, aivo_home, kt_data):
     assert gc["dry_run"] and gc["deleted"] == [] and gc["referenced"] == 2
     verify = _ok(run_cli("registry", "verify", "--deep", "--json", env=env))
     assert verify["ok"] and verify["active_versions"] == 1
+
+    # A learner model: listed, shown with its history, exported to a file.
+    other_raw = str(read_interactions(data).frame["learner_id"].iloc[-1])
+    other = pseudonymize_learner_id(other_raw, key=settings.resolved_secret_key())
+    store = ArtifactStore.from_settings(settings)
+    with session_scope(make_engine(settings.resolved_database_url)) as s:
+        register_learner_model(session=s, store=store, learner_id=other, source_version="v1", tenant="school-1",
+                               artifact=store.put_bytes(b"personal head" * 20))
+        record_training_session(session=s, store=store, learner_id=other, epochs=2, batch_size=8, samples=40,
+                                final_loss=0.5, final_accuracy=0.7)
+    listed = _ok(run_cli("registry", "list", "--learners", "--json", env=env))
+    assert [m["learner_id"] for m in listed] == [other]
+    shown = _ok(run_cli("registry", "show", "--learner", other_raw, "--json", env=env))
+    assert shown["model"]["source_version"] == "v1" and len(shown["sessions"]) == 1
+    out = aivo_home.parent / "export.json"
+    assert run_cli("learner", "export", other_raw, "--out", str(out), env=env).returncode == 0
+    assert json.loads(out.read_text())["learner"]["learner_id"] == other
+    _fails(run_cli("learner", "export", other_raw, "--out", str(out / "x.json"), env=env),  # under a file
+           1, "File exists")
+
+    # GC for real: an orphan is deleted, nothing referenced is.
+    orphan = store.put_bytes(b"orphan" * 100)
+    applied = _ok(run_cli("registry", "gc", "--apply", "--min-age-hours", "0", "--json", env=env))
+    assert not applied["dry_run"] and orphan.sha256 in applied["deleted"]
+    assert _ok(run_cli("registry", "verify", "--deep", "--json", env=env))["ok"]
 
 
 def test_cli_flow_postgresql(run_cli, pg_env, kt_data):
