@@ -27,3 +27,26 @@ def pick_device(preference: str = "auto") -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_ahead(func, items, *, depth: int = 4, workers: int = 2):
+    """Yield `func(item)` for each item, in order, computing up to `depth` results ahead in
+    `workers` threads (for I/O- and hashing-bound work that releases the GIL). Memory is bounded
+    by `depth` results; an exception is re-raised when its item's turn comes. Closing the
+    generator early cancels what was not started."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    iterator = iter(items)
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="aivo-read-ahead") as pool:
+        try:
+            for item in iterator:
+                pending.append(pool.submit(func, item))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()

@@ -47,3 +47,12 @@ def test_spec_round_trip():
     u = update(np.arange(7))
     np.testing.assert_array_equal(SPEC.flatten(SPEC.unflatten(SPEC.flatten(u.tensors))), np.arange(7))
     assert check_update(u, SPEC) is None
+
+
+def test_huge_finite_values_are_clipped_not_mistaken_for_inf():
+    """Aggregation detects NaN/Inf from the float64 norm: float32's largest values must still count as finite."""
+    huge = altered(w=torch.full((2, 2), 3.0e38))
+    out = aggregate_updates(updates=[huge], spec=SPEC, strategy=make_strategy("fedavg"), clip_norm=1.0,
+                            server_learning_rate=1.0, generator=np.random.default_rng(0))
+    assert out.rejected == [] and out.num_clipped == 1
+    assert np.linalg.norm(out.delta) == pytest.approx(1.0)

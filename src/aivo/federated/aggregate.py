@@ -9,6 +9,7 @@ clipped share -- weighted and added to the strategy's round state. Memory is the
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,8 +59,13 @@ def aggregate_updates(*, updates: Iterable[LearnerUpdate], spec: UpdateSpec, str
     outcome = AggregationOutcome(delta=None)
     norm_count, norm_sum, norm_max = 0, 0.0, 0.0
     for update in updates:
-        reason = check_update(update, spec)
-        weight = 0.0
+        reason = check_update(update, spec, values=False)
+        weight, vector, norm = 0.0, None, 0.0
+        if reason is None:
+            vector = spec.flatten(update.tensors)
+            vector, norm = clip_to_norm(vector, clip_norm, in_place=True)
+            if not math.isfinite(norm):  # finite exactly when every value is (float32 squares fit in float64)
+                reason = f"{spec.non_finite(update.tensors)}: contains NaN or Inf values"
         if reason is None:
             try:
                 weight = strategy.weight(update)
@@ -69,7 +75,6 @@ def aggregate_updates(*, updates: Iterable[LearnerUpdate], spec: UpdateSpec, str
             outcome.rejected.append(RejectedUpdate(update.learner_id, update.session_id, reason))
             log.info("rejected the update of %s: %s", update.learner_id, reason)
             continue
-        vector, norm = clip_to_norm(spec.flatten(update.tensors), clip_norm)
         outcome.num_clipped += int(norm > clip_norm)
         norm_count, norm_sum, norm_max = norm_count + 1, norm_sum + norm, max(norm_max, norm)
         state.add(vector, weight)

@@ -31,10 +31,15 @@ from aivo.federated.updates import LearnerUpdate
 
 
 # --- pure functions ----------------------------------------------------------------------------
-def clip_to_norm(vector: np.ndarray, clip_norm: float) -> tuple[np.ndarray, float]:
-    """(vector scaled to L2 norm <= clip_norm, its original norm)."""
+def clip_to_norm(vector: np.ndarray, clip_norm: float, *, in_place: bool = False) -> tuple[np.ndarray, float]:
+    """(vector scaled to L2 norm <= clip_norm, its original norm); `in_place` scales the given
+    array instead of a copy. A vector with NaN or Inf values comes back unchanged with a
+    non-finite norm (callers reject it)."""
     norm = math.sqrt(float(np.einsum("i,i->", vector, vector)))  # no BLAS call: no thread spin-up per update
-    if norm <= clip_norm or norm == 0.0:
+    if norm <= clip_norm or norm == 0.0 or not math.isfinite(norm):
+        return vector, norm
+    if in_place:
+        vector *= clip_norm / norm
         return vector, norm
     return vector * (clip_norm / norm), norm
 

@@ -52,6 +52,7 @@ from aivo.registry import (
 )
 from aivo.registry.models import FederatedUpdate, TrainingSession
 from aivo.services.main_brain import architecture_of, load_main_brain
+from aivo.utils import read_ahead
 
 log = logging.getLogger(__name__)
 KIND = "brain"
@@ -219,7 +220,7 @@ def run_aggregation(*, registry: Registry, options: AggregationOptions, actor: s
                              strategy.score_metric) if hasattr(strategy, "score_metric") else {}
     load_failures: list[RejectedUpdate] = []
     outcome = aggregate_updates(
-        updates=_stream_updates(registry, [candidates[lid] for lid in sampled], scores, load_failures),
+        updates=stream_updates(registry.store, [candidates[lid] for lid in sampled], scores, load_failures),
         spec=spec, strategy=wrapped, clip_norm=options.clip_norm, server_learning_rate=options.server_learning_rate,
         generator=generator)
     rejected = load_failures + outcome.rejected
@@ -281,13 +282,22 @@ def _session_scores(registry: Registry, session_ids: list[int], metric: str) -> 
     return out
 
 
-def _stream_updates(registry: Registry, entries, scores: dict, failures: list[RejectedUpdate]) -> Iterator[LearnerUpdate]:
-    """Load each sampled update from the store (hash-verified), one at a time."""
-    for entry in entries:
+def stream_updates(store, entries, scores: dict, failures: list[RejectedUpdate], *,
+                   read_ahead_depth: int = 8) -> Iterator[LearnerUpdate]:
+    """Load each sampled update from the store (hash-verified), in order. Reading and hashing
+    run a few artifacts ahead in two threads (they release the GIL); memory stays bounded by
+    `read_ahead_depth` updates. `entries` carry learner_id, training_session_id, samples and
+    update_artifact_sha256 (an `EligibleLearner`); unreadable ones are added to `failures`."""
+    def load(entry):
         try:
-            tensors, metadata = registry.store.load_tensors(entry.update_artifact_sha256)
+            return entry, *store.load_tensors(entry.update_artifact_sha256)
         except AivoError as exc:
-            failures.append(RejectedUpdate(entry.learner_id, entry.training_session_id, f"unreadable update: {exc}"))
+            return entry, exc, None
+
+    for entry, tensors, metadata in read_ahead(load, entries, depth=read_ahead_depth):
+        if isinstance(tensors, AivoError):
+            failures.append(RejectedUpdate(entry.learner_id, entry.training_session_id,
+                                           f"unreadable update: {tensors}"))
             continue
         if metadata.get("kind") != UPDATE_KIND:
             failures.append(RejectedUpdate(entry.learner_id, entry.training_session_id,

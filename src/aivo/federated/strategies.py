@@ -22,6 +22,7 @@ a strategy only says how to weight an update and how to combine.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,9 +61,12 @@ class RunningSum(RoundState):
         self.count = 0
 
     def add(self, vector: np.ndarray, weight: float) -> None:
-        if weight < 0 or not np.isfinite(weight):
+        if not (weight >= 0 and math.isfinite(weight)):
             raise ValueError(f"weights must be finite and >= 0, got {weight}")
-        self.total += weight * vector
+        if weight == 1.0:  # plain (DP) averaging: no temporary
+            self.total += vector
+        else:
+            self.total += weight * vector
         self.weight_total += weight
         self.count += 1
 

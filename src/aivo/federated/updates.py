@@ -67,8 +67,17 @@ class UpdateSpec:
         return list(self.shapes)
 
     def flatten(self, tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
-        """(numel,) float64 vector in spec order (call `check_update` first)."""
-        return np.concatenate([tensors[name].detach().reshape(-1).double().cpu().numpy() for name in self.shapes])
+        """(numel,) float64 vector in spec order (call `check_update` first): one copy, converted
+        while concatenating."""
+        arrays = [tensors[name].detach().cpu().reshape(-1).numpy() for name in self.shapes]
+        return np.concatenate(arrays, dtype=np.float64)
+
+    def non_finite(self, tensors: Mapping[str, torch.Tensor]) -> str | None:
+        """The first parameter holding NaN or Inf, or None."""
+        for name in self.shapes:
+            if not bool(torch.isfinite(tensors[name]).all()):
+                return name
+        return None
 
     def unflatten(self, vector: np.ndarray) -> dict[str, torch.Tensor]:
         if vector.shape != (self.numel,):
@@ -84,28 +93,31 @@ class UpdateSpec:
                 "dtype": str(self.dtype).removeprefix("torch.")}
 
 
-def check_update(update: LearnerUpdate, spec: UpdateSpec) -> str | None:
-    """Why `update` cannot be aggregated under `spec`, or None when it can."""
+def check_update(update: LearnerUpdate, spec: UpdateSpec, *, values: bool = True) -> str | None:
+    """Why `update` cannot be aggregated under `spec`, or None when it can. With `values=False`
+    only the structure is checked (version, names, dtypes, shapes, example count); the caller
+    then checks finiteness itself (aggregation does it on the flattened vector's norm, which is
+    finite exactly when every value is)."""
     if update.main_version != spec.main_version:
         return f"built against main version {update.main_version!r}, not {spec.main_version!r}"
-    names = set(update.tensors)
-    expected = set(spec.shapes)
-    if names != expected:
+    tensors = update.tensors
+    if len(tensors) != len(spec.shapes) or any(name not in tensors for name in spec.shapes):
+        names, expected = set(tensors), set(spec.shapes)
         missing, extra = sorted(expected - names), sorted(names - expected)
         return f"parameters do not match (missing {missing[:3]}, unexpected {extra[:3]})"
     for name, shape in spec.shapes.items():
-        tensor = update.tensors[name]
+        tensor = tensors[name]
         if not isinstance(tensor, torch.Tensor):
             return f"{name}: not a tensor"
         if tensor.dtype != spec.dtype:
             return f"{name}: dtype {str(tensor.dtype).removeprefix('torch.')}, expected " \
                    f"{str(spec.dtype).removeprefix('torch.')}"
-        if tuple(tensor.shape) != shape:
+        if tensor.shape != shape:
             return f"{name}: shape {tuple(tensor.shape)}, expected {shape}"
-        if not bool(torch.isfinite(tensor).all()):
-            return f"{name}: contains NaN or Inf values"
     if update.num_examples < 0:
         return f"negative number of examples ({update.num_examples})"
+    if values and (bad := spec.non_finite(tensors)) is not None:
+        return f"{bad}: contains NaN or Inf values"
     return None
 
 
