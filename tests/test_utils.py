@@ -37,3 +37,24 @@ def test_read_ahead_reraises_in_turn():
         for value in read_ahead(work, range(10), depth=2):
             got.append(value)
     assert got == [0, 1, 2]
+
+
+def test_gc_paused_nests_and_restores():
+    import gc
+
+    from aivo.utils import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # was off before: stays off
+    finally:
+        gc.enable()

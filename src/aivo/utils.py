@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -50,3 +53,31 @@ def read_ahead(func, items, *, depth: int = 4, workers: int = 2):
         finally:
             for future in pending:
                 future.cancel()
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = True
+
+
+@contextmanager
+def gc_paused():
+    """Pause Python's cyclic garbage collector while building many acyclic objects (rows read from
+    the database: tuples, strings, datetimes). Reference counting still frees everything; the
+    pause only avoids full collections triggered by the allocations themselves, which made
+    reading 30,000 rows take 1.5-2x longer, and erratically, in a process holding many objects.
+    Nested and concurrent pauses are counted; the collector resumes (if it was enabled) when
+    the last one ends."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()

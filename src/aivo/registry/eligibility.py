@@ -8,6 +8,7 @@ driver (see benchmarks/RESULTS.md for timings at 100,000 learners).
 
 from __future__ import annotations
 
+import operator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -18,6 +19,7 @@ from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import DataError
 from aivo.registry.db import dialect_name
 from aivo.registry.records import EligibleLearner
+from aivo.utils import gc_paused
 
 ELIGIBLE_STATUSES = ("active", "fallback")
 
@@ -34,22 +36,31 @@ def get_eligible_for_aggregation(*, session: Session, max_stale_days: float, kin
     params = {"kind": kind,
               # SQLite compares the text SQLAlchemy stores: naive UTC 'YYYY-MM-DD HH:MM:SS.ffffff'.
               "cutoff": cutoff if postgresql else cutoff.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")}
-    with _hash_joins(session):
-        # Straight through the driver: tuples, no per-value processing (31,000 rows: ~2x faster).
-        cursor = session.connection().connection.dbapi_connection.cursor()
+    with _hash_joins(session), gc_paused():
+        # Straight through the driver, each row built as an EligibleLearner by the driver's row
+        # factory: no per-value processing and no intermediate tuples (31,000 rows: ~2x faster).
+        raw = session.connection().connection.dbapi_connection
+        if postgresql:  # psycopg returns aware datetimes (UTC: see _hash_joins)
+            cursor = raw.cursor(row_factory=lambda _cursor: EligibleLearner._make)
+        else:
+            cursor = raw.cursor()
+            cursor.row_factory = _sqlite_row
         try:
             cursor.execute(_ELIGIBLE_SQL["postgresql" if postgresql else "sqlite"], params)
             rows = cursor.fetchall()
         finally:
             cursor.close()
-    rows.sort(key=lambda r: r[2])  # oldest session first (sorting here spares the DB a disk sort)
-    if limit is not None:
-        rows = rows[:limit]
-    if postgresql:  # psycopg returns aware datetimes (UTC: see _hash_joins)
-        return list(map(EligibleLearner._make, rows))
+        rows.sort(key=_SESSION_ID)  # oldest session first (sorting here spares the DB a disk sort)
+        return rows if limit is None else rows[:limit]
+
+
+_SESSION_ID = operator.itemgetter(2)
+
+
+def _sqlite_row(_cursor, row: tuple) -> EligibleLearner:
     # Stored as naive UTC text; parsing it with an explicit offset is ~6x faster than .replace(tzinfo=).
-    return [EligibleLearner(p, m, sid, v, datetime.fromisoformat(t + "+00:00"), n, u)
-            for p, m, sid, v, t, n, u in rows]
+    p, m, sid, v, t, n, u = row
+    return EligibleLearner(p, m, sid, v, datetime.fromisoformat(t + "+00:00"), n, u)
 
 
 # Eligibility returns tens of thousands of rows, so it is one hand-tuned statement per backend,
