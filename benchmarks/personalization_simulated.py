@@ -73,13 +73,16 @@ def evaluate_learners(brain, log, learner_ids, partition, config):
         keep = ~np.isnan(p_global)
         g_loss, g_auc = _later_metrics(y[keep], p_global[keep])
         c_loss, c_auc = _later_metrics(y[keep], p_clone[keep])
-        rows.append((g_loss, c_loss, g_auc, c_auc, result.fallback))
+        rows.append((g_loss, c_loss, g_auc, c_auc, result.fallback,
+                     -np.inf if result.improvement_z is None else result.improvement_z))
     return np.array(rows, dtype=object)
 
 
-def summarize(rows) -> dict:
+def summarize(rows, confidence: float = 0.0) -> dict:
+    """Figures with the fallback rule at `confidence` (the rows were trained at 0: a stricter rule
+    only adds fallbacks, for learners whose held-out improvement z is below it)."""
     g_loss, c_loss = rows[:, 0].astype(float), rows[:, 1].astype(float)
-    fallback = rows[:, 4].astype(bool)
+    fallback = rows[:, 4].astype(bool) | (rows[:, 5].astype(float) < confidence)
     served = np.where(fallback, g_loss, c_loss)
     auc_rows = [(g, c, f) for g, c, f in zip(rows[:, 2], rows[:, 3], fallback) if g is not None and c is not None]
     auc_g = np.array([a[0] for a in auc_rows], dtype=float)
@@ -97,7 +100,7 @@ def summarize(rows) -> dict:
         "worse_before": float(worse_before.mean()), "worse_after": float(worse_after.mean()),
         "worse_after_by_more_than_0_01": float((served - g_loss > 0.01).mean()),
         "fallback_share": float(fallback.mean()),
-        "worst_after": float((served - g_loss).max()),
+        "worst_after": float((served - g_loss).max()), "fallback_confidence": confidence,
     }
 
 
@@ -107,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interactions", type=int, default=150)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--priors", default="1,3,10,30", help="AIVO_PERSONAL_L2 values tried on selection learners")
+    parser.add_argument("--confidences", default="0,0.5,1,1.5,2",
+                        help="AIVO_FALLBACK_CONFIDENCE values tried on selection learners")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write-results", action="store_true")
@@ -136,16 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.perf_counter() - started
     # Clones adapt only their personal parameters here: the question is what personalization buys.
     partition = partition_parameters(brain.model, frozen_prefixes="embed,encoder,head")
+    confidences = [float(x) for x in args.confidences.split(",")]
     selection_results = {}
     for prior in [float(x) for x in args.priors.split(",")]:
         config = LocalTrainingConfig(personal_l2=prior, seed=args.seed)
-        selection_results[prior] = summarize(evaluate_learners(brain, log, selection, partition, config))
-        print(f"selection, personal_l2 {prior:g}: {json.dumps(selection_results[prior])}", flush=True)
-    best = max(selection_results, key=lambda k: selection_results[k]["log_loss_gain_after"])
+        rows = evaluate_learners(brain, log, selection, partition, config)
+        for confidence in confidences:
+            selection_results[prior, confidence] = summarize(rows, confidence)
+            print(f"selection, personal_l2 {prior:g}, fallback confidence {confidence:g}: "
+                  f"{json.dumps(selection_results[prior, confidence])}", flush=True)
+    best, best_confidence = max(selection_results, key=lambda k: selection_results[k]["log_loss_gain_after"])
     started_eval = time.perf_counter()
-    final = summarize(evaluate_learners(brain, log, evaluation, partition,
-                                        LocalTrainingConfig(personal_l2=best, seed=args.seed)))
+    rows = evaluate_learners(brain, log, evaluation, partition, LocalTrainingConfig(personal_l2=best, seed=args.seed))
     per_learner_s = (time.perf_counter() - started_eval) / len(evaluation)
+    final = summarize(rows, best_confidence)
+    curve = [summarize(rows, c) for c in confidences]
     print(json.dumps({"personal_l2": best, **final}, indent=2))
 
     body = "\n".join([
@@ -156,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         f"trained on {len(train_ids):,} learners (validation AUC {result.validation.auc:.4f}, {train_seconds:.0f} s). "
         f"Clones of {len(evaluation)} evaluation learners the Main Brain never saw train on the first "
         f"{100 - int(LATER_FRACTION * 100)}% of their history and are scored on the last {int(LATER_FRACTION * 100)}%; "
-        f"personal prior strength {best:g} chosen on {len(selection)} other learners "
-        f"(tried {args.priors}).", "",
+        f"personal prior strength {best:g} and fallback confidence {best_confidence:g} (AIVO_FALLBACK_CONFIDENCE) "
+        f"chosen on {len(selection)} other learners for the largest mean gain after the fallback rule "
+        f"(tried {args.priors} x {args.confidences}).", "",
         "| measure | global model | clones, every one served (before fallback) | served after the fallback rule |",
         "|---|---|---|---|",
         f"| mean log-loss on later interactions | {final['global_log_loss']:.4f} | {final['clone_log_loss']:.4f} "
@@ -169,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         f"| learners made worse (later log-loss up) | | {final['worse_before']:.1%} | {final['worse_after']:.1%} "
         f"({final['worse_after_by_more_than_0_01']:.1%} by more than 0.01) |",
         f"| learners served by the main model (fallback) | | | {final['fallback_share']:.1%} |",
+        "",
+        "The fallback rule's trade-off on the evaluation learners (same clones; a stricter rule serves fewer):", "",
+        "| fallback confidence (standard errors) | served by their clone | later log-loss gain | made worse | "
+        "worse by more than 0.01 |", "|---|---|---|---|---|",
+        *[f"| {c['fallback_confidence']:g}{' (chosen)' if c['fallback_confidence'] == best_confidence else ''} | "
+          f"{1 - c['fallback_share']:.1%} | {c['log_loss_gain_after']:+.4f} | {c['worse_after']:.1%} | "
+          f"{c['worse_after_by_more_than_0_01']:.1%} |" for c in curve],
         "",
         f"Local training time per learner (clone fit + checks, {args.interactions * 7 // 10} interactions): "
         f"{per_learner_s:.2f} s; peak RSS {peak_rss_mib():.0f} MiB.",

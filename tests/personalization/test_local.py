@@ -9,10 +9,16 @@ import torch
 from aivo.brain.batching import encode_log, iterate_batches
 from aivo.brain.train import brain_loss, forward_batch
 from aivo.data.schema import InteractionLog
-from aivo.errors import DataError
+from aivo.errors import ConfigError, DataError
 from aivo.personalization.batched import LearnerChunks, UnrolledRNN, shared_updates
 from aivo.personalization.functional import masked_brain_loss
-from aivo.personalization.local import LocalTrainingConfig, RecordLevelDP, holdout_size, train_local
+from aivo.personalization.local import (
+    LocalTrainingConfig,
+    RecordLevelDP,
+    holdout_size,
+    improvement_z,
+    train_local,
+)
 from aivo.personalization.parts import partition_parameters
 from aivo.privacy.accountants import epsilon_for
 
@@ -95,6 +101,31 @@ def test_fallback_when_the_personal_model_validates_worse(small_world, partition
     result = train_local(brain=small_world.brain, history=consistent, partition=partition,
                          config=LocalTrainingConfig(personal_l2=0.1))
     assert not result.fallback and result.improvement > 0
+    # a stricter rule asks for the improvement in standard errors: above it the clone is refused
+    assert result.improvement_z is not None and result.improvement_z > 0
+    strict = train_local(brain=small_world.brain, history=consistent, partition=partition,
+                         config=LocalTrainingConfig(personal_l2=0.1, fallback_confidence=result.improvement_z + 0.5))
+    assert strict.fallback and "standard errors" in strict.fallback_reason
+    lenient = train_local(brain=small_world.brain, history=consistent, partition=partition,
+                          config=LocalTrainingConfig(personal_l2=0.1, fallback_confidence=result.improvement_z / 2))
+    assert not lenient.fallback
+
+
+def test_improvement_z_by_hand():
+    y = np.array([1.0, 1.0, 0.0, 1.0])
+    main, personal = np.array([0.5, 0.5, 0.5, 0.5]), np.array([0.8, 0.6, 0.4, 0.3])
+    loss_main = -(y * np.log(main) + (1 - y) * np.log(1 - main))
+    loss_personal = -(y * np.log(personal) + (1 - y) * np.log(1 - personal))
+    diff = loss_main - loss_personal
+    expected = diff.mean() / (diff.std(ddof=1) / 2)
+    assert improvement_z(y, main, personal) == pytest.approx(expected)
+    assert improvement_z(y, main, main) == 0.0
+    assert improvement_z(np.ones(3), np.full(3, 0.5), np.full(3, 0.9)) == np.inf  # equal gains: no spread
+
+
+def test_fallback_confidence_is_validated():
+    with pytest.raises(ConfigError, match="fallback_confidence"):
+        LocalTrainingConfig(fallback_confidence=-1)
 
 
 @pytest.mark.parametrize("method", ["staged", "vmap"])

@@ -17,7 +17,8 @@ parameters + update + validation out. Three steps:
    personal module runs in the loop.
 
 Then the fallback rule: on the held-out interactions, if the personalized model's log-loss is
-higher than the main model's, the learner is to be served by the main model (`fallback`).
+higher than the main model's -- or its improvement is less than `fallback_confidence` standard
+errors above zero -- the learner is to be served by the main model (`fallback`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class LocalTrainingConfig:
     personal_l2: float = 5.0  # prior precision of the personal parameters (larger = closer to main)
     personal_steps: int = 50  # L-BFGS iterations for the personal parameters
     holdout_fraction: float = 0.2  # most recent share of interactions held out for the fallback rule
+    # The clone is served only when its held-out improvement is at least this many standard errors
+    # above zero (paired per-interaction log-loss differences); 0: whenever it is not worse.
+    fallback_confidence: float = 0.0
     min_interactions: int = 5  # fewer and the learner cannot be trained and validated
     dp: RecordLevelDP | None = None
     seed: int = 0
@@ -90,6 +94,8 @@ class LocalTrainingConfig:
             raise ConfigError("min_interactions must be >= 2")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if not (self.fallback_confidence >= 0 and math.isfinite(self.fallback_confidence)):
+            raise ConfigError(f"fallback_confidence must be a finite number >= 0, got {self.fallback_confidence}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,6 +112,7 @@ class LocalResult:
     holdout_personal: dict  # ... of main + personal parameters
     fallback: bool
     fallback_reason: str
+    improvement_z: float | None = None  # held-out improvement / its standard error (None: nothing scored)
     record_epsilon: float | None = None  # record-level DP-SGD epsilon (None without DP-SGD)
     dp_history: list = field(default_factory=list)  # [(noise_multiplier, sample_rate, steps)]
 
@@ -120,8 +127,8 @@ class LocalResult:
         return {"num_train": self.num_train, "num_holdout": self.num_holdout, "train_loss": self.train_loss,
                 "holdout_main": main, "holdout_personal": pers, "improvement": self.improvement,
                 "holdout_accuracy": pers.get("accuracy"), "holdout_log_loss": pers.get("log_loss"),
-                "fallback": self.fallback, "fallback_reason": self.fallback_reason,
-                "record_epsilon": self.record_epsilon}
+                "improvement_z": self.improvement_z, "fallback": self.fallback,
+                "fallback_reason": self.fallback_reason, "record_epsilon": self.record_epsilon}
 
 
 def holdout_size(num_interactions: int, fraction: float) -> int:
@@ -154,6 +161,21 @@ def holdout_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
         auc = float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
     return {"n": int(len(y)), "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
             "accuracy": float(np.mean((p >= 0.5) == (y == 1))), "brier": float(np.mean((p - y) ** 2)), "auc": auc}
+
+
+def improvement_z(y: np.ndarray, main_prob: np.ndarray, personal_prob: np.ndarray) -> float:
+    """Mean per-interaction log-loss improvement of the personal model over the main one, in
+    standard errors of that mean (a paired z statistic; +-inf when every difference is equal)."""
+    eps = 1e-7
+    p_main, p_pers = np.clip(main_prob, eps, 1 - eps), np.clip(personal_prob, eps, 1 - eps)
+    loss_main = -(y * np.log(p_main) + (1 - y) * np.log(1 - p_main))
+    loss_pers = -(y * np.log(p_pers) + (1 - y) * np.log(1 - p_pers))
+    diff = loss_main - loss_pers
+    mean = float(diff.mean())
+    se = float(diff.std(ddof=1)) / math.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    if se > 0:
+        return mean / se
+    return 0.0 if mean == 0 else math.copysign(math.inf, mean)
 
 
 def train_local(*, brain: TrainedBrain, history: InteractionLog, partition: ParameterPartition,
@@ -189,17 +211,23 @@ def train_local(*, brain: TrainedBrain, history: InteractionLog, partition: Para
     y = full.correct[rows_scored]
     holdout_main = holdout_metrics(y, main_prob) if len(y) else {}
     holdout_personal = holdout_metrics(y, personal_prob) if len(y) else {}
-    if not len(y):
+    z = improvement_z(y, main_prob, personal_prob) if len(y) else None
+    if z is None:
         fallback, reason = True, "no held-out interaction could be scored"
     elif holdout_personal["log_loss"] > holdout_main["log_loss"]:
         fallback = True
         reason = (f"personalized held-out log-loss {holdout_personal['log_loss']:.4f} > main "
                   f"{holdout_main['log_loss']:.4f}")
+    elif z < config.fallback_confidence:
+        fallback = True
+        reason = (f"personalized held-out log-loss {holdout_personal['log_loss']:.4f} vs main "
+                  f"{holdout_main['log_loss']:.4f}: improvement {z:.2f} standard errors, "
+                  f"{config.fallback_confidence:g} required")
     else:
         fallback, reason = False, ""
     return LocalResult(personal=personal, update=update, num_train=n - n_hold, num_holdout=n_hold,
                        train_loss=train_loss, holdout_main=holdout_main, holdout_personal=holdout_personal,
-                       fallback=fallback, fallback_reason=reason, record_epsilon=record_epsilon,
+                       fallback=fallback, fallback_reason=reason, improvement_z=z, record_epsilon=record_epsilon,
                        dp_history=[list(e) for e in dp_history])
 
 

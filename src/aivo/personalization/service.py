@@ -40,7 +40,8 @@ def local_config_from_settings(settings: Settings, **overrides: Any) -> LocalTra
     """A LocalTrainingConfig from AIVO_* settings; keyword overrides (None = keep) win."""
     values: dict[str, Any] = {"epochs": settings.local_epochs, "learning_rate": settings.local_learning_rate,
                               "proximal_mu": settings.fedprox_mu, "personal_l2": settings.personal_l2,
-                              "holdout_fraction": settings.holdout_fraction, "seed": settings.seed}
+                              "holdout_fraction": settings.holdout_fraction,
+                              "fallback_confidence": settings.fallback_confidence, "seed": settings.seed}
     dp_noise = overrides.pop("dp_noise_multiplier", None)
     dp_clip = overrides.pop("dp_clip_norm", None)
     if dp_noise is None:
