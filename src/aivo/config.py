@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     holdout_fraction: float = Field(0.2, gt=0, lt=1, validation_alias=_env("HOLDOUT_FRACTION"),
                                     description="A learner's most recent share of interactions held out of local "
                                                 "training to decide between clone and main model (fallback rule).")
-    fallback_confidence: float = Field(0.0, ge=0, validation_alias=_env("FALLBACK_CONFIDENCE"),
+    fallback_confidence: float = Field(1.0, ge=0, validation_alias=_env("FALLBACK_CONFIDENCE"),
                                        description="Serve a clone only when its held-out improvement over the main "
                                                    "model is at least this many standard errors (0: when not worse).")
     local_dp_noise_multiplier: float = Field(0.0, ge=0, validation_alias=_env("LOCAL_DP_NOISE_MULTIPLIER"),

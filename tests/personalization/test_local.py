@@ -99,7 +99,7 @@ def test_fallback_when_the_personal_model_validates_worse(small_world, partition
     assert result.holdout_personal["log_loss"] > result.holdout_main["log_loss"]
     consistent = with_answers(log, np.ones(n))  # always right: personalizing must help
     result = train_local(brain=small_world.brain, history=consistent, partition=partition,
-                         config=LocalTrainingConfig(personal_l2=0.1))
+                         config=LocalTrainingConfig(personal_l2=0.1, fallback_confidence=0.0))
     assert not result.fallback and result.improvement > 0
     # a stricter rule asks for the improvement in standard errors: above it the clone is refused
     assert result.improvement_z is not None and result.improvement_z > 0

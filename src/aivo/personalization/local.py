@@ -75,8 +75,9 @@ class LocalTrainingConfig:
     personal_steps: int = 50  # L-BFGS iterations for the personal parameters
     holdout_fraction: float = 0.2  # most recent share of interactions held out for the fallback rule
     # The clone is served only when its held-out improvement is at least this many standard errors
-    # above zero (paired per-interaction log-loss differences); 0: whenever it is not worse.
-    fallback_confidence: float = 0.0
+    # above zero (paired per-interaction log-loss differences); 0: whenever it is not worse. The
+    # default 1 is the personalization benchmark's choice (benchmarks/RESULTS.md).
+    fallback_confidence: float = 1.0
     min_interactions: int = 5  # fewer and the learner cannot be trained and validated
     dp: RecordLevelDP | None = None
     seed: int = 0
