@@ -56,6 +56,17 @@ def _split(train, fraction: float, seed: int):
     return train.select_learners(train_ids), train.select_learners(val_ids)
 
 
+def _fold_split(train, folds: int, seed: int, member: int):
+    """Member `member` holds out fold member % folds of one fixed shuffle of the training learners
+    (a cross-validation ensemble: the members' validation learners are disjoint)."""
+    import numpy as np
+
+    ids = np.array(sorted(set(map(str, train.frame["learner_id"].unique()))), dtype=object)
+    ids = ids[np.random.default_rng(seed).permutation(len(ids))]
+    held = set(ids[member % folds::folds])
+    return (train.select_learners([i for i in ids if i not in held]), train.select_learners(sorted(held)))
+
+
 def _member(dataset: str, seed: int, member: int, budget_s: float) -> dict:
     """One ensemble member in its own process (1 torch thread): train, then predict the test set."""
     import torch
@@ -70,7 +81,10 @@ def _member(dataset: str, seed: int, member: int, budget_s: float) -> dict:
     plan = PLANS[dataset]
     train = read_kt_lines(KT_DATA / dataset / "train.csv")
     test = read_kt_lines(KT_DATA / dataset / "test.csv")
-    part_train, part_val = _split(train, plan.validation_fraction, seed + member)
+    if plan.validation_folds:
+        part_train, part_val = _fold_split(train, plan.validation_folds, seed, member)
+    else:
+        part_train, part_val = _split(train, plan.validation_fraction, seed + member)
     result = train_main_brain(train=part_train, validation=part_val, config=plan.config, seed=seed + member,
                               time_budget_s=max(budget_s, 1.0))
     model = result.brain.model

@@ -18,6 +18,9 @@ class BenchmarkPlan:
     # learners for early stopping; their predictions are averaged. 1 = a single model.
     ensemble_size: int = 1
     validation_fraction: float = 0.2
+    # Instead of a random validation_fraction per member: k disjoint folds of the training
+    # learners, member m holding out fold m (each member trains on (k - 1) / k of the learners).
+    validation_folds: int | None = None
     # Stop training new ensemble members once this much of the 10-minute budget is spent.
     time_budget_s: float = 540.0
     notes: str = ""
