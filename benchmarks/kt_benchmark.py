@@ -9,6 +9,7 @@ the oracle AUC of the true probabilities.
     python benchmarks/kt_benchmark.py                      # everything, 2 threads, writes RESULTS.md
     python benchmarks/kt_benchmark.py --datasets statics --no-dkt --no-write
     python benchmarks/kt_benchmark.py --datasets statics   # re-run one data set; the table keeps the others
+    python benchmarks/kt_benchmark.py --report             # only render the kept results into RESULTS.md
 
 Every run's result is also kept in benchmarks/out/kt/<dataset>-<model>.json with its date, load
 average and command, and the RESULTS.md table is rendered from all kept results (each row says
@@ -303,6 +304,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-dkt", action="store_true", help="Skip the reference DKT.")
     parser.add_argument("--no-write", action="store_true", help=f"Do not update {RESULTS.name}.")
+    parser.add_argument("--report", action="store_true", help="Run nothing: render the kept results.")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -310,9 +312,11 @@ def main() -> None:
         print(json.dumps(worker(args.dataset, args.worker, args.seed, args.threads)))
         return
     command = "python " + " ".join([str(Path(__file__).relative_to(REPO)), *sys.argv[1:]])
+    if args.report:  # what reproduces the table; each row's details hold the command that measured it
+        command = "python " + str(Path(__file__).relative_to(REPO))
     load_before = os.getloadavg()[0]
     results: dict[str, dict] = {}
-    for dataset in args.datasets:
+    for dataset in [] if args.report else args.datasets:
         models = ["simulated"] if dataset == "simulated" else ["ours"] + ([] if args.no_dkt else ["dkt"])
         for model in models:
             print(f"[{datetime.now():%H:%M:%S}] {dataset} / {model} ...", flush=True)

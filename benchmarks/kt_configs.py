@@ -36,7 +36,7 @@ PLANS: dict[str, BenchmarkPlan] = {
     # weight average, evidence as a shrunk mean (sums over 200 steps grow too large otherwise).
     "statics": BenchmarkPlan(BrainConfig(**{**_COMMON, "weight_average_decay": 0.995}, evidence_normalize="mean",
                                          batch_size=16, max_epochs=40),
-                             ensemble_size=6),
+                             ensemble_size=10, validation_folds=10),
     "assist2015": BenchmarkPlan(BrainConfig(**_COMMON, evidence_normalize="mean", batch_size=64, max_epochs=25),
                                 ensemble_size=3),
     # Every learner answers the same 50 exercises: plain evidence sums (no normalization) act as
