@@ -152,15 +152,14 @@ def worker(dataset: str, model: str, seed: int, threads: int) -> dict:
     began = time.perf_counter()
     if model == "simulated":
         return {**_simulated(PLANS["simulated"], seed), "peak_rss_mib": round(peak_rss_mib())}
-    train = read_kt_lines(KT_DATA / dataset / "train.csv")
     test = read_kt_lines(KT_DATA / dataset / "test.csv")
     if model == "dkt":
         from kt_dkt import DKTConfig, train_and_test_dkt
 
+        train = read_kt_lines(KT_DATA / dataset / "train.csv")
         part_train, part_val = _split(train, PLANS[dataset].validation_fraction, seed)
         out = train_and_test_dkt(train=part_train, validation=part_val, test=test, config=DKTConfig(), seed=seed)
-    else:
-        del train
+    else:  # each member process reads the training data itself
         out = _train_ensemble(PLANS[dataset], dataset, test, seed=seed, parallel=max(1, threads))
     out["wall_seconds"] = round(time.perf_counter() - began, 1)
     out["peak_rss_mib"] = round(peak_rss_mib())

@@ -1,12 +1,14 @@
-"""Shared helpers: read_ahead keeps order, bounds the work done ahead and re-raises in turn."""
+"""Shared helpers: read_ahead keeps order, bounds the work done ahead and re-raises in turn;
+gc_paused nests and restores the collector's state."""
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import pytest
 
-from aivo.utils import read_ahead
+from aivo.utils import gc_paused, read_ahead
 
 
 def test_read_ahead_keeps_order_and_bounds_work_ahead():
@@ -40,10 +42,6 @@ def test_read_ahead_reraises_in_turn():
 
 
 def test_gc_paused_nests_and_restores():
-    import gc
-
-    from aivo.utils import gc_paused
-
     assert gc.isenabled()
     with gc_paused():
         assert not gc.isenabled()

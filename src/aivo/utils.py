@@ -40,11 +40,10 @@ def read_ahead(func, items, *, depth: int = 4, workers: int = 2):
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    iterator = iter(items)
     pending: deque = deque()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="aivo-read-ahead") as pool:
         try:
-            for item in iterator:
+            for item in items:
                 pending.append(pool.submit(func, item))
                 if len(pending) >= depth:
                     yield pending.popleft().result()

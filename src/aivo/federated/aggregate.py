@@ -65,7 +65,7 @@ def aggregate_updates(*, updates: Iterable[LearnerUpdate], spec: UpdateSpec, str
             vector = spec.flatten(update.tensors)
             vector, norm = clip_to_norm(vector, clip_norm, in_place=True)
             if not math.isfinite(norm):  # finite exactly when every value is (float32 squares fit in float64)
-                reason = f"{spec.non_finite(update.tensors)}: contains NaN or Inf values"
+                reason = check_update(update, spec)  # the full check names the parameter
         if reason is None:
             try:
                 weight = strategy.weight(update)

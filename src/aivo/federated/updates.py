@@ -72,13 +72,6 @@ class UpdateSpec:
         arrays = [tensors[name].detach().cpu().reshape(-1).numpy() for name in self.shapes]
         return np.concatenate(arrays, dtype=np.float64)
 
-    def non_finite(self, tensors: Mapping[str, torch.Tensor]) -> str | None:
-        """The first parameter holding NaN or Inf, or None."""
-        for name in self.shapes:
-            if not bool(torch.isfinite(tensors[name]).all()):
-                return name
-        return None
-
     def unflatten(self, vector: np.ndarray) -> dict[str, torch.Tensor]:
         if vector.shape != (self.numel,):
             raise ValueError(f"expected a vector of {self.numel} values, got shape {vector.shape}")
@@ -101,8 +94,8 @@ def check_update(update: LearnerUpdate, spec: UpdateSpec, *, values: bool = True
     if update.main_version != spec.main_version:
         return f"built against main version {update.main_version!r}, not {spec.main_version!r}"
     tensors = update.tensors
-    if len(tensors) != len(spec.shapes) or any(name not in tensors for name in spec.shapes):
-        names, expected = set(tensors), set(spec.shapes)
+    names, expected = set(tensors), set(spec.shapes)
+    if names != expected:
         missing, extra = sorted(expected - names), sorted(names - expected)
         return f"parameters do not match (missing {missing[:3]}, unexpected {extra[:3]})"
     for name, shape in spec.shapes.items():
@@ -114,10 +107,10 @@ def check_update(update: LearnerUpdate, spec: UpdateSpec, *, values: bool = True
                    f"{str(spec.dtype).removeprefix('torch.')}"
         if tensor.shape != shape:
             return f"{name}: shape {tuple(tensor.shape)}, expected {shape}"
+        if values and not bool(torch.isfinite(tensor).all()):
+            return f"{name}: contains NaN or Inf values"
     if update.num_examples < 0:
         return f"negative number of examples ({update.num_examples})"
-    if values and (bad := spec.non_finite(tensors)) is not None:
-        return f"{bad}: contains NaN or Inf values"
     return None
 
 

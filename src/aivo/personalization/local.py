@@ -148,11 +148,20 @@ def encoded_prefix(encoded: EncodedLog, num_rows: int) -> EncodedLog:
                       position=encoded.position[:num_rows], chunk_start=starts, chunk_length=lengths)
 
 
+def _clipped(prob) -> np.ndarray:
+    return np.clip(np.asarray(prob, dtype=np.float64), 1e-7, 1 - 1e-7)
+
+
+def _row_log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per-interaction log-loss of clipped probabilities `p`."""
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
 def holdout_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
     """n, log-loss, accuracy, Brier score and AUC (None with one class) of a small held-out set.
     (NumPy only: scikit-learn's per-call overhead would dominate a one-learner training.)"""
     y = np.asarray(y_true, dtype=np.float64)
-    p = np.clip(np.asarray(y_prob, dtype=np.float64), 1e-7, 1 - 1e-7)
+    p = _clipped(y_prob)
     positives, negatives = int(y.sum()), int(len(y) - y.sum())
     auc = None
     if positives and negatives:
@@ -160,18 +169,15 @@ def holdout_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
 
         ranks = rankdata(p)
         auc = float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-    return {"n": int(len(y)), "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+    return {"n": int(len(y)), "log_loss": float(np.mean(_row_log_loss(y, p))),
             "accuracy": float(np.mean((p >= 0.5) == (y == 1))), "brier": float(np.mean((p - y) ** 2)), "auc": auc}
 
 
 def improvement_z(y: np.ndarray, main_prob: np.ndarray, personal_prob: np.ndarray) -> float:
     """Mean per-interaction log-loss improvement of the personal model over the main one, in
     standard errors of that mean (a paired z statistic; +-inf when every difference is equal)."""
-    eps = 1e-7
-    p_main, p_pers = np.clip(main_prob, eps, 1 - eps), np.clip(personal_prob, eps, 1 - eps)
-    loss_main = -(y * np.log(p_main) + (1 - y) * np.log(1 - p_main))
-    loss_pers = -(y * np.log(p_pers) + (1 - y) * np.log(1 - p_pers))
-    diff = loss_main - loss_pers
+    y = np.asarray(y, dtype=np.float64)
+    diff = _row_log_loss(y, _clipped(main_prob)) - _row_log_loss(y, _clipped(personal_prob))
     mean = float(diff.mean())
     se = float(diff.std(ddof=1)) / math.sqrt(len(diff)) if len(diff) > 1 else 0.0
     if se > 0:
