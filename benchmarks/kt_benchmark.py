@@ -302,6 +302,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-dkt", action="store_true", help="Skip the reference DKT.")
+    parser.add_argument("--no-ours", action="store_true", help="Only the reference DKT (and the simulated cohort).")
     parser.add_argument("--no-write", action="store_true", help=f"Do not update {RESULTS.name}.")
     parser.add_argument("--report", action="store_true", help="Run nothing: render the kept results.")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -316,7 +317,8 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     results: dict[str, dict] = {}
     for dataset in [] if args.report else args.datasets:
-        models = ["simulated"] if dataset == "simulated" else ["ours"] + ([] if args.no_dkt else ["dkt"])
+        models = (["simulated"] if dataset == "simulated"
+                  else ([] if args.no_ours else ["ours"]) + ([] if args.no_dkt else ["dkt"]))
         for model in models:
             print(f"[{datetime.now():%H:%M:%S}] {dataset} / {model} ...", flush=True)
             before = os.getloadavg()[0]
