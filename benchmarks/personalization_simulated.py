@@ -15,7 +15,9 @@ and idiosyncratic per-learner item-type offsets. Protocol:
 Reported: mean log-loss and AUC gain of the clone (global minus clone log-loss; clone minus
 global AUC, over learners whose later interactions hold both answers), and the fraction of
 learners whose later log-loss got worse, with every clone served (before the fallback rule)
-and with the fallback rule deciding (after). The prior strength and the fallback rule's confidence
+and with the fallback rule deciding (after); both also in expectation over the answers (log-loss
+against the simulator's true probabilities, free of the answers' sampling noise), and the same
+clones without the refit on all own interactions. The prior strength and the fallback rule's confidence
 are chosen on the selection learners (largest gain after the rule among the settings that made
 at most 5% of them worse); the report also shows the rule's trade-off on the evaluation learners.
 
@@ -51,8 +53,16 @@ def _later_metrics(y: np.ndarray, p: np.ndarray) -> tuple[float, float | None]:
     return m["log_loss"], m["auc"]
 
 
+def _expected_log_loss(p_true: np.ndarray, p: np.ndarray) -> float:
+    """Mean log-loss of predictions `p` in expectation over the answers, whose true probabilities
+    the simulator kept: the learner's loss without the sampling noise of 45 answers."""
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(np.mean(-(p_true * np.log(p) + (1 - p_true) * np.log(1 - p))))
+
+
 def evaluate_learners(brain, log, learner_ids, partition, config):
-    """Per learner: (global log-loss, clone log-loss, global AUC, clone AUC, fallback) on later rows."""
+    """Per learner, on the later rows: (global log-loss, clone log-loss, global AUC, clone AUC,
+    fallback, held-out improvement z, global and clone log-loss in expectation over the answers)."""
     import torch
 
     from aivo.brain.predict import predict
@@ -76,8 +86,10 @@ def evaluate_learners(brain, log, learner_ids, partition, config):
         keep = ~np.isnan(p_global)
         g_loss, g_auc = _later_metrics(y[keep], p_global[keep])
         c_loss, c_auc = _later_metrics(y[keep], p_clone[keep])
+        p_true = history.frame["p_true"].to_numpy(dtype=np.float64)[n - n_later:][keep]
         rows.append((g_loss, c_loss, g_auc, c_auc, result.fallback,
-                     -np.inf if result.improvement_z is None else result.improvement_z))
+                     -np.inf if result.improvement_z is None else result.improvement_z,
+                     _expected_log_loss(p_true, p_global[keep]), _expected_log_loss(p_true, p_clone[keep])))
     return np.array(rows, dtype=object)
 
 
@@ -93,6 +105,8 @@ def summarize(rows, confidence: float = 0.0) -> dict:
     auc_served = np.array([a[0] if a[2] else a[1] for a in auc_rows], dtype=float)
     worse_before = c_loss > g_loss
     worse_after = served > g_loss
+    eg_loss, ec_loss = rows[:, 6].astype(float), rows[:, 7].astype(float)
+    e_served = np.where(fallback, eg_loss, ec_loss)
     return {
         "learners": len(rows),
         "global_log_loss": float(g_loss.mean()), "clone_log_loss": float(c_loss.mean()),
@@ -104,6 +118,11 @@ def summarize(rows, confidence: float = 0.0) -> dict:
         "worse_after_by_more_than_0_01": float((served - g_loss > 0.01).mean()),
         "fallback_share": float(fallback.mean()),
         "worst_after": float((served - g_loss).max()), "fallback_confidence": confidence,
+        # the same in expectation over the answers (the simulator's true probabilities)
+        "expected_gain_before": float((eg_loss - ec_loss).mean()),
+        "expected_gain_after": float((eg_loss - e_served).mean()),
+        "expected_worse_before": float((ec_loss > eg_loss).mean()),
+        "expected_worse_after": float((e_served > eg_loss).mean()),
     }
 
 
@@ -166,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     final = summarize(rows, best_confidence)
     curve = [summarize(rows, c) for c in confidences]
     print(json.dumps({"personal_l2": best, **final}, indent=2))
+    # The same clones without the refit on all own interactions (AIVO_PERSONAL_REFIT=false).
+    no_refit = summarize(evaluate_learners(brain, log, evaluation, partition,
+                                           LocalTrainingConfig(personal_l2=best, fallback_confidence=0.0,
+                                                               refit_personal=False, seed=args.seed)),
+                         best_confidence)
+    print("without the refit:", json.dumps(no_refit), flush=True)
 
     body = "\n".join([
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; torch threads {args.threads}.",
@@ -188,14 +213,27 @@ def main(argv: list[str] | None = None) -> int:
         f"{final['global_auc'] + final['auc_gain_after']:.4f} (gain {final['auc_gain_after']:+.4f}) |",
         f"| learners made worse (later log-loss up) | | {final['worse_before']:.1%} | {final['worse_after']:.1%} "
         f"({final['worse_after_by_more_than_0_01']:.1%} by more than 0.01) |",
+        f"| learners made worse in expectation (log-loss against the simulator's true probabilities) | | "
+        f"{final['expected_worse_before']:.1%} | {final['expected_worse_after']:.1%} |",
+        f"| mean log-loss gain in expectation | | {final['expected_gain_before']:+.4f} | "
+        f"{final['expected_gain_after']:+.4f} |",
         f"| learners served by the main model (fallback) | | | {final['fallback_share']:.1%} |",
+        "",
+        "\"Made worse\" counts learners whose log-loss on their later answers went up. The realized answers carry "
+        "sampling noise (a clone that is truly better can still lose on 45 answers); the simulator kept every "
+        "answer's true probability, so the expected log-loss shows the same comparison without that noise.",
+        "",
+        f"Without the refit on all own interactions (AIVO_PERSONAL_REFIT=false; same prior and rule): gain "
+        f"{no_refit['log_loss_gain_before']:+.4f} before and {no_refit['log_loss_gain_after']:+.4f} after the rule, "
+        f"{no_refit['worse_before']:.1%} of learners worse before and {no_refit['worse_after']:.1%} after "
+        f"({no_refit['expected_worse_before']:.1%} and {no_refit['expected_worse_after']:.1%} in expectation).",
         "",
         "The fallback rule's trade-off on the evaluation learners (same clones; a stricter rule serves fewer):", "",
         "| fallback confidence (standard errors) | served by their clone | later log-loss gain | made worse | "
-        "worse by more than 0.01 |", "|---|---|---|---|---|",
+        "worse by more than 0.01 | made worse in expectation |", "|---|---|---|---|---|---|",
         *[f"| {c['fallback_confidence']:g}{' (chosen)' if c['fallback_confidence'] == best_confidence else ''} | "
           f"{1 - c['fallback_share']:.1%} | {c['log_loss_gain_after']:+.4f} | {c['worse_after']:.1%} | "
-          f"{c['worse_after_by_more_than_0_01']:.1%} |" for c in curve],
+          f"{c['worse_after_by_more_than_0_01']:.1%} | {c['expected_worse_after']:.1%} |" for c in curve],
         "",
         f"Local training time per learner (clone fit + checks, {args.interactions * 7 // 10} interactions): "
         f"{per_learner_s:.2f} s; peak RSS {peak_rss_mib():.0f} MiB.",

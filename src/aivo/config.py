@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     fallback_confidence: float = Field(1.0, ge=0, validation_alias=_env("FALLBACK_CONFIDENCE"),
                                        description="Serve a clone only when its held-out improvement over the main "
                                                    "model is at least this many standard errors (0: when not worse).")
+    personal_refit: bool = Field(True, validation_alias=_env("PERSONAL_REFIT"),
+                                 description="After the fallback check, fit the clone's personal parameters again "
+                                             "on all the learner's interactions, the held-out ones included.")
     local_dp_noise_multiplier: float = Field(0.0, ge=0, validation_alias=_env("LOCAL_DP_NOISE_MULTIPLIER"),
                                              description="Record-level DP-SGD in local training (0 = off).")
     local_dp_clip_norm: float = Field(1.0, gt=0, validation_alias=_env("LOCAL_DP_CLIP_NORM"))

@@ -80,12 +80,36 @@ def test_training_ignores_the_held_out_interactions(small_world, partition):
     log = one_learner(small_world)
     n_hold = holdout_size(log.num_interactions, 0.2)
     flipped = with_answers(log, np.r_[log.frame["correct"].to_numpy()[:-n_hold], 1 - log.frame["correct"].to_numpy()[-n_hold:]])
-    a = train_local(brain=small_world.brain, history=log, partition=partition, config=LocalTrainingConfig())
-    b = train_local(brain=small_world.brain, history=flipped, partition=partition, config=LocalTrainingConfig())
+    validated = LocalTrainingConfig(refit_personal=False)
+    a = train_local(brain=small_world.brain, history=log, partition=partition, config=validated)
+    b = train_local(brain=small_world.brain, history=flipped, partition=partition, config=validated)
     for name in a.update:
         torch.testing.assert_close(a.update[name], b.update[name])
     for name in a.personal:
         torch.testing.assert_close(a.personal[name], b.personal[name])
+    # The held-out figures describe that validated fit also when the clone is refitted afterwards.
+    refit_a = train_local(brain=small_world.brain, history=log, partition=partition, config=LocalTrainingConfig())
+    refit_b = train_local(brain=small_world.brain, history=flipped, partition=partition, config=LocalTrainingConfig())
+    assert refit_a.holdout_personal == a.holdout_personal and refit_b.holdout_personal == b.holdout_personal
+    assert refit_a.fallback == a.fallback and refit_a.improvement_z == a.improvement_z
+    for name in a.update:
+        torch.testing.assert_close(refit_a.update[name], refit_b.update[name])
+
+
+def test_the_refit_learns_from_the_held_out_interactions(small_world, partition):
+    """After validation the personal parameters are fitted again on every interaction: a learner who
+    got every held-out answer right ends with a higher personal bias than one who got them all wrong."""
+    log = one_learner(small_world)
+    n_hold = holdout_size(log.num_interactions, 0.2)
+    answers = log.frame["correct"].to_numpy()[:-n_hold]
+    right = train_local(brain=small_world.brain, history=with_answers(log, np.r_[answers, np.ones(n_hold)]),
+                        partition=partition, config=LocalTrainingConfig())
+    wrong = train_local(brain=small_world.brain, history=with_answers(log, np.r_[answers, np.zeros(n_hold)]),
+                        partition=partition, config=LocalTrainingConfig())
+    assert float(right.personal["personal.bias"]) > float(wrong.personal["personal.bias"]) + 0.05
+    no_refit = train_local(brain=small_world.brain, history=with_answers(log, np.r_[answers, np.ones(n_hold)]),
+                           partition=partition, config=LocalTrainingConfig(refit_personal=False))
+    assert float(right.personal["personal.bias"]) > float(no_refit.personal["personal.bias"])
 
 
 def test_fallback_when_the_personal_model_validates_worse(small_world, partition):

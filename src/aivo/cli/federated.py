@@ -127,6 +127,9 @@ def train_local_cmd(
     fallback_confidence: float | None = typer.Option(
         None, "--fallback-confidence", min=0.0,
         help="Serve the clone only when it beats the main model by this many standard errors [AIVO_FALLBACK_CONFIDENCE]."),
+    refit: bool | None = typer.Option(
+        None, "--refit/--no-refit",
+        help="After validation, fit the personal parameters again on all the learner's interactions [AIVO_PERSONAL_REFIT]."),
     dp_noise_multiplier: float | None = typer.Option(
         None, "--dp-noise-multiplier", min=0.0, help="Record-level DP-SGD noise (0 = off) [AIVO_LOCAL_DP_NOISE_MULTIPLIER]."),
     dp_clip_norm: float | None = typer.Option(None, "--dp-clip-norm", help="DP-SGD clip norm [AIVO_LOCAL_DP_CLIP_NORM]."),
@@ -139,7 +142,7 @@ def train_local_cmd(
     cfg = settings()
     config = local_config_from_settings(cfg, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                                         proximal_mu=mu, personal_l2=personal_l2, seed=seed,
-                                        fallback_confidence=fallback_confidence,
+                                        fallback_confidence=fallback_confidence, refit_personal=refit,
                                         dp_noise_multiplier=dp_noise_multiplier, dp_clip_norm=dp_clip_norm)
     reg = _registry()
     if all_learners == (learner is not None):

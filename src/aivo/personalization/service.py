@@ -41,7 +41,8 @@ def local_config_from_settings(settings: Settings, **overrides: Any) -> LocalTra
     values: dict[str, Any] = {"epochs": settings.local_epochs, "learning_rate": settings.local_learning_rate,
                               "proximal_mu": settings.fedprox_mu, "personal_l2": settings.personal_l2,
                               "holdout_fraction": settings.holdout_fraction,
-                              "fallback_confidence": settings.fallback_confidence, "seed": settings.seed}
+                              "fallback_confidence": settings.fallback_confidence,
+                              "refit_personal": settings.personal_refit, "seed": settings.seed}
     dp_noise = overrides.pop("dp_noise_multiplier", None)
     dp_clip = overrides.pop("dp_clip_norm", None)
     if dp_noise is None:
