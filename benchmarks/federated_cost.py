@@ -262,7 +262,7 @@ def render(results: dict, command: str) -> str:
                      f"{p['artifact_bytes']:,}-byte artifact |")
     lt = results["local"]
     lines.append(f"| local training, one learner with 100 interactions (`train_local`, {lt['epochs']} epochs + "
-                 f"personal fit + fallback check; {lt['learners']} learners) | < 1 s | median "
+                 f"personal fit + fallback check + refit; {lt['learners']} learners) | < 1 s | median "
                  f"{lt['train_local']['median_s']} s, p90 {lt['train_local']['p90_s']} s |")
     lines.append(f"| same through the service (`train_learner`: registry reads, two artifacts, session row) | | "
                  f"median {lt['train_learner']['median_s']} s, p90 {lt['train_learner']['p90_s']} s |")
