@@ -182,9 +182,9 @@ def _simulated(plan, seed: int) -> dict:
     train_seconds = time.perf_counter() - started
     report = evaluate(brain=result.brain, log=split.test, group_by=["accommodation"])
     per_group = {k: round(v.auc, 4) for k, v in report.subgroups["accommodation"].items() if v.auc is not None}
-    by_position = _gap_by_position(result.brain, split.test)
+    by_position, by_skill = _gap_by_position(result.brain, split.test)
     return {"learners": cohort.config.num_learners, "interactions": cohort.log.num_interactions,
-            "gap_by_position": by_position,
+            "gap_by_position": by_position, "gap_by_skill_attempts": by_skill,
             "auc": round(report.metrics.auc, 4), "log_loss": round(report.metrics.log_loss, 4),
             "oracle_auc": round(report.oracle.auc, 4), "oracle_log_loss": round(report.oracle.log_loss, 4),
             "gap": round(report.oracle.auc - report.metrics.auc, 4), "auc_by_accommodation": per_group,
@@ -192,12 +192,14 @@ def _simulated(plan, seed: int) -> dict:
 
 
 POSITION_BUCKETS = ((1, 9), (10, 24), (25, 49), (50, 99))
+SKILL_ATTEMPT_BUCKETS = ((0, 0), (1, 2), (3, 5), (6, 10_000))
 
 
-def _gap_by_position(brain, test) -> list[dict]:
-    """Model vs oracle AUC by how many earlier attempts the learner has: the oracle knows each
-    learner's latent traits from the first attempt, a model must infer them from the history, so
-    the gap is largest early on and shows how much of it is cold start."""
+def _gap_by_position(brain, test) -> tuple[list[dict], list[dict]]:
+    """Model vs oracle AUC (1) by how many earlier attempts the learner has and (2) by how many
+    earlier attempts the learner has on the same skill (the first skill of the item). The oracle
+    knows each learner's latent traits, per-skill ability included, from the first attempt; a
+    model must infer them from the history, so the gaps show how much of it is cold start."""
     import numpy as np
 
     from aivo.brain.metrics import binary_metrics
@@ -206,16 +208,25 @@ def _gap_by_position(brain, test) -> list[dict]:
     prob = predict(brain=brain, log=test)
     frame = test.frame
     position = frame.groupby("learner_id", sort=False).cumcount().to_numpy()
+    first_skill = frame["skill_ids"].astype(str).str.split(r"[;,]", regex=True).str[0]
+    on_skill = frame.assign(_skill=first_skill).groupby(["learner_id", "_skill"], sort=False).cumcount().to_numpy()
     y, oracle = frame["correct"].to_numpy(), frame["p_true"].to_numpy(dtype=np.float64)
-    out = []
-    for low, high in POSITION_BUCKETS:
-        keep = (position >= low) & (position <= high) & ~np.isnan(prob)
-        if keep.sum() < 100:
-            continue
-        model_auc, oracle_auc = binary_metrics(y[keep], prob[keep]).auc, binary_metrics(y[keep], oracle[keep]).auc
-        out.append({"earlier_attempts": f"{low}-{high}", "n": int(keep.sum()), "auc": round(model_auc, 4),
-                    "oracle_auc": round(oracle_auc, 4), "gap": round(oracle_auc - model_auc, 4)})
-    return out
+
+    def table(counts, buckets, label: str) -> list[dict]:
+        out = []
+        for low, high in buckets:
+            keep = (counts >= low) & (counts <= high) & (position >= 1) & ~np.isnan(prob)
+            if keep.sum() < 100:
+                continue
+            model_auc = binary_metrics(y[keep], prob[keep]).auc
+            oracle_auc = binary_metrics(y[keep], oracle[keep]).auc
+            name = f"{low}" if low == high else (f"{low}+" if high >= 10_000 else f"{low}-{high}")
+            out.append({label: name, "n": int(keep.sum()), "auc": round(model_auc, 4),
+                        "oracle_auc": round(oracle_auc, 4), "gap": round(oracle_auc - model_auc, 4)})
+        return out
+
+    return (table(position, POSITION_BUCKETS, "earlier_attempts"),
+            table(on_skill, SKILL_ATTEMPT_BUCKETS, "earlier_attempts_on_skill"))
 
 
 # --- parent ------------------------------------------------------------------------------
@@ -278,6 +289,14 @@ def render(results: dict, *, command: str, threads: int, load_before: float, loa
                       "| earlier attempts | scored | Main Brain AUC | oracle AUC | gap |", "|---|---|---|---|---|"]
             lines += [f"| {b['earlier_attempts']} | {b['n']:,} | {b['auc']:.4f} | {b['oracle_auc']:.4f} | "
                       f"{b['gap']:.4f} |" for b in sim["gap_by_position"]]
+        if sim.get("gap_by_skill_attempts"):
+            lines += ["", "The same by the learner's earlier attempts on the item's skill (a learner practises a skill "
+                          "for 3-10 attempts, then moves on; the oracle knows the learner's ability on a skill before "
+                          "the first attempt on it):", "",
+                      "| earlier attempts on the skill | scored | Main Brain AUC | oracle AUC | gap |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {b['earlier_attempts_on_skill']} | {b['n']:,} | {b['auc']:.4f} | {b['oracle_auc']:.4f} | "
+                      f"{b['gap']:.4f} |" for b in sim["gap_by_skill_attempts"]]
     lines += ["", "Details (per ensemble member: seed, best epoch, validation AUC, seconds):", "```",
               json.dumps({d: {m: {k: v for k, v in r.items() if k != 'config'} for m, r in x.items()}
                           for d, x in results.items()}, indent=1), "```"]
