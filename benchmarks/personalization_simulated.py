@@ -56,8 +56,9 @@ def _later_metrics(y: np.ndarray, p: np.ndarray) -> tuple[float, float | None]:
 def _expected_log_loss(p_true: np.ndarray, p: np.ndarray) -> float:
     """Mean log-loss of predictions `p` in expectation over the answers, whose true probabilities
     the simulator kept: the learner's loss without the sampling noise of 45 answers."""
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return float(np.mean(-(p_true * np.log(p) + (1 - p_true) * np.log(1 - p))))
+    from aivo.personalization.local import _clipped, _row_log_loss
+
+    return float(np.mean(_row_log_loss(p_true, _clipped(p))))
 
 
 def evaluate_learners(brain, log, learner_ids, partition, config):
