@@ -213,3 +213,14 @@ def test_all_shared_frozen_gives_no_update(small_world):
     result = train_local(brain=small_world.brain, history=one_learner(small_world), partition=partition,
                          config=LocalTrainingConfig())
     assert result.update == {} and result.personal
+
+
+def test_refit_setting_reaches_the_local_config(monkeypatch):
+    from aivo.config import Settings
+    from aivo.personalization.service import local_config_from_settings
+
+    assert local_config_from_settings(Settings()).refit_personal is True
+    monkeypatch.setenv("AIVO_PERSONAL_REFIT", "false")
+    assert local_config_from_settings(Settings()).refit_personal is False
+    assert local_config_from_settings(Settings(), refit_personal=True).refit_personal is True  # CLI --refit wins
+    assert local_config_from_settings(Settings(), refit_personal=None).refit_personal is False  # no flag: setting
