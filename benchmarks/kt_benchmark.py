@@ -182,7 +182,7 @@ def _simulated(plan, seed: int) -> dict:
     train_seconds = time.perf_counter() - started
     report = evaluate(brain=result.brain, log=split.test, group_by=["accommodation"])
     per_group = {k: round(v.auc, 4) for k, v in report.subgroups["accommodation"].items() if v.auc is not None}
-    by_position, by_skill = _gap_by_position(result.brain, split.test)
+    by_position, by_skill = _gap_tables(result.brain, split.test)
     return {"learners": cohort.config.num_learners, "interactions": cohort.log.num_interactions,
             "gap_by_position": by_position, "gap_by_skill_attempts": by_skill,
             "auc": round(report.metrics.auc, 4), "log_loss": round(report.metrics.log_loss, 4),
@@ -195,7 +195,7 @@ POSITION_BUCKETS = ((1, 9), (10, 24), (25, 49), (50, 99))
 SKILL_ATTEMPT_BUCKETS = ((0, 0), (1, 2), (3, 5), (6, 10_000))
 
 
-def _gap_by_position(brain, test) -> tuple[list[dict], list[dict]]:
+def _gap_tables(brain, test) -> tuple[list[dict], list[dict]]:
     """Model vs oracle AUC (1) by how many earlier attempts the learner has and (2) by how many
     earlier attempts the learner has on the same skill (the first skill of the item). The oracle
     knows each learner's latent traits, per-skill ability included, from the first attempt; a

@@ -225,7 +225,7 @@ def train_local(*, brain: TrainedBrain, history: InteractionLog, partition: Para
 
     personal, main_prob, personal_prob, rows_scored = _fit_personal(brain, full, partition, config, n - n_hold,
                                                                      zero_personal, personal_start,
-                                                                     refit_rows=n if config.refit_personal else None)
+                                                                     refit=config.refit_personal)
     y = full.correct[rows_scored]
     holdout_main = holdout_metrics(y, main_prob) if len(y) else {}
     holdout_personal = holdout_metrics(y, personal_prob) if len(y) else {}
@@ -336,9 +336,9 @@ def _prior_precision(name: str, value: torch.Tensor) -> float:
 
 
 def _fit_personal(brain: TrainedBrain, full: EncodedLog, partition: ParameterPartition, config: LocalTrainingConfig,
-                  num_train: int, zero_personal: dict, personal_start: dict | None, *, refit_rows: int | None = None):
+                  num_train: int, zero_personal: dict, personal_start: dict | None, *, refit: bool = False):
     """Fit the personal parameters on rows < num_train and score them on the rows after; with
-    `refit_rows`, fit them again on rows < refit_rows (from the first fit) for what is returned."""
+    `refit`, fit them again on every row (from the first fit) for what is returned."""
     model = brain.model
     batch = make_batch(full, np.arange(full.num_chunks))
     with torch.no_grad():
@@ -380,8 +380,8 @@ def _fit_personal(brain: TrainedBrain, full: EncodedLog, partition: ParameterPar
     with torch.no_grad():
         personal_prob = torch.sigmoid(personal_logit())[holdout_mask].double().numpy()
         main_prob = torch.sigmoid(main_logit)[holdout_mask].double().numpy()
-    if refit_rows is not None and refit_rows > num_train:
-        fit(in_rows & (batch.row < refit_rows))
+    if refit:
+        fit(in_rows)
     rows = batch.row[holdout_mask].numpy()
     personal = {prefix + key: value.detach().to(torch.float32).contiguous() for key, value in theta.items()}
     return personal, main_prob, personal_prob, rows
