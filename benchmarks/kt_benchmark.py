@@ -183,12 +183,59 @@ def _simulated(plan, seed: int) -> dict:
     report = evaluate(brain=result.brain, log=split.test, group_by=["accommodation"])
     per_group = {k: round(v.auc, 4) for k, v in report.subgroups["accommodation"].items() if v.auc is not None}
     by_position, by_skill = _gap_tables(result.brain, split.test)
+    ceiling = _bayes_ceiling(cohort, result.brain, split.test, learners=plan.extra.get("bayes_learners", 300),
+                             particles=plan.extra.get("bayes_particles", 1000), seed=seed)
     return {"learners": cohort.config.num_learners, "interactions": cohort.log.num_interactions,
-            "gap_by_position": by_position, "gap_by_skill_attempts": by_skill,
+            "gap_by_position": by_position, "gap_by_skill_attempts": by_skill, "bayes": ceiling,
             "auc": round(report.metrics.auc, 4), "log_loss": round(report.metrics.log_loss, 4),
             "oracle_auc": round(report.oracle.auc, 4), "oracle_log_loss": round(report.oracle.log_loss, 4),
             "gap": round(report.oracle.auc - report.metrics.auc, 4), "auc_by_accommodation": per_group,
             "best_epoch": result.best_epoch, "train_seconds": round(train_seconds, 1)}
+
+
+BAYES_VARIANTS = {
+    # What the log holds: answers, days, response times, the learner's grade and accommodation.
+    "full_log": dict(use_response_times=True, profile_from_log=True),
+    # What the Main Brain reads: answers (and, for the replay, days and grade); the profile is inferred.
+    "answers_only": dict(use_response_times=False, profile_from_log=False),
+}
+
+
+def _bayes_ceiling(cohort, brain, test, *, learners: int, particles: int, seed: int) -> dict:
+    """The Bayes-optimal history-based predictor (aivo.data.simulator.bayes) on the first
+    `learners` test learners, next to the Main Brain and the oracle on the same answers."""
+    import numpy as np
+
+    from aivo.brain.metrics import binary_metrics
+    from aivo.brain.predict import predict
+    from aivo.data.simulator.bayes import BayesConfig, bayes_predictions
+
+    subset = test.select_learners(sorted(test.frame["learner_id"].astype(str).unique())[:learners])
+    frame = subset.frame
+    model = predict(brain=brain, log=subset)
+    scored = ~np.isnan(model)
+    y, oracle = frame["correct"].to_numpy()[scored], frame["p_true"].to_numpy(dtype=np.float64)[scored]
+    position = frame.groupby("learner_id", sort=False).cumcount().to_numpy()[scored]
+    columns = {"main_brain": model[scored], "oracle": oracle}
+    out = {"learners": subset.num_learners, "scored": int(scored.sum()), "particles": particles, "variants": {}}
+    for name, options in BAYES_VARIANTS.items():
+        print(f"Bayes ceiling ({name}) on {subset.num_learners} test learners, {particles} particles ...",
+              file=sys.stderr, flush=True)
+        res = bayes_predictions(cohort, subset, config=BayesConfig(particles=particles, **options), seed=seed)
+        columns[name] = res.p_correct[scored]
+        out["variants"][name] = {"seconds": round(res.seconds, 1), "moves": res.moves,
+                                 "acceptance": round(res.acceptance, 3)}
+    for name, values in columns.items():
+        metrics = binary_metrics(y, values)
+        out.setdefault("auc", {})[name] = round(metrics.auc, 4)
+        out.setdefault("log_loss", {})[name] = round(metrics.log_loss, 4)
+    out["by_position"] = []
+    for low, high in POSITION_BUCKETS:
+        keep = (position >= low) & (position <= high)
+        out["by_position"].append({"earlier_attempts": f"{low}-{high}", "n": int(keep.sum()),
+                                   **{name: round(binary_metrics(y[keep], v[keep]).auc, 4)
+                                      for name, v in columns.items()}})
+    return out
 
 
 POSITION_BUCKETS = ((1, 9), (10, 24), (25, 49), (50, 99))
@@ -297,10 +344,31 @@ def render(results: dict, *, command: str, threads: int, load_before: float, loa
                       "|---|---|---|---|---|"]
             lines += [f"| {b['earlier_attempts_on_skill']} | {b['n']:,} | {b['auc']:.4f} | {b['oracle_auc']:.4f} | "
                       f"{b['gap']:.4f} |" for b in sim["gap_by_skill_attempts"]]
+        if sim.get("bayes"):
+            lines += _render_bayes(sim["bayes"])
     lines += ["", "Details (per ensemble member: seed, best epoch, validation AUC, seconds):", "```",
               json.dumps({d: {m: {k: v for k, v in r.items() if k != 'config'} for m, r in x.items()}
                           for d, x in results.items()}, indent=1), "```"]
     return "\n".join(lines)
+
+
+def _render_bayes(bayes: dict) -> list[str]:
+    auc, loss = bayes["auc"], bayes["log_loss"]
+    names = (("main_brain", "Main Brain"), ("answers_only", "Bayes-optimal, answers only"),
+             ("full_log", "Bayes-optimal, full log"), ("oracle", "oracle (true probabilities)"))
+    lines = ["", f"What any model could reach: the Bayes-optimal history-based predictor of the simulator "
+                 f"(aivo.data.simulator.bayes: the posterior mean of the true probability given the learner's history, "
+                 f"by sequential Monte Carlo with {bayes['particles']} particles per learner) on the first "
+                 f"{bayes['learners']} test learners ({bayes['scored']:,} scored answers). \"Answers only\" sees what "
+                 "the Main Brain reads (items, answers, and the days and grade the replay needs) and infers the "
+                 "accommodation profile; \"full log\" also reads the response times and the profile.", "",
+             "| predictor | AUC | log-loss | gap to the oracle AUC |", "|---|---|---|---|"]
+    lines += [f"| {label} | {auc[key]:.4f} | {loss[key]:.4f} | {auc['oracle'] - auc[key]:.4f} |" for key, label in names]
+    lines += ["", "| earlier attempts | scored | Main Brain | Bayes, answers only | Bayes, full log | oracle |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {b['earlier_attempts']} | {b['n']:,} | {b['main_brain']:.4f} | {b['answers_only']:.4f} | "
+              f"{b['full_log']:.4f} | {b['oracle']:.4f} |" for b in bayes["by_position"]]
+    return lines
 
 
 def write_results(text: str) -> None:

@@ -49,5 +49,5 @@ PLANS: dict[str, BenchmarkPlan] = {
     "synthetic5": BenchmarkPlan(BrainConfig(**{**_COMMON, "learning_rate": 1e-3}, max_epochs=60, patience=5),
                                 ensemble_size=5),
     "simulated": BenchmarkPlan(BrainConfig(**_COMMON, evidence_normalize="mean", max_epochs=10),
-                               extra={"num_learners": 10_000}),
+                               extra={"num_learners": 10_000, "bayes_learners": 300, "bayes_particles": 1000}),
 }
