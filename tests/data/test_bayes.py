@@ -74,3 +74,19 @@ def test_a_log_of_another_curriculum_is_refused(cohort):
         bayes_predictions(cohort, other.log)
     with pytest.raises(DataError, match="particles"):
         BayesConfig(particles=1)
+
+
+def test_a_log_without_profiles_or_response_times_is_inferred(cohort):
+    """Without the accommodation column the profile is inferred (moves included); without
+    response times only the answers are evidence. Both still beat a per-item baseline."""
+    learners = sorted(cohort.log.frame["learner_id"].unique())
+    from aivo.data.schema import InteractionLog
+    frame = cohort.log.select_learners(learners[:30]).frame.drop(columns=["accommodation", "response_time_s"])
+    log = InteractionLog(frame, source="stripped")
+    result = bayes_predictions(cohort, log, config=BayesConfig(particles=100), seed=0)
+    keep = _scored(log)
+    assert np.isfinite(result.p_correct).all() and result.moves > 0
+    others = cohort.log.select_learners(learners[30:]).frame
+    baseline = frame["item_id"].map(others.groupby("item_id")["correct"].mean()).fillna(0.6).to_numpy()
+    y = frame["correct"].to_numpy()
+    assert binary_metrics(y[keep], result.p_correct[keep]).auc > binary_metrics(y[keep], baseline[keep]).auc + 0.02

@@ -343,6 +343,8 @@ class _Filter:
         cumulative = np.cumsum(freq, axis=1)
         draws = (self.rng.random((len(learners), self.p, 1)) > cumulative[:, None, :]).sum(axis=2)
         draws = np.minimum(draws, num - 1)
+        if self.config.profile_from_log:  # a profile the log gives stays fixed
+            draws = np.where((self.obs.profile[learners] >= 0)[:, None], current, draws)
         index = np.arange(len(learners))[:, None]
         log_old = np.log(freq[index, current]).ravel()
         log_new = np.log(freq[index, draws]).ravel()
