@@ -1,6 +1,6 @@
 """The Bayes-optimal predictor of the simulator: it replays exactly what was simulated, it is
-exact when learners have no hidden traits, and otherwise it sits between the prior and the
-oracle and is calibrated."""
+exact when learners have no hidden traits, and otherwise it sits between a per-item baseline and
+the oracle and is calibrated."""
 
 from dataclasses import replace
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from aivo.brain.metrics import binary_metrics
+from aivo.data.schema import InteractionLog
 from aivo.data.simulator import SimulatorConfig, simulate_cohort
 from aivo.data.simulator.bayes import BayesConfig, bayes_predictions, replay_true_probabilities
 from aivo.errors import DataError
@@ -80,7 +81,6 @@ def test_a_log_without_profiles_or_response_times_is_inferred(cohort):
     """Without the accommodation column the profile is inferred (moves included); without
     response times only the answers are evidence. Both still beat a per-item baseline."""
     learners = sorted(cohort.log.frame["learner_id"].unique())
-    from aivo.data.schema import InteractionLog
     frame = cohort.log.select_learners(learners[:30]).frame.drop(columns=["accommodation", "response_time_s"])
     log = InteractionLog(frame, source="stripped")
     result = bayes_predictions(cohort, log, config=BayesConfig(particles=100), seed=0)

@@ -30,8 +30,9 @@ the oracle AUC cannot be closed by any model.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -86,7 +87,7 @@ class _Observed:
 
 
 class _Prior:
-    """Every continuous trait is a standard normal z; `traits(z)` maps z to the simulator's scale.
+    """Every continuous trait is a standard normal z; `state(z)` maps z to the simulator's scale.
     Columns of z: 0 general ability, 1 log learning rate, 2 log forgetting time, 3 speed,
     4 .. 4+T type offsets, then the K per-skill deviations."""
 
@@ -154,9 +155,7 @@ def _observations(cohort: SimulatedCohort, frame: pd.DataFrame) -> tuple[list[st
 
 
 def _take(obs: _Observed, learners: np.ndarray) -> _Observed:
-    return _Observed(item=obs.item[learners], correct=obs.correct[learners], day=obs.day[learners],
-                     log_rt=obs.log_rt[learners], valid=obs.valid[learners],
-                     grade_index=obs.grade_index[learners], profile=obs.profile[learners])
+    return _Observed(**{f.name: getattr(obs, f.name)[learners] for f in fields(obs)})
 
 
 def _evidence(state: AbilityState, obs: _Observed, owner: np.ndarray, profile: np.ndarray, speed: np.ndarray,
@@ -273,24 +272,26 @@ class _Filter:
         picks = np.minimum(np.array([np.searchsorted(np.cumsum(wl), ul) for wl, ul in zip(w, u)]), self.p - 1)
         rows = self._rows_of(learners)
         source = (learners[:, None] * self.p + picks).ravel()
-        self._copy_rows(rows, source)
+        self._assign(rows, source, self.state, self.z, self.profile, self.log_lik, self.speed, self.type_offset)
         self.log_weight[rows] = 0.0
         for _ in range(self.config.move_steps):
             self._metropolis(learners, rows, t)
 
-    def _copy_rows(self, rows: np.ndarray, source: np.ndarray) -> None:
-        s = self.state
-        s.theta0[rows], s.gain[rows], s.last_day[rows] = s.theta0[source], s.gain[source], s.last_day[source]
-        s.learning_rate[rows], s.decay_rate[rows] = s.learning_rate[source], s.decay_rate[source]
-        self.z[rows], self.profile[rows], self.log_lik[rows] = self.z[source], self.profile[source], self.log_lik[source]
-        self.speed[rows], self.type_offset[rows] = self.speed[source], self.type_offset[source]
+    def _assign(self, rows: np.ndarray, source: np.ndarray, state: AbilityState, z: np.ndarray,
+                profile: np.ndarray, log_lik: np.ndarray, speed: np.ndarray, type_offset: np.ndarray) -> None:
+        """Particles `rows` become the hypotheses at index `source` of the given arrays (resampling:
+        this filter's own; a Metropolis-Hastings step: the accepted proposals)."""
+        self.state.assign_rows(rows, state, source)
+        for mine, theirs in ((self.z, z), (self.profile, profile), (self.log_lik, log_lik), (self.speed, speed),
+                             (self.type_offset, type_offset)):
+            mine[rows] = theirs[source]
 
     def _metropolis(self, learners: np.ndarray, rows: np.ndarray, t: int) -> None:
         """One independent Metropolis-Hastings step for every row of `learners`: propose the
         relevant coordinates from a Gaussian fitted to the learner's particles, replay the
         history up to t with the proposal, accept with the usual ratio."""
         prior, p = self.prior, self.p
-        z_new = self.z[rows].copy()
+        z_new = self.z[rows]  # fancy indexing: a copy
         log_q_old, log_q_new = np.zeros(len(rows)), np.zeros(len(rows))
         log_prior_old, log_prior_new = np.zeros(len(rows)), np.zeros(len(rows))
         for i, learner in enumerate(learners):
@@ -308,7 +309,7 @@ class _Filter:
                 target[block] = -0.5 * (white ** 2).sum(axis=0)
             log_prior_old[block] = -0.5 * (current ** 2).sum(axis=1)
             log_prior_new[block] = -0.5 * (draws ** 2).sum(axis=1)
-        profile_new = self.profile[rows].copy()
+        profile_new = self.profile[rows]
         log_q_profile_old = log_q_profile_new = 0.0
         if self.infer_profile:
             profile_new, log_q_profile_old, log_q_profile_new = self._propose_profile(learners, rows)
@@ -326,13 +327,7 @@ class _Filter:
         accept = np.log(self.rng.random(len(rows))) < log_alpha
         self.proposed += len(rows)
         self.accepted += int(accept.sum())
-        chosen, local = rows[accept], np.flatnonzero(accept)
-        s = self.state
-        s.theta0[chosen], s.gain[chosen], s.last_day[chosen] = (state.theta0[local], state.gain[local],
-                                                                state.last_day[local])
-        s.learning_rate[chosen], s.decay_rate[chosen] = state.learning_rate[local], state.decay_rate[local]
-        self.z[chosen], self.profile[chosen], self.log_lik[chosen] = z_new[local], profile_new[local], log_lik_new[local]
-        self.speed[chosen], self.type_offset[chosen] = speed[local], type_offset[local]
+        self._assign(rows[accept], np.flatnonzero(accept), state, z_new, profile_new, log_lik_new, speed, type_offset)
 
     def _propose_profile(self, learners: np.ndarray, rows: np.ndarray):
         """Profiles drawn from the particles' own (smoothed) frequencies, per learner."""
@@ -356,8 +351,6 @@ def bayes_predictions(cohort: SimulatedCohort, log: InteractionLog | None = None
                       progress: Progress | None = None) -> BayesResult:
     """Posterior-predictive P(correct) of every row of `log` (default: the whole cohort) from
     the answers before it in the learner's history (see the module docstring)."""
-    import time
-
     config = config or BayesConfig()
     log = cohort.log if log is None else log
     frame = log.frame

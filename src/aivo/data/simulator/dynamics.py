@@ -161,6 +161,12 @@ class AbilityState:
             if self.count is not None:
                 self.count[who, skill_now] += 1
 
+    def assign_rows(self, rows: np.ndarray, other: AbilityState, source: np.ndarray) -> None:
+        """Rows `rows` take the abilities, gains, clocks and learning traits of `other`'s rows
+        `source` (`other` may be this state: the right-hand sides are copies)."""
+        for name in ("theta0", "gain", "last_day", "learning_rate", "decay_rate"):
+            getattr(self, name)[rows] = getattr(other, name)[source]
+
     def final_ability(self, day: np.ndarray) -> np.ndarray:
         """(R, K) retained ability on every skill at `day`."""
         return self.theta0 + self.gain * np.exp(-(day[:, None] - self.last_day) * self.decay_rate[:, None])
