@@ -230,7 +230,9 @@ class Settings(BaseSettings):
         return self.resolved_database_url.startswith("sqlite")
 
     def ensure_home(self) -> Path:
-        self.home.mkdir(parents=True, exist_ok=True)
+        if not self.home.exists():
+            # Learners' data lives here (database, artifacts, key): the owner's only (0700).
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self.home
 
     def resolved_secret_key(self) -> bytes:

@@ -117,4 +117,8 @@ def oracle_metrics(log: InteractionLog | pd.DataFrame, *, skip_first_attempt: bo
     if skip_first_attempt:
         first = frame.groupby("learner_id", sort=False)["order"].transform("min")
         frame = frame.loc[frame["order"] != first]
-    return binary_metrics(frame["correct"].to_numpy(), frame["p_true"].to_numpy())
+    truth = pd.to_numeric(frame["p_true"], errors="coerce").to_numpy(dtype=np.float64)
+    known = np.isfinite(truth)  # rows mixed in from real data have no truth
+    if not known.any():
+        raise DataError("no row carries a true probability ('p_true')")
+    return binary_metrics(frame["correct"].to_numpy()[known], truth[known])
