@@ -6,8 +6,9 @@ written in here, once, for every operation:
 - error answers: every error body is `ErrorResponse` (`{"detail": "...", "errors": [...]}`),
   422 included (FastAPI would document its own `HTTPValidationError` shape, which the app
   never sends); 400 (malformed JSON) and 413 (body too large) for operations with a body;
-  401 and 403 for operations that need a key; 422 (a NUL in the path or query), 500 and 503
-  (database unavailable) for all;
+  401 and 403 for operations that need a key, and 404 for those of them that name something
+  (in the path or the body); 422 (a NUL in the path or query), 500 and 503 (database
+  unavailable) for all;
 - text: no string may hold a NUL character (the `RequestGuard` middleware refuses them), so
   every string schema of a request gets the pattern `^[^\\x00]*$` unless its own pattern
   already excludes NUL, object keys get it as `propertyNames`, and open values (`Any`) become
@@ -33,6 +34,7 @@ _ERRORS = {
     "400": "Malformed JSON body.",
     "401": "Missing, invalid or revoked API key.",
     "403": "The key's role may not use this endpoint.",
+    "404": "Something the request names (a learner, version, job or clone) does not exist in the key's tenant.",
     "413": "Request body too large (see AIVO_MAX_INGEST_BATCH).",
     "422": ("Invalid request: `detail` has one line per problem, `errors` lists each (`loc`, `msg`, `type`). "
             "Also any NUL character in the path, query or body."),
@@ -85,6 +87,8 @@ def _document_errors(operation: dict[str, Any]) -> None:
         codes += ["400", "413"]
     if operation.get("security"):
         codes += ["401", "403"]
+        if "requestBody" in operation or any(p.get("in") == "path" for p in operation.get("parameters", [])):
+            codes.append("404")
     error_body = {"application/json": {"schema": {"$ref": _REF + "ErrorResponse"}}}
     for code in codes:
         responses.setdefault(code, {"description": _ERRORS[code]})

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
 from aivo.api.auth import check_learner_access, learner_tenant
-from aivo.api.deps import (LEARNER_ID_DOC, LearnerIdPath, AdminKey, ClockDep, CurrentKey, LearnerDep, RegistryDep, ServiceKey,
+from aivo.api.deps import (AdminKey, ClockDep, CurrentKey, LearnerDep, LearnerIdPath, RegistryDep, ServiceKey,
                            SettingsDep, pseudonym_from_raw)
 from aivo.api.schemas.common import ERROR_RESPONSES, LEARNER_ERRORS, MAX_OFFSET
 from aivo.api.schemas.common import ErrorResponse

@@ -10,11 +10,11 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from aivo.api.auth import check_learner_access
-from aivo.api.deps import LEARNER_ID_DOC, LearnerIdPath, CurrentKey, pseudonym_from_raw
+from aivo.api.deps import CurrentKey, LearnerIdPath, pseudonym_from_raw
 from aivo.api.recommendation_cache import serving_lookup
 from aivo.api.schemas.common import LEARNER_ERRORS, ErrorResponse
 from aivo.api.schemas.recommendations import RecommendationPublic
