@@ -21,6 +21,7 @@ import aivo
 from aivo.api.auth import ApiKeyMiddleware, KeyVerifier
 from aivo.api.errors import install_error_handlers, unexpected_error
 from aivo.api.metrics import ApiMetrics
+from aivo.api.openapi import install_openapi
 from aivo.api.middleware import CatchAll, RequestGuard, RequestMetrics
 from aivo.api.recommendation_cache import RecommendationCache
 from aivo.api.routers import dashboard, federated, health, interactions, learners, models, recommendations
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
     state.run_scheduler, note = _wants_scheduler(settings, scheduler)
     state.hooks.scheduler_note = note or "starting"
     install_error_handlers(app)
+    install_openapi(app)
     for router in ROUTERS:
         app.include_router(router)
     trainer_jobs.install_hooks(app)
