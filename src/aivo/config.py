@@ -158,9 +158,31 @@ class Settings(BaseSettings):
     drift_threshold: float = Field(0.15, gt=0, validation_alias=_env("DRIFT_THRESHOLD", seed_name="DRIFT_THRESHOLD"))
 
     # --- tutor brain ------------------------------------------------------------------
-    brain_model: str | None = Field(None, validation_alias=_env("BRAIN_MODEL"),
-                                    description="Causal LM: a local folder or a hub id. "
-                                                "Default: the tiny model under AIVO_HOME/tutor/tiny.")
+    brain_model: str | None = Field(None, validation_alias=AliasChoices("AIVO_TUTOR_MODEL", "AIVO_BRAIN_MODEL"),
+                                    description="Causal LM: a local folder or a hub id (AIVO_TUTOR_MODEL, or "
+                                                "the older AIVO_BRAIN_MODEL). Default: SmolLM2-135M-Instruct "
+                                                "converted by `aivo tutor init` under AIVO_HOME/tutor/.")
+    tutor_engine: Literal["local", "openai"] = Field(
+        "local", validation_alias=_env("TUTOR_ENGINE"),
+        description="local: transformers in this process; openai: an OpenAI-compatible server (vLLM, "
+                    "llama.cpp server, Ollama) at AIVO_TUTOR_ENGINE_URL.")
+    tutor_engine_url: str | None = Field(None, validation_alias=_env("TUTOR_ENGINE_URL"),
+                                         description="Base URL of the upstream engine, e.g. http://gpu1:8000/v1.")
+    tutor_engine_model: str | None = Field(None, validation_alias=_env("TUTOR_ENGINE_MODEL"),
+                                           description="The base model's name on the upstream engine.")
+    tutor_engine_api_key: str | None = Field(None, validation_alias=_env("TUTOR_ENGINE_API_KEY"))
+    tutor_engine_adapter_prefix: str = Field(
+        "aivo-", validation_alias=_env("TUTOR_ENGINE_ADAPTER_PREFIX"),
+        description="A learner's adapter is requested from the engine as the model <prefix><learner pseudonym>.")
+    tutor_engine_timeout_s: float = Field(120.0, gt=0, validation_alias=_env("TUTOR_ENGINE_TIMEOUT_S"))
+    tutor_content_top_k: int = Field(3, ge=0, le=20, validation_alias=_env("TUTOR_CONTENT_TOP_K"),
+                                     description="Lesson passages retrieved per question (0 = no grounding).")
+    tutor_content_min_score: float = Field(
+        0.45, ge=-1, le=1, validation_alias=_env("TUTOR_CONTENT_MIN_SCORE"),
+        description="Lowest cosine similarity for a retrieved passage to be used.")
+    tutor_safety_classifier: bool = Field(
+        True, validation_alias=_env("TUTOR_SAFETY_CLASSIFIER"),
+        description="Combine the learned safety classifier with the lexical rules.")
     quantization: Literal["none", "4bit", "8bit"] = Field("none", validation_alias=_env("QUANTIZATION"))
     max_new_tokens: int = Field(128, ge=1, validation_alias=_env("MAX_NEW_TOKENS"))
     adapter_cache_size: int = Field(16, ge=1, validation_alias=_env("ADAPTER_CACHE_SIZE"))

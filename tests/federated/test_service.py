@@ -20,7 +20,7 @@ from aivo.registry import (
     load_interactions,
     record_training_session,
 )
-from aivo.registry.models import Base
+from aivo.registry.tables import Base
 
 
 def trained(world, clock, count):

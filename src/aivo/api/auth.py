@@ -27,7 +27,7 @@ from aivo.clock import Clock
 from aivo.errors import AuthError, ForbiddenError, NotFoundError
 from aivo.registry import Registry
 from aivo.registry.api_keys import VerifiedKey, key_may_read_learner, token_digest, touch_api_key, verify_api_key
-from aivo.registry.models import Learner
+from aivo.registry.tables import Learner
 
 log = logging.getLogger(__name__)
 

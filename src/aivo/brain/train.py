@@ -91,7 +91,8 @@ def forward_batch(model: MainBrain, batch: Batch) -> BrainOutput:
 
 @torch.no_grad()
 def scored_probabilities(model: MainBrain, encoded: EncodedLog, *, batch_size: int = 256) -> np.ndarray:
-    """(N,) P(correct) per log row; NaN on the first attempt of each chunk (not scored)."""
+    """P(correct) per entry of `encoded`; NaN where an entry is not scored (the first attempt of a
+    chunk, or a context window's rows that only serve as context)."""
     was_training = model.training
     model.eval()
     out = np.full(len(encoded.correct), np.nan, dtype=np.float64)
@@ -118,12 +119,14 @@ def _check_log(name: str, data: InteractionLog, config: BrainConfig) -> None:
 
 def train_main_brain(*, train: InteractionLog, validation: InteractionLog, config: BrainConfig, seed: int,
                      progress: bool = False, time_budget_s: float | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> TrainResult:
+                     should_stop: Callable[[], bool] | None = None,
+                     on_epoch: Callable[[EpochRecord], None] | None = None) -> TrainResult:
     """Train a Main Brain on `train`, early-stopping on the AUC of `validation` (other learners).
 
     `time_budget_s` stops after the epoch during which the budget ran out (best weights kept).
     `should_stop` is polled after every batch (keep it cheap): when it returns True, training
-    raises `TrainingStopped` (cooperative cancellation of trainer jobs)."""
+    raises `TrainingStopped` (cooperative cancellation of trainer jobs). `on_epoch` sees every
+    epoch's record (a hyperparameter search prunes a hopeless trial by raising from it)."""
     _check_log("training", train, config)
     _check_log("validation", validation, config)
     started = time.perf_counter()
@@ -131,7 +134,8 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
     tables = derive_label_tables(train, vocab, num_levels=config.num_difficulty_levels,
                                  prior_count=config.difficulty_prior_count)
     train_encoded = encode_log(train, vocab=vocab, tables=tables, config=config)
-    val_encoded = encode_log(validation, vocab=vocab, tables=tables, config=config)
+    # validated as evaluated and served: every attempt from the context aivo.brain.context gives it
+    val_encoded = encode_log(validation, vocab=vocab, tables=tables, config=config, layout="context")
     train_learners = train.frame["learner_id"].to_numpy(dtype=object)
     if len(np.unique(val_encoded.correct)) < 2:
         raise DataError("the validation log has only one kind of answer: AUC is undefined")
@@ -182,6 +186,8 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
                 record = EpochRecord(epoch, float(np.mean(losses)), metrics.auc, metrics.log_loss,
                                      time.perf_counter() - epoch_started)
                 history.append(record)
+                if on_epoch is not None:
+                    on_epoch(record)
                 log.info("epoch %d: train loss %.4f, validation AUC %.4f, %.1fs", epoch, record.train_loss,
                          auc, record.seconds)
                 if bar is not None:

@@ -50,7 +50,7 @@ from aivo.registry import (
     register_main_version,
     write_audit,
 )
-from aivo.registry.models import FederatedUpdate, TrainingSession
+from aivo.registry.tables import FederatedUpdate, TrainingSession
 from aivo.services.main_brain import architecture_of, load_main_brain
 from aivo.utils import read_ahead
 

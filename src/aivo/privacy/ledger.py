@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.privacy.accountants import HistoryEntry, epsilon_for, normalize_history
-from aivo.privacy.ledger_table import PrivacyLedgerEntry
-from aivo.registry.models import Learner
+from aivo.registry.tables import PrivacyLedgerEntry
+from aivo.registry.tables import Learner
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from aivo.data.schema import (CORE_COLUMNS, EVALUATION_ONLY_COLUMNS, MAX_ORDER, 
 from aivo.errors import ConflictError, DataError
 from aivo.registry.bulk import INTERACTION_COLUMNS, insert_interaction_rows
 from aivo.registry.db import dialect_insert
-from aivo.registry.models import DEFAULT_TENANT, Interaction, Learner
+from aivo.registry.tables import DEFAULT_TENANT, Interaction, Learner
 from aivo.registry.records import _Record
 
 logger = logging.getLogger(__name__)  # `log` is the usual name of an InteractionLog here

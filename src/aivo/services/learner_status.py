@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from aivo.config import Settings
 from aivo.data.schema import MAX_TIMESTAMP, MIN_TIMESTAMP
 from aivo.registry import LearnerRecord, Registry, get_learner, learner_model_history
-from aivo.registry.models import Interaction, Learner, LearnerModel
+from aivo.registry.tables import Interaction, Learner, LearnerModel
 
 
 @dataclass(frozen=True)

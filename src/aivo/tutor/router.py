@@ -23,7 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse
 
 from aivo.errors import AivoError, NotFoundError
-from aivo.registry.models import DEFAULT_TENANT
+from aivo.registry.tables import DEFAULT_TENANT
 from aivo.tutor.schemas import (AssessRequest, AssessResponse, ChatCompletionRequest, ChatCompletionResponse,
                                 CloneStartRequest, CloneStartResponse, CloneStatusResponse, GenerateRequest,
                                 GenerateResponse, TutorHealth)
