@@ -75,7 +75,6 @@ KNOWN_INTERFACE: set[tuple[str, str]] = {
     ('aivo.api.routers.learners', 'aivo.registry.api_keys'),
     ('aivo.api.routers.models', 'aivo.registry'),
     ('aivo.api.routers.models', 'aivo.training.runs'),
-    ('aivo.api.routers.scheduler', 'aivo.registry'),
     ('aivo.api.routers.scheduler', 'aivo.scheduler.control'),
     ('aivo.api.routers.scheduler', 'aivo.training.retraining'),
     ('aivo.api.routers.scheduler', 'aivo.training.runs'),
