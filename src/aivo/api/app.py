@@ -19,9 +19,10 @@ from fastapi import APIRouter, FastAPI
 
 import aivo
 from aivo.api.auth import ApiKeyMiddleware, KeyVerifier
-from aivo.api.errors import install_error_handlers
+from aivo.api.errors import install_error_handlers, unexpected_error
 from aivo.api.metrics import ApiMetrics
-from aivo.api.middleware import BodySizeLimit, RequestMetrics
+from aivo.api.openapi import install_openapi
+from aivo.api.middleware import CatchAll, RequestGuard, RequestMetrics
 from aivo.api.recommendation_cache import RecommendationCache
 from aivo.api.routers import dashboard, federated, health, interactions, learners, models, recommendations
 from aivo.api.routers import drift, scheduler, trainer_jobs
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
     state.run_scheduler, note = _wants_scheduler(settings, scheduler)
     state.hooks.scheduler_note = note or "starting"
     install_error_handlers(app)
+    install_openapi(app)
     for router in ROUTERS:
         app.include_router(router)
     trainer_jobs.install_hooks(app)
@@ -172,8 +174,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
         from aivo.api.tutor_mount import mount_tutor
 
         mount_tutor(app, settings=settings)
-    # Added inside out: metrics see every request, keys are checked before a body is read.
-    app.add_middleware(BodySizeLimit, max_bytes=_max_body_bytes(settings))
+    # Added inside out: metrics see every request, keys are checked before a body is read, and a
+    # bug anywhere below is answered 500 on a connection that stays open.
+    app.add_middleware(RequestGuard, max_bytes=_max_body_bytes(settings))
     app.add_middleware(ApiKeyMiddleware)
+    app.add_middleware(CatchAll, on_error=unexpected_error)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app

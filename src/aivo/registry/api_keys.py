@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import AuthError, ConflictError, DataError, NotFoundError
-from aivo.registry.api_key_models import API_KEY_ROLES, ApiKey, ApiKeyLearner
+from aivo.registry.tables import API_KEY_ROLES, ApiKey, ApiKeyLearner
 from aivo.registry.audit import write_audit
 from aivo.registry.interactions import ensure_learners
-from aivo.registry.models import Learner
+from aivo.registry.tables import Learner
 from aivo.registry.records import LearnerRecord, _Record
 
 TOKEN_PREFIX = "aivo_"

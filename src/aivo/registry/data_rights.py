@@ -32,7 +32,7 @@ from aivo.registry.audit import write_audit
 from aivo.registry.db import make_session
 from aivo.registry.gc import find_references, is_artifact_column
 from aivo.registry.learners import get_learner, learner_pk
-from aivo.registry.models import Base, Learner
+from aivo.registry.tables import Base, Learner
 from aivo.registry.records import _Record
 
 log = logging.getLogger(__name__)

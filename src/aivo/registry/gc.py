@@ -25,7 +25,7 @@ from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import IntegrityError
 from aivo.registry.artifacts import ArtifactStore
 from aivo.registry.audit import write_audit
-from aivo.registry.models import MainModelVersion
+from aivo.registry.tables import MainModelVersion
 from aivo.registry.records import _Record
 
 log = logging.getLogger(__name__)

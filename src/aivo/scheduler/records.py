@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.registry.db import dialect_insert
 from aivo.registry.records import _Record
-from aivo.training.tables import SchedulerOverride, SchedulerRun
+from aivo.registry.tables import SchedulerOverride, SchedulerRun
 
 
 @dataclass(frozen=True)

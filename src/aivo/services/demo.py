@@ -51,7 +51,9 @@ def run_demo(*, settings: Settings, num_learners: int, interactions_per_learner:
 
     started = time.perf_counter()
     with registry.session() as session:
-        imported = import_interactions(session=session, log=cohort.log, secret_key=settings.resolved_secret_key())
+        # The simulator's own import keeps its truth (p_true) for the oracle comparison; no other ingest can.
+        imported = import_interactions(session=session, log=cohort.log, secret_key=settings.resolved_secret_key(),
+                                       keep_evaluation_truth=True)
     seconds["import"] = time.perf_counter() - started
 
     # Train from what the registry holds (pseudonymized), exactly as the service would.

@@ -13,8 +13,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from aivo.config import Settings
+from aivo.data.schema import MAX_TIMESTAMP, MIN_TIMESTAMP
 from aivo.registry import LearnerRecord, Registry, get_learner, learner_model_history
-from aivo.registry.models import Interaction, Learner, LearnerModel
+from aivo.registry.tables import Interaction, Learner, LearnerModel
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,11 @@ def learner_status(*, registry: Registry, settings: Settings, learner_id: str) -
     with registry.session(read_only=True) as session:
         learner = get_learner(session=session, learner_id=learner_id)
         pk = session.scalar(sa.select(Learner.id).where(Learner.pseudonym == learner_id))
+        # The latest readable time: a damaged stored value (outside the supported years) is not "last".
+        readable = sa.and_(Interaction.timestamp >= MIN_TIMESTAMP, Interaction.timestamp < MAX_TIMESTAMP)
         count, last_at = session.execute(
-            sa.select(sa.func.count(), sa.func.max(Interaction.timestamp)).where(Interaction.learner_id == pk)).one()
+            sa.select(sa.func.count(), sa.func.max(Interaction.timestamp).filter(readable))
+            .where(Interaction.learner_id == pk)).one()
         kinds = list(session.scalars(sa.select(LearnerModel.kind).where(LearnerModel.learner_id == pk)
                                      .order_by(LearnerModel.kind)))
         models = []

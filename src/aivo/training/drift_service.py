@@ -35,7 +35,7 @@ from aivo.services.main_brain import load_main_brain
 from aivo.training.drift import DriftConfig, Profile, build_profile, compare_profiles
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID
 from aivo.training.splits import stable_split
-from aivo.training.tables import DriftReference, DriftReport
+from aivo.registry.tables import DriftReference, DriftReport
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_DAYS = 7.0

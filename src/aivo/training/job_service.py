@@ -23,7 +23,7 @@ from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.errors import ConflictError, DataError, NotFoundError
 from aivo.registry import Registry
-from aivo.registry.models import Learner
+from aivo.registry.tables import Learner
 from aivo.registry.records import _Record
 from aivo.training.datasheet import parse_datasheet
 from aivo.training.harness import HarnessPolicy

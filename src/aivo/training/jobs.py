@@ -22,10 +22,10 @@ from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import ConflictError, DataError, NotFoundError
-from aivo.registry.models import Learner
+from aivo.registry.tables import Learner
 from aivo.registry.records import _Record
 from aivo.training.datasheet import Datasheet
-from aivo.training.tables import JOB_STATUSES, OPEN_JOB_STATUSES, TrainerJob
+from aivo.registry.tables import JOB_STATUSES, OPEN_JOB_STATUSES, TrainerJob
 
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}

@@ -26,12 +26,12 @@ from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.errors import DataError
 from aivo.registry import Registry, load_interactions
-from aivo.registry.models import Interaction, Learner
+from aivo.registry.tables import Interaction, Learner
 from aivo.registry.records import _Record
 from aivo.services.main_brain import load_main_brain
 from aivo.services.recommendations import policy_from_settings, recommend_with_brain
 from aivo.training.runs import learner_model_id
-from aivo.training.tables import LearnerSnapshot
+from aivo.registry.tables import LearnerSnapshot
 
 log = logging.getLogger(__name__)
 ACTIONABLE = ("LEVEL_UP", "LEVEL_DOWN", "REVIEW")

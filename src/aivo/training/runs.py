@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import NotFoundError
 from aivo.registry.records import _Record
-from aivo.training.tables import PipelineRun
+from aivo.registry.tables import PipelineRun
 
 MAIN_BRAIN_MODEL_ID = "aivo-main-brain"
 FEDERATED_MODEL_ID = "aivo-federated-aggregation"

@@ -18,7 +18,7 @@ from typing import Any
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.errors import NotFoundError
-from aivo.registry.models import DEFAULT_TENANT
+from aivo.registry.tables import DEFAULT_TENANT
 from aivo.tutor import safety
 from aivo.tutor.accommodations import shape_response
 from aivo.tutor.adapter_store import AdapterRef, AdapterStore
@@ -140,7 +140,9 @@ class TutorService:
 
     @property
     def model_name(self) -> str:
-        return self.settings.brain_model or "aivo-tiny"
+        from aivo.tutor.engine import model_display_name, model_source
+
+        return model_display_name(model_source(self.settings))
 
     def health(self) -> TutorHealth:
         import torch
@@ -316,10 +318,15 @@ class TutorService:
         mode = self.settings.tutor_llm_feedback
         if mode != "auto":
             return mode == "on"
-        # auto: only when a real model is configured (AIVO_BRAIN_MODEL set, and not the tiny one)
-        from aivo.tutor.engine import is_tiny_model
+        # auto: only with a real model (not the tiny one); without any model the template writes it
+        from pathlib import Path
 
-        return bool(self.settings.brain_model) and not is_tiny_model(self.settings.brain_model)
+        from aivo.tutor.engine import is_tiny_model, model_source
+
+        source = model_source(self.settings)
+        if not self.settings.brain_model and not Path(source).is_dir():
+            return False
+        return not is_tiny_model(source)
 
     def assess(self, request: AssessRequest) -> AssessResponse:
         from aivo.tutor.assessment import Rubric
