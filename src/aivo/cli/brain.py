@@ -113,7 +113,7 @@ def evaluate_cmd(
     data_format: str = typer.Option("auto", "--format", "-f", help="Input format."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Score every attempt but the first of each sequence chunk; metrics overall and per group."""
+    """Score every attempt but each learner's first, from the context serving reads; metrics overall and per group."""
     from aivo.brain.service import apply_threads, evaluate_from_files
 
     apply_threads(settings())
