@@ -100,7 +100,7 @@ def _start_scheduler(app: FastAPI) -> None:
 
 def _preload_main_brain(app: FastAPI) -> None:
     """Load the active Main Brain in the background so the first recommendation is not slow."""
-    from aivo.services.main_brain import load_main_brain
+    from aivo.brain.versions import load_main_brain
 
     try:
         loaded = load_main_brain(registry=app.state.registry)

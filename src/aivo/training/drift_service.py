@@ -31,7 +31,7 @@ from aivo.data.schema import InteractionLog
 from aivo.errors import DataError, NotFoundError
 from aivo.registry import MainVersionRecord, Registry, get_main_version, load_interactions
 from aivo.registry.records import Record
-from aivo.services.main_brain import load_main_brain
+from aivo.brain.versions import load_main_brain
 from aivo.training.drift import DriftConfig, Profile, build_profile, compare_profiles
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID
 from aivo.training.splits import stable_split

@@ -28,7 +28,7 @@ from aivo.errors import DataError
 from aivo.registry import Registry, load_interactions
 from aivo.registry.tables import Interaction, Learner
 from aivo.registry.records import Record
-from aivo.services.main_brain import load_main_brain
+from aivo.brain.versions import load_main_brain
 from aivo.services.recommendations import policy_from_settings, recommend_with_brain
 from aivo.training.runs import learner_model_id
 from aivo.registry.tables import LearnerSnapshot
