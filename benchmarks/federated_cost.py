@@ -99,7 +99,7 @@ def _db_bytes(registry) -> int:
 # --- workers -------------------------------------------------------------------------------
 def provisioning(backend: str, workdir: Path, learners: int) -> dict:
     from aivo.personalization.clone import provision_clones
-    from aivo.services.main_brain import register_brain
+    from aivo.brain.versions import register_brain
 
     brain = _brain(workdir)
     home = Path(tempfile.mkdtemp(dir=workdir))
@@ -147,7 +147,7 @@ def local_training(workdir: Path, count: int) -> dict:
     from aivo.personalization.parts import partition_parameters
     from aivo.personalization.service import train_learner
     from aivo.registry import import_interactions
-    from aivo.services.main_brain import register_brain
+    from aivo.brain.versions import register_brain
 
     brain = _brain(workdir)
     log = read_kt_lines(KT / "assist2015" / "train.csv")

@@ -9,7 +9,7 @@ import httpx
 import sqlalchemy as sa
 
 from aivo.registry import list_audit, record_federated_update, register_main_version
-from aivo.services.main_brain import load_main_brain
+from aivo.brain.versions import load_main_brain
 
 
 def test_health_needs_no_key_and_reports_components(api):

@@ -97,3 +97,15 @@ def test_training_refuses_unusable_logs():
     single = type(val)(val.frame.groupby("learner_id").head(1).reset_index(drop=True))
     with pytest.raises(DataError, match="two or more attempts"):
         train_main_brain(train=train, validation=single, config=tiny_config(), seed=0)
+
+
+def test_weight_average_ramps_its_decay_up_with_the_steps():
+    from aivo.brain.train import ema_with_warmup
+
+    update = ema_with_warmup(0.99)
+    averaged, current = [torch.zeros(3)], [torch.ones(3)]
+    update(averaged, current, torch.tensor(1))  # decay min(0.99, 2 / 11): mostly the new weights
+    assert averaged[0] == pytest.approx(torch.full((3,), 1 - 2 / 11))
+    averaged = [torch.zeros(3)]
+    update(averaged, current, torch.tensor(100_000))  # ramped up: the configured decay
+    assert averaged[0] == pytest.approx(torch.full((3,), 0.01))

@@ -15,7 +15,7 @@ from aivo.personalization.parts import partition_parameters
 from aivo.personalization.service import train_learner
 from aivo.personalization.serving import brain_for_learner
 from aivo.registry import import_interactions, learner_model_history, load_interactions
-from aivo.services.main_brain import register_brain
+from aivo.brain.versions import register_brain
 
 
 

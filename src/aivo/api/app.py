@@ -25,7 +25,7 @@ from aivo.api.openapi import install_openapi
 from aivo.api.middleware import CatchAll, RequestGuard, RequestMetrics
 from aivo.api.recommendation_cache import RecommendationCache
 from aivo.api.routers import dashboard, federated, health, interactions, learners, models, recommendations
-from aivo.api.routers import drift, scheduler, trainer_jobs
+from aivo.api.routers import drift, scheduler, trainer_jobs, tutor_alerts
 from aivo.api.state import ApiHooks, ApiStats
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings, get_settings
@@ -44,6 +44,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     scheduler.router,
     trainer_jobs.router,
     drift.router,
+    tutor_alerts.router,
     dashboard.router,
 )
 
@@ -62,9 +63,9 @@ _TAGS = [
 _DESCRIPTION = """A personal, private AI model for every K-12 learner.
 
 Every endpoint except `GET /health` needs an API key (`Authorization: Bearer <key>` or
-`X-API-Key: <key>`), created with `aivo apikey create --role admin|service|teacher --tenant T`.
+`X-API-Key: <key>`), created with `aivo apikey create --role admin|service|teacher|counsellor --tenant T`.
 Roles: **admin** (everything), **service** (ingest and read), **teacher** (status and
-recommendations of the learners on its class list). A key reaches only its tenant's learners;
+recommendations of the learners on its class list), **counsellor** (the school's tutor safety alerts). A key reaches only its tenant's learners;
 another tenant's learner is answered 404, like one that does not exist.
 
 Learner ids in URLs are the ids your systems use; the server pseudonymizes them (keyed HMAC)
@@ -100,7 +101,7 @@ def _start_scheduler(app: FastAPI) -> None:
 
 def _preload_main_brain(app: FastAPI) -> None:
     """Load the active Main Brain in the background so the first recommendation is not slow."""
-    from aivo.services.main_brain import load_main_brain
+    from aivo.brain.versions import load_main_brain
 
     try:
         loaded = load_main_brain(registry=app.state.registry)

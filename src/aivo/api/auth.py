@@ -186,6 +186,8 @@ def check_learner_access(key: VerifiedKey, *, tenant: str | None, linked) -> Non
     a callable answering whether a teacher key's class list holds the learner."""
     if tenant is None or tenant != key.tenant:
         raise NotFoundError(LEARNER_NOT_FOUND)
+    if key.role == "counsellor":  # counsellors see the school's safety alerts, not learners' records
+        raise ForbiddenError("a counsellor key reads safety alerts only (/v1/tutor/alerts)")
     if key.role == "teacher" and not (linked() if callable(linked) else linked):
         raise ForbiddenError("this teacher key is not linked to this learner "
                              "(add it with `aivo apikey link KEY_ID LEARNER_ID`)")

@@ -30,7 +30,7 @@ def _pseudonym(learner: str, is_pseudonym: bool) -> str:
 
 
 def _registry():
-    from aivo.brain.service import apply_threads
+    from aivo.services.runtime import apply_threads
     from aivo.registry import open_registry
 
     apply_threads(settings())

@@ -30,7 +30,7 @@ app.add_typer(drift_app, name="drift")
 
 
 def _registry():
-    from aivo.brain.service import apply_threads
+    from aivo.services.runtime import apply_threads
     from aivo.registry import default_actor, open_registry  # noqa: F401
 
     apply_threads(settings())

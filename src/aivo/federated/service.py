@@ -51,7 +51,7 @@ from aivo.registry import (
     write_audit,
 )
 from aivo.registry.tables import FederatedUpdate, TrainingSession
-from aivo.services.main_brain import architecture_of, load_main_brain
+from aivo.brain.versions import architecture_of, load_main_brain
 from aivo.utils import read_ahead
 
 log = logging.getLogger(__name__)

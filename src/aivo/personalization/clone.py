@@ -32,7 +32,7 @@ from aivo.registry import (
     update_learner_model,
 )
 from aivo.registry.tables import DEFAULT_TENANT
-from aivo.services.main_brain import LoadedBrain, load_main_brain
+from aivo.brain.versions import LoadedBrain, load_main_brain
 
 log = logging.getLogger(__name__)
 KIND = "brain"

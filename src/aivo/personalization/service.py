@@ -31,7 +31,7 @@ from aivo.registry import (
     record_training_session,
     update_learner_model,
 )
-from aivo.services.main_brain import load_main_brain
+from aivo.brain.versions import load_main_brain
 
 log = logging.getLogger(__name__)
 

@@ -60,6 +60,7 @@ from aivo.registry.records import (
     LearnerModelRecord,
     LearnerRecord,
     MainVersionRecord,
+    Record,
     RegistryStatistics,
     TrainingSessionRecord,
 )

@@ -34,7 +34,7 @@ from aivo.errors import ConflictError, DataError
 from aivo.registry.bulk import INTERACTION_COLUMNS, insert_interaction_rows
 from aivo.registry.db import dialect_insert
 from aivo.registry.tables import DEFAULT_TENANT, Interaction, Learner
-from aivo.registry.records import _Record
+from aivo.registry.records import Record
 
 logger = logging.getLogger(__name__)  # `log` is the usual name of an InteractionLog here
 
@@ -46,7 +46,7 @@ _PLAIN_COLUMNS = ("item_id", "skill_ids", "correct", "timestamp", "response_time
 
 
 @dataclass(frozen=True)
-class ImportResult(_Record):
+class ImportResult(Record):
     source: str
     tenant: str
     rows_read: int

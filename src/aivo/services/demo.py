@@ -36,7 +36,8 @@ class DemoReport:
 
 def run_demo(*, settings: Settings, num_learners: int, interactions_per_learner: int, seed: int,
              num_shown: int = 3, num_personalized: int = 50, progress: bool = False) -> DemoReport:
-    from aivo.brain.service import apply_threads, config_from_settings
+    from aivo.brain.config import config_from_settings
+    from aivo.services.runtime import apply_threads
     from aivo.data.simulator import oracle_metrics
     from aivo.services.reports import write_training_report
 

@@ -15,7 +15,7 @@ from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.data.schema import InteractionLog
 from aivo.registry import Registry, get_learner, load_interactions
-from aivo.services.main_brain import catalog_frame
+from aivo.brain.catalog import catalog_frame
 
 
 def policy_from_settings(settings: Settings, *, num_items: int = 5) -> PolicyConfig:

@@ -30,8 +30,8 @@ from aivo.config import Settings
 from aivo.data.schema import InteractionLog
 from aivo.errors import DataError, NotFoundError
 from aivo.registry import MainVersionRecord, Registry, get_main_version, load_interactions
-from aivo.registry.records import _Record
-from aivo.services.main_brain import load_main_brain
+from aivo.registry.records import Record
+from aivo.brain.versions import load_main_brain
 from aivo.training.drift import DriftConfig, Profile, build_profile, compare_profiles
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID
 from aivo.training.splits import stable_split
@@ -43,7 +43,7 @@ REFERENCE_LEARNERS = 500  # learners whose predictions form the reference distri
 
 
 @dataclass(frozen=True)
-class DriftReportRecord(_Record):
+class DriftReportRecord(Record):
     id: int
     model_id: str
     version: str | None

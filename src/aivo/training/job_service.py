@@ -24,7 +24,7 @@ from aivo.config import Settings
 from aivo.errors import ConflictError, DataError, NotFoundError
 from aivo.registry import Registry
 from aivo.registry.tables import Learner
-from aivo.registry.records import _Record
+from aivo.registry.records import Record
 from aivo.training.datasheet import parse_datasheet
 from aivo.training.harness import HarnessPolicy
 from aivo.training.jobs import JobPage, TrainerJobRecord, cancel_job, create_job, get_job, list_jobs, update_job_fields
@@ -122,7 +122,7 @@ def request_evaluation(*, registry: Registry, job_id: int, created_by: str, poli
 
 
 @dataclass(frozen=True)
-class EvaluationStatus(_Record):
+class EvaluationStatus(Record):
     job_id: int
     status: str  # not_evaluated | pending | evaluated
     passed: bool | None

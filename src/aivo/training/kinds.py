@@ -155,7 +155,7 @@ class MainBrainKind(JobKind):
                  policy: HarnessPolicy) -> EvaluationReport:
         """The candidate on the held-out learners of the job's data selection, rebuilt from the
         stable split: learners the candidate trained on never reach it, new learners may."""
-        from aivo.services.main_brain import load_main_brain
+        from aivo.brain.versions import load_main_brain
 
         if not job.candidate_version:
             raise ConflictError(f"job {job.id} has no candidate version to evaluate")

@@ -27,8 +27,8 @@ from aivo.config import Settings
 from aivo.errors import DataError
 from aivo.registry import Registry, load_interactions
 from aivo.registry.tables import Interaction, Learner
-from aivo.registry.records import _Record
-from aivo.services.main_brain import load_main_brain
+from aivo.registry.records import Record
+from aivo.brain.versions import load_main_brain
 from aivo.services.recommendations import policy_from_settings, recommend_with_brain
 from aivo.training.runs import learner_model_id
 from aivo.registry.tables import LearnerSnapshot
@@ -49,7 +49,7 @@ class OrchestratorConfig:
 
 
 @dataclass(frozen=True)
-class LearnerChange(_Record):
+class LearnerChange(Record):
     learner_id: str
     significant: bool
     reasons: list[str]
@@ -60,7 +60,7 @@ class LearnerChange(_Record):
 
 
 @dataclass(frozen=True)
-class AdaptiveCheckResult(_Record):
+class AdaptiveCheckResult(Record):
     main_version: str
     learners_checked: int
     learners_changed: int

@@ -11,7 +11,7 @@
 8. Record everything (pipeline_runs, the version's training metrics, the drift reference of a
    promoted version) and log a summary.
 
-Registration and loading reuse `aivo.services.main_brain` (register_brain, load_main_brain).
+Registration and loading reuse `aivo.brain.versions` (register_brain, load_main_brain).
 `should_stop` (cooperative cancellation) is polled between batches and between stages; when it
 fires the run is recorded as cancelled and `TrainingStopped` propagates.
 """
@@ -33,7 +33,9 @@ from aivo.data.privacy import free_text_columns, scrub_frame
 from aivo.data.schema import InteractionLog
 from aivo.errors import ConfigError, DataError
 from aivo.registry import Registry, get_active_main_version, load_interactions
-from aivo.services.main_brain import evaluate_on, item_catalog, load_main_brain, register_brain
+from aivo.brain.catalog import item_catalog
+from aivo.brain.versions import load_main_brain, register_brain
+from aivo.services.main_brain import evaluate_on
 from aivo.training.harness import EvaluationReport, HarnessPolicy, evaluate_brain_candidate
 from aivo.training.hpo import Report, search_hyperparameters
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID, finish_run, start_run
@@ -74,7 +76,7 @@ class PipelineConfig:
         return cls(**values)
 
     def brain_config(self, settings: Settings) -> BrainConfig:
-        from aivo.brain.service import config_from_settings
+        from aivo.brain.config import config_from_settings
 
         try:
             return config_from_settings(settings).replace(**self.brain)

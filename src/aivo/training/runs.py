@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import NotFoundError
-from aivo.registry.records import _Record
+from aivo.registry.records import Record
 from aivo.registry.tables import PipelineRun
 
 MAIN_BRAIN_MODEL_ID = "aivo-main-brain"
@@ -29,7 +29,7 @@ def learner_model_id(pseudonym: str) -> str:
 
 
 @dataclass(frozen=True)
-class PipelineRunRecord(_Record):
+class PipelineRunRecord(Record):
     id: int
     job_id: int | None
     model_id: str
