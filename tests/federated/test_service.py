@@ -8,10 +8,10 @@ import sqlalchemy as sa
 import torch
 
 from aivo.federated.gate import GateData, tail_rows
-from aivo.federated.service import AggregationOptions, run_aggregation
+from aivo.services.aggregation import AggregationOptions, run_aggregation
 from aivo.federated.updates import update_metadata
-from aivo.personalization.clone import provision_clones
-from aivo.personalization.service import train_learner
+from aivo.services.clones import provision_clones
+from aivo.services.local_training import train_learner
 from aivo.privacy.ledger import get_ledgers
 from aivo.registry import (
     get_active_main_version,
