@@ -128,7 +128,6 @@ KNOWN_FUNCTION_IMPORTS: dict[str, int] = {
     'aivo/config.py': 3,
     'aivo/data/readers.py': 3,
     'aivo/error_translation.py': 3,
-    'aivo/federated/strategies.py': 2,
     'aivo/personalization/local.py': 2,
     'aivo/privacy/accountants.py': 9,
     'aivo/registry/artifacts.py': 3,
