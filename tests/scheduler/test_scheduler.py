@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from aivo.errors import DataError
+from aivo.errors import DataError, NotFoundError
 from aivo.scheduler.records import list_scheduler_runs
 from aivo.scheduler.service import TrainingScheduler
 from aivo.services.scheduler import make_scheduler, scheduler_status, trigger_training, update_schedule
@@ -133,7 +133,7 @@ def test_run_time_schedule_changes(registry, settings, clock):
     with pytest.raises(DataError, match="not a valid cron expression"):
         update_schedule(registry=registry, settings=settings, job_id="aivo_main_brain_daily", cron="0 2 * *",
                         actor="tests", clock=clock)
-    with pytest.raises(DataError, match="unknown scheduler job"):
+    with pytest.raises(NotFoundError, match="unknown scheduler job"):
         update_schedule(registry=registry, settings=settings, job_id="nightly", cron="0 2 * * *", actor="t")
     status = scheduler_status(registry=registry, settings=settings, clock=clock)
     assert all(j["configured_by"] != "override" for j in status["scheduler"]["jobs"])  # nothing written

@@ -60,7 +60,7 @@ def test_bad_input_is_a_clear_4xx_and_writes_nothing(api):
     cron = admin.put("/v1/scheduler/jobs/aivo_main_brain_daily", json={"cron": "0 25 * * *"})
     assert cron.status_code == 422 and "is not a valid cron expression" in cron.json()["detail"]
     unknown_job = admin.put("/v1/scheduler/jobs/nightly", json={"cron": "0 1 * * *"})
-    assert unknown_job.status_code == 422 and "unknown scheduler job" in unknown_job.json()["detail"]
+    assert unknown_job.status_code == 404 and "unknown scheduler job" in unknown_job.json()["detail"]
     assert admin.get("/trainer/jobs").json()["total"] == before
     status = admin.get("/v1/scheduler/status").json()["scheduler"]
     assert all(j["configured_by"] != "override" for j in status["jobs"])

@@ -21,10 +21,11 @@ import aivo
 from aivo.api.auth import ApiKeyMiddleware, KeyVerifier
 from aivo.api.errors import install_error_handlers, unexpected_error
 from aivo.api.metrics import ApiMetrics
+from aivo.api.openapi import install_openapi
 from aivo.api.middleware import CatchAll, RequestGuard, RequestMetrics
 from aivo.api.recommendation_cache import RecommendationCache
 from aivo.api.routers import dashboard, federated, health, interactions, learners, models, recommendations
-from aivo.api.routers import drift, scheduler, trainer_jobs
+from aivo.api.routers import drift, scheduler, trainer_jobs, tutor_alerts
 from aivo.api.state import ApiHooks, ApiStats
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings, get_settings
@@ -43,6 +44,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     scheduler.router,
     trainer_jobs.router,
     drift.router,
+    tutor_alerts.router,
     dashboard.router,
 )
 
@@ -61,9 +63,9 @@ _TAGS = [
 _DESCRIPTION = """A personal, private AI model for every K-12 learner.
 
 Every endpoint except `GET /health` needs an API key (`Authorization: Bearer <key>` or
-`X-API-Key: <key>`), created with `aivo apikey create --role admin|service|teacher --tenant T`.
+`X-API-Key: <key>`), created with `aivo apikey create --role admin|service|teacher|counsellor --tenant T`.
 Roles: **admin** (everything), **service** (ingest and read), **teacher** (status and
-recommendations of the learners on its class list). A key reaches only its tenant's learners;
+recommendations of the learners on its class list), **counsellor** (the school's tutor safety alerts). A key reaches only its tenant's learners;
 another tenant's learner is answered 404, like one that does not exist.
 
 Learner ids in URLs are the ids your systems use; the server pseudonymizes them (keyed HMAC)
@@ -165,6 +167,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
     state.run_scheduler, note = _wants_scheduler(settings, scheduler)
     state.hooks.scheduler_note = note or "starting"
     install_error_handlers(app)
+    install_openapi(app)
     for router in ROUTERS:
         app.include_router(router)
     trainer_jobs.install_hooks(app)

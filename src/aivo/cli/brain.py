@@ -115,7 +115,7 @@ def evaluate_cmd(
     data_format: str = typer.Option("auto", "--format", "-f", help="Input format."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Score every attempt but the first of each sequence chunk; metrics overall and per group."""
+    """Score every attempt but each learner's first, from the context serving reads; metrics overall and per group."""
     from aivo.services.main_brain import evaluate_from_files
     from aivo.services.runtime import apply_threads
 

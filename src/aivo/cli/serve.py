@@ -52,8 +52,8 @@ def serve(
     if scheduler and workers > 1:
         raise ConfigError(f"the scheduler runs inside the API only with one worker (asked for {workers}); "
                           "drop --scheduler and run `aivo scheduler run` as its own process")
+    cfg.resolved_secret_key()  # a missing or weak production key stops here, before the database is touched
     open_registry(cfg)  # a missing or outdated schema stops here, with its message, before any worker starts
-    cfg.resolved_secret_key()
     # Workers build their app from the environment (create_app() reads Settings): pass the choices on.
     os.environ["AIVO_API_WORKERS"] = str(workers)
     if scheduler is not None:

@@ -179,6 +179,7 @@ class RoundPlan:
     # commit
     version_after: str | None = None
     federated_update_id: int | None = None
+    erased_during_round: int | None = None  # pooled (or sampled) learners erased while the round ran
 
     @property
     def version(self) -> str:
@@ -216,6 +217,8 @@ class RoundPlan:
                   "over_budget": len(self.over_budget), "pool": len(self.pool)}
         if self.outcome is not None:
             counts.update(sampled=len(self.sampled), accepted=self.outcome.num_accepted, rejected=len(self.rejected))
+        if self.erased_during_round is not None:
+            counts["erased_during_round"] = self.erased_during_round
         return counts
 
     def privacy_figures(self) -> dict[str, Any]:
@@ -353,9 +356,11 @@ def commit(plan: RoundPlan, *, registry: Registry, message: str) -> None:
             details={"counts": plan.counts(), "rejected": [r.to_dict() for r in plan.rejections()[:1000]],
                      "aggregation": plan.aggregation_summary(), "gate": reason, "gate_margin": options.gate_margin,
                      "warnings": list(plan.privacy.warnings)}, clock=clock)
-        charge_round(session=session, eligible=plan.pool, sampled=plan.sampled, private=options.dp_enabled,
-                     noise_multiplier=options.noise_multiplier, sample_rate=options.sample_rate,
-                     delta=options.delta, accountant=options.accountant, kind=KIND, clock=clock)
+        charged = charge_round(session=session, eligible=plan.pool, sampled=plan.sampled, private=options.dp_enabled,
+                               noise_multiplier=options.noise_multiplier, sample_rate=options.sample_rate,
+                               delta=options.delta, accountant=options.accountant, kind=KIND, clock=clock)
+        # Learners erased while the round ran are not charged (nothing of theirs remains).
+        plan.erased_during_round = (len(plan.pool) if options.dp_enabled else len(set(plan.sampled))) - charged
         write_audit(session=session, actor=plan.actor, action="federated.aggregate",
                     target=version_after or version, reason=reason or message,
                     details={"federated_update_id": record.id, "pool": len(plan.pool), "sampled": len(plan.sampled),

@@ -111,7 +111,9 @@ class _LocalBackend:
             # artifacts hold learners' personal parameters.
             os.chmod(tmp, 0o400)
             if not final.parent.exists():
-                final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                for folder in reversed([final.parent, *final.parent.parents]):  # each level 0700
+                    if folder.is_relative_to(self.root) and not folder.exists():
+                        folder.mkdir(mode=0o700, exist_ok=True)
                 _fsync_dir(final.parent.parent)
             os.replace(tmp, final)
             _fsync_dir(final.parent)

@@ -10,7 +10,8 @@ Tables are defined here and nowhere else; importing this package gives the whole
 - `api_keys`: API keys and teachers' class lists (0003);
 - `privacy`: the per-learner privacy ledger (0004);
 - `training`: trainer jobs, pipeline runs, scheduler runs, leases and overrides, drift
-  references and reports, learner snapshots (0005).
+  references and reports, learner snapshots (0005);
+- `tutor`: the tutor's safety alerts (0006).
 
 Conventions other layers rely on:
 - A column holding an artifact digest is named `artifact_sha256` or `*_artifact_sha256`;
@@ -49,6 +50,7 @@ from aivo.registry.tables.training import (
     ServiceLease,
     TrainerJob,
 )
+from aivo.registry.tables.tutor import SafetyAlert
 
 metadata = Base.metadata
 
@@ -57,6 +59,6 @@ __all__ = [
     "LEARNER_MODEL_STATUSES", "MAIN_STATUSES", "NAMING_CONVENTION", "OPEN_JOB_STATUSES", "PIPELINE_STATUSES",
     "SCHEDULER_RUN_STATUSES", "ApiKey", "ApiKeyLearner", "AuditEntry", "Base", "DriftReference", "DriftReport",
     "FederatedUpdate", "Interaction", "Learner", "LearnerModel", "LearnerSnapshot", "MainModelVersion",
-    "PipelineRun", "PrivacyLedgerEntry", "SchedulerOverride", "SchedulerRun", "ServiceLease", "TrainerJob",
+    "PipelineRun", "PrivacyLedgerEntry", "SafetyAlert", "SchedulerOverride", "SchedulerRun", "ServiceLease", "TrainerJob",
     "TrainingSession", "metadata",
 ]

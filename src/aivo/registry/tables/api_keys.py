@@ -15,13 +15,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 from aivo.registry.tables.base import DEFAULT_TENANT, Base
 from aivo.registry.types import UTCDateTime
 
-API_KEY_ROLES = ("admin", "service", "teacher")
+API_KEY_ROLES = ("admin", "service", "teacher", "counsellor")
 
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
     __table_args__ = (
-        sa.CheckConstraint("role IN ('admin', 'service', 'teacher')", name="role"),
+        sa.CheckConstraint("role IN ('admin', 'service', 'teacher', 'counsellor')", name="role"),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
