@@ -16,7 +16,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from aivo.brain.bundle import TrainedBrain
-from aivo.brain.metrics import binary_metrics
+from aivo.data.metrics import binary_metrics
 from aivo.brain.predict import predict
 from aivo.data.schema import InteractionLog
 from aivo.personalization.local import holdout_size

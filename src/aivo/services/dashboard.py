@@ -11,7 +11,7 @@ from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.registry import (FederatedUpdateRecord, MainVersionRecord, Registry, RegistryStatistics,
                            get_statistics, list_federated_updates, list_main_versions)
 from aivo.registry.tables import PrivacyLedgerEntry, TrainingSession
-from aivo.training.drift_service import list_drift_reports
+from aivo.services.drift import list_drift_reports
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID
 
 
