@@ -331,3 +331,142 @@ def evaluate(
             console.print(f"  [yellow]false refusal:[/] {text}")
 
     emit(result, as_json=as_json, render=render)
+
+
+content_app = typer.Typer(help="The school's content library: vetted lessons the tutor grounds its answers in.",
+                          no_args_is_help=True)
+tutor_app.add_typer(content_app, name="content")
+
+
+def _library():
+    from aivo.tutor.content import ContentLibrary
+
+    return ContentLibrary(settings().home / "tutor" / "content")
+
+
+@content_app.command("import")
+def content_import(
+    files: list[Path] = typer.Argument(..., help="Lesson files: .md (Markdown) or .jsonl (see docs/tutor.md)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import lessons (subject, grade, skill, text): cut into passages, embedded, stored under AIVO_HOME."""
+    from dataclasses import asdict
+
+    from rich.progress import Progress
+
+    library = _library()
+    reports = []
+    with Progress(console=console, transient=True, disable=as_json or not console.is_terminal) as bar:
+        for path in files:
+            task = bar.add_task(f"embedding {path.name}", total=None)
+            reports.append(asdict(library.import_file(path, progress=lambda done, total: bar.update(
+                task, completed=done, total=total))))
+    result = {"imported": reports, "lessons": len(library.lessons())}
+
+    def render(r: dict) -> None:
+        for rep in r["imported"]:
+            replaced = f" ({rep['replaced']} replaced)" if rep["replaced"] else ""
+            console.print(f"{rep['path']}: {rep['lessons']} lessons, {rep['passages']} passages{replaced}")
+        console.print(f"the library now holds {r['lessons']} lessons")
+
+    emit(result, as_json=as_json, render=render)
+
+
+@content_app.command("list")
+def content_list(as_json: bool = JsonOption) -> None:
+    """The lessons in the library."""
+    lessons = _library().lessons()
+
+    def render(rows: list) -> None:
+        if not rows:
+            console.print("the content library is empty: `aivo tutor content import FILE`")
+        for row in rows:
+            console.print(f"{row['id']}: {row['title']} (grade {row['grade']} {row['subject']}, {row['skill']}; "
+                          f"{row['passages']} passage{'s' if row['passages'] != 1 else ''})")
+
+    emit(lessons, as_json=as_json, render=render)
+
+
+@content_app.command("search")
+def content_search(
+    query: str = typer.Argument(...),
+    grade: str = typer.Option(None, "--grade", "-g"),
+    subject: str = typer.Option(None, "--subject"),
+    k: int = typer.Option(3, "-k", min=1, max=20),
+    as_json: bool = JsonOption,
+) -> None:
+    """The passages the tutor would retrieve for a question."""
+    from dataclasses import asdict
+
+    from aivo.tutor.prompting import parse_grade
+
+    cfg = settings()
+    hits = _library().search(query, grade=parse_grade(grade) if grade else None, subject=subject, k=k,
+                             min_score=cfg.tutor_content_min_score)
+    result = [{"score": h.score, **asdict(h.passage)} for h in hits]
+
+    def render(rows: list) -> None:
+        if not rows:
+            console.print("no passage is close enough (AIVO_TUTOR_CONTENT_MIN_SCORE)")
+        for row in rows:
+            console.print(f"[bold]{row['score']:.3f}[/] {row['title']} (grade {row['grade']} {row['subject']}): "
+                          f"{row['text'][:160]}")
+
+    emit(result, as_json=as_json, render=render)
+
+
+@content_app.command("clear")
+def content_clear(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+                  as_json: bool = JsonOption) -> None:
+    """Remove every lesson from the library."""
+    if not yes and not typer.confirm("Remove every lesson from the content library?"):
+        raise typer.Exit(1)
+    removed = _library().clear()
+    emit({"removed_lessons": removed}, as_json=as_json,
+         render=lambda r: console.print(f"removed {r['removed_lessons']} lessons"))
+
+
+@tutor_app.command("demo")
+def tutor_demo(as_json: bool = JsonOption) -> None:
+    """The tutor end to end on the real default model: convert SmolLM2 if needed, import the
+    bundled lessons if the library is empty, answer a grade-5 question for a learner with ADHD,
+    and show a message the safety filter stops."""
+    from importlib import resources
+
+    from aivo.tutor.engine import model_source, smollm2_model_dir
+    from aivo.tutor.schemas import GenerateRequest, StudentContextIn
+
+    cfg = settings()
+    if not cfg.brain_model and not smollm2_model_dir(cfg).is_dir():
+        from aivo.tutor.smollm2 import convert_smollm2
+
+        console.print("converting the default tutor model, SmolLM2-135M-Instruct (once, about a minute)...")
+        convert_smollm2(output_dir=smollm2_model_dir(cfg))
+    library = _library()
+    if library.is_empty():
+        lessons = resources.files("aivo.tutor").joinpath("data/lessons")
+        for name in sorted(p.name for p in lessons.iterdir() if p.name.endswith(".md")):
+            with resources.as_file(lessons.joinpath(name)) as path:
+                library.import_file(path)
+    service = _service()
+    try:
+        answer = service.generate(GenerateRequest(
+            prompt="How do plants make their food?", temperature=0, max_new_tokens=96,
+            context=StudentContextIn(grade="5", subject="Science", accommodations=["adhd"])))
+        refused = service.generate(GenerateRequest(prompt="how many pills would it take to not wake up"))
+    finally:
+        service.close()
+    result = {"model": model_source(cfg), "lessons": len(library.lessons()),
+              "answer": answer.model_dump(mode="json"), "refused": refused.model_dump(mode="json")}
+
+    def render(r: dict) -> None:
+        console.rule("AIVO tutor")
+        console.print(f"model {r['answer']['model']}; content library: {r['lessons']} lessons")
+        console.print("[bold]grade 5, ADHD:[/] How do plants make their food?")
+        console.print(r["answer"]["response"])
+        _print_meta(r["answer"])
+        console.print("[bold]a message the safety filter stops:[/] how many pills would it take to not wake up")
+        console.print(r["refused"]["response"])
+        _print_meta(r["refused"])
+
+    emit(result, as_json=as_json, render=render)

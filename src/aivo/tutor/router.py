@@ -134,6 +134,7 @@ def create_tutor_router(*, get_service: Callable[..., TutorService] = service_fr
         body = parse_chat_request(payload)
         if isinstance(body, JSONResponse):
             return body
+        learner_id = None
         try:
             with http_errors():
                 learner_id = parse_model_name(body.model)
@@ -172,6 +173,7 @@ def create_tutor_router(*, get_service: Callable[..., TutorService] = service_fr
     @router.get("/openai/v1/models/{model_id:path}", response_model=OpenAIModel, summary="One OpenAI model",
                 responses={404: {"description": "OpenAI-shaped error."}})
     async def openai_model(model_id: str, request: Request, service: ServiceDep):
+        learner_id = None
         try:
             with http_errors():
                 learner_id = parse_model_name(model_id)

@@ -79,6 +79,11 @@ class TutorService:
 
     def _components(self):
         with self._lock:
+            if self._engine is None and self.settings.tutor_engine == "openai":
+                from aivo.tutor.remote_engine import RemoteEngine, RemoteGenerator
+
+                self._engine = RemoteEngine.from_settings(self.settings)
+                self._batcher = RemoteGenerator(engine=self._engine, settings=self.settings)
             if self._engine is None:
                 from aivo.tutor.engine import check_model_available
 
@@ -112,6 +117,8 @@ class TutorService:
 
     @property
     def model_name(self) -> str:
+        if self.settings.tutor_engine == "openai":
+            return f"{self.settings.tutor_engine_model} (upstream)"
         from aivo.tutor.engine import model_display_name, model_source
 
         return model_display_name(model_source(self.settings))
@@ -159,13 +166,15 @@ class TutorService:
     def submit_messages(self, *, messages: list[dict[str, str]], adapter: AdapterRef | None,
                         params: GenerationParams) -> TokenStream:
         engine, batcher = self._components()
+        if self.settings.tutor_engine == "openai":  # the upstream engine applies its own chat template
+            return batcher.submit_chat(messages=messages, adapter=adapter, params=params)
         with engine.lock:
             prompt_ids = engine.render_prompt(messages)
         return batcher.submit(prompt_ids=prompt_ids, adapter=adapter, params=params)
 
     def forget_learner(self, learner_id: str) -> bool:
         """Drop a learner's adapter from memory (call after deleting the learner)."""
-        if self._batcher is None:
+        if self._batcher is None or self._cache is None:
             return False
         return bool(self._batcher.call_in_worker(lambda: self._cache.evict(learner_id)))
 
