@@ -14,6 +14,7 @@ with the session injected, e.g.::
 from aivo.registry import api_key_models as _api_key_models  # noqa: F401  (tables on Base)
 from aivo.privacy import ledger_table as _privacy_ledger_table  # noqa: F401  (tables on Base)
 from aivo.training import tables as _training_tables  # noqa: F401  (tables on Base)
+from aivo.registry import site_tables as _site_tables  # noqa: F401  (tables on Base)
 from aivo.registry.artifacts import ArtifactRef, ArtifactStore, StoredArtifact, decode_tensors, encode_tensors
 from aivo.registry.audit import default_actor, list_audit, write_audit
 from aivo.registry.connect import Registry, open_registry
