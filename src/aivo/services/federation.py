@@ -46,7 +46,7 @@ from aivo.registry import (
 from aivo.registry.models import FederatedUpdate, Interaction
 from aivo.registry.sites import SiteRecord, enroll_site as _enroll, enrolled_keys, list_sites, revoke_site as _revoke
 from aivo.services.main_brain import architecture_of, load_main_brain
-from aivo.services.site import site_client_app
+from aivo.services.site_identity import site_client_app
 from aivo.sites.coordinator import ActiveVersion, FederationOptions, RoundOutcome, run_federation
 from aivo.sites.identity import fingerprint, parse_public_key
 from aivo.sites.server_app import OPTIONS_KEY, decode_options, encode_options, make_server_app

@@ -29,7 +29,8 @@ from aivo.personalization.clone import provision_clones
 from aivo.registry import Registry, get_active_main_version, import_interactions, list_learners, open_registry
 from aivo.services.federation import enroll_site
 from aivo.services.main_brain import register_brain
-from aivo.services.site import init_site, install_version, settings_for_site
+from aivo.services.site import install_version
+from aivo.services.site_identity import init_site, settings_for_site
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +154,11 @@ def simulated_cohort_sites(*, coordinator: Registry, sites_dir: Path, num_sites:
                         sites_dir=sites_dir, actor=actor)
     return SimulatedFederation(sites=sites, version=active.version, curriculum_learners=curriculum)
 
+
+
+def existing_site_homes(folder: Path) -> list[Path]:
+    """Site homes (initialized by `aivo site init`) directly under `folder`, by name."""
+    folder = Path(folder)
+    if not folder.exists():
+        return []
+    return sorted(p.resolve() for p in folder.iterdir() if (p / "site" / "site.env").exists())

@@ -24,7 +24,6 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
@@ -33,7 +32,7 @@ import torch
 from aivo.brain.checkpoint import from_state
 from aivo.brain.predict import predict
 from aivo.clock import SYSTEM_CLOCK, Clock
-from aivo.config import Settings, get_settings
+from aivo.config import Settings
 from aivo.errors import AivoError, ConfigError
 from aivo.federated.aggregate import accumulate_updates
 from aivo.federated.dp import CappedWeights, poisson_sample
@@ -49,57 +48,21 @@ from aivo.registry import (
     decode_tensors,
     get_active_main_version,
     load_interactions,
-    open_registry,
     promote_main_version,
     register_main_version,
 )
 from aivo.registry.models import Interaction, Learner, LearnerModel, MainModelVersion, TrainingSession
 from aivo.registry.sites import SiteRoundRecord, list_site_rounds, record_site_round
 from aivo.services.main_brain import architecture_of, load_main_brain
-from aivo.sites.client_app import SiteRefusal, make_client_app
+from aivo.sites.client_app import SiteRefusal
 from aivo.sites.coordinator import candidate_from
 from aivo.sites.evaluation import MetricSums
-from aivo.sites.identity import challenge, generate_key_pair, load_private_key, sign
+from aivo.sites.identity import load_private_key
+from aivo.services.site_identity import KIND, POOL_STATUSES, site_key_path, status_reply
 from aivo.sites.protocol import RoundSettings, SitePayload, check_payload
 
 log = logging.getLogger(__name__)
-KIND = "brain"
 PAYLOAD_KIND = "aivo.site_payload"
-POOL_STATUSES = ("pending", "active", "fallback")
-
-
-def site_key_path(settings: Settings) -> Path:
-    return settings.site_key or settings.home / "site" / "site.key"
-
-
-@dataclass(frozen=True)
-class SiteInit:
-    name: str
-    home: str
-    private_key: str
-    public_key: str
-    public_key_text: str
-
-
-def init_site(*, settings: Settings, name: str) -> SiteInit:
-    """Make this AIVO_HOME a site: its registry (migrated), a key pair, and `site.env` with
-    AIVO_SITE_NAME for `aivo site serve`. Refuses to overwrite an existing key."""
-    from aivo.registry.sites import check_site_name
-
-    check_site_name(name)
-    key = site_key_path(settings)
-    public = key.with_suffix(".pub")
-    text = generate_key_pair(key, public)
-    open_registry(settings)  # creates and migrates the site's registry
-    env = settings.ensure_home() / "site" / "site.env"
-    env.write_text(f"AIVO_SITE_NAME={name}\nAIVO_SITE_KEY={key.resolve()}\n")
-    return SiteInit(name=name, home=str(settings.home.resolve()), private_key=str(key.resolve()),
-                    public_key=str(public.resolve()), public_key_text=text)
-
-
-def _pool_bound(count: int) -> int:
-    """The next power of two >= count: what a site tells the coordinator about its size."""
-    return 1 << max(0, int(count - 1).bit_length()) if count > 0 else 1
 
 
 def install_version(*, registry: Registry, version: str, sha256: str, artifact: bytes,
@@ -145,13 +108,7 @@ class SiteService:
 
     # --- identity and version --------------------------------------------------------------------
     def status(self, *, nonce: str, node_id: int) -> dict:
-        with self.registry.session(read_only=True) as session:
-            active = get_active_main_version(session=session)
-            clones = session.scalar(sa.select(sa.func.count()).select_from(LearnerModel)
-                                    .where(LearnerModel.kind == KIND, LearnerModel.status.in_(POOL_STATUSES)))
-        return {"site": self.name, "version": active.version if active else "",
-                "version_sha256": active.artifact_sha256 if active else "", "pool_bound": _pool_bound(int(clones or 0)),
-                "signature": sign(self._key, challenge(nonce=nonce, node_id=node_id, site=self.name))}
+        return status_reply(registry=self.registry, name=self.name, key=self._key, nonce=nonce, node_id=node_id)
 
     def install(self, *, version: str, sha256: str, artifact: bytes) -> dict:
         install_version(registry=self.registry, version=version, sha256=sha256, artifact=artifact, clock=self.clock)
@@ -334,47 +291,3 @@ def site_status(*, registry: Registry, settings: Settings, limit: int = 20) -> S
         rounds = list_site_rounds(session=session, limit=limit)
     return SiteStatus(settings.site_name, str(settings.home.resolve()), active.version if active else None,
                       int(learners), int(clones), int(interactions), rounds)
-
-
-_services: dict[str, SiteService] = {}
-_services_lock = threading.Lock()
-
-
-def site_service_for(settings: Settings) -> SiteService:
-    """One SiteService per site home and process (a ClientApp process handles many messages)."""
-    key = str(settings.home.resolve())
-    with _services_lock:
-        service = _services.get(key)
-        if service is None:
-            service = _services[key] = SiteService(registry=open_registry(settings), settings=settings)
-        return service
-
-
-def settings_for_site(home: str | Path) -> Settings:
-    """The settings of the site whose AIVO_HOME is `home` (its own SQLite registry and artifact
-    folder, its name and key from `site/site.env`): how a simulation runs many sites in one
-    process tree without one site's settings leaking into another's."""
-    home = Path(home)
-    values: dict[str, str] = {}
-    env = home / "site" / "site.env"
-    if env.exists():
-        for line in env.read_text().splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                key, value = line.split("=", 1)
-                values[key.strip()] = value.strip()
-    return Settings(home=home, database_url=None, artifact_url=None, site_name=values.get("AIVO_SITE_NAME"),
-                    site_key=values.get("AIVO_SITE_KEY"), num_threads=1)
-
-
-def site_client_app(site_homes: list[str] | None = None):
-    """The site's ClientApp. Deployment (`site_homes` None): the SuperNode's environment says
-    which site it is (AIVO_HOME, AIVO_SITE_NAME). Simulation: virtual node `partition-id` i is
-    the site in `site_homes[i]`."""
-    def handler_for(context) -> SiteService:
-        if site_homes is None:
-            settings = get_settings()
-        else:
-            settings = settings_for_site(site_homes[int(context.node_config["partition-id"])])
-        return site_service_for(settings)
-
-    return make_client_app(handler_for)

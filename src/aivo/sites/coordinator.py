@@ -62,7 +62,7 @@ class FederationOptions:
     rounds: int = 1
     min_sites: int = 2
     secure_aggregation: bool = True
-    secagg_max_dropout: float = 1 / 3
+    secagg_max_dropout: float = 0.34
     round_timeout: float = 600.0  # seconds each stage waits for the sites' replies
     wait_for_sites: float = 60.0  # seconds to wait for min_sites connected nodes before a round
     strategy: str = "fedavg"

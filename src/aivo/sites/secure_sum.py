@@ -56,7 +56,7 @@ MAX_SITES = MODULUS_RANGE // QUANTIZATION_RANGE - 1
 
 @dataclass(frozen=True)
 class SecAggSettings:
-    max_dropout: float = 1 / 3  # share of the sampled sites a round may lose and still finish
+    max_dropout: float = 0.34  # share of the sampled sites a round may lose and still finish
     timeout: float | None = 600.0  # seconds to wait for the replies of each stage
 
     def __post_init__(self) -> None:
