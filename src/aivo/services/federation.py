@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from flwr.app import Message
+from flwr.common import bytes_to_ndarray
 
 from aivo.brain.checkpoint import to_state
 from aivo.clock import SYSTEM_CLOCK, Clock
@@ -159,8 +161,6 @@ def message_logger(folder: Path | None) -> Callable[[Message], None] | None:
     counter = iter(range(10**9))
 
     def sink(message: Message) -> None:
-        import numpy as np
-
         index = next(counter)
         meta: dict[str, Any] = {"src_node_id": int(message.metadata.src_node_id),
                                 "message_type": message.metadata.message_type, "error": None}
@@ -175,9 +175,22 @@ def message_logger(folder: Path | None) -> Callable[[Message], None] | None:
                 meta["array_records"][name] = keys
                 for key, array in zip(keys, record.to_numpy_ndarrays()):
                     arrays[f"{name}/{key}"] = array
-            meta["config_records"] = {name: {k: (v.hex() if isinstance(v, bytes) else v)
-                                             for k, v in dict(record).items()}
-                                      for name, record in content.config_records.items()}
+            meta["config_records"] = {}
+            for name, record in content.config_records.items():
+                values = {}
+                for key, value in dict(record).items():
+                    items = value if isinstance(value, list) else [value]
+                    if items and all(isinstance(v, bytes) for v in items):
+                        # SecAgg+ sends vectors and keys as bytes: keep the decodable arrays
+                        for i, item in enumerate(items):
+                            try:
+                                arrays[f"config:{name}/{key}/{i}"] = bytes_to_ndarray(item)
+                            except Exception:  # noqa: BLE001 - keys and ciphertexts are not arrays
+                                pass
+                        values[key] = f"<{len(items)} bytes value(s)>"
+                    else:
+                        values[key] = value
+                meta["config_records"][name] = values
             meta["metric_records"] = {name: dict(record) for name, record in content.metric_records.items()}
         stem = folder / f"{os.getpid()}-{index:06d}"
         np.savez(stem.with_suffix(".npz"), **arrays)
