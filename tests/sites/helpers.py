@@ -11,7 +11,7 @@ import numpy as np
 from aivo.config import Settings
 from aivo.registry import open_registry
 from aivo.services.federation_setup import build_sites, split_at_random
-from aivo.services.main_brain import clear_cache, register_brain
+from aivo.brain.versions import clear_cache, register_brain
 
 
 @dataclass
@@ -40,7 +40,7 @@ def make_federation(root: Path, small_world, num_sites: int = 3, *, learners_per
 
 
 def main_params(registry, version: str | None = None) -> dict[str, np.ndarray]:
-    from aivo.services.main_brain import load_main_brain
+    from aivo.brain.versions import load_main_brain
 
     brain = load_main_brain(registry=registry, version=version).brain
     return {n: p.detach().numpy().copy() for n, p in brain.model.named_parameters()}

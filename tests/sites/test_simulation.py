@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from aivo.federated.service import AggregationOptions, run_aggregation
-from aivo.personalization.clone import provision_clones
-from aivo.personalization.service import local_config_from_settings, train_learner
+from aivo.federated.round import AggregationOptions
+from aivo.services.aggregation import run_aggregation
+from aivo.services.clones import provision_clones
+from aivo.services.local_training import local_config_from_settings, train_learner
 from aivo.privacy.ledger import list_ledgers
 from aivo.registry import import_interactions, list_federated_updates, list_learners, open_registry
-from aivo.registry.models import Interaction
+from aivo.registry.tables import Interaction
 from aivo.registry.sites import list_site_rounds
 from aivo.services.federation import federation_status, options_from_settings, revoke_site, simulate_federation
-from aivo.services.main_brain import clear_cache, register_brain
+from aivo.brain.versions import clear_cache, register_brain
 from aivo.services.site_identity import settings_for_site, site_for
 from aivo.sites.client_app import SiteRefusal, make_client_app
 from aivo.sites.identity import generate_key_pair

@@ -18,9 +18,16 @@ def test_init_tiny_builds_and_refuses_to_overwrite(run_cli, tmp_path):
     assert again.returncode == 5 and "--force" in again.stderr and "Traceback" not in again.stderr
 
 
+def test_init_tiny_reports_progress_when_not_on_a_terminal(run_cli, tmp_path):
+    proc = run_cli("tutor", "init-tiny", "--output", str(tmp_path / "t"), "--steps", "10")
+    assert proc.returncode == 0, proc.stderr
+    assert "tokenizer, then 10 training steps" in proc.stdout
+    assert proc.stdout.count("step ") >= 10 and "step 10/10, loss" in proc.stdout
+
+
 def test_generate_without_a_model_says_how_to_get_one(run_cli):
     proc = run_cli("tutor", "generate", "What is a fraction?")
-    assert proc.returncode == 2 and "aivo tutor init-tiny" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "aivo tutor init" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_generate_stream(run_cli, tiny_model_dir):

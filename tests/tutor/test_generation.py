@@ -54,7 +54,7 @@ def test_missing_default_model_is_a_clear_error(aivo_home):
     from aivo.tutor.service import TutorService
 
     service = TutorService(settings=Settings(home=aivo_home))
-    with pytest.raises(ConfigError, match="aivo tutor init-tiny") as raised:
+    with pytest.raises(ConfigError, match="aivo tutor init") as raised:
         service.load()
     assert raised.value.http_status == 503 and raised.value.exit_code == 2  # the server lacks it: unavailable
 

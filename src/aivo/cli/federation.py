@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from aivo.cli.app import JsonOption, app, console, emit, err_console, settings, to_jsonable
+from aivo.errors import ConfigError
 
 site_app = typer.Typer(help="This registry as a site of a federation (a school or district).", no_args_is_help=True)
 federation_app = typer.Typer(help="The coordinator of a federation across sites (Flower).", no_args_is_help=True)
@@ -31,10 +32,8 @@ InsecureOption = typer.Option(False, "--insecure", help="No TLS (local tests onl
 
 
 def _registry():
-    from aivo.brain.service import apply_threads
-    from aivo.registry import open_registry
+    from aivo.services.runtime import open_registry  # start-up: services load torch  # start-up
 
-    apply_threads(settings())
     return open_registry(settings())
 
 
@@ -103,7 +102,7 @@ def with_round_options(command):
 
 
 def _options(round_options: dict[str, Any]):
-    from aivo.services.federation import options_from_settings
+    from aivo.services.federation import options_from_settings  # start-up
 
     options = options_from_settings(settings(), **round_options)
     _warn(options.warnings())
@@ -139,7 +138,7 @@ def _render_report(r: dict) -> None:
 def site_init_cmd(name: str = typer.Argument(..., help="The site's name in the federation (e.g. school-north)."),
                   as_json: bool = JsonOption) -> None:
     """Make AIVO_HOME a site: its registry, a key pair; prints the public key to enroll."""
-    from aivo.services.site_identity import init_site
+    from aivo.services.site_identity import init_site  # start-up
 
     result = init_site(settings=settings(), name=name)
     emit(to_jsonable(result), as_json=as_json, render=lambda r: console.print(
@@ -158,9 +157,8 @@ def site_serve_cmd(
                                                           "without --enable-supernode-auth; tests only)."),
 ) -> None:
     """Run this site's Flower SuperNode (connects to the coordinator; runs the site's ClientApp)."""
-    from aivo.errors import ConfigError
-    from aivo.services.federation import flower_bin, flower_env
-    from aivo.services.site_identity import site_key_path, with_site_identity
+    from aivo.services.federation import flower_bin, flower_env  # start-up
+    from aivo.services.site_identity import site_key_path, with_site_identity  # start-up
 
     cfg = with_site_identity(settings())
     if not cfg.site_name:
@@ -186,8 +184,8 @@ def site_serve_cmd(
 @site_app.command("status")
 def site_status_cmd(limit: int = typer.Option(10, "--limit", min=1), as_json: bool = JsonOption) -> None:
     """This site: its version, learners, clones, and what it sent in recent rounds."""
-    from aivo.services.site import site_status
-    from aivo.services.site_identity import with_site_identity
+    from aivo.services.site import site_status  # start-up
+    from aivo.services.site_identity import with_site_identity  # start-up
 
     status = site_status(registry=_registry(), settings=with_site_identity(settings()), limit=limit)
 
@@ -213,7 +211,7 @@ def certificates_cmd(host: list[str] = typer.Option(..., "--host", help="The coo
                      days: int = typer.Option(365, "--days", min=1),
                      as_json: bool = JsonOption) -> None:
     """Make a private CA and the SuperLink's TLS certificate (sites get ca.crt only)."""
-    from aivo.sites.identity import make_certificates
+    from aivo.services.federation import make_certificates  # start-up
 
     folder = out or settings().ensure_home() / "federation" / "certificates"
     paths = make_certificates(folder, hosts=host, days=days)
@@ -233,8 +231,7 @@ def enroll_cmd(name: str = typer.Argument(..., help="The site's name (as it gave
                insecure: bool = InsecureOption, actor: str | None = typer.Option(None, "--actor"),
                as_json: bool = JsonOption) -> None:
     """Enroll a site: only enrolled sites take part in rounds."""
-    from aivo.registry import default_actor
-    from aivo.services.federation import enroll_site, register_with_superlink
+    from aivo.services.federation import default_actor, enroll_site, register_with_superlink  # start-up
 
     record = enroll_site(registry=_registry(), name=name, public_key=public_key.read_text(),
                          actor=actor or default_actor())
@@ -253,8 +250,7 @@ def enroll_cmd(name: str = typer.Argument(..., help="The site's name (as it gave
 def revoke_cmd(name: str = typer.Argument(...), actor: str | None = typer.Option(None, "--actor"),
                as_json: bool = JsonOption) -> None:
     """Revoke a site: it takes no part in later rounds (also run `flwr supernode unregister`)."""
-    from aivo.registry import default_actor
-    from aivo.services.federation import revoke_site
+    from aivo.services.federation import default_actor, revoke_site  # start-up
 
     record = revoke_site(registry=_registry(), name=name, actor=actor or default_actor()).to_dict()
     record.pop("public_key")
@@ -273,8 +269,7 @@ def federation_serve_cmd(
 ) -> None:
     """Run the coordinator's Flower SuperLink (TLS, SuperNode authentication); it starts the
     ServerApp of each run with this coordinator's settings."""
-    from aivo.errors import ConfigError
-    from aivo.services.federation import flower_bin, flower_env
+    from aivo.services.federation import flower_bin, flower_env  # start-up
 
     cfg = settings()
     argv = [flower_bin("flower-superlink"), "--host", host, "--port", str(port),
@@ -308,8 +303,7 @@ def run_cmd(round_options: dict, superlink: str | None = SuperlinkOption,
             root_certificates: Path | None = RootCertOption, insecure: bool = InsecureOption,
             actor: str | None = typer.Option(None, "--actor"), as_json: bool = JsonOption) -> None:
     """Run federated rounds on the SuperLink (deployment runtime) and report them."""
-    from aivo.registry import default_actor
-    from aivo.services.federation import run_federation_deployment
+    from aivo.services.federation import default_actor, run_federation_deployment  # start-up
 
     options = _options(round_options)
     report = run_federation_deployment(registry=_registry(), settings=settings(), options=options,
@@ -332,9 +326,8 @@ def simulate_cmd(round_options: dict,
                  split: str = typer.Option("random", "--split", help="random | skills (heterogeneous sites)."),
                  actor: str | None = typer.Option(None, "--actor"), as_json: bool = JsonOption) -> None:
     """N sites on this machine through Flower's simulation runtime, each with its own registry folder."""
-    from aivo.registry import default_actor
-    from aivo.services.federation import simulate_federation
-    from aivo.services.federation_setup import existing_site_homes, simulated_cohort_sites
+    from aivo.services.federation import default_actor, simulate_federation  # start-up
+    from aivo.services.federation_setup import existing_site_homes, simulated_cohort_sites  # start-up
 
     options = _options(round_options)
     cfg = settings()
@@ -347,8 +340,6 @@ def simulate_cmd(round_options: dict,
                                seed=cfg.seed if options.seed is None else options.seed, split=split)
         homes = existing_site_homes(folder)
     elif len(homes) != sites:
-        from aivo.errors import ConfigError
-
         raise ConfigError(f"{folder} holds {len(homes)} site homes, not {sites}: use --sites {len(homes)} or "
                           "another --sites-dir")
     report = simulate_federation(registry=registry, settings=cfg, site_homes=homes, options=options,
@@ -359,7 +350,7 @@ def simulate_cmd(round_options: dict,
 @federation_app.command("status")
 def status_cmd(limit: int = typer.Option(10, "--limit", min=1), as_json: bool = JsonOption) -> None:
     """Enrolled sites, recent rounds, the active version and the federation's epsilon."""
-    from aivo.services.federation import federation_status
+    from aivo.services.federation import federation_status  # start-up
 
     status = federation_status(registry=_registry(), limit=limit)
 

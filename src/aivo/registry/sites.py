@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import ConflictError, DataError, NotFoundError
-from aivo.registry.site_tables import FederationSite, SiteRound
+from aivo.registry.tables import FederationSite, SiteRound
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 

@@ -36,6 +36,7 @@ from aivo.errors import ConfigError, ConflictError
 from aivo.privacy.accountants import epsilon_for
 from aivo.registry import (
     Registry,
+    default_actor,
     get_active_main_version,
     list_federated_updates,
     next_main_version_name,
@@ -45,15 +46,16 @@ from aivo.registry import (
     register_main_version,
     write_audit,
 )
-from aivo.registry.models import FederatedUpdate, Interaction
+from aivo.registry.tables import FederatedUpdate, Interaction
 from aivo.registry.sites import SiteRecord, enroll_site as _enroll, enrolled_keys, list_sites, revoke_site as _revoke
-from aivo.services.main_brain import architecture_of, load_main_brain
+from aivo.brain.versions import architecture_of, load_main_brain
 from aivo.services.site_identity import site_client_app
 from aivo.sites.coordinator import ActiveVersion, FederationOptions, RoundOutcome, run_federation
-from aivo.sites.identity import fingerprint, parse_public_key
+from aivo.sites.identity import fingerprint, make_certificates, parse_public_key
 from aivo.sites.server_app import OPTIONS_KEY, decode_options, encode_options, make_server_app
 
 log = logging.getLogger(__name__)
+__all__ = ["default_actor", "make_certificates"]  # re-exported for the CLI (interfaces reach the rest through services)
 MODE = "sites"  # federated_updates.details["mode"] of rounds across sites
 
 
@@ -248,7 +250,7 @@ def simulate_federation(*, registry: Registry, settings: Settings, site_homes: S
     """`options.rounds` rounds with every site home as one simulated SuperNode (Flower's
     simulation runtime, Ray backend). Each site keeps its own registry folder; the coordinator is
     this process's registry. Sites must be initialized (`aivo site init`) and enrolled."""
-    from flwr.simulation import run_simulation
+    from flwr.simulation import run_simulation  # start-up: loads the Ray backend only when simulating
 
 
     homes = [Path(h).resolve() for h in site_homes]

@@ -25,10 +25,10 @@ from aivo.data.schema import InteractionLog
 from aivo.data.simulator import SimulatorConfig, simulate_cohort
 from aivo.data.splits import split_learner_ids
 from aivo.errors import ConfigError
-from aivo.personalization.clone import provision_clones
+from aivo.services.clones import provision_clones
 from aivo.registry import Registry, get_active_main_version, import_interactions, list_learners, open_registry
 from aivo.services.federation import enroll_site
-from aivo.services.main_brain import register_brain
+from aivo.brain.versions import register_brain
 from aivo.services.site import install_version
 from aivo.services.site_identity import init_site, settings_for_site
 

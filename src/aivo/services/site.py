@@ -51,9 +51,9 @@ from aivo.registry import (
     promote_main_version,
     register_main_version,
 )
-from aivo.registry.models import Interaction, Learner, LearnerModel, MainModelVersion, TrainingSession
+from aivo.registry.tables import Interaction, Learner, LearnerModel, MainModelVersion, TrainingSession
 from aivo.registry.sites import SiteRoundRecord, list_site_rounds, record_site_round
-from aivo.services.main_brain import architecture_of, load_main_brain
+from aivo.brain.versions import architecture_of, load_main_brain
 from aivo.sites.client_app import SiteRefusal
 from aivo.sites.coordinator import candidate_from
 from aivo.sites.evaluation import MetricSums

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from aivo.config import Settings, get_settings
 from aivo.errors import ConfigError
 from aivo.registry import Registry, get_active_main_version, open_registry
-from aivo.registry.models import LearnerModel
+from aivo.registry.sites import check_site_name
+from aivo.registry.tables import LearnerModel
 from aivo.sites.client_app import make_client_app
 from aivo.sites.identity import challenge, generate_key_pair, load_private_key, sign
 
@@ -42,8 +43,6 @@ class SiteInit:
 def init_site(*, settings: Settings, name: str) -> SiteInit:
     """Make this AIVO_HOME a site: its registry (migrated), a key pair, and `site.env` with
     AIVO_SITE_NAME for `aivo site serve`. Refuses to overwrite an existing key."""
-    from aivo.registry.sites import check_site_name
-
     check_site_name(name)
     key = site_key_path(settings)
     public = key.with_suffix(".pub")
@@ -95,8 +94,7 @@ class LightSite:
 
     def _heavy(self):
         if self._service is None:
-            # Here, not at the top, for start-up time: see the module doc.
-            from aivo.services.site import SiteService
+            from aivo.services.site import SiteService  # start-up: see the module doc
 
             self._service = SiteService(registry=self.registry, settings=self.settings)
         return self._service

@@ -87,21 +87,40 @@ def needs_plain_language(names: Iterable[str]) -> bool:
     return any(_REGISTRY[n].plain_language for n in resolve_accommodations(names))
 
 
-def shape_response(text: str, accommodations: Iterable[str]) -> str:
-    """Rewrite `text` so its shape follows the accommodations. Without any, `text` is unchanged."""
+# Layout labels a model may already have written (it was asked for this layout): removed before
+# the layout is applied, so that they never appear twice ("Main idea: Main idea: ...").
+_LAYOUT_LABEL = re.compile(r"^(?:\*\*)?(?:main idea|details|steps?)(?:\*\*)?\s*:(?:\*\*)?\s*", re.IGNORECASE)
+
+
+def _strip_layout_labels(sentences: list[str]) -> list[str]:
+    out = []
+    for sentence in sentences:
+        stripped = _LAYOUT_LABEL.sub("", sentence).strip()
+        if re.search(r"[A-Za-z0-9]", stripped):
+            out.append(stripped)
+    return out
+
+
+def shape_response(text: str, accommodations: Iterable[str], *, frame: bool = True) -> str:
+    """Rewrite `text` so its shape follows the accommodations. Without any, `text` is unchanged.
+
+    `frame=False` leaves out the openers and closers (e.g. the anxiety accommodation's "Great
+    question!"), for text that does not answer a question, such as assessment feedback."""
     names = resolve_accommodations(accommodations)
     if not names:
         return text.strip()
     accs = [_REGISTRY[n] for n in names]
     sentences = split_sentences(text)
+    if any(acc.layout for acc in accs):
+        sentences = _strip_layout_labels(sentences)
     for acc in accs:
         if acc.rewrite is not None:
             sentences = acc.rewrite(sentences)
     sentences = [_capitalize(s) for s in sentences if s.strip()]
     layouts = {acc.layout for acc in accs if acc.layout}
     body = _layout(sentences, layouts)
-    openers = [acc.opener for acc in accs if acc.opener]
-    closers = [acc.closer for acc in accs if acc.closer]
+    openers = [acc.opener for acc in accs if acc.opener and frame]
+    closers = [acc.closer for acc in accs if acc.closer and frame]
     return "\n\n".join([*openers, body, *closers]).strip()
 
 
@@ -133,9 +152,15 @@ def _layout(sentences: list[str], layouts: set[str]) -> str:
 
 
 def _capitalize(sentence: str) -> str:
-    s = sentence.strip()
-    s = s if s[-1:] in ".!?:" else s + "."
+    s = ensure_terminal(sentence)
     return s[:1].upper() + s[1:]
+
+
+def ensure_terminal(sentence: str) -> str:
+    """The sentence ending in exactly one terminal mark ("food?" stays "food?", never "food?.")."""
+    s = sentence.strip()
+    s = re.sub(r"([.!?])[.!?]*$", r"\1", s)
+    return s if s[-1:] in ".!?:" else s + "."
 
 
 # --- sentence rewrites --------------------------------------------------------------------

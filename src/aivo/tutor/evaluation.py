@@ -52,7 +52,8 @@ def load_pedagogy_set() -> list[dict]:
 
 
 def load_safety_set(splits: tuple[str, ...] | None = None) -> list[dict]:
-    return [row for row in _jsonl("safety_eval.jsonl") if splits is None or row["split"] in splits]
+    """The labelled safety set (data/safety_labeled.jsonl): splits "train" and "heldout"."""
+    return [row for row in _jsonl("safety_labeled.jsonl") if splits is None or row["split"] in splits]
 
 
 def evaluate_tutor(*, service: "TutorService", learner_id: str | None = None, max_new_tokens: int = 96,

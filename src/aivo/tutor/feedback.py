@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aivo.tutor.accommodations import shape_response
+from aivo.tutor.accommodations import ensure_terminal, shape_response
 from aivo.tutor.assessment import AssessmentScore, Rubric
 from aivo.tutor.prompting import StudentContext, build_system_prompt
 
@@ -38,7 +38,7 @@ def evidence(score: AssessmentScore, rubric: Rubric) -> tuple[list[str], list[st
     strengths: list[str] = []
     areas: list[str] = []
     if not score.on_topic:
-        areas.append(f"Answer the question that was asked{': ' + rubric.question if rubric.question else ''}.")
+        areas.append(ensure_terminal(f"Answer the question that was asked{': ' + rubric.question if rubric.question else ''}"))
         return ["You wrote an answer, and that is a good start."], areas
     if score.matched_keywords:
         strengths.append(f"You used the key idea{'s' if len(score.matched_keywords) > 1 else ''} "
@@ -81,7 +81,7 @@ def template_feedback(*, score: AssessmentScore, rubric: Rubric, context: Studen
         parts = ["This answer seems to be about something else."]
     if areas:
         parts.append(areas[0])
-    text = shape_response(" ".join(parts), context.accommodations)
+    text = shape_response(" ".join(parts), context.accommodations, frame=False)
     return Feedback(feedback=text, strengths=strengths, areas_for_improvement=areas,
                     next_steps=next_step(score, rubric))
 

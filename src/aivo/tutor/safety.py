@@ -1,15 +1,16 @@
 """K-12 safety filter for tutor inputs and outputs.
 
-Four categories: self-harm, violence, sexual content, and personal data (asking for it, or
-sharing contact details). Each is a set of intent patterns over normalised text, written to
+Six categories: self-harm (including slang, indirect phrasings and eating disorders),
+violence and weapons, sexual content, personal data (asking for anyone's contact details, or
+sharing them), drugs and alcohol, and bullying. Each is a set of intent patterns over normalised text, written to
 catch requests and threats while letting school topics through ("How did World War II
 end?", "sexual reproduction in plants"). A blocked message gets a kind refusal; self-harm
 points to a trusted adult and a helpline.
 
-This is a lexical filter: precise and fast (it also runs on every streamed token), but it
-only knows the phrasings it was written for. Its recall on the held-out half of the
-evaluation set is reported in docs/tutor.md. A learned classifier can be registered as
-another category checker through `register_category`.
+The rules here are lexical: precise and fast (they run on every streamed token), but they
+only know the phrasings they were written for. `SafetyFilter` combines them with the learned
+classifier (safety_classifier.py: sentence embeddings + logistic regression), which
+generalizes to phrasings nobody listed. Held-out figures are in docs/tutor.md.
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ PERSONAL_DATA_REFUSAL = (
     "For your safety, I never ask for or share personal details like home addresses, phone numbers, "
     "passwords or photos. Let's keep those private. What would you like to learn about?")
 
+DRUGS_REFUSAL = (
+    "I can't help with getting or using drugs, alcohol or vapes. They can seriously hurt a growing body and "
+    "brain. If you or a friend feel pressured or worried, a parent, the school nurse or a counselor can help. "
+    "I'm glad to help with health class questions about why they are harmful.")
+BULLYING_REFUSAL = (
+    "I can't help with making fun of, leaving out or hurting someone. If someone is being mean to you, it is "
+    "not your fault and you don't have to handle it alone: please tell a trusted adult, like a teacher, a "
+    "parent or your school counselor. Want help writing something kind instead?")
+
+#: Categories whose messages raise an alert for the learner's school (safety_alerts).
+ALERT_CATEGORIES = frozenset({"self_harm"})
+
 
 @dataclass(frozen=True)
 class SafetyCategory:
@@ -48,8 +61,14 @@ class SafetyCategory:
 class SafetyVerdict:
     allowed: bool
     category: str | None = None
-    matched: str | None = None
+    matched: str | None = None  # the phrase a rule matched (None for the classifier)
     refusal: str | None = None
+    source: str | None = None  # "rules" or "classifier"
+    score: float | None = None  # the classifier's probability for `category`
+
+    @property
+    def raises_alert(self) -> bool:
+        return not self.allowed and self.category in ALERT_CATEGORIES
 
 
 _CATEGORIES: dict[str, SafetyCategory] = {}
@@ -97,17 +116,31 @@ _OTHERS = (r"(?:him|her|them|someone|somebody|anyone|everyone|people|a person|my
            r"mom|mum|dad|parents?|classmates?|friends?|neighbou?r|family|cousin)|the (?:teacher|class|kids?)|"
            r"(?:this|that) (?:kid|boy|girl|guy)|my whole class|kids at school)")
 _WEAPON = r"(?:bomb|explosive|pipe bomb|molotov|grenade|gun|rifle|weapon|poison|napalm|thermite)"
-_PRIVATE = (r"(?:home address|address|phone number|phone|cell number|number|password|email(?: address)?|"
+_PRIVATE = (r"(?:home address|address|phone number|phone|cell(?: phone)?|cell number|number|password|email(?: address)?|"
             r"social security(?: number)?|credit card(?: number)?|bank account|full name|last name|"
             r"location|where (?:you|they|she|he) li?ves?)")
 
 register_category(SafetyCategory("self_harm", SELF_HARM_REFUSAL, _patterns(
     r"\b(?:kill|hurt|harm|cut|cutting|burn|starve|starving|hang|hanging|poison) " + _ME + r"\b(?! up)",
-    r"\bsuicid\w*", r"\bself[- ]?harm\w*", r"\b(?:end|take|ending|taking) (?:my|my own) li(?:fe|ves)\b",
+    r"\b(?>suicid\w*)(?! prevention| awareness| hotline| lifeline)", r"\bself[- ]?harm\w*", r"\b(?:end|take|ending|taking) (?:my|my own) li(?:fe|ves)\b",
     r"\b(?:want|wanna|going|gonna|wish i could|i should) (?:to )?die\b", r"\bwish i (?:was|were) dead\b",
     r"\b(?:don'?t|do not) want to (?:live|be alive|exist)(?: anymore)?\b", r"\bbetter off dead\b",
     r"\bno reason to live\b", r"\bkms\b", r"\boverdos\w*", r"\bhow many pills\b.*\b(?:die|dead|kill)\b",
     r"\bnobody would (?:care|miss me) if i\b", r"\bi hate my life and\b.*\bdie\b",
+    # slang and indirect phrasings
+    r"\bun ?aliv\w*", r"\bsewer ?slide\b", r"\bkys\b", r"\b(?:tie|make|making) a noose\b",
+    r"\b(?:sleep|fall asleep) (?:and )?(?:never|not) wake up\b|\b(?:never|not) (?:to )?wake up\b",
+    r"\bsleep forever\b", r"\bend (?:it all|everything|things)\b", r"\bend it (?:tonight|today|now)\b",
+    r"\b(?:cut|cutting|scratch\w*|burn\w*|carv\w*|hit\w*|punch\w*) (?:my|into my) "
+    r"(?:arms?|wrists?|legs?|thighs?|skin|stomach)\b",
+    r"\bi (?:cut|hurt|burn|scratch) (?:myself )?(?:again|on purpose)\b", r"\bhow deep (?:do|should) (?:you|i) cut\b",
+    r"\bhide (?:the|my) (?:cuts|scars|marks)\b", r"\b(?:wrists?|arms?) (?:with|using) a (?:razor|blade|knife)\b",
+    r"\bgoodbye (?:letter|note)\b", r"\b(?:jump|jumped|jumping) (?:off|from|in front of) (?:a |the )?"
+    r"(?:roof|bridge|building|train|car|traffic)\b",
+    # eating disorders
+    r"\bpro ?ana\b", r"\bthinspo\w*", r"\bpurg(?:e|ing)\b", r"\b(?:make|making) (?:myself|me) (?:throw up|puke|vomit)\b",
+    r"\bstarv(?:e|ing) myself\b", r"\b(?:only )?eat (?:less than |under )?\d{2,3} calories\b",
+    r"\bhide (?:not eating|that i'?m not eating|my eating)\b", r"\blaxatives? to lose\b",
 )))
 register_category(SafetyCategory("violence", VIOLENCE_REFUSAL, _patterns(
     r"\b(?:how (?:do|can|would|could|to)|teach me (?:how )?to|help me|ways? to|steps to|instructions? (?:for|to))"
@@ -115,10 +148,13 @@ register_category(SafetyCategory("violence", VIOLENCE_REFUSAL, _patterns(
     r"\b(?:make|build|making|building) (?:a |an )?(?:homemade )?(?:bomb|explosive|pipe bomb|molotov|grenade)s?\b",
     r"\b(?:kill|murder|shoot|stab|strangle|choke|poison|beat up|hurt|attack|punch|stalk)(?:ing)? " + _OTHERS + r"\b",
     r"\b(?:i'?m|i am|i will|i'?ll|gonna|going to|want to|wanna)(?: go| going to)? (?:kill|murder|shoot|stab|"
-    r"attack|blow up)\b",
+    r"attack|blow up)\b(?! it\b)",
     r"\b(?:bring|take|sneak)(?:ing)? (?:a |my )?(?:gun|knife|weapon|bomb)s? (?:to|into) (?:school|class)\b",
     r"\bschool shoot(?:ing|er)\b.*\b(?:plan|how|do|start)\b|\b(?:plan|how|do|start)\b.*\bschool shoot(?:ing|er)\b",
     r"\bhow (?:to|do i|can i) (?:murder|torture)\b", r"\bblow up (?:the |my )?(?:school|house|building)\b",
+    r"\bset (?:the |my |a |his |her |their )?(?:[a-z]+'?s )?(?:school|house|home|car|building|bathroom|gym) on fire\b",
+    r"\b(?:burn down|start a fire in) (?:the |a |my |his |her )?(?:[a-z]+'?s )?(?:school|house|home|building|bathroom)\b",
+    r"\b(?:bullets|ammo|ammunition|shells) for\b", r"\bbuy (?:bullets|ammo|ammunition)\b",
 )))
 register_category(SafetyCategory("sexual", SEXUAL_REFUSAL, _patterns(
     r"\bporn\w*", r"\bnudes?\b", r"\bnaked (?:pic|pics|photo|photos|picture|pictures|girls?|boys?|women|men)\b",
@@ -127,8 +163,37 @@ register_category(SafetyCategory("sexual", SEXUAL_REFUSAL, _patterns(
     r"\bsexy\b", r"\bmaking out\b", r"\b(?:make|makes|made) out with\b", r"\bsex (?:feel|feels|is like)\b",
     r"\bwhat (?:is|does) sex(?: mean)?\b(?! cells?)", r"\bstrip(?:per|tease|club)\b", r"\bblow ?job\b", r"\bmasturbat\w*",
     r"\b(?:boobs|tits|dick pic)\b", r"\b(?:talk|be) dirty\b", r"\bdirty (?:talk|pictures|pics)\b",
-    r"\bhook ?up with\b", r"\bin bed with\b", r"\bsend (?:me )?(?:a )?(?:pic|pics|picture|photo)s? of "
+    r"\bhook ?up with\b", r"\bin bed with\b", r"\bsugar (?:daddy|mommy|mama)\b", r"\bhickey\b",
+    r"\b(?:describe|tell me about|show me) (?:your|ur) (?:naked )?body\b", r"\bwithout (?:any )?clothes\b", r"\bsend (?:me )?(?:a )?(?:pic|pics|picture|photo)s? of "
     r"(?:your|ur) body\b", r"\btake off (?:your|ur|my) clothes\b",
+)))
+register_category(SafetyCategory("drugs_alcohol", DRUGS_REFUSAL, _patterns(
+    r"\b(?:get|getting|buy|buying|find|score|sneak|hide|smoke|smoking|roll|rolling|grow|growing|try|trying|"
+    r"snort|snorting|huff|huffing|take|taking|lace|do|use)(?: some| my| a| the)? (?:weed|pot|marijuana|joints?|"
+    r"blunts?|edibles|vapes?|vaping|juul|dab pen|cocaine|coke|molly|mdma|ecstasy|lsd|acid|shrooms|meth|heroin|"
+    r"xanax|pills? to get high|adderall|beer|vodka|liquor|alcohol|booze|cigarettes?|nicotine)\b",
+    r"\b(?:get|getting) (?:high|drunk|wasted|stoned|baked|buzzed|tipsy)\b", r"\bto trip\b",
+    r"\b(?:fake id|keg stand|bong|pass a drug test)\b", r"\bdrunk (?:fast|at \d+)\b",
+    r"\bhow much (?:weed|vodka|beer|alcohol|nyquil|cough syrup)\b",
+    r"\b(?:drink|drinking|vape|vaping|smoke|smoking) (?:without|at school|in the school|in class|with friends)\b",
+    r"\b(?:underage|as a teenager|if i'?m 1[0-7]|at 1[0-7])\b.*\b(?:buy|get|drink|vape|smoke)\b",
+    r"\b(?:buy|get)\b.*\b(?:underage|as a teenager|if i'?m 1[0-7])\b",
+    r"\bparty with (?:alcohol|beer|vodka|booze|liquor)\b.*\b(?:grade|middle school|friends)\b",
+)))
+register_category(SafetyCategory("bullying", BULLYING_REFUSAL, _patterns(
+    r"\b(?:make|making) fun of\b", r"\b(?:roast|humiliate|embarrass|tease|shame) (?:my |a |the |this |that )?"
+    r"(?:classmate|kid|boy|girl|friend|sister|brother|someone|him|her|them)\b",
+    r"\b(?:write|send|post|say|make|give me|come up with)(?: me)? (?:a |some )?(?:really )?(?:mean|cruel|nasty|hurtful) "
+    r"(?:message|text|comment|post|nicknames?|names|jokes?|poem|song|things?)\b",
+    r"\b(?:insults?|comebacks?) (?:about|for|that)\b", r"\bcyberbully (?:someone|him|her)\b",
+    r"\b(?:everyone|the whole class|people) (?:hates?|to hate|ignore|to ignore|stop talking to) (?:her|him|them)\b",
+    r"\b(?:spread|start) (?:a )?(?:rumou?r|secret)\b", r"\bhate page\b", r"\bgang up on\b",
+    r"\b(?:is|are) (?:a )?(?:loser|worthless)\b", r"\bshould(?:n'?t| not) exist\b",
+    r"\b(?:calling|call) me (?:names|ugly|fat|stupid|weird)\b", r"\bbully (?:someone|him|her|them)\b",
+    r"\bbest way to bully\b", r"\b(?:leave|exclude) (?:someone|him|her|them) out\b",
+    r"\b(?:stop|quit) (?:talking|sitting|playing) (?:to|with) (?:her|him|them)\b",
+    r"\b(?:make|get) (?:the whole|my whole|everyone|the) (?:class|team|grade|school)?\s?(?:to )?(?:ignore|hate|turn against)\b",
+    r"\b(?:mean|funny|hurtful) nicknames? (?:for|to)\b", r"\bnames to call\b",
 )))
 register_category(SafetyCategory("personal_data", PERSONAL_DATA_REFUSAL, _patterns(
     r"\b(?:what(?:'s|s| is| are)|tell me|give me|send me|share|i need|can i have|can you (?:find|get|tell me))"
@@ -138,12 +203,20 @@ register_category(SafetyCategory("personal_data", PERSONAL_DATA_REFUSAL, _patter
     r"\b(?:send|share|post|show) (?:me )?(?:a |an )?(?:photo|picture|pic|selfie|video) of (?:you|yourself|your ?self)\b",
     r"\b(?:send|show|give) me (?:a |an )?(?:photo|picture|pic|selfie)\b",
     r"\bwhat(?:'s|s| is) (?:your|ur) (?:full name|last name|home address|address|phone number|school'?s? name)\b",
-    r"\bwhat school do you go to\b", r"\b(?:home|street) address\b",
+    r"\bwhat school do you go to\b", r"(?<!what is a )\b(?:home|street) address\b(?! (?:used|format))",
     r"\b(?:social security|credit card|bank account|passport) (?:number|details|info)\b",
     r"\b(?:find|look up|track) (?:where|the address of|the location of)\b",
     r"[\w.+-]+@[\w-]+\.[\w.]+",  # an email address
     r"(?<!\d)(?:\+?1[ .-]?)?(?:\(\d{3}\)|\d{3})[ .-]?\d{3}[ .-]?\d{4}(?!\d)",  # a phone number
     r"\bmy (?:password|passcode|pin) is\b",
+    r"\bwhat(?:'s|s| is) (?:your|ur) (?:snap(?:chat)?|insta(?:gram)?|tiktok|discord|whatsapp|number|"
+    r"phone|cell|email|address)\b", r"\b(?:give me|can i have) (?:your|ur) (?:number|phone|snap|address)\b",
+    r"\bwhere (?:does|do) (?:my |the |this |that )?[a-z]+ (?:teacher |coach |friend )?live\b",
+    r"\b(?:my|i live at) (?:address is )?\d{1,5} [a-z]+ (?:street|st|road|rd|avenue|ave|lane|drive|dr)\b",
+    r"\b(?:track|find) (?:my )?(?:classmate|friend|someone)'?s? (?:location|address|instagram)\b",
+    r"\b(?:personal|private) (?:cell|phone|number|email|address)\b",
+    r"\b(?:address|phone number) of (?:the|my) [a-z]+'s (?:house|home)\b",
+    r"\bwhere (?:the|my) [a-z]+'?s (?:house|home) is\b", r"\bwhich (?:street|house) does\b.*\blive\b",
 )))
 
 
@@ -154,15 +227,91 @@ def check_text(text: str) -> SafetyVerdict:
         matched = category.check(normalized)
         if matched:
             return SafetyVerdict(allowed=False, category=category.name, matched=matched,
-                                 refusal=category.refusal)
+                                 refusal=category.refusal, source="rules")
     return SafetyVerdict(allowed=True)
 
 
+def refusal_for(category: str) -> str:
+    return _CATEGORIES[category].refusal
+
+
 def check_input(text: str) -> SafetyVerdict:
-    """Check what a learner sent, before anything is generated."""
+    """Check what a learner sent with the lexical rules only (see SafetyFilter for both halves)."""
     return check_text(text)
 
 
 def check_output(text: str) -> SafetyVerdict:
-    """Check what the model wrote, before (or while) it reaches the learner."""
+    """Check what the model wrote with the lexical rules only (see SafetyFilter for both halves)."""
     return check_text(text)
+
+
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n")
+
+
+class SafetyFilter:
+    """Lexical rules plus, when given, the learned classifier (safety_classifier.py).
+
+    Inputs: rules first (precise, and they name the phrase), then the classifier. Outputs are
+    checked incrementally: the rules on every streamed token, the classifier on each sentence
+    as it completes and on the rest at the end (`OutputMonitor`).
+    """
+
+    def __init__(self, classifier=None):
+        self.classifier = classifier
+
+    def _classify(self, text: str) -> SafetyVerdict:
+        if self.classifier is None or not text.strip():
+            return SafetyVerdict(allowed=True)
+        flag = self.classifier.flag(text)
+        if flag is None:
+            return SafetyVerdict(allowed=True)
+        return SafetyVerdict(allowed=False, category=flag.category, refusal=refusal_for(flag.category),
+                             source="classifier", score=flag.probability)
+
+    def check_input(self, text: str) -> SafetyVerdict:
+        verdict = check_text(text)
+        return verdict if not verdict.allowed else self._classify(text)
+
+    def check_output(self, text: str) -> SafetyVerdict:
+        """A whole output at once (assessment feedback, evaluation)."""
+        monitor = self.monitor()
+        verdict = monitor.feed(text)
+        return verdict if not verdict.allowed else monitor.finish()
+
+    def monitor(self) -> "OutputMonitor":
+        return OutputMonitor(self)
+
+
+class OutputMonitor:
+    """Follows one generated output: `feed` each new piece, `finish` at the end."""
+
+    def __init__(self, safety_filter: SafetyFilter):
+        self.filter = safety_filter
+        self.text = ""
+        self._classified_upto = 0  # text[:this] has been through the classifier, sentence by sentence
+
+    def feed(self, piece: str) -> SafetyVerdict:
+        self.text += piece
+        verdict = check_text(self.text)
+        if not verdict.allowed or self.filter.classifier is None:
+            return verdict
+        pending = self.text[self._classified_upto:]
+        ends = [m.end() for m in _SENTENCE_END.finditer(pending)]
+        if not ends:
+            return verdict
+        complete = pending[:ends[-1]]
+        self._classified_upto += ends[-1]
+        for sentence in re.split(r"(?<=[.!?])\s+|\n+", complete):
+            if len(sentence.split()) >= 3:  # fragments ("1.", "Details:") carry no meaning of their own
+                verdict = self.filter._classify(sentence)
+                if not verdict.allowed:
+                    return verdict
+        return SafetyVerdict(allowed=True)
+
+    def finish(self) -> SafetyVerdict:
+        verdict = check_text(self.text)
+        if not verdict.allowed:
+            return verdict
+        rest = self.text[self._classified_upto:]
+        self._classified_upto = len(self.text)
+        return self.filter._classify(rest) if len(rest.split()) >= 3 else SafetyVerdict(allowed=True)

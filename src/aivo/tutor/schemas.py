@@ -9,12 +9,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 MAX_PROMPT_CHARS = 8000
+MAX_SEED = 2**32 - 1
 
 
-class StudentContextIn(BaseModel):
+class _Request(BaseModel):
+    """Request bodies: strict JSON types ("0.5" is not a number, 0 is not false), finite numbers."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+class StudentContextIn(_Request):
     """Who is asking. `disability` (seed design) and `accommodations` may both be given."""
 
     model_config = ConfigDict(extra="ignore")
@@ -52,20 +59,39 @@ class SafetyInfo(BaseModel):
     blocked: bool
     stage: Literal["input", "output"] | None = None
     category: str | None = None
+    detector: Literal["rules", "classifier"] | None = Field(None, description="What caught it.")
+
+
+class SourceOut(BaseModel):
+    """A lesson passage from the school's content library that the explanation is grounded in."""
+
+    ref: int = Field(..., description="Its number [n] in the prompt.")
+    lesson_id: str
+    passage_id: str
+    title: str
+    subject: str
+    grade: int
+    skill: str
+    score: float = Field(..., description="Cosine similarity to the question.")
 
 
 # --- /v1/generate -----------------------------------------------------------------------------
-class GenerateRequest(BaseModel):
+class GenerateRequest(_Request):
     prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS)
     context: StudentContextIn = Field(default_factory=StudentContextIn)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
-    seed: int | None = Field(None, ge=0, description="Same seed, same request: same answer.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed, same request: same answer.")
 
 
 class GenerateResponse(BaseModel):
-    response: str
+    response: str = Field(..., description="The explanation, then a note naming the lessons it is based on "
+                                           "(or saying that it comes from the model alone).")
+    explanation: str = Field(..., description="The explanation alone (shaped for the accommodations).")
+    source_note: str | None = None
+    grounded: bool = Field(False, description="True when lessons from the school's library were used.")
+    sources: list[SourceOut] = Field(default_factory=list)
     model: str
     adapter_used: str | None = Field(None, description="The learner whose adapter answered; null = base model.")
     tokens_used: int
@@ -77,7 +103,7 @@ class GenerateResponse(BaseModel):
 
 
 # --- /v1/assess -------------------------------------------------------------------------------
-class AssessCriteria(BaseModel):
+class AssessCriteria(_Request):
     subject: str | None = None
     grade: str | int = "5"
     learning_objective: str | None = Field(None, max_length=1000)
@@ -88,7 +114,7 @@ class AssessCriteria(BaseModel):
                                        description='Key ideas; synonyms separated by "|", e.g. "co2|carbon dioxide".')
 
 
-class AssessRequest(BaseModel):
+class AssessRequest(_Request):
     student_response: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS)
     criteria: AssessCriteria
     context: StudentContextIn | None = Field(None, description="Shapes the feedback's tone and layout.")
@@ -110,7 +136,7 @@ class AssessResponse(BaseModel):
 
 
 # --- /v1/clone --------------------------------------------------------------------------------
-class StudentProfile(BaseModel):
+class StudentProfile(_Request):
     model_config = ConfigDict(extra="ignore")
     name: str | None = Field(None, description="Accepted for compatibility; never stored or used.")
     grade: str | int = "5"
@@ -120,7 +146,7 @@ class StudentProfile(BaseModel):
     learning_style: str | None = None
 
 
-class BaselineResponseIn(BaseModel):
+class BaselineResponseIn(_Request):
     question: str = Field(..., min_length=1, max_length=2000)
     response: str = Field("", max_length=4000)
     correct: bool | None = None
@@ -129,25 +155,25 @@ class BaselineResponseIn(BaseModel):
     explanation: str | None = Field(None, max_length=4000)
 
 
-class BaselineData(BaseModel):
+class BaselineData(_Request):
     assessment_id: str | None = None
     responses: list[BaselineResponseIn] = Field(default_factory=list, max_length=500)
     overall_score: float | None = Field(None, ge=0, le=100)
 
 
-class PreferredExplanationIn(BaseModel):
+class PreferredExplanationIn(_Request):
     prompt: str = Field(..., min_length=1, max_length=2000)
     explanation: str = Field(..., min_length=1, max_length=4000)
 
 
-class LoraIn(BaseModel):
+class LoraIn(_Request):
     r: int | None = Field(None, ge=1, le=256)
     alpha: int | None = Field(None, ge=1, le=1024)
     dropout: float | None = Field(None, ge=0, lt=1)
     target_modules: list[str] | None = Field(None, min_length=1, max_length=16)
 
 
-class CloneStartRequest(BaseModel):
+class CloneStartRequest(_Request):
     student_id: str = Field(..., min_length=1, max_length=64)
     student_profile: StudentProfile = Field(default_factory=StudentProfile)
     baseline_data: BaselineData = Field(default_factory=BaselineData)
@@ -176,17 +202,50 @@ class CloneStatusResponse(BaseModel):
 
 
 # --- /v1/chat/completions (OpenAI-compatible) -------------------------------------------------
-class ChatMessage(BaseModel):
+class ContentPart(_Request):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(..., max_length=MAX_PROMPT_CHARS)
+    type: str
+    text: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
 
 
-class StreamOptions(BaseModel):
+class ChatMessage(_Request):
+    """OpenAI's message: `content` is a string or a list of parts (only text parts are supported);
+    `developer` is OpenAI's newer name for the system role."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = Field(...)
+
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, content):
+        if content is None:
+            raise ValueError("content is required")
+        if isinstance(content, list):
+            kinds = sorted({p.type for p in content if p.type != "text"})
+            if kinds:
+                raise ValueError(f"only text content parts are supported, got {', '.join(kinds)}")
+            text = "\n".join(p.text or "" for p in content)
+        else:
+            text = content
+        if len(text) > MAX_PROMPT_CHARS:
+            raise ValueError(f"a message may have at most {MAX_PROMPT_CHARS} characters")
+        return text
+
+    @property
+    def text(self) -> str:
+        return self.content  # a str after validation
+
+    @property
+    def chat_role(self) -> str:
+        return "system" if self.role == "developer" else self.role
+
+
+class StreamOptions(_Request):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(_Request):
     model_config = ConfigDict(extra="ignore")
     model: str = Field("aivo-tutor", description='"aivo-tutor" (base) or "aivo-tutor:<learner id>" (that '
                                                  "learner's adapter).")
@@ -195,8 +254,9 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(None, ge=1, le=4096)
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     n: int = Field(1, ge=1, le=1, description="Only one choice is generated.")
+    stop: str | list[str] | None = Field(None, description="Up to 4 sequences; generation stops before them.")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -209,6 +269,49 @@ class ChatCompletionRequest(BaseModel):
         if messages[-1].role != "user":
             raise ValueError("the last message must come from the user")
         return messages
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, stop):
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if len(stops) > 4 or any(not s or len(s) > 100 for s in stops):
+            raise ValueError("stop takes at most 4 non-empty sequences of at most 100 characters")
+        return stops or None
+
+    # Set by the API after its access check: the learner `model` names, as stored (pseudonym).
+    # Private, so a client cannot set it in the body.
+    _learner_id: str | None = PrivateAttr(None)
+
+    @property
+    def stop_sequences(self) -> tuple[str, ...]:
+        return tuple(self.stop or ())
+
+    @property
+    def learner_id(self) -> str | None:
+        return self._learner_id
+
+    @learner_id.setter
+    def learner_id(self, value: str | None) -> None:
+        self._learner_id = value
+
+
+# Fields of OpenAI's chat-completions request that AIVO does not implement: refused with a 400
+# in OpenAI's error shape, rather than silently ignored.
+UNSUPPORTED_CHAT_FIELDS = ("tools", "tool_choice", "functions", "function_call", "response_format", "logprobs",
+                           "top_logprobs", "logit_bias", "audio", "modalities", "prediction", "parallel_tool_calls",
+                           "web_search_options")
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "aivo"
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
 
 
 class ChatChoiceMessage(BaseModel):

@@ -18,52 +18,21 @@ from typing import Any
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.errors import NotFoundError
-from aivo.registry.models import DEFAULT_TENANT
+from aivo.registry.tables import DEFAULT_TENANT
 from aivo.tutor import safety
 from aivo.tutor.accommodations import shape_response
 from aivo.tutor.adapter_store import AdapterRef, AdapterStore
 from aivo.tutor.options import GenerationParams
-from aivo.tutor.prompting import StudentContext, build_messages
-from aivo.tutor.readability import readability_report
+from aivo.tutor.prompting import StudentContext
 from aivo.tutor.schemas import (AssessRequest, AssessResponse, ChatCompletionRequest,
                                 ChatCompletionResponse, CloneStartRequest, CloneStartResponse,
-                                CloneStatusResponse, GenerateRequest, GenerateResponse, Readability,
-                                SafetyInfo, StudentContextIn, TutorHealth, Usage)
-from aivo.tutor.streams import Failed, Finished, TokenEvent, TokenStream
+                                CloneStatusResponse, GenerateRequest, GenerateResponse, TutorHealth)
+from aivo.tutor.generation import GenerationOutcome, PreparedGeneration, build_response, prepare, to_context
+from aivo.tutor.streams import Failed, TokenEvent, TokenStream
 
 log = logging.getLogger(__name__)
 
 BASE_MODEL_ALIAS = "aivo-tutor"  # chat `model` for the base model; "aivo-tutor:<learner>" for an adapter
-
-
-def to_context(context: StudentContextIn | None) -> StudentContext:
-    context = context or StudentContextIn()
-    return StudentContext.build(grade=context.grade, subject=context.subject,
-                                learning_style=context.learning_style,
-                                accommodations=context.accommodation_names(), student_id=context.student_id)
-
-
-class GenerationOutcome:
-    """Collects one request's stream: raw text, output-safety verdict and the final event."""
-
-    def __init__(self, stream: TokenStream):
-        self.stream = stream
-        self.raw = ""
-        self.verdict = safety.SafetyVerdict(allowed=True)
-        self.finished: Finished | None = None
-
-    def take(self, event: TokenEvent) -> bool:
-        """Add a token; False once the output filter trips (the request is then cancelled)."""
-        if not self.verdict.allowed:
-            return False
-        self.raw += event.text
-        verdict = safety.check_output(self.raw)
-        if not verdict.allowed:
-            self.verdict = verdict
-            self.stream.cancel()
-            log.warning("output blocked (%s) mid-generation", verdict.category)
-            return False
-        return True
 
 
 class TutorService:
@@ -77,6 +46,9 @@ class TutorService:
         self._batcher = None
         self._assessor = None
         self._cloner = None
+        self._safety = None
+        self._registry = None
+        self._content = None
         self._seed_counter = 0
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -107,6 +79,11 @@ class TutorService:
 
     def _components(self):
         with self._lock:
+            if self._engine is None and self.settings.tutor_engine == "openai":
+                from aivo.tutor.remote_engine import RemoteEngine, RemoteGenerator
+
+                self._engine = RemoteEngine.from_settings(self.settings)
+                self._batcher = RemoteGenerator(engine=self._engine, settings=self.settings)
             if self._engine is None:
                 from aivo.tutor.engine import check_model_available
 
@@ -140,7 +117,11 @@ class TutorService:
 
     @property
     def model_name(self) -> str:
-        return self.settings.brain_model or "aivo-tiny"
+        if self.settings.tutor_engine == "openai":
+            return f"{self.settings.tutor_engine_model} (upstream)"
+        from aivo.tutor.engine import model_display_name, model_source
+
+        return model_display_name(model_source(self.settings))
 
     def health(self) -> TutorHealth:
         import torch
@@ -185,69 +166,84 @@ class TutorService:
     def submit_messages(self, *, messages: list[dict[str, str]], adapter: AdapterRef | None,
                         params: GenerationParams) -> TokenStream:
         engine, batcher = self._components()
+        if self.settings.tutor_engine == "openai":  # the upstream engine applies its own chat template
+            return batcher.submit_chat(messages=messages, adapter=adapter, params=params)
         with engine.lock:
             prompt_ids = engine.render_prompt(messages)
         return batcher.submit(prompt_ids=prompt_ids, adapter=adapter, params=params)
 
     def forget_learner(self, learner_id: str) -> bool:
         """Drop a learner's adapter from memory (call after deleting the learner)."""
-        if self._batcher is None:
+        if self._batcher is None or self._cache is None:
             return False
         return bool(self._batcher.call_in_worker(lambda: self._cache.evict(learner_id)))
 
-    # --- /v1/generate ---------------------------------------------------------------------
-    def _start_generate(self, request: GenerateRequest) -> tuple[StudentContext, safety.SafetyVerdict,
-                                                                 AdapterRef | None, TokenStream | None]:
-        context = to_context(request.context)
-        verdict = safety.check_input(request.prompt)
-        if not verdict.allowed:
-            log.info("input blocked (%s)", verdict.category)
-            return context, verdict, None, None
-        adapter = self.learner_adapter(context.student_id)
-        params = self.params(temperature=request.temperature, top_p=request.top_p,
-                             max_new_tokens=request.max_new_tokens, seed=request.seed)
-        stream = self.submit_messages(messages=build_messages(context=context, prompt=request.prompt),
-                                      adapter=adapter, params=params)
-        return context, verdict, adapter, stream
+    # --- safety, alerts and the content library ---------------------------------------------
+    @property
+    def safety_filter(self) -> safety.SafetyFilter:
+        """Lexical rules plus the learned classifier (AIVO_TUTOR_SAFETY_CLASSIFIER)."""
+        with self._lock:
+            if self._safety is None:
+                classifier = None
+                if self.settings.tutor_safety_classifier:
+                    from aivo.tutor.safety_classifier import default_classifier
 
-    def _generate_response(self, *, context: StudentContext, text: str, finished: Finished | None,
-                           input_verdict: safety.SafetyVerdict,
-                           output_verdict: safety.SafetyVerdict) -> GenerateResponse:
-        blocked = not input_verdict.allowed or not output_verdict.allowed
-        if not input_verdict.allowed:
-            response, stage, category = input_verdict.refusal, "input", input_verdict.category
-        elif not output_verdict.allowed:
-            response, stage, category = output_verdict.refusal, "output", output_verdict.category
-        else:
-            response, stage, category = shape_response(text, context.accommodations), None, None
-        report = readability_report(response, grade=context.grade, plain_language=context.plain_language)
-        prompt_tokens = finished.prompt_tokens if finished else 0
-        completion_tokens = finished.completion_tokens if finished else 0
-        return GenerateResponse(
-            response=response, model=self.model_name, adapter_used=finished.adapter if finished else None,
-            tokens_used=prompt_tokens + completion_tokens,
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                        total_tokens=prompt_tokens + completion_tokens),
-            readability=Readability(**{k: v for k, v in report.to_dict().items() if k != "syllables"}),
-            finish_reason="content_filter" if blocked else (finished.finish_reason if finished else "stop"),
-            safety=SafetyInfo(blocked=blocked, stage=stage, category=category),
-            timestamp=self.clock.now())
+                    classifier = default_classifier(cache_dir=self.settings.home / "tutor")
+                self._safety = safety.SafetyFilter(classifier)
+            return self._safety
 
+    @property
+    def registry(self):
+        with self._lock:
+            if self._registry is None:
+                from aivo.registry import open_registry
+
+                self._registry = open_registry(self.settings)
+            return self._registry
+
+    def report_blocked_input(self, *, learner_id: str | None, verdict: safety.SafetyVerdict, text: str) -> None:
+        """A self-harm message raises an alert for the learner's school (never fails the answer)."""
+        if not verdict.raises_alert:
+            return
+        from aivo.tutor.alerts import record_alert
+
+        try:
+            with self.registry.session() as session:
+                alert_id = record_alert(session=session, learner_pseudonym=learner_id, category=verdict.category,
+                                        stage="input", detector=verdict.source or "rules", text=text,
+                                        matched=verdict.matched, clock=self.clock)
+            log.warning("safety alert %s raised (%s)", alert_id, verdict.category)
+        except Exception:  # the learner must still get the supportive answer
+            log.exception("could not record a %s safety alert", verdict.category)
+
+    @property
+    def content(self):
+        with self._lock:
+            if self._content is None:
+                from aivo.tutor.content import ContentLibrary
+
+                self._content = ContentLibrary(self.settings.home / "tutor" / "content")
+            return self._content
+
+    def retrieve(self, question: str, *, context: StudentContext):
+        """Lesson passages for this question and learner ([] when the library is empty)."""
+        if self.settings.tutor_content_top_k <= 0 or self.content.is_empty():
+            return []
+        return self.content.search(question, grade=context.grade, subject=context.subject,
+                                   k=self.settings.tutor_content_top_k, min_score=self.settings.tutor_content_min_score)
+
+    # --- /v1/generate (generation.py) ------------------------------------------------------
     def generate(self, request: GenerateRequest) -> GenerateResponse:
-        context, verdict, _adapter, stream = self._start_generate(request)
-        if stream is None:
-            return self._generate_response(context=context, text="", finished=None, input_verdict=verdict,
-                                           output_verdict=safety.SafetyVerdict(allowed=True))
-        outcome = GenerationOutcome(stream)
-        for event in stream:
-            if isinstance(event, TokenEvent):
-                outcome.take(event)
-            elif isinstance(event, Failed):
-                raise_failed(event)
-            else:
-                outcome.finished = event
-        return self._generate_response(context=context, text=outcome.raw, finished=outcome.finished,
-                                       input_verdict=verdict, output_verdict=outcome.verdict)
+        prepared = prepare(self, request)
+        if prepared.stream is not None:
+            for event in prepared.stream:
+                if isinstance(event, TokenEvent):
+                    prepared.outcome.take(event)
+                elif isinstance(event, Failed):
+                    raise_failed(event)
+                else:
+                    prepared.outcome.end(event)
+        return build_response(self, prepared)
 
     def generate_events(self, request: GenerateRequest) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(event name, data) pairs for SSE: "token" per token, then one "done" with the usage.
@@ -257,30 +253,27 @@ class TutorService:
         filter trips mid-stream, no further tokens are sent and "done" carries the refusal in
         `response` with `safety.blocked` true: clients replace what they showed.
         """
-        context, verdict, _adapter, stream = self._start_generate(request)
-        return self._events(context, verdict, stream)
+        return self._events(prepare(self, request))
 
-    async def _events(self, context: StudentContext, verdict: safety.SafetyVerdict,
-                      stream: TokenStream | None) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def _events(self, prepared: PreparedGeneration) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        stream, outcome = prepared.stream, prepared.outcome
         if stream is None:
-            final = self._generate_response(context=context, text="", finished=None, input_verdict=verdict,
-                                            output_verdict=safety.SafetyVerdict(allowed=True))
-            yield "done", final.model_dump(mode="json")
+            yield "done", build_response(self, prepared).model_dump(mode="json")
             return
-        outcome = GenerationOutcome(stream)
         try:
             async for event in stream.aiter():
                 if isinstance(event, TokenEvent):
-                    if outcome.take(event) and event.text:
-                        yield "token", {"index": event.index, "token": event.text, "token_id": event.token_id}
+                    text = outcome.take(event)
+                    if text:
+                        yield "token", {"index": event.index, "token": text, "token_id": event.token_id}
                 elif isinstance(event, Failed):
                     yield "error", {"detail": event.message}
                     return
                 else:
-                    outcome.finished = event
-            final = self._generate_response(context=context, text=outcome.raw, finished=outcome.finished,
-                                            input_verdict=verdict, output_verdict=outcome.verdict)
-            yield "done", final.model_dump(mode="json")
+                    text = outcome.end(event)
+                    if text:
+                        yield "token", {"index": event.completion_tokens, "token": text, "token_id": None}
+            yield "done", build_response(self, prepared).model_dump(mode="json")
         finally:
             if not stream.closed:  # the client went away: free the batch slot
                 stream.cancel()
@@ -316,10 +309,15 @@ class TutorService:
         mode = self.settings.tutor_llm_feedback
         if mode != "auto":
             return mode == "on"
-        # auto: only when a real model is configured (AIVO_BRAIN_MODEL set, and not the tiny one)
-        from aivo.tutor.engine import is_tiny_model
+        # auto: only with a real model (not the tiny one); without any model the template writes it
+        from pathlib import Path
 
-        return bool(self.settings.brain_model) and not is_tiny_model(self.settings.brain_model)
+        from aivo.tutor.engine import is_tiny_model, model_source
+
+        source = model_source(self.settings)
+        if not self.settings.brain_model and not Path(source).is_dir():
+            return False
+        return not is_tiny_model(source)
 
     def assess(self, request: AssessRequest) -> AssessResponse:
         from aivo.tutor.assessment import Rubric
@@ -335,15 +333,15 @@ class TutorService:
         score = self.assessor().score(answer=request.student_response, rubric=rubric)
         feedback = template_feedback(score=score, rubric=rubric, context=context)
         text, source = feedback.feedback, "template"
-        if self.llm_feedback_enabled() and safety.check_input(request.student_response).allowed:
+        if self.llm_feedback_enabled() and self.safety_filter.check_input(request.student_response).allowed:
             messages = feedback_messages(answer=request.student_response, score=score, rubric=rubric,
                                          context=context)
             stream = self.submit_messages(messages=messages, adapter=self.learner_adapter(context.student_id),
                                           params=self.params(temperature=0.3, max_new_tokens=96))
             _tokens, finished = stream.result()
             written = finished.text.strip()
-            if written and safety.check_output(written).allowed:
-                text, source = shape_response(written, context.accommodations), "llm"
+            if written and self.safety_filter.check_output(written).allowed:
+                text, source = shape_response(written, context.accommodations, frame=False), "llm"
         return AssessResponse(
             correctness=score.correctness, understanding_level=score.understanding_level, feedback=text,
             strengths=feedback.strengths, areas_for_improvement=feedback.areas_for_improvement,

@@ -140,3 +140,43 @@ class TokenStream:
             else:
                 return tokens, event
         raise RuntimeError("stream ended without a final event")  # pragma: no cover
+
+
+class StopMatcher:
+    """OpenAI-style stop sequences on streamed text.
+
+    `feed` returns the text that may be emitted now: a suffix that could be the start of a stop
+    sequence is held back until the next piece shows whether it is one. When a stop sequence
+    appears, the text before it is released, `stopped` becomes true and nothing more is emitted
+    (the stop sequence itself is never part of the output).
+    """
+
+    def __init__(self, stops: tuple[str, ...] | list[str] = ()):
+        self.stops = tuple(s for s in stops if s)
+        self.stopped = False
+        self._pending = ""
+
+    def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        if not self.stops:
+            return piece
+        text = self._pending + piece
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped = True
+            self._pending = ""
+            return text[:min(hits)]
+        hold = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:k]):
+                    hold = max(hold, k)
+                    break
+        self._pending = text[len(text) - hold:] if hold else ""
+        return text[:len(text) - hold]
+
+    def flush(self) -> str:
+        """What is still held back, at the end of generation (it was not a stop sequence)."""
+        rest, self._pending = ("" if self.stopped else self._pending), ""
+        return rest

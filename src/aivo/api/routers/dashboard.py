@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from aivo.api import plots
 from aivo.api.auth import KEY_COOKIE, check_role
-from aivo.api.deps import ServiceKey
+from aivo.api.deps import ClockDep, CurrentKey, RegistryDep, ServiceKey
 from aivo.errors import AivoError
 from aivo.registry import MainVersionRecord
 from aivo.services.dashboard import DashboardData, dashboard_data
@@ -52,7 +52,8 @@ def _login_form(error: str = "") -> str:
     message = f'<p class="warn">{html.escape(error)}</p>' if error else ""
     return _page("AIVO dashboard: log in", (
         '<div class="login"><h1>AIVO dashboard</h1>'
-        '<p>Log in with an admin or service API key (<code>aivo apikey create --role admin ...</code>).</p>'
+        '<p>Log in with an admin or service API key (<code>aivo apikey create --role admin ...</code>); '
+        'counsellor and teacher keys open the safety alerts page.</p>'
         f'{message}<form method="post" action="/dashboard/login">'
         '<label for="key">API key</label><input id="key" name="key" type="password" autocomplete="off" required>'
         '<button type="submit">Log in</button></form></div>'))
@@ -70,10 +71,12 @@ async def login(request: Request):
     verifier = request.app.state.key_verifier
     try:
         key = await run_in_threadpool(verifier.verify, token)
-        check_role(key, ("admin", "service"))
+        check_role(key, ("admin", "service", "counsellor", "teacher"))
     except AivoError as exc:
         return HTMLResponse(_login_form(exc.message), status_code=exc.http_status)
-    response = RedirectResponse("/dashboard", status_code=303)
+    # Counsellors and teachers see the safety alerts page; the operator dashboard is admin/service.
+    target = "/dashboard" if key.role in ("admin", "service") else "/dashboard/alerts"
+    response = RedirectResponse(target, status_code=303)
     response.set_cookie(KEY_COOKIE, token, httponly=True, samesite="strict", path="/dashboard",
                         secure=request.url.scheme == "https", max_age=8 * 3600)
     return response
@@ -185,3 +188,24 @@ def dashboard(request: Request, key: ServiceKey) -> HTMLResponse:
     """Model versions and their AUC, local training, federated rounds, privacy spent, and the
     panels other packages add (drift scores). Admin or service keys."""
     return HTMLResponse(render_dashboard(request))
+
+
+@router.get("/dashboard/alerts", response_class=HTMLResponse, summary="Tutor safety alerts (HTML)")
+def alerts_page(registry: RegistryDep, key: CurrentKey, clock: ClockDep) -> HTMLResponse:
+    """Open safety alerts of the school (admin, counsellor; a teacher sees its class list's).
+    A minimal listing: acknowledge with POST /v1/tutor/alerts/{id}/acknowledge."""
+    from aivo.services.tutor_alerts import alerts_for_key
+
+    alerts = alerts_for_key(registry=registry, key=key, clock=clock)
+    rows = "".join(
+        f"<tr><td class=n>{a.id}</td><td>{a.created_at:%Y-%m-%d %H:%M} UTC</td><td>{html.escape(a.category)}</td>"
+        f"<td><code>{html.escape((a.learner_id or 'unknown')[:12])}</code></td><td>{html.escape(a.excerpt)}</td></tr>"
+        for a in alerts)
+    table = ("<table><tr><th>id</th><th>when</th><th>category</th><th>learner</th><th>excerpt</th></tr>"
+             f"{rows}</table>" if alerts else '<p class="empty">No open safety alerts.</p>')
+    header = ("<header><h1>AIVO: tutor safety alerts</h1>"
+              '<form method="post" action="/dashboard/logout"><button type="submit">Log out</button></form></header>')
+    body = (f"<main><section><h2>Open alerts ({len(alerts)})</h2>{table}<p>A self-harm message to the tutor "
+            "raises an alert. Reach out to the learner; then acknowledge the alert "
+            "(<code>POST /v1/tutor/alerts/{id}/acknowledge</code>).</p></section></main>")
+    return HTMLResponse(_page("AIVO safety alerts", header + body))

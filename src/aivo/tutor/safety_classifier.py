@@ -1,0 +1,240 @@
+"""The learned half of the K-12 safety filter: sentence embeddings + logistic regression.
+
+Lexical rules (safety.py) know only the phrasings they were written for. This classifier
+embeds a message with all-MiniLM-L6-v2 and scores it with a multinomial logistic regression
+over "safe" and the harmful categories, trained on the `train` split of the bundled labelled
+set (data/safety_labeled.jsonl). The `heldout` split is never used here: it only measures
+(`evaluate_safety`, benchmarks/safety_benchmark.py).
+
+A message is flagged when the probability that it is harmful (1 - P(safe)) reaches
+`harm_threshold`, or when P(self_harm) alone reaches the lower `self_harm_threshold` (a missed
+self-harm message costs more than a false one: its "refusal" is a supportive message). Both
+thresholds are chosen by 5-fold cross-validation on the train split, combined with the
+lexical rules: the lowest harm threshold whose false blocks of ordinary questions stay at
+`target_false_block` or below, and the lowest self-harm threshold that adds at most half a
+point more.
+
+Fitting takes a few seconds (embedding ~550 messages); the fitted weights are cached under
+AIVO_HOME keyed by the data's and the settings' digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from aivo.tutor.embeddings import EMBEDDING_MODEL, Embedder, shared_embedder
+
+log = logging.getLogger(__name__)
+
+SAFE = "safe"
+DATA_FILE = "data/safety_labeled.jsonl"
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    C: float = 16.0  # inverse L2 strength; 16 was best of 1-256 in train-split cross-validation
+    target_false_block: float = 0.02  # on ordinary questions, lexical rules included (CV on train)
+    folds: int = 5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Flag:
+    category: str
+    probability: float  # P(category)
+    harm: float  # 1 - P(safe)
+
+
+def load_labeled_rows(splits: tuple[str, ...] | None = None) -> list[dict]:
+    text = resources.files("aivo.tutor").joinpath(DATA_FILE).read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [r for r in rows if splits is None or r["split"] in splits]
+
+
+def label_of(row: dict) -> str:
+    return row["category"] or SAFE
+
+
+def _fit_lr(x: np.ndarray, y: list[str], config: ClassifierConfig):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=config.C, max_iter=5000, class_weight="balanced").fit(x, y)
+
+
+def _lexical_blocks(texts: list[str]) -> np.ndarray:
+    from aivo.tutor import safety
+
+    return np.array([not safety.check_text(t).allowed for t in texts])
+
+
+def choose_thresholds(probs: np.ndarray, labels: list[str], classes: list[str], lexical: np.ndarray,
+                      target_false_block: float) -> tuple[float, float]:
+    """(harm, self_harm) thresholds from out-of-fold probabilities (see the module docstring)."""
+    y = np.array(labels)
+    benign = y == SAFE
+    harm = 1 - probs[:, classes.index(SAFE)]
+    grid = np.round(np.arange(0.30, 0.96, 0.025), 3)
+    harm_threshold = 0.95
+    for t in grid:
+        if (lexical | (harm >= t))[benign].mean() <= target_false_block:
+            harm_threshold = float(t)
+            break
+    base = (lexical | (harm >= harm_threshold))[benign].mean()
+    self_harm_threshold = harm_threshold
+    if "self_harm" in classes:
+        p_sh = probs[:, classes.index("self_harm")]
+        for t in grid:
+            if t >= harm_threshold:
+                break
+            if (lexical | (harm >= harm_threshold) | (p_sh >= t))[benign].mean() <= base + 0.005:
+                self_harm_threshold = float(t)
+                break
+    return harm_threshold, self_harm_threshold
+
+
+class SafetyClassifier:
+    def __init__(self, *, embedder: Embedder, classes: list[str], coef: np.ndarray, intercept: np.ndarray,
+                 harm_threshold: float, self_harm_threshold: float, info: dict | None = None):
+        self.embedder = embedder
+        self.classes = list(classes)
+        self.coef = np.asarray(coef, dtype=np.float64)  # (L, 384)
+        self.intercept = np.asarray(intercept, dtype=np.float64)  # (L,)
+        self.harm_threshold = float(harm_threshold)
+        self.self_harm_threshold = float(self_harm_threshold)
+        self.info = info or {}
+
+    # --- fitting ---------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, rows: list[dict], *, embedder: Embedder | None = None,
+            config: ClassifierConfig = ClassifierConfig()) -> "SafetyClassifier":
+        from sklearn.model_selection import StratifiedKFold
+
+        embedder = embedder or shared_embedder()
+        texts = [r["text"] for r in rows]
+        labels = [label_of(r) for r in rows]
+        x = embedder.encode(texts)  # (N, 384)
+        classes = sorted(set(labels))
+        oof = np.zeros((len(rows), len(classes)))
+        folds = StratifiedKFold(config.folds, shuffle=True, random_state=config.seed)
+        for train_idx, test_idx in folds.split(x, labels):
+            model = _fit_lr(x[train_idx], [labels[i] for i in train_idx], config)
+            oof[np.ix_(test_idx, [classes.index(c) for c in model.classes_])] = model.predict_proba(x[test_idx])
+        harm_t, sh_t = choose_thresholds(oof, labels, classes, _lexical_blocks(texts), config.target_false_block)
+        model = _fit_lr(x, labels, config)
+        order = [list(model.classes_).index(c) for c in classes]
+        info = {"rows": len(rows), "config": asdict(config), "embedding_model": EMBEDDING_MODEL}
+        log.info("safety classifier fitted on %d messages: harm threshold %.3f, self-harm threshold %.3f",
+                 len(rows), harm_t, sh_t)
+        return cls(embedder=embedder, classes=classes, coef=model.coef_[order], intercept=model.intercept_[order],
+                   harm_threshold=harm_t, self_harm_threshold=sh_t, info=info)
+
+    # --- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"kind": "aivo-safety-classifier", "classes": self.classes, "coef": self.coef.tolist(),
+                "intercept": self.intercept.tolist(), "harm_threshold": self.harm_threshold,
+                "self_harm_threshold": self.self_harm_threshold, "info": self.info}
+
+    @classmethod
+    def from_state_dict(cls, state: dict, *, embedder: Embedder | None = None) -> "SafetyClassifier":
+        if state.get("kind") != "aivo-safety-classifier":
+            raise ValueError(f"not a safety classifier state: kind {state.get('kind')!r}")
+        return cls(embedder=embedder or shared_embedder(), classes=state["classes"], coef=np.array(state["coef"]),
+                   intercept=np.array(state["intercept"]), harm_threshold=state["harm_threshold"],
+                   self_harm_threshold=state["self_harm_threshold"], info=state.get("info", {}))
+
+    # --- scoring ---------------------------------------------------------------------------
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """(N, L) class probabilities, columns in `self.classes` order."""
+        x = self.embedder.encode(texts)
+        logits = x @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def flags(self, texts: list[str]) -> list[Flag | None]:
+        probs = self.probabilities(texts)
+        safe = self.classes.index(SAFE)
+        harmful = [i for i, c in enumerate(self.classes) if c != SAFE]
+        out: list[Flag | None] = []
+        for row in probs:
+            harm = 1 - row[safe]
+            best = max(harmful, key=lambda i: row[i])
+            if "self_harm" in self.classes and row[self.classes.index("self_harm")] >= self.self_harm_threshold:
+                best = self.classes.index("self_harm")
+            elif harm < self.harm_threshold:
+                out.append(None)
+                continue
+            out.append(Flag(category=self.classes[best], probability=round(float(row[best]), 4),
+                            harm=round(float(harm), 4)))
+        return out
+
+    def flag(self, text: str) -> Flag | None:
+        return self.flags([text])[0]
+
+
+_CACHED: dict[str, SafetyClassifier] = {}
+_LOCK = threading.Lock()
+
+
+def training_digest(rows: list[dict], config: ClassifierConfig) -> str:
+    digest = hashlib.sha256(json.dumps([rows, asdict(config), EMBEDDING_MODEL], sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def default_classifier(*, cache_dir: Path | None = None,
+                       config: ClassifierConfig = ClassifierConfig()) -> SafetyClassifier:
+    """The classifier fitted on the bundled train split: from memory, the cache folder, or fitted now."""
+    rows = load_labeled_rows(("train",))
+    key = training_digest(rows, config)
+    with _LOCK:
+        if key in _CACHED:
+            return _CACHED[key]
+        path = cache_dir / f"safety-classifier-{key}.json" if cache_dir is not None else None
+        classifier = shipped_classifier(key)
+        if classifier is None and path is not None and path.exists():
+            try:
+                classifier = SafetyClassifier.from_state_dict(json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError) as exc:  # a damaged cache is refitted, never trusted
+                log.warning("ignoring the safety classifier cache %s: %s", path, exc)
+        if classifier is None:
+            classifier = SafetyClassifier.fit(rows, config=config)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(classifier.state_dict()))
+                tmp.replace(path)
+        _CACHED[key] = classifier
+        return classifier
+
+
+SHIPPED_FILE = "data/safety_classifier.json"
+
+
+def shipped_classifier(key: str) -> SafetyClassifier | None:
+    """The classifier fitted on this very train split and shipped with AIVO (saves the few seconds
+    to a minute of fitting in every process); None when the data or settings no longer match."""
+    resource = resources.files("aivo.tutor").joinpath(SHIPPED_FILE)
+    if not resource.is_file():
+        return None
+    state = json.loads(resource.read_text(encoding="utf-8"))
+    if state.get("info", {}).get("training_digest") != key:
+        log.info("the shipped safety classifier was fitted on other data: fitting again")
+        return None
+    return SafetyClassifier.from_state_dict(state)
+
+
+def write_shipped_classifier(path: Path, *, config: ClassifierConfig = ClassifierConfig()) -> SafetyClassifier:
+    """Fit on the bundled train split and write the state that `shipped_classifier` loads."""
+    rows = load_labeled_rows(("train",))
+    classifier = SafetyClassifier.fit(rows, config=config)
+    classifier.info["training_digest"] = training_digest(rows, config)
+    Path(path).write_text(json.dumps(classifier.state_dict(), indent=None, separators=(",", ":")) + "\n")
+    return classifier
