@@ -197,6 +197,8 @@ def assess(
     reference: list[str] = typer.Option([], "--reference", "-r", help="A reference answer (repeatable)."),
     exemplar: list[str] = typer.Option([], "--exemplar", "-e", help="An accepted answer (repeatable)."),
     keyword: list[str] = typer.Option([], "--keyword", "-k", help='A rubric keyword, synonyms "a|b" (repeatable).'),
+    misconception: list[str] = typer.Option([], "--misconception", "-m",
+                                            help='A known wrong idea, "a|b" (repeatable): stating it scores as wrong.'),
     objective: str = typer.Option(None, "--objective", help="The learning objective."),
     question: str = typer.Option(None, "--question"),
     grade: str = typer.Option("5", "--grade", "-g"),
@@ -209,7 +211,7 @@ def assess(
     try:
         result = service.assess(AssessRequest(student_response=response, criteria=AssessCriteria(
             grade=grade, learning_objective=objective, question=question, reference_answers=reference,
-            exemplars=exemplar, rubric_keywords=keyword))).model_dump(mode="json")
+            exemplars=exemplar, rubric_keywords=keyword, misconceptions=misconception))).model_dump(mode="json")
     finally:
         service.close()
 

@@ -327,7 +327,8 @@ class TutorService:
         rubric = Rubric(reference_answers=tuple(a for a in criteria.reference_answers if a.strip()),
                         exemplars=tuple(a for a in criteria.exemplars if a.strip()),
                         keywords=tuple(k for k in criteria.rubric_keywords if k.strip()),
-                        learning_objective=criteria.learning_objective, question=criteria.question)
+                        learning_objective=criteria.learning_objective, question=criteria.question,
+                        misconceptions=tuple(m for m in criteria.misconceptions if m.strip()))
         context = to_context(request.context) if request.context else StudentContext.build(
             grade=criteria.grade, subject=criteria.subject)
         score = self.assessor().score(answer=request.student_response, rubric=rubric)
@@ -347,6 +348,7 @@ class TutorService:
             strengths=feedback.strengths, areas_for_improvement=feedback.areas_for_improvement,
             next_steps=feedback.next_steps, similarity=score.similarity, keyword_coverage=score.keyword_coverage,
             matched_keywords=score.matched_keywords, missing_keywords=score.missing_keywords,
+            misconceptions=score.misconceptions,
             on_topic=score.on_topic, feedback_source=source)
 
     # --- /v1/clone (cloning.py) --------------------------------------------------------------
