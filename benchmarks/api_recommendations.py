@@ -176,7 +176,7 @@ def prepare(home: Path, env: dict[str, str], args) -> tuple[list[str], dict]:
     os.environ.update({k: v for k, v in env.items() if k.startswith("AIVO_")})
     import torch
 
-    from aivo.brain.service import config_from_settings
+    from aivo.brain.config import config_from_settings
     from aivo.config import Settings
     from aivo.data.simulator import SimulatorConfig, simulate_cohort
     from aivo.registry import import_interactions, open_registry

@@ -1,8 +1,11 @@
 """A plain reference DKT (Piech et al. 2015) for the knowledge-tracing benchmark.
 
 One LSTM layer (hidden 200) over embedded (item, answer) pairs, a per-item sigmoid output read at
-the next item, Adam 1e-3, early stopping on validation AUC. It shares the chunking and the scored
-positions of the Main Brain benchmark (every attempt but the first of each chunk of 200).
+the next item, Adam 1e-3, early stopping on validation AUC. It trains on the protocol's chunks of
+200, as the Main Brain does, and is scored as `aivo evaluate` scores the Main Brain: every attempt
+but a learner's first, from the context `aivo.brain.context` gives it (identical to the chunks up
+to 200 attempts); `test_auc_chunks` is the KT papers' protocol (every chunk of 200 restarts from
+an empty history and its first attempt is not scored).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aivo.brain.batching import bucketed_batches, chunk_layout
+from aivo.brain.context import context_windows
 from aivo.brain.vocab import Vocabulary
 from aivo.data.schema import InteractionLog
 
@@ -50,11 +54,21 @@ class DKT(nn.Module):
 
 
 class _Chunks:
-    def __init__(self, log: InteractionLog, vocab: Vocabulary, max_seq_len: int):
+    """Sequences of a log: the protocol's chunks, or the context windows of `aivo.brain.context`."""
+
+    def __init__(self, log: InteractionLog, vocab: Vocabulary, max_seq_len: int, layout: str = "chunks"):
         frame = log.frame
-        _, self.start, self.length = chunk_layout(frame["learner_id"].to_numpy(dtype=object), max_seq_len)
-        self.item = vocab.encode(frame["item_id"].to_numpy())
-        self.correct = frame["correct"].to_numpy(dtype=np.int64)
+        learners = frame["learner_id"].to_numpy(dtype=object)
+        item = vocab.encode(frame["item_id"].to_numpy())
+        correct = frame["correct"].to_numpy(dtype=np.int64)
+        if layout == "chunks":
+            position, self.start, self.length = chunk_layout(learners, max_seq_len)
+            self.scored = position > 0
+        else:
+            windows = context_windows(learners, max_seq_len)
+            self.start, self.length, self.scored = windows.starts, windows.lengths, windows.scored
+            item, correct = item[windows.rows], correct[windows.rows]
+        self.item, self.correct = item, correct
 
     def batch(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         starts, lengths = self.start[ids], self.length[ids]
@@ -63,7 +77,8 @@ class _Chunks:
         rows = np.where(valid, starts[:, None] + offsets[None, :], 0)
         item = np.where(valid, self.item[rows], 0)
         correct = np.where(valid, self.correct[rows], 0)
-        return torch.from_numpy(item), torch.from_numpy(correct), torch.from_numpy(valid[:, 1:])
+        scored = valid & self.scored[rows]
+        return torch.from_numpy(item), torch.from_numpy(correct), torch.from_numpy(scored[:, 1:])
 
 
 def _scores(model: DKT, chunks: _Chunks) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +99,8 @@ def train_and_test_dkt(*, train: InteractionLog, validation: InteractionLog, tes
     started = time.perf_counter()
     torch.manual_seed(seed)
     vocab = Vocabulary.build(train.frame["item_id"].unique())
-    tr, va, te = (_Chunks(x, vocab, config.max_seq_len) for x in (train, validation, test))
+    tr = _Chunks(train, vocab, config.max_seq_len)
+    va, te = (_Chunks(x, vocab, config.max_seq_len, layout="context") for x in (validation, test))
     model = DKT(len(vocab), config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     generator = np.random.default_rng(seed)
@@ -110,5 +126,7 @@ def train_and_test_dkt(*, train: InteractionLog, validation: InteractionLog, tes
     model.load_state_dict(best_state)
     train_seconds = time.perf_counter() - started
     y, p = _scores(model, te)
-    return {"test_auc": float(roc_auc_score(y, p)), "validation_auc": float(best_auc), "best_epoch": best_epoch,
-            "epochs_run": epochs, "train_seconds": round(train_seconds, 1), "num_scored": int(len(y))}
+    y_chunks, p_chunks = _scores(model, _Chunks(test, vocab, config.max_seq_len))
+    return {"test_auc": float(roc_auc_score(y, p)), "test_auc_chunks": float(roc_auc_score(y_chunks, p_chunks)),
+            "validation_auc": float(best_auc), "best_epoch": best_epoch, "epochs_run": epochs,
+            "train_seconds": round(train_seconds, 1), "num_scored": int(len(y))}

@@ -6,7 +6,7 @@ import json
 
 from aivo.config import Settings
 from aivo.registry import open_registry
-from aivo.registry.models import FederatedUpdate, LearnerModel, MainModelVersion
+from aivo.registry.tables import FederatedUpdate, LearnerModel, MainModelVersion
 import sqlalchemy as sa
 
 

@@ -7,6 +7,7 @@ Most carry the `AIVO_` prefix; the scheduler and training knobs named by the see
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from functools import lru_cache
@@ -43,8 +44,9 @@ class Settings(BaseSettings):
                                          description="JSON object of fsspec storage options for AIVO_ARTIFACT_URL, "
                                                      'e.g. {"client_kwargs": {"endpoint_url": "http://minio:9000"}}.')
     secret_key: str | None = Field(None, validation_alias=_env("SECRET_KEY"), repr=False,
-                                   description="HMAC key for learner pseudonyms. Required with PostgreSQL; "
-                                               "embedded mode creates AIVO_HOME/secret.key once.")
+                                   description="HMAC key for learner pseudonyms. Required with PostgreSQL (at "
+                                               "least 32 characters, 10 distinct); embedded mode creates "
+                                               "AIVO_HOME/secret.key once.")
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL", seed_name="LOG_LEVEL"))
     log_json: bool = Field(False, validation_alias=_env("LOG_JSON"))
     seed: int = Field(0, validation_alias=_env("SEED"), description="Seed for every random choice.")
@@ -252,16 +254,28 @@ class Settings(BaseSettings):
         return self.resolved_database_url.startswith("sqlite")
 
     def ensure_home(self) -> Path:
-        self.home.mkdir(parents=True, exist_ok=True)
+        if not self.home.exists():
+            # Learners' data lives here (database, artifacts, key): the owner's only (0700).
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self.home
 
     def resolved_secret_key(self) -> bytes:
-        """The pseudonymization key. Embedded mode keeps a generated key in AIVO_HOME."""
+        """The pseudonymization key. Embedded mode keeps a generated key in AIVO_HOME.
+
+        Production mode (a database that is not SQLite) requires AIVO_SECRET_KEY and refuses a
+        weak one (`secret_key_weakness`); embedded mode only warns about a weak one."""
+        from aivo.errors import ConfigError
+
         if self.secret_key:
+            weakness = secret_key_weakness(self.secret_key)
+            if weakness and not self.is_embedded:
+                raise ConfigError(f"AIVO_SECRET_KEY is too weak for production: {weakness}. Generate one with "
+                                  "`python -c 'import secrets; print(secrets.token_hex(32))'` (changing the key "
+                                  "changes every learner's pseudonym: set it before the first import)")
+            if weakness:
+                _warn_once(f"AIVO_SECRET_KEY is weak ({weakness}); production mode refuses such a key")
             return self.secret_key.encode()
         if not self.is_embedded:
-            from aivo.errors import ConfigError
-
             raise ConfigError("AIVO_SECRET_KEY must be set when AIVO_DATABASE_URL is not SQLite "
                               "(learner pseudonyms depend on it; keep it stable and secret).")
         path = self.ensure_home() / "secret.key"
@@ -270,6 +284,29 @@ class Settings(BaseSettings):
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_hex(32))
         return path.read_text().strip().encode()
+
+
+MIN_SECRET_KEY_CHARS = 32
+MIN_SECRET_KEY_DISTINCT = 10
+
+
+def secret_key_weakness(key: str) -> str | None:
+    """Why `key` is too weak to key learner pseudonyms (an HMAC-SHA256 key), or None. A
+    guessable key lets anyone holding a list of real ids recompute the pseudonyms."""
+    if len(key) < MIN_SECRET_KEY_CHARS:
+        return f"{len(key)} characters, at least {MIN_SECRET_KEY_CHARS} are needed"
+    if len(set(key)) < MIN_SECRET_KEY_DISTINCT:
+        return f"only {len(set(key))} distinct characters, at least {MIN_SECRET_KEY_DISTINCT} are needed"
+    return None
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logging.getLogger(__name__).warning(message)
 
 
 @lru_cache(maxsize=1)

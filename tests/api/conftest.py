@@ -63,7 +63,7 @@ def api_pg_databases():
 
 
 def make_settings(home: Path, database_url: str | None, **overrides) -> Settings:
-    values = dict(home=home, database_url=database_url, secret_key="api-tests-secret-key-0123456789",
+    values = dict(home=home, database_url=database_url, secret_key="api-tests-secret-key-0123456789abcdef",
                   num_threads=1, api_key_cache_s=0.0, max_ingest_batch=200, scheduler_enabled=False,
                   recommender_processes=0)
     values.update(overrides)

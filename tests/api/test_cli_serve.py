@@ -107,6 +107,8 @@ def test_scheduler_runs_in_a_single_worker_api(tmp_path):
 
     from aivo.api import create_app
 
+    from aivo.registry.api_keys import create_api_key
+
     from .conftest import ServerThread, make_settings
 
     later = datetime.now(timezone.utc) + timedelta(hours=12)
@@ -124,6 +126,10 @@ def test_scheduler_runs_in_a_single_worker_api(tmp_path):
                 break
             time.sleep(0.3)
         assert scheduler["in_process"] and scheduler["process_running"]
-        assert scheduler["running"] and scheduler["process_leads"] and scheduler["leader"]
+        assert scheduler["running"] and scheduler["process_leads"] and "leader" not in scheduler  # anonymous
+        with app.state.registry.session() as session:
+            token = create_api_key(session=session, role="service", tenant="default", name="t", actor="tests").token
+        keyed = httpx.get(base + "/health", headers={"Authorization": f"Bearer {token}"}).json()["scheduler"]
+        assert keyed["leader"]  # the lease holder (host and process) only for a caller with a key
     handle = app.state.hooks.scheduler
     assert not handle.running  # stopped with the app

@@ -21,7 +21,7 @@ from aivo.data.schema import InteractionLog
 from aivo.data.simulator import SimulatorConfig, simulate_cohort
 from aivo.data.splits import split_by_learner
 from aivo.registry import import_interactions, list_learners
-from aivo.services.main_brain import clear_cache, register_brain
+from aivo.brain.versions import clear_cache, register_brain
 
 SECRET = b"federated-tests-secret-key-0123456789"
 

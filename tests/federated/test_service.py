@@ -8,10 +8,10 @@ import sqlalchemy as sa
 import torch
 
 from aivo.federated.gate import GateData, tail_rows
-from aivo.federated.service import AggregationOptions, run_aggregation
+from aivo.services.aggregation import AggregationOptions, run_aggregation
 from aivo.federated.updates import update_metadata
-from aivo.personalization.clone import provision_clones
-from aivo.personalization.service import train_learner
+from aivo.services.clones import provision_clones
+from aivo.services.local_training import train_learner
 from aivo.privacy.ledger import get_ledgers
 from aivo.registry import (
     get_active_main_version,
@@ -20,7 +20,7 @@ from aivo.registry import (
     load_interactions,
     record_training_session,
 )
-from aivo.registry.models import Base
+from aivo.registry.tables import Base
 
 
 def trained(world, clock, count):
@@ -173,3 +173,32 @@ def test_gate_scores_only_held_out_tails(world):
     per_learner = log.frame.assign(tail=rows).groupby("learner_id")["tail"]
     assert (per_learner.sum() == np.ceil(0.2 * per_learner.size())).all()
     assert GateData(log=log, scored_rows=rows).num_learners == 3
+
+
+def test_erasing_a_learner_while_a_round_runs_lets_the_round_finish_without_them(world, clock, monkeypatch):
+    """Issue 14: an erasure between sampling and commit crashed the round ('1 charged learners
+    do not exist'). The round finishes; the erased learner is neither charged nor left behind."""
+    import aivo.federated.round as service
+    from aivo.registry import delete_learner
+
+    learners = trained(world, clock, 6)
+    erased = learners[0]
+    real = service.aggregate_updates
+
+    def erase_then_aggregate(**kwargs):
+        with world.registry.session() as session:
+            delete_learner(session=session, store=world.registry.store, learner_id=erased, actor="tests",
+                           reason="erasure request during a round", clock=clock)
+        return real(**kwargs)
+
+    monkeypatch.setattr(service, "aggregate_updates", erase_then_aggregate)
+    report = aggregate(world, clock, dp_enabled=True, noise_multiplier=1.0, clip_norm=0.5, sample_rate=1.0,
+                       epsilon_budget=50.0)
+    assert report.status in ("applied", "rejected") and report.federated_update_id is not None, report.message
+    assert report.counts["erased_during_round"] == 1
+    with world.registry.session(read_only=True) as session:
+        ledgers = get_ledgers(session=session, learner_ids=learners)
+        remaining = set(session.scalars(sa.text("SELECT pseudonym FROM learners")))
+    assert erased not in remaining
+    assert all(ledgers[lid].rounds_eligible == 1 for lid in learners[1:])
+    assert ledgers[erased].rounds_eligible == 0  # nothing stored about them

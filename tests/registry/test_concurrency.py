@@ -20,7 +20,7 @@ from aivo.registry import (
     rollback_main_version,
     verify_registry,
 )
-from aivo.registry.models import MainModelVersion
+from aivo.registry.tables import MainModelVersion
 from tests.registry.helpers import add_version, stored
 
 WORKER = Path(__file__).with_name("registry_worker.py")

@@ -16,7 +16,7 @@ from aivo.registry import (
     register_learner_model,
     verify_registry,
 )
-from aivo.registry.models import MainModelVersion
+from aivo.registry.tables import MainModelVersion
 from tests.registry.helpers import add_version, stored
 
 

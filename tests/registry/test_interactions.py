@@ -12,7 +12,7 @@ from aivo.data.privacy import pseudonymize_learner_id
 from aivo.data.schema import make_log
 from aivo.errors import ConflictError, DataError
 from aivo.registry import count_interactions, import_interactions, list_learners, load_interactions
-from aivo.registry.models import Interaction, Learner
+from aivo.registry.tables import Interaction, Learner
 
 KEY = b"k" * 32
 

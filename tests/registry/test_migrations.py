@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pytest
@@ -13,7 +15,7 @@ from aivo.errors import SchemaOutdatedError
 from aivo.registry import check_schema, current_revision, ensure_schema, head_revision, upgrade_database
 from aivo.registry.db import make_engine
 from aivo.registry.migrate import downgrade_database, script_directory
-from aivo.registry.models import Base
+from aivo.registry.tables import Base
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -44,6 +46,17 @@ def test_upgrade_from_empty_matches_the_models(empty_engine):
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == [], f"models and migrations disagree: {diff}"
     assert not upgrade_database(empty_engine).changed  # idempotent
+
+
+def test_the_tables_package_alone_holds_the_whole_schema(empty_engine):
+    """No table appears because some other package happened to be imported: a fresh interpreter
+    that imports only `aivo.registry.tables` sees every table the migrations create."""
+    upgrade_database(empty_engine)
+    with empty_engine.connect() as conn:
+        migrated = set(sa.inspect(conn).get_table_names()) - {"alembic_version"}
+    out = subprocess.run([sys.executable, "-c", "import aivo.registry.tables as t; print(' '.join(t.metadata.tables))"],
+                         capture_output=True, text=True, check=True)
+    assert set(out.stdout.split()) == migrated
 
 
 def test_upgrade_from_previous_revision_keeps_data(empty_engine):

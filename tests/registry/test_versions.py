@@ -19,7 +19,7 @@ from aivo.registry import (
     register_main_version,
     rollback_main_version,
 )
-from aivo.registry.models import MainModelVersion
+from aivo.registry.tables import MainModelVersion
 from tests.registry.helpers import add_version, stored
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from aivo.training.tables import SchedulerRun
+from aivo.registry.tables import SchedulerRun
 
 ONE_SECOND_IN_HOURS = str(1 / 3600)
 

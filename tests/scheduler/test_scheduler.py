@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from aivo.errors import DataError
-from aivo.scheduler.control import scheduler_status, trigger_training, update_schedule
+from aivo.errors import DataError, NotFoundError
 from aivo.scheduler.records import list_scheduler_runs
 from aivo.scheduler.service import TrainingScheduler
+from aivo.services.scheduler import make_scheduler, scheduler_status, trigger_training, update_schedule
 from aivo.training.jobs import list_jobs
 
 UTC = timezone.utc
@@ -82,7 +82,7 @@ def test_missed_firings_are_caught_up_once_and_only_when_recent(registry, settin
 
 def test_guards_and_outcomes_are_recorded(loaded, settings, clock):
     clock.set(datetime(2026, 3, 3, 1, 59, tzinfo=UTC))
-    scheduler = TrainingScheduler(registry=loaded, settings=settings, clock=clock, instance_id="S")
+    scheduler = make_scheduler(registry=loaded, settings=settings, clock=clock, instance_id="S")
     scheduler.tick()
     drift = scheduler.run_now("drift_monitor")
     assert drift.status == "skipped" and "no active Main Brain" in drift.error
@@ -106,7 +106,7 @@ def test_guards_and_outcomes_are_recorded(loaded, settings, clock):
 
 def test_status_document_and_manual_trigger(loaded, settings, clock):
     clock.set(datetime(2026, 3, 2, 14, 30, tzinfo=UTC))
-    TrainingScheduler(registry=loaded, settings=settings, clock=clock, instance_id="S").tick()
+    make_scheduler(registry=loaded, settings=settings, clock=clock, instance_id="S").tick()
     decision = trigger_training(registry=loaded, settings=settings, reason="manual_test", actor="tests", clock=clock)
     assert decision.status == "queued" and decision.job.priority == "high"
     again = trigger_training(registry=loaded, settings=settings, actor="tests", clock=clock)
@@ -133,7 +133,7 @@ def test_run_time_schedule_changes(registry, settings, clock):
     with pytest.raises(DataError, match="not a valid cron expression"):
         update_schedule(registry=registry, settings=settings, job_id="aivo_main_brain_daily", cron="0 2 * *",
                         actor="tests", clock=clock)
-    with pytest.raises(DataError, match="unknown scheduler job"):
+    with pytest.raises(NotFoundError, match="unknown scheduler job"):
         update_schedule(registry=registry, settings=settings, job_id="nightly", cron="0 2 * * *", actor="t")
     status = scheduler_status(registry=registry, settings=settings, clock=clock)
     assert all(j["configured_by"] != "override" for j in status["scheduler"]["jobs"])  # nothing written

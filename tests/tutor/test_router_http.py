@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 
-from aivo.errors import ForbiddenError
+from aivo.errors import ForbiddenError, NotFoundError
 
 from .conftest import clone_request, make_settings, promote_main_version
 
@@ -24,9 +24,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_OTHER_TENANT: set[str] = set()  # learners the guard answers like the app does for another tenant's
+
+
 def _deny_mallory(request: Request, learner_id: str) -> None:
     if learner_id == "mallory":
         raise ForbiddenError("this key may not act for learner mallory")
+    if learner_id in _OTHER_TENANT:
+        raise NotFoundError("learner not found (no learner with this id in this key's tenant)")
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +209,23 @@ def test_errors_are_clean_4xx(server, path, body, code, fragment):
 def test_unknown_clone_is_404(server):
     base, _ = server
     assert httpx.get(f"{base}/v1/clone/clone_nope/status", timeout=10).status_code == 404
+
+
+def test_another_tenants_clone_is_answered_like_a_missing_one(server):
+    """Issue 14: the two 404s were worded differently, which told one tenant that another
+    tenant's clone exists."""
+    base, _ = server
+    r = httpx.post(f"{base}/v1/clone/start", json=clone_request("elsewhere-kid").model_dump(), timeout=60)
+    assert r.status_code == 202, r.text
+    clone_id = r.json()["clone_id"]
+    _OTHER_TENANT.add("elsewhere-kid")
+    try:
+        hidden = httpx.get(f"{base}/v1/clone/{clone_id}/status", timeout=10)
+        missing = httpx.get(f"{base}/v1/clone/clone_nope/status", timeout=10)
+    finally:
+        _OTHER_TENANT.discard("elsewhere-kid")
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json()["detail"].replace(clone_id, "ID") == missing.json()["detail"].replace("clone_nope", "ID")
 
 
 def test_health(server):

@@ -19,9 +19,10 @@ from fastapi import APIRouter, FastAPI
 
 import aivo
 from aivo.api.auth import ApiKeyMiddleware, KeyVerifier
-from aivo.api.errors import install_error_handlers
+from aivo.api.errors import install_error_handlers, unexpected_error
 from aivo.api.metrics import ApiMetrics
-from aivo.api.middleware import BodySizeLimit, RequestMetrics
+from aivo.api.openapi import install_openapi
+from aivo.api.middleware import CatchAll, RequestGuard, RequestMetrics
 from aivo.api.recommendation_cache import RecommendationCache
 from aivo.api.routers import dashboard, federated, health, interactions, learners, models, recommendations
 from aivo.api.routers import drift, scheduler, trainer_jobs, tutor_alerts
@@ -90,7 +91,7 @@ def _wants_scheduler(settings: Settings, scheduler: bool | None) -> tuple[bool, 
 
 def _start_scheduler(app: FastAPI) -> None:
     """The training scheduler in this process (single worker only; see _wants_scheduler)."""
-    from aivo.scheduler.service import start_scheduler
+    from aivo.services.scheduler import start_scheduler
 
     state = app.state
     state.hooks.scheduler = start_scheduler(registry=state.registry, settings=state.settings, clock=state.clock)
@@ -100,7 +101,7 @@ def _start_scheduler(app: FastAPI) -> None:
 
 def _preload_main_brain(app: FastAPI) -> None:
     """Load the active Main Brain in the background so the first recommendation is not slow."""
-    from aivo.services.main_brain import load_main_brain
+    from aivo.brain.versions import load_main_brain
 
     try:
         loaded = load_main_brain(registry=app.state.registry)
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
     state.run_scheduler, note = _wants_scheduler(settings, scheduler)
     state.hooks.scheduler_note = note or "starting"
     install_error_handlers(app)
+    install_openapi(app)
     for router in ROUTERS:
         app.include_router(router)
     trainer_jobs.install_hooks(app)
@@ -173,8 +175,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
         from aivo.api.tutor_mount import mount_tutor
 
         mount_tutor(app, settings=settings)
-    # Added inside out: metrics see every request, keys are checked before a body is read.
-    app.add_middleware(BodySizeLimit, max_bytes=_max_body_bytes(settings))
+    # Added inside out: metrics see every request, keys are checked before a body is read, and a
+    # bug anywhere below is answered 500 on a connection that stays open.
+    app.add_middleware(RequestGuard, max_bytes=_max_body_bytes(settings))
     app.add_middleware(ApiKeyMiddleware)
+    app.add_middleware(CatchAll, on_error=unexpected_error)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app

@@ -27,11 +27,13 @@ from aivo.clock import Clock
 from aivo.errors import AuthError, ForbiddenError, NotFoundError
 from aivo.registry import Registry
 from aivo.registry.api_keys import VerifiedKey, key_may_read_learner, token_digest, touch_api_key, verify_api_key
-from aivo.registry.models import Learner
+from aivo.registry.tables import Learner
 
 log = logging.getLogger(__name__)
 
 KEY_COOKIE = "aivo_key"
+# The one answer for a learner a key may not see: unknown and other-tenant learners alike.
+LEARNER_NOT_FOUND = "learner not found (no learner with this id in this key's tenant)"
 _TOUCH_EVERY_S = 60.0  # last_used_at is a hint, not an audit trail: one write a minute at most
 _MAX_CACHED_KEYS = 10_000
 
@@ -183,7 +185,7 @@ def check_learner_access(key: VerifiedKey, *, tenant: str | None, linked) -> Non
     """The one access rule for a learner (tenant None: no such learner). `linked` is a bool, or
     a callable answering whether a teacher key's class list holds the learner."""
     if tenant is None or tenant != key.tenant:
-        raise NotFoundError("learner not found (no learner with this id in this key's tenant)")
+        raise NotFoundError(LEARNER_NOT_FOUND)
     if key.role == "counsellor":  # counsellors see the school's safety alerts, not learners' records
         raise ForbiddenError("a counsellor key reads safety alerts only (/v1/tutor/alerts)")
     if key.role == "teacher" and not (linked() if callable(linked) else linked):

@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from aivo.api.auth import LearnerRef, authenticate, check_role, learner_for_key
+from aivo.api.schemas.common import NON_BLANK_PATTERN
 from aivo.clock import Clock
 from aivo.config import Settings
 from aivo.registry import Registry
@@ -74,6 +75,7 @@ TeacherKey = CurrentKey
 
 LEARNER_ID_DOC = ("The learner's id as your school system knows it (pseudonymized by the server before "
                   "lookup), or the stored pseudonym with `?pseudonym=true`.")
+LearnerIdPath = Annotated[str, Path(min_length=1, max_length=256, pattern=NON_BLANK_PATTERN, description=LEARNER_ID_DOC)]
 
 
 def pseudonym_from_raw(state, learner_id: str) -> str:
@@ -84,7 +86,7 @@ def pseudonym_from_raw(state, learner_id: str) -> str:
 
 async def learner_from_path(
     request: Request, key: CurrentKey, registry: RegistryDep,
-    learner_id: Annotated[str, Path(min_length=1, max_length=256, description=LEARNER_ID_DOC)],
+    learner_id: LearnerIdPath,
     pseudonym: Annotated[bool, Query(description="`learner_id` is the stored pseudonym, not the raw id.")] = False,
 ) -> LearnerRef:
     stored = learner_id if pseudonym else pseudonym_from_raw(request.app.state, learner_id)

@@ -7,7 +7,11 @@
   in `errors`.
 - A library error that `aivo.error_translation.translate` recognises (an unreachable database:
   503; an invalid value built into a model inside a service: 422) answers like its `AivoError`.
-- Anything else is a bug: logged with its traceback, answered 500 without internals.
+- Anything else is a bug: logged with its traceback, answered 500 without internals, and the
+  connection stays open (aivo.api.middleware.CatchAll).
+
+Logs name the route template (`/v1/learners/{learner_id}`) and the learner's pseudonym, never
+the raw path: a URL holds the learner id your systems use, which the server never writes down.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aivo.api.deps import pseudonym_from_raw
 from aivo.error_translation import translate
 from aivo.errors import AivoError, AuthError
 
@@ -48,6 +53,34 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
                         status_code=422)
 
 
+def where(scope: dict) -> str:
+    """`METHOD /route/{template}` plus the learner's pseudonym when the route names a learner:
+    what a log line may say about a request (never the raw path or query)."""
+    route = scope.get("route")
+    template = getattr(route, "path", None) or "<unmatched route>"
+    text = f"{scope.get('method', '')} {template}"
+    raw = (scope.get("path_params") or {}).get("learner_id")
+    if raw:
+        try:
+            state = scope["app"].state
+            is_pseudonym = b"pseudonym=true" in (scope.get("query_string") or b"").lower()
+            text += f" (learner {raw[:64] if is_pseudonym else pseudonym_from_raw(state, raw)})"
+        except Exception:  # a log line must not fail the error path
+            text += " (learner not shown)"
+    return text
+
+
+def unexpected_error(scope: dict, exc: Exception) -> tuple[int, str]:
+    """(status, detail) for an exception no handler answered; logs it."""
+    translated = translate(exc, for_cli=False)
+    if translated is not None:
+        if translated.http_status >= 500:
+            log.error("%s: %s", where(scope), translated.message)
+        return translated.http_status, translated.message
+    log.error("unhandled error in %s", where(scope), exc_info=exc)
+    return 500, "internal server error (logged on the server)"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AivoError)
     async def aivo_error(request: Request, exc: AivoError) -> JSONResponse:
@@ -56,7 +89,7 @@ def install_error_handlers(app: FastAPI) -> None:
     def _aivo_response(request: Request, exc: AivoError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
         if exc.http_status >= 500:
-            log.error("%s %s: %s", request.method, request.url.path, exc.message)
+            log.error("%s: %s", where(request.scope), exc.message)
         return JSONResponse({"detail": exc.message}, status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -68,10 +101,6 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        translated = translate(exc, for_cli=False)
-        if translated is not None:
-            return _aivo_response(request, translated)
-        log.exception("unhandled error in %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal server error (logged on the server)"}, status_code=500)
+    # Exceptions nothing above answers reach aivo.api.middleware.CatchAll (`unexpected_error`): an
+    # `Exception` handler here would run in Starlette's ServerErrorMiddleware, which re-raises
+    # after answering, and the server would close the keep-alive connection.

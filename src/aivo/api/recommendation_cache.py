@@ -28,8 +28,8 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from aivo.registry.api_key_models import ApiKeyLearner
-from aivo.registry.models import Interaction, Learner, LearnerModel, MainModelVersion
+from aivo.registry.tables import ApiKeyLearner
+from aivo.registry.tables import Interaction, Learner, LearnerModel, MainModelVersion
 
 T = TypeVar("T")
 

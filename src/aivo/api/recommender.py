@@ -41,7 +41,7 @@ def _init(settings: Settings) -> None:
 
 
 def _warm_up() -> str | None:
-    from aivo.services.main_brain import load_main_brain
+    from aivo.brain.versions import load_main_brain
 
     try:
         return load_main_brain(registry=_registry).version.version

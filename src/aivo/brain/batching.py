@@ -1,9 +1,12 @@
 """InteractionLog -> chunks of at most `max_seq_len` attempts -> padded tensor batches.
 
-A learner's history is cut into consecutive chunks of `max_seq_len` attempts, each treated as an
-independent sequence (the KT benchmark protocol). Everything is computed once per log as flat
-(N,) arrays in log-row order; a batch gathers its chunks into (B, T) tensors with one index matrix.
-Batches group chunks of similar length (bucketing) so that little time is spent on padding.
+Training cuts a learner's history into consecutive chunks of `max_seq_len` attempts, each treated
+as an independent sequence (the KT benchmark protocol; `layout="chunks"`). Prediction and
+evaluation read each attempt's context as serving does (`aivo.brain.context`; `layout="context"`):
+overlapping windows, each scoring only the attempts whose context it is. Everything is computed
+once per log as flat arrays (one entry per window position); a batch gathers its sequences into
+(B, T) tensors with one index matrix. Batches group sequences of similar length (bucketing) so that
+little time is spent on padding.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pandas as pd
 import torch
 
 from aivo.brain.config import BrainConfig
+from aivo.brain.context import context_windows
 from aivo.brain.features import NUM_FEATURES, history_features
 from aivo.brain.labels import LabelTables
 from aivo.brain.vocab import PAD, BrainVocab
@@ -24,7 +28,9 @@ from aivo.data.schema import InteractionLog
 
 @dataclass
 class EncodedLog:
-    """Flat per-row arrays of one log (rows in log order) plus the chunk layout."""
+    """Flat arrays, one entry per position of a sequence (chunk or context window), plus the layout.
+    With chunks the entries are the log's rows in order; with context windows a row may appear in
+    several windows, `log_row` says which, and `scored_row` which entry scores it."""
 
     item: np.ndarray  # (N,) int64
     skills: np.ndarray  # (N, S) int64, PAD-filled
@@ -33,8 +39,19 @@ class EncodedLog:
     features: np.ndarray  # (N, F) float32
     difficulty: np.ndarray  # (N,) int64 level of the row's item
     position: np.ndarray  # (N,) int64 position within its chunk
-    chunk_start: np.ndarray  # (C,) first row of each chunk
+    chunk_start: np.ndarray  # (C,) first entry of each sequence
     chunk_length: np.ndarray  # (C,)
+    log_row: np.ndarray | None = None  # (N,) log row of each entry; None = entry i is log row i
+    scored_row: np.ndarray | None = None  # (N,) bool; None = every position but a sequence's first
+
+    def to_log_rows(self, values: np.ndarray, num_rows: int) -> np.ndarray:
+        """(num_rows,) per log row from per-entry `values` that are NaN where an entry is not scored."""
+        if self.log_row is None:
+            return values
+        out = np.full(num_rows, np.nan, dtype=values.dtype)
+        keep = ~np.isnan(values)
+        out[self.log_row[keep]] = values[keep]
+        return out
 
     @property
     def num_chunks(self) -> int:
@@ -93,10 +110,22 @@ def random_shifts(learner_ids: np.ndarray, max_seq_len: int, generator: np.rando
 
 
 def encode_log(log: InteractionLog, *, vocab: BrainVocab, tables: LabelTables, config: BrainConfig,
-               shifts: np.ndarray | None = None) -> EncodedLog:
+               shifts: np.ndarray | None = None, layout: str = "chunks") -> EncodedLog:
+    """`layout="chunks"`: the protocol's chunks (training; `shifts` moves the cuts per learner).
+    `layout="context"`: the windows that score every attempt from the context serving reads."""
     frame = log.frame
-    position, starts, lengths = chunk_layout(frame["learner_id"].to_numpy(dtype=object), config.max_seq_len,
-                                             shifts=shifts)
+    learner_ids = frame["learner_id"].to_numpy(dtype=object)
+    log_row = scored_row = None
+    if layout == "chunks":
+        position, starts, lengths = chunk_layout(learner_ids, config.max_seq_len, shifts=shifts)
+    elif layout == "context" and shifts is None:
+        windows = context_windows(learner_ids, config.max_seq_len)
+        position, starts, lengths = windows.position, windows.starts, windows.lengths
+        log_row, scored_row = windows.rows, windows.scored
+        if len(log_row) != len(frame):  # some history is longer than a window: rows repeat
+            frame = frame.iloc[log_row]
+    else:
+        raise ValueError(f"layout must be 'chunks' (optionally with shifts) or 'context', got {layout!r}")
     item = vocab.items.encode(frame["item_id"].to_numpy())
     skills = vocab.encode_skills(frame["skill_ids"].to_numpy(), max_skills=config.max_skills_per_interaction)
     if "item_type" in frame.columns:
@@ -115,7 +144,8 @@ def encode_log(log: InteractionLog, *, vocab: BrainVocab, tables: LabelTables, c
         features = np.zeros((len(frame), NUM_FEATURES), dtype=np.float32)
     difficulty = np.asarray(tables.item_level, dtype=np.int64)[item]
     return EncodedLog(item=item, skills=skills, item_type=item_type, correct=correct, features=features,
-                      difficulty=difficulty, position=position, chunk_start=starts, chunk_length=lengths)
+                      difficulty=difficulty, position=position, chunk_start=starts, chunk_length=lengths,
+                      log_row=log_row, scored_row=scored_row)
 
 
 def make_batch(encoded: EncodedLog, chunk_ids: np.ndarray) -> Batch:
@@ -133,7 +163,10 @@ def make_batch(encoded: EncodedLog, chunk_ids: np.ndarray) -> Batch:
         mask = valid if out.ndim == 2 else valid.reshape(valid.shape + (1,) * (out.ndim - 2))
         return np.where(mask, out, fill)
 
-    scored = valid & (offsets[None, :] > 0)
+    if encoded.scored_row is None:
+        scored = valid & (offsets[None, :] > 0)
+    else:
+        scored = valid & take(encoded.scored_row, False)
     return Batch(
         item=torch.from_numpy(take(encoded.item, PAD)),
         skills=torch.from_numpy(take(encoded.skills, PAD)),

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
+
+from aivo.config import Settings
+from aivo.errors import ConfigError
 
 ENCODERS = ("gru", "lstm")
 
@@ -127,3 +132,30 @@ class BrainConfig:
 
     def replace(self, **changes: Any) -> "BrainConfig":
         return BrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def config_from_settings(settings: Settings, **overrides: Any) -> BrainConfig:
+    """A BrainConfig whose training defaults come from the service settings (AIVO_* variables)."""
+    values: dict[str, Any] = {
+        "max_seq_len": settings.max_seq_len, "learning_rate": settings.learning_rate,
+        "batch_size": settings.batch_size, "max_epochs": settings.max_epochs,
+        "patience": settings.early_stopping_patience,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return BrainConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid Main Brain configuration: {exc}") from None
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """BrainConfig fields from a JSON file (a user's file: errors are theirs, with the file named)."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a JSON object of BrainConfig fields")
+    return values

@@ -11,8 +11,9 @@ import torch
 
 from aivo.brain.batching import encode_log
 from aivo.brain.bundle import TrainedBrain
+from aivo.brain.context import context_start
 from aivo.brain.features import NUM_FEATURES, candidate_features, history_features
-from aivo.brain.metrics import BinaryMetrics, binary_metrics, subgroup_metrics
+from aivo.data.metrics import BinaryMetrics, binary_metrics, subgroup_metrics
 from aivo.brain.train import scored_probabilities
 from aivo.brain.vocab import PAD
 from aivo.data.schema import InteractionLog
@@ -20,12 +21,15 @@ from aivo.errors import DataError
 
 
 def predict(*, brain: TrainedBrain, log: InteractionLog, batch_size: int = 256) -> np.ndarray:
-    """(N,) P(correct) for each row of `log.frame`, from that learner's earlier rows in the same
-    chunk of `max_seq_len`; NaN on the first attempt of each chunk (nothing to predict from)."""
+    """(N,) P(correct) for each row of `log.frame`, from the learner's earlier rows that serving
+    would read (`aivo.brain.context`: all of them up to `max_seq_len - 1`, then a window of
+    between `max_seq_len / 2` and `max_seq_len - 1`): the number `predict_next` gives after the
+    rows before it. NaN on each learner's first attempt (nothing to predict from)."""
     if log.num_interactions == 0:
         return np.zeros(0, dtype=np.float64)
-    encoded = encode_log(log, vocab=brain.vocab, tables=brain.tables, config=brain.config)
-    return scored_probabilities(brain.model, encoded, batch_size=batch_size)
+    encoded = encode_log(log, vocab=brain.vocab, tables=brain.tables, config=brain.config, layout="context")
+    prob = scored_probabilities(brain.model, encoded, batch_size=batch_size)
+    return encoded.to_log_rows(prob, log.num_interactions)
 
 
 @dataclass
@@ -33,7 +37,8 @@ class Evaluation:
     metrics: BinaryMetrics  # over all scored rows
     # column -> value -> metrics (groups smaller than `min_group_size` predictions are left out)
     subgroups: dict[str, dict[str, BinaryMetrics]] = field(default_factory=dict)
-    # Same metrics for the true probabilities (`p_true` column, simulated data only) on the same rows.
+    # Same metrics for the true probabilities (`p_true` column, simulated data only) on the scored
+    # rows that have one (a log may mix simulated and real rows; `oracle.n` says how many).
     oracle: BinaryMetrics | None = None
     num_rows: int = 0
     num_scored: int = 0
@@ -51,8 +56,8 @@ class Evaluation:
 
 def evaluate(*, brain: TrainedBrain, log: InteractionLog, group_by: Sequence[str] = (),
              min_group_size: int = 20, batch_size: int = 256) -> Evaluation:
-    """Score every attempt but the first of each chunk; metrics overall, per subgroup, and of the
-    oracle when the log carries `p_true`."""
+    """Score every attempt but each learner's first, from the context serving reads (`predict`);
+    metrics overall, per subgroup, and of the oracle when the log carries `p_true`."""
     frame = log.frame
     missing = [col for col in group_by if col not in frame.columns]
     if missing:
@@ -66,11 +71,20 @@ def evaluate(*, brain: TrainedBrain, log: InteractionLog, group_by: Sequence[str
     p = prob[scored]
     subgroups = {col: subgroup_metrics(y, p, frame[col].astype(str).to_numpy()[scored], min_size=min_group_size)
                  for col in group_by}
-    oracle = None
-    if "p_true" in frame.columns:
-        oracle = binary_metrics(y, frame["p_true"].to_numpy(dtype=np.float64)[scored])
-    return Evaluation(metrics=binary_metrics(y, p), subgroups=subgroups, oracle=oracle,
+    return Evaluation(metrics=binary_metrics(y, p), subgroups=subgroups, oracle=_oracle(frame, scored, y),
                       num_rows=len(frame), num_scored=int(scored.sum()))
+
+
+def _oracle(frame: pd.DataFrame, scored: np.ndarray, y: np.ndarray) -> BinaryMetrics | None:
+    """Metrics of the simulator's true probabilities over the scored rows that carry one: real
+    rows mixed into a simulated log have none (NaN), and an ingest never sets it."""
+    if "p_true" not in frame.columns:
+        return None
+    truth = pd.to_numeric(frame["p_true"], errors="coerce").to_numpy(dtype=np.float64)[scored]
+    known = np.isfinite(truth) & (truth >= 0.0) & (truth <= 1.0)
+    if not known.any():
+        return None
+    return binary_metrics(y[known], truth[known])
 
 
 @dataclass
@@ -87,7 +101,8 @@ class NextStep:
 @torch.no_grad()
 def predict_next(*, brain: TrainedBrain, history: InteractionLog, candidates: pd.DataFrame) -> NextStep:
     """P(correct) of each candidate item as the learner's next attempt, after `history` (one
-    learner, any length: the last `max_seq_len - 1` attempts are used, as in training chunks).
+    learner, any length: the attempts from `context_start(len(history))` on are read, the context
+    that `predict`/`evaluate` score the same attempt from; see `aivo.brain.context`).
 
     `candidates` has an `item_id` column and optionally `skill_ids` and `item_type` (defaults:
     the item id as its skill, no type). An empty history is a new learner."""
@@ -97,7 +112,7 @@ def predict_next(*, brain: TrainedBrain, history: InteractionLog, candidates: pd
     if frame["learner_id"].nunique() > 1:
         raise DataError(f"predict_next takes one learner's history, got {frame['learner_id'].nunique()} learners")
     config, vocab, model = brain.config, brain.vocab, brain.model
-    frame = frame.iloc[max(0, len(frame) - (config.max_seq_len - 1)):]
+    frame = frame.iloc[context_start(len(frame), config.max_seq_len):]
     max_skills = config.max_skills_per_interaction
     cand_item = vocab.items.encode(candidates["item_id"].astype(str).to_numpy())
     cand_skill_text = (candidates["skill_ids"].astype(str) if "skill_ids" in candidates.columns

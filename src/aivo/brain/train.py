@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from aivo.brain.batching import Batch, EncodedLog, encode_log, iterate_batches, random_shifts
 from aivo.brain.bundle import TrainedBrain, build_model
 from aivo.brain.config import BrainConfig
 from aivo.brain.labels import derive_label_tables
-from aivo.brain.metrics import BinaryMetrics, binary_metrics
+from aivo.data.metrics import BinaryMetrics, binary_metrics
 from aivo.brain.model import BrainOutput, MainBrain
 from aivo.brain.vocab import PAD, BrainVocab
 from aivo.data.schema import InteractionLog
@@ -75,6 +75,22 @@ def brain_loss(output: BrainOutput, batch: Batch, config: BrainConfig) -> torch.
     return total
 
 
+def ema_with_warmup(decay: float):
+    """The `multi_avg_fn` of an exponential moving average of the weights whose decay ramps up
+    with the number n of averaged steps, min(decay, (1 + n) / (10 + n)), as TensorFlow's
+    ExponentialMovingAverage does with num_updates. Without the ramp a small data set's average
+    holds on to its first steps' weights (0.99 ** 100 = 0.37 after 100 steps, which is 10 epochs
+    of STATICS at batch 64); with it the average spans about the last tenth of the steps until
+    it reaches `decay`."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+
+    return update
+
+
 def init_item_bias(model: MainBrain, tables) -> None:
     """Start each item's bias at the log-odds of its smoothed training correct rate (an IRT warm
     start): without it, small data sets spend many epochs learning item difficulty alone."""
@@ -91,7 +107,8 @@ def forward_batch(model: MainBrain, batch: Batch) -> BrainOutput:
 
 @torch.no_grad()
 def scored_probabilities(model: MainBrain, encoded: EncodedLog, *, batch_size: int = 256) -> np.ndarray:
-    """(N,) P(correct) per log row; NaN on the first attempt of each chunk (not scored)."""
+    """P(correct) per entry of `encoded`; NaN where an entry is not scored (the first attempt of a
+    chunk, or a context window's rows that only serve as context)."""
     was_training = model.training
     model.eval()
     out = np.full(len(encoded.correct), np.nan, dtype=np.float64)
@@ -118,12 +135,14 @@ def _check_log(name: str, data: InteractionLog, config: BrainConfig) -> None:
 
 def train_main_brain(*, train: InteractionLog, validation: InteractionLog, config: BrainConfig, seed: int,
                      progress: bool = False, time_budget_s: float | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> TrainResult:
+                     should_stop: Callable[[], bool] | None = None,
+                     on_epoch: Callable[[EpochRecord], None] | None = None) -> TrainResult:
     """Train a Main Brain on `train`, early-stopping on the AUC of `validation` (other learners).
 
     `time_budget_s` stops after the epoch during which the budget ran out (best weights kept).
     `should_stop` is polled after every batch (keep it cheap): when it returns True, training
-    raises `TrainingStopped` (cooperative cancellation of trainer jobs)."""
+    raises `TrainingStopped` (cooperative cancellation of trainer jobs). `on_epoch` sees every
+    epoch's record (a hyperparameter search prunes a hopeless trial by raising from it)."""
     _check_log("training", train, config)
     _check_log("validation", validation, config)
     started = time.perf_counter()
@@ -131,7 +150,8 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
     tables = derive_label_tables(train, vocab, num_levels=config.num_difficulty_levels,
                                  prior_count=config.difficulty_prior_count)
     train_encoded = encode_log(train, vocab=vocab, tables=tables, config=config)
-    val_encoded = encode_log(validation, vocab=vocab, tables=tables, config=config)
+    # validated as evaluated and served: every attempt from the context aivo.brain.context gives it
+    val_encoded = encode_log(validation, vocab=vocab, tables=tables, config=config, layout="context")
     train_learners = train.frame["learner_id"].to_numpy(dtype=object)
     if len(np.unique(val_encoded.correct)) < 2:
         raise DataError("the validation log has only one kind of answer: AUC is undefined")
@@ -150,7 +170,7 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
         optimizer = torch.optim.Adam(shared, lr=config.learning_rate, weight_decay=config.weight_decay)
         # Validate (and keep) an exponential moving average of the weights when asked: a cheap
         # ensemble over the last steps, smoother than the raw weights on small data.
-        averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.weight_average_decay))
+        averaged = (AveragedModel(model, multi_avg_fn=ema_with_warmup(config.weight_average_decay))
                     if config.weight_average_decay > 0 else None)
         evaluated = averaged.module if averaged is not None else model
         generator = np.random.default_rng(seed)
@@ -182,6 +202,8 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
                 record = EpochRecord(epoch, float(np.mean(losses)), metrics.auc, metrics.log_loss,
                                      time.perf_counter() - epoch_started)
                 history.append(record)
+                if on_epoch is not None:
+                    on_epoch(record)
                 log.info("epoch %d: train loss %.4f, validation AUC %.4f, %.1fs", epoch, record.train_loss,
                          auc, record.seconds)
                 if bar is not None:

@@ -1,4 +1,4 @@
-"""`aivo train-main` and `aivo evaluate`: thin wrappers over aivo.brain.service."""
+"""`aivo train-main` and `aivo evaluate`: thin wrappers over aivo.services.main_brain."""
 
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ def train_main(
 ) -> None:
     """Train the Main Brain (split 80/10/10 by learner), evaluate on its test part, and either save
     a checkpoint folder (--data FILE --out DIR) or register it as a main version (no --data)."""
-    from aivo.brain.service import apply_threads, config_from_settings, load_config_file, train_main_from_file
+    from aivo.brain.config import config_from_settings, load_config_file
+    from aivo.services.main_brain import train_main_from_file
+    from aivo.services.runtime import apply_threads
     from aivo.errors import ConfigError
 
     if data is None and out is not None:
@@ -113,8 +115,9 @@ def evaluate_cmd(
     data_format: str = typer.Option("auto", "--format", "-f", help="Input format."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Score every attempt but the first of each sequence chunk; metrics overall and per group."""
-    from aivo.brain.service import apply_threads, evaluate_from_files
+    """Score every attempt but each learner's first, from the context serving reads; metrics overall and per group."""
+    from aivo.services.main_brain import evaluate_from_files
+    from aivo.services.runtime import apply_threads
 
     apply_threads(settings())
     evaluation = evaluate_from_files(model_dir=model, data=data, group_by=group_by, data_format=data_format)

@@ -303,7 +303,12 @@ def data_import(
         with reg.session() as session:
             result = import_interaction_file(session=session, path=path, secret_key=key, format=format,
                                              mapping=parse_column_map(column_map) or None, tenant=tenant)
-    emit(result.to_dict(), as_json=as_json, render=lambda r: console.print(
-        f"imported {r['rows_inserted']} of {r['rows_read']} interactions ({r['rows_skipped']} already present); "
-        f"{r['learners']} learners ({r['learners_created']} new) in tenant {r['tenant']}"))
+    def render(r: dict) -> None:
+        console.print(f"imported {r['rows_inserted']} of {r['rows_read']} interactions ({r['rows_skipped']} already "
+                      f"present); {r['learners']} learners ({r['learners_created']} new) in tenant {r['tenant']}")
+        if r.get("dropped_columns"):
+            console.print(f"not stored: {', '.join(r['dropped_columns'])} (the simulator's truth is evaluation-only "
+                          "data, never ingested)")
+
+    emit(result.to_dict(), as_json=as_json, render=render)
 

@@ -37,7 +37,8 @@ def serve(
     scheduler: bool | None = typer.Option(None, "--scheduler/--no-scheduler",
                                           help="Run the training scheduler in the API process (single worker "
                                                "only) [AIVO_SCHEDULER_ENABLED]."),
-    access_log: bool = typer.Option(False, "--access-log", help="Log every request (costs CPU under load)."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request (costs CPU under load; the "
+                                    "lines hold raw URLs, learner ids included)."),
 ) -> None:
     """Run the AIVO API (OpenAPI docs at /docs). With several workers the scheduler must run on
     its own: `aivo scheduler run`."""
@@ -52,8 +53,8 @@ def serve(
     if scheduler and workers > 1:
         raise ConfigError(f"the scheduler runs inside the API only with one worker (asked for {workers}); "
                           "drop --scheduler and run `aivo scheduler run` as its own process")
+    cfg.resolved_secret_key()  # a missing or weak production key stops here, before the database is touched
     open_registry(cfg)  # a missing or outdated schema stops here, with its message, before any worker starts
-    cfg.resolved_secret_key()
     # Workers build their app from the environment (create_app() reads Settings): pass the choices on.
     os.environ["AIVO_API_WORKERS"] = str(workers)
     if scheduler is not None:

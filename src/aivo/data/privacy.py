@@ -180,13 +180,22 @@ def scrub_frame(frame: pd.DataFrame, *, names: Sequence[str] | str = (),
     out = frame.copy()
     for column in columns:
         values = out[column]
-        present = values.notna()
+        # Only text is scrubbed: numbers and true/false keep their type (an `extra` false stays false).
+        if isinstance(values.dtype, pd.StringDtype):
+            is_text = values.notna()
+        else:
+            is_text = values.map(lambda v: isinstance(v, str)).astype(bool)
+        if not is_text.any():
+            continue
         scrubbed = {}
-        for text, repeats in values[present].astype(str).value_counts(sort=False).items():
+        for text, repeats in values[is_text].value_counts(sort=False).items():
             found: Counter = Counter()
             scrubbed[text] = _scrub(text, pattern, found)
             counts.update({kind: n * repeats for kind, n in found.items()})
-        out[column] = values.where(~present, values.astype("string").map(scrubbed))
+        if isinstance(values.dtype, pd.StringDtype):
+            out[column] = values.map(scrubbed)
+        else:
+            out[column] = values.where(~is_text, values[is_text].map(scrubbed))
     if counts:
         log.info("redacted PII in %s: %s", ", ".join(columns),
                  ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))

@@ -17,12 +17,22 @@ An interaction log is a pandas DataFrame with these columns (one row per attempt
 
 Any other column is kept as is (the simulator adds `p_true`, `accommodation`, ...).
 *`order` is derived from `timestamp` (then file order) when absent.
+
+Bounds every edge checks (API, file readers, simulator, registry import):
+- `timestamp` in [`MIN_TIMESTAMP`, `MAX_TIMESTAMP`) in UTC: the years 1900-2099, with a day of
+  slack at both ends so that every time the API accepts (its year as written, with any UTC
+  offset) passes here too;
+- `order` in [0, `MAX_ORDER`] (the largest integer every JSON client and float64 hold exactly).
+
+`EVALUATION_ONLY_COLUMNS` (the simulator's true probability `p_true`) are evaluation data: an
+ingest never stores them (see aivo.registry.interactions.import_interactions).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
@@ -33,6 +43,32 @@ REQUIRED_COLUMNS = ("learner_id", "item_id", "correct")
 OPTIONAL_COLUMNS = ("skill_ids", "order", "timestamp", "response_time_s", "subject", "grade", "item_type")
 CORE_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 SKILL_SEPARATOR = ";"
+MIN_TIMESTAMP = datetime(1899, 12, 31, tzinfo=timezone.utc)  # inclusive
+MAX_TIMESTAMP = datetime(2100, 1, 2, tzinfo=timezone.utc)  # exclusive
+TIMESTAMP_YEARS = (1900, 2099)  # as written: the API's rule (MIN/MAX above add a day for UTC offsets)
+MAX_ORDER = 2**53 - 1
+# The simulator's truth: evaluation data that an ingest (API, file import) never stores.
+EVALUATION_ONLY_COLUMNS = frozenset({"p_true"})
+
+
+def timestamp_range_text() -> str:
+    return (f"{TIMESTAMP_YEARS[0]}..{TIMESTAMP_YEARS[1]} "
+            f"(in UTC: {MIN_TIMESTAMP:%Y-%m-%d} to {MAX_TIMESTAMP:%Y-%m-%d}, end excluded)")
+
+
+def out_of_range_timestamps(times: pd.Series) -> np.ndarray:
+    """True where a parsed (UTC) timestamp lies outside [MIN_TIMESTAMP, MAX_TIMESTAMP)."""
+    present = times.notna().to_numpy()
+    if not present.any():
+        return np.zeros(len(times), dtype=bool)
+    low, high = pd.Timestamp(MIN_TIMESTAMP), pd.Timestamp(MAX_TIMESTAMP)
+    inside = ((times >= low) & (times < high)).fillna(False).to_numpy(dtype=bool)
+    return present & ~inside
+
+
+def out_of_range_orders(order: pd.Series) -> np.ndarray:
+    values = pd.to_numeric(order, errors="coerce").to_numpy(dtype=np.float64)
+    return ~np.isnan(values) & ((values < 0) | (values > MAX_ORDER))
 
 
 @dataclass(frozen=True)
@@ -74,6 +110,23 @@ def split_skills(value: str) -> list[str]:
     return [s for s in str(value).split(SKILL_SEPARATOR) if s]
 
 
+def text_with_nul(frame: pd.DataFrame) -> tuple[str, int] | None:
+    """(column, 0-based row) of the first text value holding a NUL character, or None. No store
+    accepts one (PostgreSQL refuses it), so no edge does either."""
+    for col in frame.columns:
+        if "\x00" in str(col):
+            return str(col), -1
+        series = frame[col]
+        if not (series.dtype == object or isinstance(series.dtype, pd.StringDtype)):
+            continue
+        # Ids and labels repeat: look at each distinct value once, then find the row if needed.
+        if not any(isinstance(v, str) and "\x00" in v for v in pd.unique(series.dropna())):
+            continue
+        found = series.map(lambda v: isinstance(v, str) and "\x00" in v).to_numpy(dtype=bool)
+        return str(col), int(np.flatnonzero(found)[0])
+    return None
+
+
 def validate_frame(frame: pd.DataFrame, *, source: str = "<memory>") -> pd.DataFrame:
     """Coerce a raw frame to the schema, or raise `DataError` naming what is wrong.
 
@@ -85,6 +138,10 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<memory>") -> pd.DataF
     if missing:
         raise DataError(f"missing required column(s): {', '.join(missing)}; "
                         f"found: {', '.join(map(str, frame.columns))}", path=source)
+    nul = text_with_nul(frame)
+    if nul is not None:
+        where = "a column name" if nul[1] < 0 else f"column {nul[0]!r}, data row {nul[1] + 1}"
+        raise DataError(f"a NUL character in {where}: text may not hold one", path=source)
     out = frame.copy()
     for col in ("learner_id", "item_id"):
         if out[col].isna().any():
@@ -109,6 +166,11 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<memory>") -> pd.DataF
             row = int(np.flatnonzero(bad_ts.to_numpy())[0])
             raise DataError(f"unreadable timestamp {frame['timestamp'].iloc[row]!r} in data row {row + 1}",
                             path=source)
+        outside = out_of_range_timestamps(ts)
+        if outside.any():
+            row = int(np.flatnonzero(outside)[0])
+            raise DataError(f"timestamp {frame['timestamp'].iloc[row]!r} in data row {row + 1} is outside the "
+                            f"supported years {timestamp_range_text()}", path=source)
         out["timestamp"] = ts
     if "order" in out.columns:
         order = pd.to_numeric(out["order"], errors="coerce")
@@ -116,6 +178,11 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<memory>") -> pd.DataF
             row = int(np.flatnonzero(order.isna().to_numpy())[0])
             raise DataError(f"'order' must be a number, got {frame['order'].iloc[row]!r} in data row {row + 1}",
                             path=source)
+        outside = out_of_range_orders(order)
+        if outside.any():
+            row = int(np.flatnonzero(outside)[0])
+            raise DataError(f"'order' must be between 0 and {MAX_ORDER}, got {frame['order'].iloc[row]!r} "
+                            f"in data row {row + 1}", path=source)
         out["order"] = order.astype("int64")
     else:
         # Derive the position from time when there is one, else keep file order (stable sort).

@@ -17,7 +17,9 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from aivo.data.schema import CORE_COLUMNS, REQUIRED_COLUMNS, SKILL_SEPARATOR, InteractionLog, validate_frame
+from aivo.data.schema import (CORE_COLUMNS, MAX_ORDER, REQUIRED_COLUMNS, SKILL_SEPARATOR, InteractionLog,
+                              out_of_range_orders, out_of_range_timestamps, text_with_nul, timestamp_range_text,
+                              validate_frame)
 from aivo.errors import DataError
 
 MAX_GRADE = 12  # K-12; kindergarten is grade 0 ("K" is accepted)
@@ -201,6 +203,11 @@ def _timestamps(series: pd.Series, *, where: RowLocator, required: bool) -> tupl
     if bad.any():
         row = _first(bad)
         raise where.row_error(f"unreadable timestamp {_shown(series.iloc[row])}", row)
+    outside = out_of_range_timestamps(times)
+    if outside.any():
+        row = _first(outside)
+        raise where.row_error(f"timestamp {_shown(series.iloc[row])} is outside the supported years "
+                              f"{timestamp_range_text()}", row)
     missing = times.isna().to_numpy()
     if required and missing.any():
         raise where.row_error("empty timestamp (there is no 'order' column, so the timestamp orders "
@@ -222,6 +229,11 @@ def conform_table(raw: pd.DataFrame, *, mapping: Mapping[str, str] | None, where
                                  f"{', '.join(columns)} (map them with {hint})")
     if len(frame) == 0:
         raise where.header_error("no data rows (the file has a header only)")
+    nul = text_with_nul(frame)
+    if nul is not None:
+        if nul[1] < 0:
+            raise where.header_error("a NUL character in a column name: text may not hold one")
+        raise where.row_error(f"a NUL character in column {nul[0]!r}: text may not hold one", nul[1])
     out = pd.DataFrame(index=frame.index)
     out["learner_id"] = _text(frame["learner_id"], name="learner_id", where=where, required=True)
     out["item_id"] = _text(frame["item_id"], name="item_id", where=where, required=True)
@@ -235,6 +247,11 @@ def conform_table(raw: pd.DataFrame, *, mapping: Mapping[str, str] | None, where
             raise where.row_error("empty order", _first(blank))
         order = _numbers(frame["order"], name="order", where=where, blank=blank)
         _whole(order, frame["order"], name="order", where=where)
+        outside = out_of_range_orders(order)
+        if outside.any():
+            row = _first(outside)
+            raise where.row_error(f"order must be between 0 and {MAX_ORDER}, got {_shown(frame['order'].iloc[row])}",
+                                  row)
         out["order"] = order.astype("int64")
     if "timestamp" in frame.columns:
         out["timestamp"], note = _timestamps(frame["timestamp"], where=where, required="order" not in frame)

@@ -16,12 +16,12 @@ import numpy as np
 import sqlalchemy as sa
 
 from aivo.brain.bundle import TrainedBrain
-from aivo.brain.metrics import binary_metrics
+from aivo.data.metrics import binary_metrics
 from aivo.brain.predict import predict
 from aivo.data.schema import InteractionLog
 from aivo.personalization.local import holdout_size
 from aivo.registry import Registry, load_interactions
-from aivo.registry.models import Interaction, Learner
+from aivo.registry.tables import Interaction, Learner
 
 
 @dataclass(frozen=True)

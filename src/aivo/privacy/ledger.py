@@ -12,6 +12,7 @@ learners it actually used: their epsilon is unbounded from then on.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.privacy.accountants import HistoryEntry, epsilon_for, normalize_history
-from aivo.privacy.ledger_table import PrivacyLedgerEntry
-from aivo.registry.models import Learner
+from aivo.registry.tables import PrivacyLedgerEntry
+from aivo.registry.tables import Learner
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 500  # keeps IN lists under SQLite's bound-parameter limit
 
@@ -147,13 +150,18 @@ def charge_round(*, session: Session, eligible: Sequence[str], sampled: Collecti
                 sa.select(Learner.pseudonym, Learner.id, table.c.id, table.c.history, table.c.rounds_eligible,
                           table.c.rounds_sampled, table.c.non_private_rounds)
                 .outerjoin(table, sa.and_(table.c.learner_id == Learner.id, table.c.kind == kind))
-                .where(Learner.pseudonym.in_(chunk))):
+                .where(Learner.pseudonym.in_(chunk))
+                # PostgreSQL: an erasure that starts now waits for this commit (SQLite serializes writers).
+                .with_for_update(of=Learner, key_share=True, read=True)):
             pks[pseudonym] = learner_pk
             if row_id is not None:
                 existing[pseudonym] = (row_id, history, eligible_n, sampled_n, non_private)
     missing = [lid for lid in charged if lid not in pks]
     if missing:
-        raise ValueError(f"{len(missing)} charged learners do not exist in the registry")
+        # Erased while the round ran (their rows, ledger included, are gone): the round finishes
+        # without them; nothing is written about a learner who no longer exists.
+        log.warning("%d learner(s) of this round were erased while it ran: not charged", len(missing))
+        charged = [lid for lid in charged if lid in pks]
     step = ((noise_multiplier, sample_rate, 1),) if private else ()
     updates, inserts = [], []
     for lid in charged:

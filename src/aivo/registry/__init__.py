@@ -11,10 +11,6 @@ with the session injected, e.g.::
         promote_main_version(session=session, version="aivo-main-v1", actor="me", reason="first")
 """
 
-from aivo.registry import api_key_models as _api_key_models  # noqa: F401  (tables on Base)
-from aivo.privacy import ledger_table as _privacy_ledger_table  # noqa: F401  (tables on Base)
-from aivo.training import tables as _training_tables  # noqa: F401  (tables on Base)
-from aivo.tutor import alerts as _tutor_alerts  # noqa: F401  (tables on Base)
 from aivo.registry.artifacts import ArtifactRef, ArtifactStore, StoredArtifact, decode_tensors, encode_tensors
 from aivo.registry.audit import default_actor, list_audit, write_audit
 from aivo.registry.connect import Registry, open_registry
@@ -64,6 +60,7 @@ from aivo.registry.records import (
     LearnerModelRecord,
     LearnerRecord,
     MainVersionRecord,
+    Record,
     RegistryStatistics,
     TrainingSessionRecord,
 )

@@ -24,11 +24,11 @@ from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import AuthError, ConflictError, DataError, NotFoundError
-from aivo.registry.api_key_models import API_KEY_ROLES, ApiKey, ApiKeyLearner
+from aivo.registry.tables import API_KEY_ROLES, ApiKey, ApiKeyLearner
 from aivo.registry.audit import write_audit
 from aivo.registry.interactions import ensure_learners
-from aivo.registry.models import Learner
-from aivo.registry.records import LearnerRecord, _Record
+from aivo.registry.tables import Learner
+from aivo.registry.records import LearnerRecord, Record
 
 TOKEN_PREFIX = "aivo_"
 _KEY_ID_HEX = 12
@@ -37,7 +37,7 @@ _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
-class ApiKeyRecord(_Record):
+class ApiKeyRecord(Record):
     key_id: str
     name: str
     role: str  # admin | service | teacher
@@ -54,7 +54,7 @@ class ApiKeyRecord(_Record):
 
 
 @dataclass(frozen=True)
-class CreatedApiKey(_Record):
+class CreatedApiKey(Record):
     key: ApiKeyRecord
     token: str  # shown once, never stored
 

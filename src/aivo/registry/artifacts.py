@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import struct
 import uuid
 from collections.abc import Iterator, Mapping
@@ -70,11 +71,24 @@ def _check_digest(digest: str) -> str:
     return digest
 
 
+def _make_private_dir(path: Path, *, create: bool = True) -> None:
+    """The store's root folder, owner only (0700): created so, tightened if it is not."""
+    if create and not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700)
+
+
 class _LocalBackend:
     """A folder on a local (or mounted) file system."""
 
     def __init__(self, root: Path):
         self.root = root
+        _make_private_dir(root, create=False)
 
     def _path(self, key: str) -> Path:
         return self.root / key
@@ -82,18 +96,24 @@ class _LocalBackend:
     def write_atomic(self, key: str, chunks: Iterator[bytes]) -> None:
         final = self._path(key)
         tmp_dir = self.root / TEMP_DIR
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        if not tmp_dir.exists():
+            _make_private_dir(self.root)
+            tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as fh:
                 for chunk in chunks:
                     fh.write(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.chmod(tmp, 0o444)  # immutable by convention: nobody edits an artifact in place
+            # Immutable by convention (nobody edits an artifact in place), and the owner's only:
+            # artifacts hold learners' personal parameters.
+            os.chmod(tmp, 0o400)
             if not final.parent.exists():
-                final.parent.mkdir(parents=True, exist_ok=True)
+                for folder in reversed([final.parent, *final.parent.parents]):  # each level 0700
+                    if folder.is_relative_to(self.root) and not folder.exists():
+                        folder.mkdir(mode=0o700, exist_ok=True)
                 _fsync_dir(final.parent.parent)
             os.replace(tmp, final)
             _fsync_dir(final.parent)

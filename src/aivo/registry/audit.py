@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
-from aivo.registry.models import AuditEntry
+from aivo.registry.tables import AuditEntry
 from aivo.registry.records import AuditRecord
 
 

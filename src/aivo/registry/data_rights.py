@@ -32,8 +32,8 @@ from aivo.registry.audit import write_audit
 from aivo.registry.db import make_session
 from aivo.registry.gc import find_references, is_artifact_column
 from aivo.registry.learners import get_learner, learner_pk
-from aivo.registry.models import Base, Learner
-from aivo.registry.records import _Record
+from aivo.registry.tables import Base, Learner
+from aivo.registry.records import Record
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def export_learner(*, session: Session, store: ArtifactStore, learner_id: str, i
 
 
 @dataclass(frozen=True)
-class DeletionResult(_Record):
+class DeletionResult(Record):
     rows_deleted: dict[str, int]  # per table, learners row included
     artifacts_scheduled: int  # deleted from the store once the transaction commits
     audit_action: str = "learner.delete"

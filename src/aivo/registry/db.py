@@ -13,7 +13,9 @@ mapped to `postgresql+psycopg://`.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aivo.errors import ConfigError
+from aivo.registry.types import install_safe_loaders
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +68,39 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         if database in ("", ":memory:"):
             raise ConfigError("an in-memory SQLite database cannot be shared between sessions; "
                               "give a file path (sqlite:///path/aivo.db)")
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        make_private_file(Path(database).expanduser())
         engine = sa.create_engine(url, echo=echo, pool_size=8, max_overflow=16,
                                   connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
                                                 "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
-    return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=8, max_overflow=16)
+    engine = sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=8, max_overflow=16)
+    event.listen(engine, "connect", _postgresql_on_connect)
+    return engine
+
+
+def _postgresql_on_connect(dbapi_connection, _record) -> None:
+    install_safe_loaders(dbapi_connection)  # one unreadable stored timestamp never fails a read
+
+
+def make_private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (0600; SQLite gives its -wal and -shm
+    files the database file's mode), and take group and other bits off an existing one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:  # another process created it meanwhile
+            pass
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            info = candidate.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_mode & 0o077 and info.st_uid == os.getuid():
+            os.chmod(candidate, stat.S_IMODE(info.st_mode) & 0o700)
+            log.info("made %s private (mode %o)", candidate, stat.S_IMODE(info.st_mode) & 0o700)
 
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, aliased
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import DataError, NotFoundError
-from aivo.registry.models import FEDERATED_STATUSES, FederatedUpdate, MainModelVersion, TrainingSession
+from aivo.registry.tables import FEDERATED_STATUSES, FederatedUpdate, MainModelVersion, TrainingSession
 from aivo.registry.records import FederatedUpdateRecord
 
 _ID_CHUNK = 500  # keeps IN lists well under SQLite's bound-parameter limit

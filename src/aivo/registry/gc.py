@@ -25,8 +25,8 @@ from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import IntegrityError
 from aivo.registry.artifacts import ArtifactStore
 from aivo.registry.audit import write_audit
-from aivo.registry.models import MainModelVersion
-from aivo.registry.records import _Record
+from aivo.registry.tables import MainModelVersion
+from aivo.registry.records import Record
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def find_references(*, session: Session, digests: Iterable[str]) -> set[str]:
 
 
 @dataclass(frozen=True)
-class GcResult(_Record):
+class GcResult(Record):
     dry_run: bool
     stored: int  # artifacts in the store
     referenced: int  # distinct digests referenced by rows
@@ -116,7 +116,7 @@ def collect_garbage(*, session: Session, store: ArtifactStore, dry_run: bool = T
 
 
 @dataclass(frozen=True)
-class RegistryCheck(_Record):
+class RegistryCheck(Record):
     ok: bool
     active_versions: int
     referenced_artifacts: int

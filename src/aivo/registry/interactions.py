@@ -4,6 +4,13 @@
 Import pseudonymizes every learner id with the keyed HMAC before anything touches the
 database, creates missing learners in the tenant, and inserts rows in large batches with
 `ON CONFLICT DO NOTHING` on (learner, order): importing the same file twice changes nothing.
+It refuses timestamps and orders outside the schema's bounds, and drops the simulator's
+evaluation-only truth (`p_true`) unless the caller is the simulator's own import.
+
+Loading reads the stored values raw and checks each row: a row that cannot be read back (a
+timestamp outside the supported years or not a date, JSON that does not parse, an answer that
+is not 0/1, ...) is skipped, counted in the log's notes and logged as a warning. One damaged
+row never fails a training run, a drift check or a recommendation.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -21,12 +28,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
-from aivo.data.schema import CORE_COLUMNS, InteractionLog, make_log
+from aivo.data.schema import (CORE_COLUMNS, EVALUATION_ONLY_COLUMNS, MAX_ORDER, InteractionLog, make_log,
+                              out_of_range_orders, out_of_range_timestamps, timestamp_range_text)
 from aivo.errors import ConflictError, DataError
 from aivo.registry.bulk import INTERACTION_COLUMNS, insert_interaction_rows
 from aivo.registry.db import dialect_insert
-from aivo.registry.models import DEFAULT_TENANT, Interaction, Learner
-from aivo.registry.records import _Record
+from aivo.registry.tables import DEFAULT_TENANT, Interaction, Learner
+from aivo.registry.records import Record
 
 logger = logging.getLogger(__name__)  # `log` is the usual name of an InteractionLog here
 
@@ -38,7 +46,7 @@ _PLAIN_COLUMNS = ("item_id", "skill_ids", "correct", "timestamp", "response_time
 
 
 @dataclass(frozen=True)
-class ImportResult(_Record):
+class ImportResult(Record):
     source: str
     tenant: str
     rows_read: int
@@ -46,6 +54,7 @@ class ImportResult(_Record):
     rows_skipped: int  # already present (same learner and order)
     learners: int
     learners_created: int
+    dropped_columns: list[str] = field(default_factory=list)  # evaluation-only columns not stored
 
 
 def _pseudonyms(raw_ids: Sequence[str], secret_key: bytes | None,
@@ -121,14 +130,41 @@ def _rows_for_insert(frame: pd.DataFrame, learner_pks: np.ndarray, now: datetime
     return rows[list(INTERACTION_COLUMNS)]
 
 
+def _checked_frame(log: InteractionLog, *, keep_evaluation_truth: bool) -> pd.DataFrame:
+    """The log's frame as it may be stored: bounds checked (the registry is an edge too: logs
+    built in memory, such as a simulated cohort, did not pass a reader), evaluation-only columns
+    dropped unless kept on purpose."""
+    frame = log.frame
+    if "timestamp" in frame.columns:
+        times = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
+        bad = out_of_range_timestamps(times) | (times.isna() & frame["timestamp"].notna()).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"timestamp {frame['timestamp'].iloc[row]!r} (row {row + 1}) is outside the supported "
+                            f"years {timestamp_range_text()}; nothing was stored", path=log.source)
+    bad_order = out_of_range_orders(frame["order"])
+    if bad_order.any():
+        row = int(np.flatnonzero(bad_order)[0])
+        raise DataError(f"order {frame['order'].iloc[row]!r} (row {row + 1}) must be between 0 and {MAX_ORDER}; "
+                        "nothing was stored", path=log.source)
+    truth = sorted(EVALUATION_ONLY_COLUMNS & set(frame.columns))
+    if truth and not keep_evaluation_truth:
+        logger.warning("column(s) %s not stored: evaluation-only data (the simulator's truth), never ingested",
+                       ", ".join(truth))
+        frame = frame.drop(columns=truth)
+    return frame
+
+
 def import_interactions(*, session: Session, log: InteractionLog, secret_key: bytes | None = None,
                         tenant: str = DEFAULT_TENANT, pseudonymize: Callable[[str], str] | None = None,
-                        clock: Clock = SYSTEM_CLOCK) -> ImportResult:
+                        clock: Clock = SYSTEM_CLOCK, keep_evaluation_truth: bool = False) -> ImportResult:
     """Pseudonymize and insert `log` (rows already present are skipped).
 
     Learner ids go through `pseudonymize` (default: aivo.data.privacy's keyed HMAC with
-    `secret_key`); raw ids never reach the database."""
-    frame = log.frame
+    `secret_key`); raw ids never reach the database. Columns in
+    `aivo.data.schema.EVALUATION_ONLY_COLUMNS` (`p_true`) are dropped unless
+    `keep_evaluation_truth` (the simulator's own import, e.g. `aivo demo`): no ingest sets them."""
+    frame = _checked_frame(log, keep_evaluation_truth=keep_evaluation_truth)
     raw_ids = frame["learner_id"].astype(str)
     pseudonym_of = _pseudonyms(list(raw_ids.unique()), secret_key, pseudonymize)
     pk_of, created = ensure_learners(session=session, pseudonyms=list(pseudonym_of.values()), tenant=tenant,
@@ -141,8 +177,10 @@ def import_interactions(*, session: Session, log: InteractionLog, secret_key: by
         inserted += insert_interaction_rows(session, rows.iloc[start:start + _INSERT_BATCH])
     logger.info("imported %d of %d interactions (%d learners, %d new) into tenant %s",
                 inserted, n, len(pk_of), created, tenant)
+    dropped = sorted(set(log.frame.columns) - set(frame.columns))
     return ImportResult(source=log.source, tenant=tenant, rows_read=n, rows_inserted=inserted,
-                        rows_skipped=n - inserted, learners=len(pk_of), learners_created=created)
+                        rows_skipped=n - inserted, learners=len(pk_of), learners_created=created,
+                        dropped_columns=dropped)
 
 
 def import_interaction_file(*, session: Session, path: str | Path, secret_key: bytes, format: str = "auto",
@@ -156,18 +194,35 @@ def import_interaction_file(*, session: Session, path: str | Path, secret_key: b
                                clock=clock)
 
 
+def _raw_columns(dialect: str):
+    """(timestamp, extra) selected so that no stored value can fail the read: on SQLite the raw
+    text, on PostgreSQL the exact microseconds since the epoch (NULL for +/-infinity) and the
+    JSONB (always valid JSON there)."""
+    it = Interaction.__table__
+    if dialect == "postgresql":
+        micros = sa.case((sa.func.isfinite(it.c.timestamp),
+                          sa.cast(sa.extract("epoch", it.c.timestamp) * 1_000_000, sa.BigInteger)), else_=None)
+        return micros.label("timestamp"), it.c.extra
+    return sa.type_coerce(it.c.timestamp, sa.String()).label("timestamp"), \
+        sa.type_coerce(it.c.extra, sa.String()).label("extra")
+
+
 def load_interactions(*, session: Session, learner_ids: Sequence[str] | None = None,
                       tenant: str | None = None, since: datetime | None = None, until: datetime | None = None,
                       source: str = "registry") -> InteractionLog:
     """The stored interactions as a validated `InteractionLog` (learner_id = pseudonym).
 
     Filters: `learner_ids` (pseudonyms), `tenant`, and `since <= timestamp < until` (rows
-    without a timestamp are left out when a time filter is given). Raises `DataError` when
-    nothing matches."""
+    without a timestamp are left out when a time filter is given). Rows whose stored values
+    cannot be read back are skipped and counted (the log's notes and a warning). Raises
+    `DataError` when nothing matches."""
     it = Interaction.__table__
+    dialect = session.get_bind().dialect.name
+    raw_timestamp, raw_extra = _raw_columns(dialect)
     stmt = (sa.select(Learner.pseudonym.label("learner_id"), it.c.position.label("order"), it.c.item_id,
-                      it.c.skill_ids, it.c.correct, it.c.timestamp, it.c.response_time_s, it.c.subject,
-                      it.c.grade, it.c.item_type, it.c.extra)
+                      it.c.skill_ids, it.c.correct, raw_timestamp,
+                      (it.c.timestamp.is_not(None)).label("has_timestamp"), it.c.response_time_s, it.c.subject,
+                      it.c.grade, it.c.item_type, raw_extra)
             .join(Learner, Learner.id == it.c.learner_id))
     if tenant is not None:
         stmt = stmt.where(Learner.tenant == tenant)
@@ -187,12 +242,78 @@ def load_interactions(*, session: Session, learner_ids: Sequence[str] | None = N
     frame = pd.DataFrame({name: pd.Series(values, dtype="object") for name, values in zip(names, columns)})
     if frame.empty:
         raise DataError("the registry holds no interactions for this selection", path=source)
+    frame, skipped = _readable_rows(frame, dialect=dialect)
+    notes: tuple[str, ...] = ()
+    if skipped:
+        total = sum(skipped.values())
+        detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
+        notes = (f"skipped {total} stored interaction(s) that cannot be read back ({detail})",)
+        logger.warning("load_interactions: %s", notes[0])
+    if frame.empty:
+        raise DataError("the registry holds no readable interactions for this selection"
+                        + (f" ({notes[0]})" if notes else ""), path=source)
     frame = _expand_extra(frame)
     optional = ("timestamp", "response_time_s", "subject", "grade", "item_type")
     frame = frame.drop(columns=[c for c in optional if frame[c].isna().all()])
-    if "timestamp" in frame.columns:
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-    return make_log(frame, source=source)
+    log = make_log(frame, source=source)
+    return InteractionLog(log.frame, source=log.source, notes=log.notes + notes)
+
+
+def _stored_times(raw: pd.Series, present: pd.Series, *, dialect: str) -> tuple[pd.Series, np.ndarray]:
+    """(UTC times, unreadable mask) of the raw timestamp column (see `_raw_columns`)."""
+    if dialect == "postgresql":
+        micros = pd.to_numeric(raw, errors="coerce")
+        times = pd.to_datetime(micros, unit="us", utc=True, errors="coerce")
+    else:
+        text = raw.where(raw.map(lambda v: isinstance(v, str)))
+        times = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    unreadable = present.to_numpy(dtype=bool) & (times.isna().to_numpy() | out_of_range_timestamps(times))
+    return times.mask(pd.Series(unreadable, index=raw.index)), unreadable
+
+
+def _stored_extra(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """(dicts or None, unreadable mask): SQLite holds JSON text, PostgreSQL's JSONB arrives parsed."""
+    values, bad = [], np.zeros(len(raw), dtype=bool)
+    for i, value in enumerate(raw.tolist()):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:  # not JSON at all
+                bad[i] = True
+                value = None
+        if value is not None and not isinstance(value, dict):  # JSON, but not an object
+            bad[i], value = True, None
+        values.append(value)
+    return pd.Series(values, index=raw.index, dtype="object"), bad
+
+
+def _readable_rows(frame: pd.DataFrame, *, dialect: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop rows with a stored value that cannot be read back; {reason: rows dropped}."""
+    checks: dict[str, np.ndarray] = {}
+    times, checks["timestamp"] = _stored_times(frame["timestamp"], frame.pop("has_timestamp").astype(bool),
+                                               dialect=dialect)
+    frame["timestamp"] = times
+    frame["extra"], checks["extra"] = _stored_extra(frame["extra"])
+    correct = pd.to_numeric(frame["correct"], errors="coerce")
+    checks["correct"] = ~correct.isin([0, 1]).to_numpy()
+    order = pd.to_numeric(frame["order"], errors="coerce")
+    checks["order"] = (order.isna() | (order != order.round())).to_numpy() | out_of_range_orders(order)
+    checks["item_id"] = ~frame["item_id"].map(lambda v: isinstance(v, str) and bool(v.strip())).to_numpy(dtype=bool)
+    rt = pd.to_numeric(frame["response_time_s"], errors="coerce")
+    finite_rt = np.isfinite(rt.to_numpy(dtype=np.float64)) & (rt.to_numpy(dtype=np.float64) >= 0)
+    checks["response_time_s"] = frame["response_time_s"].notna().to_numpy() & ~finite_rt
+    grade = pd.to_numeric(frame["grade"], errors="coerce")
+    checks["grade"] = (frame["grade"].notna() & ~grade.between(0, 12)).to_numpy()
+    bad = np.zeros(len(frame), dtype=bool)
+    skipped: dict[str, int] = {}
+    for reason, mask in checks.items():
+        new = mask & ~bad  # a row is counted once, under its first unreadable value
+        if new.any():
+            skipped[reason] = int(new.sum())
+        bad |= mask
+    if not bad.any():
+        return frame, skipped
+    return frame.loc[~bad].reset_index(drop=True), skipped
 
 
 def _expand_extra(frame: pd.DataFrame) -> pd.DataFrame:
@@ -200,6 +321,8 @@ def _expand_extra(frame: pd.DataFrame) -> pd.DataFrame:
     if extra.isna().all():
         return frame
     expanded = pd.DataFrame([e if isinstance(e, dict) else {} for e in extra], index=frame.index)
+    # A key that names an interaction column never overrides it (ingest refuses such keys).
+    expanded = expanded.drop(columns=[c for c in expanded.columns if c in frame.columns or c in CORE_COLUMNS])
     return pd.concat([frame, expanded], axis=1)
 
 

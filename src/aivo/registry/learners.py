@@ -19,7 +19,7 @@ from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import ConflictError, DataError, NotFoundError
 from aivo.registry.artifacts import ArtifactRef, ArtifactStore
 from aivo.registry.db import dialect_insert_for, dialect_name
-from aivo.registry.models import (
+from aivo.registry.tables import (
     DEFAULT_TENANT,
     LEARNER_MODEL_STATUSES,
     Learner,

@@ -20,13 +20,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class _Record:
+class Record:
+    """Base of the frozen dataclasses that repository and service functions return: `to_dict()`
+    gives a JSON-ready dict (datetimes as ISO strings) for the CLI and the API."""
+
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)
-class MainVersionRecord(_Record):
+class MainVersionRecord(Record):
     id: int
     version: str
     status: str  # candidate | active | archived
@@ -43,14 +46,14 @@ class MainVersionRecord(_Record):
 
 
 @dataclass(frozen=True)
-class LearnerRecord(_Record):
+class LearnerRecord(Record):
     learner_id: str  # the pseudonym
     tenant: str
     created_at: datetime
 
 
 @dataclass(frozen=True)
-class LearnerModelRecord(_Record):
+class LearnerModelRecord(Record):
     id: int
     learner_id: str
     tenant: str
@@ -67,7 +70,7 @@ class LearnerModelRecord(_Record):
 
 
 @dataclass(frozen=True)
-class TrainingSessionRecord(_Record):
+class TrainingSessionRecord(Record):
     id: int
     learner_model_id: int
     main_version: str
@@ -88,7 +91,7 @@ class TrainingSessionRecord(_Record):
 
 
 @dataclass(frozen=True)
-class FederatedUpdateRecord(_Record):
+class FederatedUpdateRecord(Record):
     id: int
     version_before: str
     version_after: str | None
@@ -120,7 +123,7 @@ class EligibleLearner(NamedTuple):
 
 
 @dataclass(frozen=True)
-class RegistryStatistics(_Record):
+class RegistryStatistics(Record):
     total_main_versions: int
     active_main_version: str | None
     total_learners: int
@@ -133,13 +136,13 @@ class RegistryStatistics(_Record):
 
 
 @dataclass(frozen=True)
-class LearnerModelHistory(_Record):
+class LearnerModelHistory(Record):
     model: LearnerModelRecord
     sessions: list[TrainingSessionRecord] = field(default_factory=list)  # oldest first
 
 
 @dataclass(frozen=True)
-class AuditRecord(_Record):
+class AuditRecord(Record):
     id: int
     at: datetime
     actor: str

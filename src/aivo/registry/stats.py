@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from aivo.registry.models import FederatedUpdate, Learner, LearnerModel, MainModelVersion, TrainingSession
+from aivo.registry.tables import FederatedUpdate, Learner, LearnerModel, MainModelVersion, TrainingSession
 from aivo.registry.records import RegistryStatistics
 
 

@@ -20,7 +20,7 @@ from aivo.errors import ConflictError, DataError, IntegrityError, NotFoundError
 from aivo.registry.artifacts import ArtifactRef, ArtifactStore
 from aivo.registry.audit import write_audit
 from aivo.registry.db import dialect_name
-from aivo.registry.models import MainModelVersion
+from aivo.registry.tables import MainModelVersion
 from aivo.registry.records import MainVersionRecord
 
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

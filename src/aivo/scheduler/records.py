@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.registry.db import dialect_insert
-from aivo.registry.records import _Record
-from aivo.training.tables import SchedulerOverride, SchedulerRun
+from aivo.registry.records import Record
+from aivo.registry.tables import SchedulerOverride, SchedulerRun
 
 
 @dataclass(frozen=True)
-class SchedulerRunRecord(_Record):
+class SchedulerRunRecord(Record):
     id: int
     job_name: str
     scheduled_for: datetime
@@ -87,7 +87,7 @@ def has_firing(*, session: Session, job_name: str, scheduled_for: datetime) -> b
 # --- overrides -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class OverrideRecord(_Record):
+class OverrideRecord(Record):
     job_id: str
     trigger: dict[str, Any]
     enabled: bool

@@ -30,7 +30,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from aivo.config import Settings
-from aivo.errors import ConfigError, DataError
+from aivo.errors import ConfigError, DataError, NotFoundError
 
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # standard cron order, 0 = Sunday
 _FULL_DAY_NAMES = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
@@ -58,7 +58,7 @@ def job_spec(job_id: str) -> JobSpec:
     for spec in JOB_SPECS:
         if spec.id == job_id:
             return spec
-    raise DataError(f"unknown scheduler job {job_id!r}; jobs: {', '.join(JOB_IDS)}")
+    raise NotFoundError(f"unknown scheduler job {job_id!r}; jobs: {', '.join(JOB_IDS)}")
 
 
 def resolve_timezone(name: str) -> ZoneInfo:

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.registry import (FederatedUpdateRecord, MainVersionRecord, Registry, RegistryStatistics,
                            get_statistics, list_federated_updates, list_main_versions)
-from aivo.registry.models import Base, TrainingSession
-from aivo.training.drift_service import list_drift_reports
+from aivo.registry.tables import PrivacyLedgerEntry, TrainingSession
+from aivo.services.drift import list_drift_reports
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID
 
 
@@ -21,7 +21,7 @@ class DashboardData:
     versions: list[MainVersionRecord]  # oldest first
     federated: list[FederatedUpdateRecord]  # oldest first
     sessions_per_day: list[tuple[date, int]]  # local training sessions, the last `days` days
-    ledger_epsilons: list[float] | None = None  # user-level epsilon per learner (None: no ledger table)
+    ledger_epsilons: list[float] | None = None  # user-level epsilon per learner with one
     non_private_learners: int = 0  # learners who took part in a round without DP (no guarantee)
     drift: list = field(default_factory=list)  # the Main Brain's drift reports, oldest first
     generated_at: datetime | None = None
@@ -38,16 +38,11 @@ def _sessions_per_day(session, since: datetime) -> list[tuple[date, int]]:
     return out
 
 
-def _ledger(session) -> tuple[list[float] | None, int]:
-    # The privacy ledger belongs to aivo.privacy; read it only when that table is part of the schema.
-    table = Base.metadata.tables.get("privacy_ledger")
-    if table is None or "epsilon" not in table.c:
-        return None, 0
-    epsilons = [float(e) for e in session.scalars(sa.select(table.c.epsilon).where(table.c.epsilon.is_not(None)))]
-    non_private = 0
-    if "non_private_rounds" in table.c:
-        non_private = int(session.scalar(sa.select(sa.func.count()).select_from(table)
-                                         .where(table.c.non_private_rounds > 0)))
+def _ledger(session) -> tuple[list[float], int]:
+    ledger = PrivacyLedgerEntry
+    epsilons = [float(e) for e in session.scalars(sa.select(ledger.epsilon).where(ledger.epsilon.is_not(None)))]
+    non_private = int(session.scalar(sa.select(sa.func.count()).select_from(ledger)
+                                     .where(ledger.non_private_rounds > 0)))
     return epsilons, non_private
 
 

@@ -21,7 +21,7 @@ from aivo.data.privacy import pseudonymize_learner_ids, scrub_frame
 from aivo.data.schema import CORE_COLUMNS, make_log
 from aivo.errors import DataError, PayloadTooLargeError
 from aivo.registry import ImportResult, Registry, import_interactions
-from aivo.registry.models import DEFAULT_TENANT
+from aivo.registry.tables import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 

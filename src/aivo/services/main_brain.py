@@ -1,158 +1,34 @@
-"""The Main Brain in the registry: register trained brains as versions, load the active one.
+"""Main Brain use cases: train on the registry's interactions and register a version
+(`aivo train-main`), or train on a file into a checkpoint folder and evaluate a checkpoint on a
+file (`aivo train-main --data ... --out ...`, `aivo evaluate`).
 
-`load_main_brain` keeps recently loaded brains in a small in-process cache keyed by the
-artifact's sha256 (an artifact never changes, so the cache needs no invalidation: promotion
-simply changes which digest is active). The artifact's hash is verified when first loaded.
+Registering and loading versions is `aivo.brain.versions`; the continuous-training pipeline
+(`aivo pipeline run`, scheduled training) is `aivo.services.pipeline`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import pandas as pd
+from pathlib import Path
 
 from aivo.brain.bundle import TrainedBrain
-from aivo.brain.checkpoint import from_state, to_state
+from aivo.brain.catalog import item_catalog
+from aivo.brain.checkpoint import load_checkpoint, save_checkpoint
 from aivo.brain.config import BrainConfig
 from aivo.brain.predict import Evaluation, evaluate
 from aivo.brain.train import train_main_brain
+from aivo.brain.versions import load_main_brain, register_brain
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
+from aivo.data.readers import read_interactions
 from aivo.data.schema import InteractionLog
 from aivo.data.splits import split_by_learner
-from aivo.errors import DataError, NotFoundError
-from aivo.registry import (
-    MainVersionRecord,
-    Registry,
-    get_active_main_version,
-    get_main_version,
-    load_interactions,
-    next_main_version_name,
-    promote_main_version,
-    register_main_version,
-)
+from aivo.errors import ConfigError, DataError
+from aivo.registry import MainVersionRecord, Registry, get_active_main_version, load_interactions
 
 log = logging.getLogger(__name__)
-_CACHE_SIZE = 4
-_cache: "OrderedDict[str, TrainedBrain]" = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class LoadedBrain:
-    version: MainVersionRecord
-    brain: TrainedBrain
-
-
-def item_catalog(log: InteractionLog) -> list[dict[str, str]]:
-    """One row per item: its most frequent skill_ids, item_type, subject and grade in `log`.
-    Stored with the brain so recommendations know what can be served (and to whom) without
-    scanning interactions."""
-    frame = log.frame
-    cols = ["item_id", "skill_ids"] + [c for c in ("item_type", "subject", "grade") if c in frame.columns]
-    view = frame[cols].astype("string").fillna("")
-    counts = view.value_counts(sort=True).reset_index(name="n")
-    first = counts.drop_duplicates("item_id", keep="first").sort_values("item_id")
-    return [{c: str(row[c]) for c in cols} for _, row in first.iterrows()]
-
-
-_catalogs: "OrderedDict[int, tuple[list, pd.DataFrame]]" = OrderedDict()  # id(rows) -> (rows, frame)
-
-
-def catalog_frame(brain: TrainedBrain) -> pd.DataFrame:
-    """The brain's item catalog as a frame (built once per catalog: serving asks for it on every
-    recommendation). Treat it as read-only."""
-    rows = brain.info.get("item_catalog")
-    if not rows:
-        raise DataError("this Main Brain carries no item catalog; retrain it with `aivo train-main`")
-    with _cache_lock:
-        cached = _catalogs.get(id(rows))
-        if cached is not None and cached[0] is rows:  # the entry holds `rows`, so its id is not reused
-            _catalogs.move_to_end(id(rows))
-            return cached[1]
-    frame = _build_catalog_frame(rows)
-    with _cache_lock:
-        _catalogs[id(rows)] = (rows, frame)
-        while len(_catalogs) > _CACHE_SIZE * 2:
-            _catalogs.popitem(last=False)
-    return frame
-
-
-def _build_catalog_frame(rows: list) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
-    for column in ("item_type", "subject"):
-        if column in frame.columns:
-            frame[column] = frame[column].replace("", pd.NA)
-    if "grade" in frame.columns:
-        frame["grade"] = pd.to_numeric(frame["grade"], errors="coerce").astype("Int64")
-    return frame
-
-
-def architecture_of(brain: TrainedBrain) -> dict[str, Any]:
-    model = brain.model
-    return {"kind": "main_brain", "config": brain.config.to_dict(), "sizes": dict(model.sizes),
-            "num_parameters": {"shared": model.num_parameters("embed", "encoder", "head"),
-                               "personal": model.num_parameters("personal")}}
-
-
-def register_brain(*, registry: Registry, brain: TrainedBrain, training_metrics: dict[str, Any],
-                   data_hash: str | None, parent_version: str | None = None, promote: bool = False,
-                   actor: str, reason: str, version: str | None = None, details: dict[str, Any] | None = None,
-                   clock: Clock = SYSTEM_CLOCK) -> MainVersionRecord:
-    """Store the brain's weights (durably, content-addressed), then register the version row,
-    and promote it in the same transaction when asked."""
-    tensors, metadata = to_state(brain)
-    artifact = registry.store.put_tensors(tensors, metadata=metadata)
-    with registry.session() as session:
-        name = version or next_main_version_name(session=session)
-        record = register_main_version(session=session, store=registry.store, version=name, artifact=artifact,
-                                       architecture=architecture_of(brain), training_metrics=training_metrics,
-                                       data_hash=data_hash, parent_version=parent_version,
-                                       details=details, created_by=actor, clock=clock)
-        if promote:
-            record = promote_main_version(session=session, version=name, actor=actor, reason=reason, clock=clock)
-    with _cache_lock:
-        _remember(artifact.sha256, brain)
-    log.info("registered Main Brain %s (%s)%s", record.version, artifact.sha256[:12],
-             " and promoted it" if promote else "")
-    return record
-
-
-def _remember(digest: str, brain: TrainedBrain) -> None:
-    _cache[digest] = brain
-    _cache.move_to_end(digest)
-    while len(_cache) > _CACHE_SIZE:
-        _cache.popitem(last=False)
-
-
-def load_main_brain(*, registry: Registry, version: str | None = None) -> LoadedBrain:
-    """The active Main Brain (or `version`), loaded from its verified artifact."""
-    with registry.session(read_only=True) as session:
-        record = get_main_version(session=session, version=version) if version \
-            else get_active_main_version(session=session)
-    if record is None:
-        raise NotFoundError("there is no active Main Brain yet: train one on the registry's interactions with "
-                            "`aivo train-main` (or POST /v1/scheduler/train-main-brain)")
-    with _cache_lock:
-        brain = _cache.get(record.artifact_sha256)
-        if brain is not None:
-            _cache.move_to_end(record.artifact_sha256)
-            return LoadedBrain(record, brain)
-    tensors, metadata = registry.store.load_tensors(record.artifact_sha256)
-    brain = from_state(tensors, metadata, source=f"main version {record.version}")
-    with _cache_lock:
-        _remember(record.artifact_sha256, brain)
-    return LoadedBrain(record, brain)
-
-
-def clear_cache() -> None:
-    with _cache_lock:
-        _cache.clear()
 
 
 @dataclass
@@ -229,3 +105,61 @@ def train_main_version(*, registry: Registry, settings: Settings, config: BrainC
                            train_seconds=round(result.seconds, 2), validation=result.validation.as_dict(),
                            test=test.as_dict(), active_before=active.version if active else None,
                            active_test=active_test)
+
+
+@dataclass
+class TrainReport:
+    checkpoint: str
+    seed: int
+    data_hash: str
+    split: dict[str, dict[str, int]]
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    validation: dict
+    test: dict  # Evaluation.as_dict() on the held-out test learners
+    num_parameters: dict[str, int]
+
+
+def train_main_from_file(*, data: Path, out: Path, config: BrainConfig, seed: int, data_format: str = "auto",
+                         fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), group_by: Sequence[str] = (),
+                         progress: bool = False) -> TrainReport:
+    """Read `data`, split it by learner (train/validation/test), train with early stopping on
+    validation, evaluate on test, and write a checkpoint folder at `out`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; --out names the checkpoint folder to write")
+    interactions = read_interactions(data, format=data_format)
+    group_by = _present(group_by, interactions.frame.columns)  # before training, not after
+    split = split_by_learner(interactions, fractions=fractions, seed=seed)
+    result = train_main_brain(train=split.train, validation=split.validation, config=config, seed=seed,
+                              progress=progress)
+    brain = result.brain
+    test = evaluate(brain=brain, log=split.test, group_by=group_by)
+    brain.info.update({"data_hash": interactions.data_hash(), "data_source": str(data), "split_seed": seed,
+                       "split_fractions": list(fractions), "split": split.sizes(),
+                       "test_metrics": test.metrics.as_dict(),
+                       "test_oracle": test.oracle.as_dict() if test.oracle is not None else None})
+    save_checkpoint(brain, out)
+    log.info("Main Brain saved to %s (test AUC %s)", out, test.metrics.auc)
+    model = brain.model
+    return TrainReport(checkpoint=str(out), seed=seed, data_hash=interactions.data_hash(), split=split.sizes(),
+                       best_epoch=result.best_epoch, epochs_run=len(result.history),
+                       train_seconds=round(result.seconds, 2), validation=result.validation.as_dict(),
+                       test=test.as_dict(),
+                       num_parameters={"shared": model.num_parameters("embed", "encoder", "head"),
+                                       "personal": model.num_parameters("personal")})
+
+
+def evaluate_from_files(*, model_dir: Path, data: Path, group_by: Sequence[str] = (),
+                        data_format: str = "auto") -> Evaluation:
+    brain = load_checkpoint(model_dir)
+    interactions = read_interactions(data, format=data_format)
+    return evaluate(brain=brain, log=interactions, group_by=list(group_by))
+
+
+def _present(columns: Sequence[str], available) -> list[str]:
+    missing = [c for c in columns if c not in available]
+    if missing:
+        raise DataError(f"cannot group by missing column(s): {', '.join(missing)}")
+    return list(columns)

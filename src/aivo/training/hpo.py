@@ -2,8 +2,12 @@
 
 Every trial trains on the training learners with early stopping on the validation learners and
 is scored by validation AUC; the test learners are never looked at. The first trial is the base
-configuration itself, so the search can only match or beat it on validation. Trials share the
-training seed (a fair comparison), and the winning trial's trained model is kept, so the final
+configuration itself, so the search can only match or beat it on validation. Next come a few
+fixed alternatives (the *portfolio*: settings that won on some kinds of data in the
+cross-validation that chose the defaults, benchmarks/kt_default_cv.py), then TPE samples the
+space. A trial whose validation AUC falls behind the median of the finished trials at the same
+epoch is pruned (after a warm-up), so that a hopeless trial does not eat the budget. Trials share
+the training seed (a fair comparison), and the winning trial's trained model is kept, so the final
 model needs no second training run (training is deterministic for a given seed and config).
 
 The time bound is shared: each trial gets what is left of `timeout_s` as its own time budget,
@@ -19,25 +23,41 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aivo.brain.config import BrainConfig
-from aivo.brain.train import TrainResult, TrainingStopped, train_main_brain
+from aivo.brain.train import EpochRecord, TrainResult, TrainingStopped, train_main_brain
 from aivo.data.schema import InteractionLog
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[str, float | None, str], None]
 
+EVIDENCE_NORMALIZATIONS = ("none", "sqrt", "mean")
+
+
 def default_search_space(base: BrainConfig) -> dict[str, dict[str, Any]]:
     """The searched knobs, centred on the base configuration so that the search scales with it:
-    the learning rate within 3x either way (log scale), the hidden width halved, kept or doubled,
-    dropout and weight decay over common values."""
+    the learning rate within 3x either way (log scale); how the evidence sums are scaled (the
+    setting that differed most between data sets in the cross-validation); the weight average's
+    decay; the batch size halved, kept or doubled (small data wants more steps per epoch); the
+    hidden width halved, kept or doubled; dropout and weight decay over common values."""
     widths = sorted({max(8, base.hidden_dim // 2), base.hidden_dim, base.hidden_dim * 2})
+    batches = sorted({max(8, base.batch_size // 2), base.batch_size, base.batch_size * 2})
     return {
         "learning_rate": {"type": "float", "low": base.learning_rate / 3, "high": base.learning_rate * 3,
                           "log": True},
+        "evidence_normalize": {"type": "categorical", "choices": list(EVIDENCE_NORMALIZATIONS)},
+        "weight_average_decay": {"type": "categorical",
+                                 "choices": sorted({0.0, 0.99, 0.995, base.weight_average_decay})},
+        "batch_size": {"type": "categorical", "choices": batches},
         "hidden_dim": {"type": "categorical", "choices": widths},
         "dropout": {"type": "float", "low": 0.0, "high": 0.4},
         "weight_decay": {"type": "categorical", "choices": sorted({0.0, 1e-5, 1e-4, base.weight_decay})},
     }
+
+
+def default_portfolio(base: BrainConfig) -> list[dict[str, Any]]:
+    """Alternatives tried right after the base config, as changes to it (the other knobs keep the
+    base's values). PORTFOLIO_PLACEHOLDER"""
+    return []
 
 
 @dataclass
@@ -63,43 +83,85 @@ def _suggest(trial, name: str, spec: dict[str, Any]) -> Any:
     return trial.suggest_categorical(name, spec["choices"])
 
 
+def _in_space(name: str, value: Any, spec: dict[str, Any]) -> Any:
+    """`value` as a point of the space: clipped into a range; None when a category does not list it."""
+    if spec["type"] == "categorical":
+        return value if value in spec["choices"] else None
+    return min(max(value, spec["low"]), spec["high"])
+
+
 def _base_values(config: BrainConfig, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The base config's value of each searched knob, clipped into the space (for trial 0)."""
-    values = {}
-    for name, spec in space.items():
-        value = getattr(config, name)
-        if spec["type"] == "categorical":
-            if value in spec["choices"]:
-                values[name] = value
-        else:
-            values[name] = min(max(value, spec["low"]), spec["high"])
-    return values
+    values = {name: _in_space(name, getattr(config, name), spec) for name, spec in space.items()}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _portfolio_trials(base: BrainConfig, space: dict[str, dict[str, Any]],
+                      portfolio: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Full points of the space for the portfolio entries (base values elsewhere); entries that
+    name a knob outside the space, fall outside it or repeat an earlier trial are dropped."""
+    base_point = _base_values(base, space)
+    seen, out = [base_point], []
+    for changes in portfolio:
+        if any(name not in space for name in changes):
+            log.warning("portfolio entry %s names a knob outside the search space; skipped", changes)
+            continue
+        point = dict(base_point)
+        for name, value in changes.items():
+            point[name] = _in_space(name, value, space[name])
+        if any(v is None for v in point.values()) or len(point) < len(base_point) or point in seen:
+            continue
+        seen.append(point)
+        out.append(point)
+    return out
 
 
 def search_hyperparameters(*, train: InteractionLog, validation: InteractionLog, base_config: BrainConfig,
                            seed: int, trials: int, timeout_s: float,
                            space: dict[str, dict[str, Any]] | None = None,
+                           portfolio: list[dict[str, Any]] | None = None, prune_after_epochs: int | None = 5,
                            should_stop: Callable[[], bool] | None = None, report: Report | None = None) -> SearchResult:
-    """Run up to `trials` trials within `timeout_s` seconds. `trials=0` trains the base config once."""
+    """Run up to `trials` trials within `timeout_s` seconds. `trials=0` trains the base config once.
+
+    `portfolio` (default `default_portfolio(base_config)`) lists changes to the base config tried
+    right after it; `prune_after_epochs` (None: never) is the warm-up after which a trial below the
+    median of the finished trials at the same epoch is pruned (from the third trial on)."""
     import optuna
 
     space = default_search_space(base_config) if space is None else space
+    portfolio = default_portfolio(base_config) if portfolio is None else portfolio
     started = time.perf_counter()
     best: dict[str, Any] = {"auc": None, "result": None, "params": {}}
     records: list[dict[str, Any]] = []
     planned = max(trials, 1)
 
-    def fit(params: dict[str, Any], number: int) -> float:
+    def fit(params: dict[str, Any], number: int, trial=None) -> float:
         config = base_config.replace(**params)
         remaining = max(1.0, timeout_s - (time.perf_counter() - started))
         if report:
             report("searching", number / planned, f"trial {number + 1}/{planned}: {params}")
         t0 = time.perf_counter()
+        curve: list[float | None] = []
+
+        def on_epoch(record: EpochRecord) -> None:
+            curve.append(record.validation_auc)
+            if trial is None or record.validation_auc is None:
+                return
+            trial.report(record.validation_auc, record.epoch)
+            if trial.should_prune():
+                records.append({"number": number, "params": params, "validation_auc": max(filter(None, curve)),
+                                "best_epoch": None, "epochs_run": record.epoch, "state": "pruned",
+                                "seconds": round(time.perf_counter() - t0, 2)})
+                log.info("trial %d: %s pruned after epoch %d (validation AUC %.4f)", number, params, record.epoch,
+                         record.validation_auc)
+                raise optuna.TrialPruned()
+
         result = train_main_brain(train=train, validation=validation, config=config, seed=seed,
-                                  time_budget_s=remaining, should_stop=should_stop)
+                                  time_budget_s=remaining, should_stop=should_stop, on_epoch=on_epoch)
         auc = result.validation.auc
         records.append({"number": number, "params": params, "validation_auc": auc, "best_epoch": result.best_epoch,
-                        "epochs_run": len(result.history), "seconds": round(time.perf_counter() - t0, 2)})
+                        "epochs_run": len(result.history), "state": "complete",
+                        "seconds": round(time.perf_counter() - t0, 2)})
         if auc is not None and (best["auc"] is None or auc > best["auc"]):
             best.update(auc=auc, result=result, params=params)
         elif best["result"] is None:
@@ -111,15 +173,20 @@ def search_hyperparameters(*, train: InteractionLog, validation: InteractionLog,
         fit({}, 0)
     else:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_after_epochs)
+                  if prune_after_epochs is not None else optuna.pruners.NopPruner())
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+                                    pruner=pruner)
         study.enqueue_trial(_base_values(base_config, space))
+        for point in _portfolio_trials(base_config, space, portfolio):
+            study.enqueue_trial(point)
 
         stopped: list[TrainingStopped] = []
 
         def objective(trial) -> float:
             params = {name: _suggest(trial, name, spec) for name, spec in space.items()}
             try:
-                return fit(params, trial.number)
+                return fit(params, trial.number, trial)
             except TrainingStopped as exc:  # end the study quietly, then re-raise to the caller below
                 stopped.append(exc)
                 study.stop()

@@ -22,10 +22,10 @@ from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import ConflictError, DataError, NotFoundError
-from aivo.registry.models import Learner
-from aivo.registry.records import _Record
+from aivo.registry.tables import Learner
+from aivo.registry.records import Record
 from aivo.training.datasheet import Datasheet
-from aivo.training.tables import JOB_STATUSES, OPEN_JOB_STATUSES, TrainerJob
+from aivo.registry.tables import JOB_STATUSES, OPEN_JOB_STATUSES, TrainerJob
 
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
@@ -34,7 +34,7 @@ MAX_PAGE = 500
 
 
 @dataclass(frozen=True)
-class TrainerJobRecord(_Record):
+class TrainerJobRecord(Record):
     id: int
     kind: str
     model_id: str
@@ -77,7 +77,7 @@ class TrainerJobRecord(_Record):
 
 
 @dataclass(frozen=True)
-class JobPage(_Record):
+class JobPage(Record):
     jobs: list[TrainerJobRecord]
     total: int
     limit: int

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.registry.db import dialect_insert, dialect_name
 from aivo.training.jobs import TrainerJobRecord, get_job
-from aivo.training.tables import ACTIVE_JOB_STATUSES, ServiceLease, TrainerJob
+from aivo.registry.tables import ACTIVE_JOB_STATUSES, ServiceLease, TrainerJob
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.errors import ConflictError, NotFoundError
 from aivo.registry import Registry
-from aivo.registry.models import Learner
-from aivo.registry.records import _Record
+from aivo.registry.tables import Learner
+from aivo.registry.records import Record
 from aivo.training.datasheet import Datasheet, registry_datasheet
 from aivo.training.jobs import TrainerJobRecord, create_job, last_finished_training, open_job_for_model
 from aivo.training.runs import FEDERATED_MODEL_ID, LEARNER_MODEL_PREFIX, MAIN_BRAIN_MODEL_ID, last_training
@@ -35,7 +35,7 @@ MODEL_FAMILIES = {MAIN_BRAIN_MODEL_ID: "main_brain", FEDERATED_MODEL_ID: "federa
 
 
 @dataclass(frozen=True)
-class RetrainingDecision(_Record):
+class RetrainingDecision(Record):
     status: str  # queued | already_training | too_soon
     model_id: str
     reason: str

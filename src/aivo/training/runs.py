@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import NotFoundError
-from aivo.registry.records import _Record
-from aivo.training.tables import PipelineRun
+from aivo.registry.records import Record
+from aivo.registry.tables import PipelineRun
 
 MAIN_BRAIN_MODEL_ID = "aivo-main-brain"
 FEDERATED_MODEL_ID = "aivo-federated-aggregation"
@@ -29,7 +29,7 @@ def learner_model_id(pseudonym: str) -> str:
 
 
 @dataclass(frozen=True)
-class PipelineRunRecord(_Record):
+class PipelineRunRecord(Record):
     id: int
     job_id: int | None
     model_id: str

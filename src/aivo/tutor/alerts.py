@@ -17,32 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import ConflictError, DataError, NotFoundError
-from aivo.registry.api_key_models import ApiKeyLearner
 from aivo.registry.audit import write_audit
-from aivo.registry.models import DEFAULT_TENANT, Base, Learner
-from aivo.registry.types import UTCDateTime
+from aivo.registry.tables import DEFAULT_TENANT, ApiKeyLearner, Learner, SafetyAlert
+from aivo.registry.tables.tutor import EXCERPT_CHARS
 
-EXCERPT_CHARS = 160
 ALERT_STAGES = ("input", "output")
-
-
-class SafetyAlert(Base):
-    __tablename__ = "tutor_safety_alerts"
-
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    tenant: Mapped[str] = mapped_column(sa.String(64), index=True)
-    learner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("learners.id", ondelete="CASCADE"), index=True)
-    category: Mapped[str] = mapped_column(sa.String(32))
-    stage: Mapped[str] = mapped_column(sa.String(16))  # input | output
-    detector: Mapped[str] = mapped_column(sa.String(16))  # rules | classifier
-    excerpt: Mapped[str] = mapped_column(sa.String(EXCERPT_CHARS))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    acknowledged_by: Mapped[str | None] = mapped_column(sa.String(128))
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
-from aivo.errors import AivoError
-from aivo.registry.models import DEFAULT_TENANT
+from aivo.errors import AivoError, NotFoundError
+from aivo.registry.tables import DEFAULT_TENANT
 from aivo.tutor.schemas import (UNSUPPORTED_CHAT_FIELDS, AssessRequest, AssessResponse, ChatCompletionRequest,
                                 ChatCompletionResponse, CloneStartRequest, CloneStartResponse, CloneStatusResponse,
                                 GenerateRequest, GenerateResponse, OpenAIModel, OpenAIModelList, TutorHealth)
@@ -201,7 +201,14 @@ def create_tutor_router(*, get_service: Callable[..., TutorService] = service_fr
     async def clone_status(clone_id: str, request: Request, service: ServiceDep) -> CloneStatusResponse:
         with http_errors():
             result = await run_in_threadpool(service.clone_status, clone_id)
-        await guard(request, result.student_id)
+        try:
+            await guard(request, result.student_id)
+        except HTTPException as exc:
+            if exc.status_code != status.HTTP_404_NOT_FOUND:
+                raise
+            # Another tenant's clone is answered like one that does not exist (same status, same words).
+            with http_errors():
+                raise NotFoundError(f"no clone job {clone_id!r}") from None
         return result
 
     @router.get("/v1/tutor/health", response_model=TutorHealth, summary="Tutor model state")

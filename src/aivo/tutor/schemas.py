@@ -12,9 +12,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 MAX_PROMPT_CHARS = 8000
+MAX_SEED = 2**32 - 1
 
 
-class StudentContextIn(BaseModel):
+class _Request(BaseModel):
+    """Request bodies: strict JSON types ("0.5" is not a number, 0 is not false), finite numbers."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+class StudentContextIn(_Request):
     """Who is asking. `disability` (seed design) and `accommodations` may both be given."""
 
     model_config = ConfigDict(extra="ignore")
@@ -69,13 +76,13 @@ class SourceOut(BaseModel):
 
 
 # --- /v1/generate -----------------------------------------------------------------------------
-class GenerateRequest(BaseModel):
+class GenerateRequest(_Request):
     prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS)
     context: StudentContextIn = Field(default_factory=StudentContextIn)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
-    seed: int | None = Field(None, ge=0, description="Same seed, same request: same answer.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed, same request: same answer.")
 
 
 class GenerateResponse(BaseModel):
@@ -96,7 +103,7 @@ class GenerateResponse(BaseModel):
 
 
 # --- /v1/assess -------------------------------------------------------------------------------
-class AssessCriteria(BaseModel):
+class AssessCriteria(_Request):
     subject: str | None = None
     grade: str | int = "5"
     learning_objective: str | None = Field(None, max_length=1000)
@@ -110,7 +117,7 @@ class AssessCriteria(BaseModel):
                                                   "stating one scores as wrong even if it lists every keyword.")
 
 
-class AssessRequest(BaseModel):
+class AssessRequest(_Request):
     student_response: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS)
     criteria: AssessCriteria
     context: StudentContextIn | None = Field(None, description="Shapes the feedback's tone and layout.")
@@ -133,7 +140,7 @@ class AssessResponse(BaseModel):
 
 
 # --- /v1/clone --------------------------------------------------------------------------------
-class StudentProfile(BaseModel):
+class StudentProfile(_Request):
     model_config = ConfigDict(extra="ignore")
     name: str | None = Field(None, description="Accepted for compatibility; never stored or used.")
     grade: str | int = "5"
@@ -143,7 +150,7 @@ class StudentProfile(BaseModel):
     learning_style: str | None = None
 
 
-class BaselineResponseIn(BaseModel):
+class BaselineResponseIn(_Request):
     question: str = Field(..., min_length=1, max_length=2000)
     response: str = Field("", max_length=4000)
     correct: bool | None = None
@@ -152,25 +159,25 @@ class BaselineResponseIn(BaseModel):
     explanation: str | None = Field(None, max_length=4000)
 
 
-class BaselineData(BaseModel):
+class BaselineData(_Request):
     assessment_id: str | None = None
     responses: list[BaselineResponseIn] = Field(default_factory=list, max_length=500)
     overall_score: float | None = Field(None, ge=0, le=100)
 
 
-class PreferredExplanationIn(BaseModel):
+class PreferredExplanationIn(_Request):
     prompt: str = Field(..., min_length=1, max_length=2000)
     explanation: str = Field(..., min_length=1, max_length=4000)
 
 
-class LoraIn(BaseModel):
+class LoraIn(_Request):
     r: int | None = Field(None, ge=1, le=256)
     alpha: int | None = Field(None, ge=1, le=1024)
     dropout: float | None = Field(None, ge=0, lt=1)
     target_modules: list[str] | None = Field(None, min_length=1, max_length=16)
 
 
-class CloneStartRequest(BaseModel):
+class CloneStartRequest(_Request):
     student_id: str = Field(..., min_length=1, max_length=64)
     student_profile: StudentProfile = Field(default_factory=StudentProfile)
     baseline_data: BaselineData = Field(default_factory=BaselineData)
@@ -199,13 +206,13 @@ class CloneStatusResponse(BaseModel):
 
 
 # --- /v1/chat/completions (OpenAI-compatible) -------------------------------------------------
-class ContentPart(BaseModel):
+class ContentPart(_Request):
     model_config = ConfigDict(extra="ignore")
     type: str
     text: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(_Request):
     """OpenAI's message: `content` is a string or a list of parts (only text parts are supported);
     `developer` is OpenAI's newer name for the system role."""
 
@@ -238,11 +245,11 @@ class ChatMessage(BaseModel):
         return "system" if self.role == "developer" else self.role
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(_Request):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(_Request):
     model_config = ConfigDict(extra="ignore")
     model: str = Field("aivo-tutor", description='"aivo-tutor" (base) or "aivo-tutor:<learner id>" (that '
                                                  "learner's adapter).")
@@ -251,7 +258,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(None, ge=1, le=4096)
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     n: int = Field(1, ge=1, le=1, description="Only one choice is generated.")
     stop: str | list[str] | None = Field(None, description="Up to 4 sequences; generation stops before them.")
     stream: bool = False

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from aivo.api.deps import AdminKey, ClockDep, RegistryDep, ServiceKey, SettingsDep
-from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse
+from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse, MAX_OFFSET
 from aivo.api.schemas.federated import AggregateCreate, AggregatePublic, AggregationJobPublic, FederatedUpdatePublic
 from aivo.errors import ConfigError, DataError
 from aivo.registry import list_federated_updates
@@ -21,7 +21,7 @@ router = APIRouter(tags=["federated"])
 def updates(registry: RegistryDep, key: ServiceKey,
             status: Annotated[Literal["applied", "rejected", "failed"] | None, Query()] = None,
             limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-            offset: Annotated[int, Query(ge=0)] = 0) -> list[FederatedUpdatePublic]:
+            offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[FederatedUpdatePublic]:
     """Versions before and after, strategy, contributors, metrics before and after, improvement,
     and the round's privacy figures (epsilon, delta, noise multiplier, sampling rate, clip norm)."""
     records = registry.run(lambda session: list_federated_updates(session=session, status=status, limit=limit,
@@ -54,7 +54,7 @@ async def aggregate(body: AggregateCreate, response: Response, registry: Registr
             force=True, created_by=actor, clock=clock))
         return AggregatePublic(dry_run=False, job=AggregationJobPublic(
             status=decision.status, job_id=decision.job.id if decision.job else None, reason=decision.reason))
-    from aivo.federated.service import AggregationOptions, run_aggregation
+    from aivo.services.aggregation import AggregationOptions, run_aggregation
 
     try:
         options = AggregationOptions.from_settings(settings, dry_run=True, **overrides)

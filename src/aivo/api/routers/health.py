@@ -12,7 +12,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 import aivo
+from aivo.api.auth import authenticate, bearer_token
 from aivo.api.deps import ClockDep, RegistryDep, ServiceKey
+from aivo.errors import AivoError
 from aivo.api.schemas.common import ERROR_RESPONSES
 from aivo.api.schemas.health import ActiveModelHealth, ComponentHealth, HealthPublic, StatsPublic
 from aivo.api.state import scheduler_status
@@ -22,6 +24,8 @@ from aivo.registry.migrate import current_revision, head_revision
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 _PROBE_DIGEST = "0" * 64  # an artifact that never exists: asking for it is a cheap round trip
+_ANONYMOUS_SCHEDULER_FIELDS = frozenset({"in_process", "note", "running", "enabled", "process_running",
+                                         "process_leads"})
 
 
 def _timed(check) -> ComponentHealth:
@@ -34,12 +38,15 @@ def _timed(check) -> ComponentHealth:
     return ComponentHealth(ok=ok, detail=str(detail)[:300], latency_ms=round((time.perf_counter() - start) * 1e3, 2))
 
 
-def _check_database(registry: Registry) -> str:
+def _check_database(registry: Registry, *, detailed: bool) -> str:
     registry.run(lambda session: session.execute(sa.text("SELECT 1")).scalar_one(), read_only=True, attempts=1)
     revision, head = current_revision(registry.engine), head_revision()
     if revision != head:
+        if not detailed:
+            raise RuntimeError("the schema is outdated: run `aivo db upgrade`")
         raise RuntimeError(f"schema at revision {revision}, this AIVO needs {head}: run `aivo db upgrade`")
-    return f"{registry.engine.dialect.name}, schema {revision}"  # no URL: /health needs no key
+    # Never the URL; the schema revision only for a caller with a key (it dates the deployment).
+    return f"{registry.engine.dialect.name}, schema {revision}" if detailed else registry.engine.dialect.name
 
 
 def _check_store(registry: Registry) -> str:
@@ -52,9 +59,9 @@ def _active_version(registry: Registry) -> Any:
     return registry.run(lambda session: get_active_main_version(session=session), read_only=True, attempts=1)
 
 
-def _health(request: Request, registry: Registry) -> tuple[HealthPublic, int]:
+def _health(request: Request, registry: Registry, *, detailed: bool) -> tuple[HealthPublic, int]:
     state = request.app.state
-    database = _timed(lambda: _check_database(registry))
+    database = _timed(lambda: _check_database(registry, detailed=detailed))
     store = _timed(lambda: _check_store(registry))
     active = None
     if database.ok:
@@ -75,8 +82,11 @@ def _health(request: Request, registry: Registry) -> tuple[HealthPublic, int]:
         status = "degraded"
     else:
         status = "ok"
+    scheduler = scheduler_status(state)
+    if not detailed:  # which host and process holds the lease is for callers with a key
+        scheduler = {k: v for k, v in scheduler.items() if k in _ANONYMOUS_SCHEDULER_FIELDS}
     body = HealthPublic(status=status, version=aivo.__version__, database=database, artifact_store=store,
-                        scheduler=scheduler_status(state), tutor=tutor,
+                        scheduler=scheduler, tutor=tutor,
                         active_model=ActiveModelHealth(version=active.version if active else None, loaded=loaded),
                         timestamp=state.clock.now())
     return body, 503 if status == "unavailable" else 200
@@ -87,8 +97,16 @@ def _health(request: Request, registry: Registry) -> tuple[HealthPublic, int]:
 async def health(request: Request, registry: RegistryDep) -> JSONResponse:
     """Database, artifact store, scheduler state, active model (and whether this process has it
     loaded) and the tutor model. 200 when the database answers (`status` ok or degraded), 503
-    when it does not."""
-    body, code = await run_in_threadpool(_health, request, registry)
+    when it does not. Without a valid key, the schema revision and the scheduler lease holder
+    (host and process id) are left out."""
+    detailed = False
+    if bearer_token(request):
+        try:
+            await authenticate(request)
+            detailed = True
+        except AivoError:  # a wrong key is not an error here: the anonymous answer
+            detailed = False
+    body, code = await run_in_threadpool(lambda: _health(request, registry, detailed=detailed))
     return JSONResponse(body.model_dump(mode="json"), status_code=code)
 
 

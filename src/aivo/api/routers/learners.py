@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
 from aivo.api.auth import check_learner_access, learner_tenant
-from aivo.api.deps import (LEARNER_ID_DOC, AdminKey, ClockDep, CurrentKey, LearnerDep, RegistryDep, ServiceKey,
+from aivo.api.deps import (AdminKey, ClockDep, CurrentKey, LearnerDep, LearnerIdPath, RegistryDep, ServiceKey,
                            SettingsDep, pseudonym_from_raw)
-from aivo.api.schemas.common import ERROR_RESPONSES, LEARNER_ERRORS
+from aivo.api.schemas.common import ERROR_RESPONSES, LEARNER_ERRORS, MAX_OFFSET
 from aivo.api.schemas.common import ErrorResponse
 from aivo.api.schemas.interactions import AttemptFields
 from aivo.api.schemas.learners import (BaselineClonePublic, BaselineCreate, BaselinePublic, BaselineTrainingPublic, LearnerDeletedPublic,
@@ -31,7 +31,7 @@ router = APIRouter(tags=["learners"])
             responses=ERROR_RESPONSES)
 def list_tenant_learners(registry: RegistryDep, key: CurrentKey,
                          limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                         offset: Annotated[int, Query(ge=0)] = 0) -> list[LearnerSummaryPublic]:
+                         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[LearnerSummaryPublic]:
     """Admin and service keys: every learner of the key's tenant. Teacher keys: their class list."""
     def work(session):
         if key.role == "teacher":
@@ -90,7 +90,7 @@ _ATTEMPT_FIELDS = tuple(AttemptFields.model_fields)
                         422: {"model": ErrorResponse, "description": "An answer is invalid (nothing is stored)."}})
 async def baseline(request: Request, body: BaselineCreate, registry: RegistryDep, settings: SettingsDep,
                    clock: ClockDep, key: ServiceKey,
-                   learner_id: Annotated[str, Path(min_length=1, max_length=256, description=LEARNER_ID_DOC)],
+                   learner_id: LearnerIdPath,
                    ) -> BaselinePublic:
     """Stores the answers as the learner's interactions (a new learner is created in the key's
     tenant), provisions the learner's clone of the active Main Brain (kept if it exists, unless

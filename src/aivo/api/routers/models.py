@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 
 from aivo.api.deps import AdminKey, ClockDep, RegistryDep, ServiceKey
-from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse
+from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse, MAX_OFFSET
 from aivo.api.schemas.models import ModelStatusPublic, ModelVersionPublic, PromoteCreate, RollbackCreate
 from aivo.api.state import model_details
 from aivo.registry import (MainVersionRecord, get_active_main_version, get_main_version, list_main_versions,
@@ -32,7 +32,7 @@ def _public(record: MainVersionRecord) -> ModelVersionPublic:
 def list_models(registry: RegistryDep, key: ServiceKey,
                 status: Annotated[Literal["candidate", "active", "archived"] | None, Query()] = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                offset: Annotated[int, Query(ge=0)] = 0) -> list[ModelVersionPublic]:
+                offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[ModelVersionPublic]:
     records = registry.run(lambda session: list_main_versions(session=session, status=status, limit=limit,
                                                               offset=offset), read_only=True)
     return [_public(r) for r in records]

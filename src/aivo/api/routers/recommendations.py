@@ -10,11 +10,11 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from aivo.api.auth import check_learner_access
-from aivo.api.deps import LEARNER_ID_DOC, CurrentKey, pseudonym_from_raw
+from aivo.api.deps import CurrentKey, LearnerIdPath, pseudonym_from_raw
 from aivo.api.recommendation_cache import serving_lookup
 from aivo.api.schemas.common import LEARNER_ERRORS, ErrorResponse
 from aivo.api.schemas.recommendations import RecommendationPublic
@@ -31,7 +31,7 @@ router = APIRouter(tags=["recommendations"])
                                                "description": "No active Main Brain, or no interactions yet."}})
 async def recommendations(
     request: Request, key: CurrentKey,
-    learner_id: Annotated[str, Path(min_length=1, max_length=256, description=LEARNER_ID_DOC)],
+    learner_id: LearnerIdPath,
     pseudonym: Annotated[bool, Query(description="`learner_id` is the stored pseudonym, not the raw id.")] = False,
     num_items: Annotated[int, Query(ge=1, le=50, description="How many next items.")] = 5,
 ) -> Response:

@@ -8,13 +8,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
+from aivo.api.auth import check_learner_access, learner_tenant
 from aivo.api.deps import AdminKey, ClockDep, RegistryDep, ServiceKey, SettingsDep
 from aivo.api.routers.trainer_jobs import actor, public
 from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse
 from aivo.api.schemas.training import Priority, ScheduleOverridePublic, ScheduleUpdate, TriggerResponse
-from aivo.errors import ConflictError, NotFoundError
-from aivo.registry import get_learner
-from aivo.scheduler.control import scheduler_status, trigger_training, update_schedule
+from aivo.errors import ConflictError
+from aivo.services.scheduler import scheduler_status, trigger_training, update_schedule
 from aivo.services.learners import pseudonym_for
 from aivo.training.retraining import RetrainingDecision
 from aivo.training.runs import LEARNER_MODEL_PREFIX, MAIN_BRAIN_MODEL_ID
@@ -66,9 +66,8 @@ def trigger(registry: RegistryDep, settings: SettingsDep, clock: ClockDep, key: 
     """Admin only."""
     if model_id.startswith(LEARNER_MODEL_PREFIX):
         pseudonym = pseudonym_for(settings=settings, learner_id=model_id[len(LEARNER_MODEL_PREFIX):])
-        learner = registry.run(lambda s: get_learner(session=s, learner_id=pseudonym), read_only=True)
-        if learner.tenant != key.tenant:  # answered like a learner that does not exist
-            raise NotFoundError("learner not found")
+        # Another tenant's learner is answered exactly like one that does not exist.
+        check_learner_access(key, tenant=learner_tenant(registry=registry, pseudonym=pseudonym), linked=True)
         model_id = LEARNER_MODEL_PREFIX + pseudonym
     return _queued(trigger_training(registry=registry, settings=settings, model_id=model_id, reason=reason,
                                     priority=priority, force=force, actor=actor(key), clock=clock), clock)

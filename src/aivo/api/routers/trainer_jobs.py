@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Path, Query, Response
 
 from aivo.api.deps import AdminKey, ClockDep, RegistryDep, ServiceKey, SettingsDep
-from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse
+from aivo.api.schemas.common import ERROR_RESPONSES, MAX_INT32, MAX_OFFSET, ErrorResponse
 from aivo.api.schemas.training import (
     EvaluateCreate,
     EvaluationPublic,
@@ -22,11 +22,11 @@ from aivo.api.schemas.training import (
 from aivo.errors import NotFoundError
 from aivo.registry.api_keys import VerifiedKey
 from aivo.services.learners import pseudonym_for
-from aivo.training import job_service
+from aivo.services import jobs as job_service
 from aivo.training.jobs import JOB_STATUSES, TrainerJobRecord
 
 router = APIRouter(tags=["trainer"])
-JobId = Annotated[int, Path(ge=1, description="The trainer job's id.")]
+JobId = Annotated[int, Path(ge=1, le=MAX_INT32, description="The trainer job's id.")]
 _NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such job (in this key's tenant)."}}
 _CONFLICT = {409: {"model": ErrorResponse, "description": "Not possible in the job's current state."}}
 _INVALID = {422: {"model": ErrorResponse, "description": "Missing or incomplete datasheet, bad config or policy."}}
@@ -74,7 +74,7 @@ def list_jobs(registry: RegistryDep, key: ServiceKey,
               model: Annotated[str | None, Query(description="A model id, e.g. aivo-main-brain.")] = None,
               kind: Annotated[str | None, Query()] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> TrainerJobPage:
+              offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> TrainerJobPage:
     page = job_service.find_jobs(registry=registry, status=status, model_id=model, kind=kind,
                                  visible_to_tenant=key.tenant,
                                  limit=limit, offset=offset)
@@ -146,7 +146,7 @@ def promote_job(job_id: JobId, registry: RegistryDep, clock: ClockDep, key: Admi
 # --- hooks into the rest of the API ----------------------------------------------------------------
 
 def _model_details(registry) -> Any:
-    from aivo.training.drift_service import list_drift_reports
+    from aivo.services.drift import list_drift_reports
     from aivo.training.jobs import open_job_for_model
     from aivo.training.retraining import last_trained_at
     from aivo.training.runs import MAIN_BRAIN_MODEL_ID

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from aivo.api.schemas.common import MAX_INT32, RequestModel
 
 
 class FederatedUpdatePublic(BaseModel):
@@ -23,13 +25,14 @@ class FederatedUpdatePublic(BaseModel):
     created_at: datetime
 
 
-class AggregateCreate(BaseModel):
+class AggregateCreate(RequestModel):
     dry_run: bool = Field(False, description="Compute the round and the gate's verdict; register, promote and "
                                              "charge nothing. Runs now and answers with the report (200).")
-    strategy: str | None = Field(None, description="Dry runs only: fedavg, fedprox, weighted, median, "
-                                                   "trimmed-mean (default AIVO_AGGREGATION_STRATEGY).")
-    min_learners: int | None = Field(None, ge=1, description="Dry runs only (default AIVO_MIN_LEARNERS).")
-    max_stale_days: float | None = Field(None, ge=0, description="Dry runs only (default AIVO_MAX_STALE_DAYS).")
+    strategy: Literal["fedavg", "fedprox", "weighted", "median", "trimmed-mean"] | None = Field(
+        None, description="Dry runs only (default AIVO_AGGREGATION_STRATEGY).")
+    min_learners: int | None = Field(None, ge=1, le=MAX_INT32, description="Dry runs only (default AIVO_MIN_LEARNERS).")
+    max_stale_days: float | None = Field(None, ge=0, le=36_600, description="Dry runs only (default "
+                                                                           "AIVO_MAX_STALE_DAYS; at most 100 years).")
     reason: str = Field("manual aggregation", max_length=500, description="Kept with the queued job.")
 
 

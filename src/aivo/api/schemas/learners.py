@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aivo.api.schemas.common import RequestModel
 from aivo.api.schemas.interactions import AttemptFields
 
 
@@ -61,10 +62,9 @@ class LearnerDeletedPublic(BaseModel):
     artifacts_deleted: int
 
 
-class BaselineCreate(BaseModel):
+class BaselineCreate(RequestModel):
     """A baseline assessment's answers, one attempt each (the learner is the one in the URL)."""
 
-    model_config = ConfigDict(extra="forbid")
     answers: list[AttemptFields] = Field(..., min_length=1, max_length=1000)
     reset_clone: bool = Field(False, description="Start an existing clone over from the active Main Brain.")
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from aivo.api.schemas.common import RequestModel
+
 
 class ModelVersionPublic(BaseModel):
     version: str
@@ -32,10 +34,10 @@ class ModelStatusPublic(BaseModel):
                                     description="Training and drift state when the scheduler reports it.")
 
 
-class PromoteCreate(BaseModel):
+class PromoteCreate(RequestModel):
     reason: str = Field(..., min_length=1, max_length=1000, description="Why (kept in the audit log).")
 
 
-class RollbackCreate(BaseModel):
+class RollbackCreate(RequestModel):
     reason: str = Field(..., min_length=1, max_length=1000)
     to_version: str | None = Field(None, description="Default: the version active before the current one.")

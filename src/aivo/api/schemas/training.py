@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from aivo.api.schemas.common import Id, RequestModel
 
 Priority = Literal["low", "normal", "high"]
 
 
-class DatasheetIn(BaseModel):
+class DatasheetIn(RequestModel):
     """What the training data is; every job needs one (after "Datasheets for Datasets")."""
-
-    model_config = ConfigDict(extra="forbid")
 
     source: str = Field(..., min_length=1, max_length=4000, examples=["district-7 SIS export, 2025-26 school year"])
     license: str = Field(..., min_length=1, max_length=4000, examples=["district data-processing agreement §4"])
@@ -28,9 +28,7 @@ class DatasheetIn(BaseModel):
     contact: str | None = Field(None, max_length=4000)
 
 
-class TrainerJobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TrainerJobCreate(RequestModel):
     kind: Literal["main_brain", "learner_model", "federated"] = "main_brain"
     datasheet: DatasheetIn
     config: dict[str, Any] = Field(default_factory=dict, description=(
@@ -41,8 +39,8 @@ class TrainerJobCreate(BaseModel):
         "tutor models: pedagogy_score, safety_score."))
     priority: Priority = "normal"
     reason: str = Field("", max_length=1000)
-    learner_id: str | None = Field(None, min_length=1, max_length=256,
-                                   description="learner_model jobs: the learner's id (pseudonymized by the server).")
+    learner_id: Id | None = Field(None, description="learner_model jobs: the learner's id (pseudonymized by the "
+                                                  "server).")
     max_attempts: int = Field(1, ge=1, le=5, description="Requeue after a dead worker this many times in all.")
 
 
@@ -87,9 +85,7 @@ class TrainerJobPage(BaseModel):
     offset: int
 
 
-class EvaluateCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EvaluateCreate(RequestModel):
     policy: dict[str, Any] | None = Field(None, description="Thresholds to apply (default: the job's own policy).")
 
 
@@ -101,9 +97,7 @@ class EvaluationPublic(BaseModel):
     evaluation_job: TrainerJobPublic | None
 
 
-class PromoteJobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PromoteJobCreate(RequestModel):
     reason: str | None = Field(None, max_length=1000, description="Kept in the audit log.")
 
 
@@ -115,9 +109,7 @@ class TriggerResponse(BaseModel):
     timestamp: datetime
 
 
-class ScheduleUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ScheduleUpdate(RequestModel):
     cron: str | None = Field(None, max_length=200, examples=["0 2 * * *"],
                              description="Standard 5-field crontab in AIVO_TIMEZONE (day of week 0 = Sunday).")
     interval_hours: float | None = Field(None, gt=0, le=24 * 366)

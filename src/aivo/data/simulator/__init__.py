@@ -16,9 +16,19 @@ from aivo.data.simulator.config import (
     SimulatorConfig,
 )
 from aivo.data.simulator.curriculum import Curriculum
+from aivo.data.simulator.learner_models import (
+    LearnerModel,
+    SimulatedLearners,
+    build_learner_model,
+    learner_model_class,
+    learner_model_names,
+    register_learner_model,
+)
+from aivo.data.simulator import bkt_learners  # noqa: E402,F401  (registers "bkt-forgetting")
 
 __all__ = [
     "DEFAULT_ACCOMMODATION_EFFECTS", "DEFAULT_ACCOMMODATION_RATES", "DEFAULT_ACCOMMODATION_TIME_EFFECTS",
-    "DEFAULT_ITEM_TYPES", "DEFAULT_TYPE_MIX", "Curriculum", "ItemTypeSpec", "SimulatedCohort",
-    "SimulatorConfig", "oracle_metrics", "simulate_cohort",
+    "DEFAULT_ITEM_TYPES", "DEFAULT_TYPE_MIX", "Curriculum", "ItemTypeSpec", "LearnerModel", "SimulatedCohort",
+    "SimulatedLearners", "SimulatorConfig", "build_learner_model", "learner_model_class", "learner_model_names",
+    "oracle_metrics", "register_learner_model", "simulate_cohort",
 ]

@@ -177,10 +177,17 @@ def _evidence(state: AbilityState, obs: _Observed, owner: np.ndarray, profile: n
     return attempt.p_true, log_lik
 
 
+def _check_model(cohort: SimulatedCohort) -> None:
+    if cohort.learner_model != "simulator":
+        raise DataError(f"the Bayes predictor models the project's simulator; this cohort was simulated with "
+                        f"the {cohort.learner_model!r} learner model")
+
+
 def replay_true_probabilities(cohort: SimulatedCohort, log: InteractionLog | None = None) -> np.ndarray:
     """Recompute p_true of every row of `log` from the cohort's hidden traits and the observed
     history alone. It equals the log's p_true (up to the timestamps' microsecond rounding) when
     the replay reproduces the simulator: the check that this module models what was simulated."""
+    _check_model(cohort)
     log = cohort.log if log is None else log
     learner_ids, obs, where = _observations(cohort, log.frame)
     truth = cohort.learners.set_index(cohort.learners["learner_id"].astype(str))
@@ -351,6 +358,7 @@ def bayes_predictions(cohort: SimulatedCohort, log: InteractionLog | None = None
                       progress: Progress | None = None) -> BayesResult:
     """Posterior-predictive P(correct) of every row of `log` (default: the whole cohort) from
     the answers before it in the learner's history (see the module docstring)."""
+    _check_model(cohort)
     config = config or BayesConfig()
     log = cohort.log if log is None else log
     frame = log.frame

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aivo.brain.metrics import BinaryMetrics, binary_metrics
+from aivo.data.metrics import BinaryMetrics, binary_metrics
 from aivo.data.schema import InteractionLog
 from aivo.data.simulator.config import SimulatorConfig
 from aivo.data.simulator.curriculum import Curriculum, build_curriculum
 from aivo.data.simulator.engine import PracticeRecord, Progress, run_practice
-from aivo.data.simulator.learners import draw_learners, learners_frame
+from aivo.data.simulator.learner_models import LearnerModel, SimulatorModel
+from aivo.data.simulator.learners import learner_ids
 from aivo.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -29,10 +30,13 @@ class SimulatedCohort:
     log: InteractionLog  # schema columns + p_true, accommodation; sorted by (learner_id, order)
     curriculum: Curriculum
     learners: pd.DataFrame  # one row per learner (same order as the rows of the ability matrices)
-    # (num_learners, num_skills) arrays; skill columns in curriculum.skills order:
+    # (num_learners, num_skills) arrays; skill columns in curriculum.skills order. For the
+    # "simulator" learner model these are abilities in logits; other models give their own
+    # per-skill state (bkt-forgetting: P(skill known)).
     initial_ability: np.ndarray  # theta0 before any practice
     final_ability: np.ndarray  # retained ability after the learner's last answer
     practice_count: np.ndarray  # attempts that exercised each skill
+    learner_model: str = "simulator"  # the learner model that answered (aivo.data.simulator.learner_models)
 
     def save_truth(self, folder: str | Path) -> list[Path]:
         """Write the hidden truth next to a simulated log: curriculum and learner traits (CSV)."""
@@ -79,31 +83,37 @@ def _interaction_frame(config: SimulatorConfig, curriculum: Curriculum, learners
     })
 
 
-def simulate_cohort(*, config: SimulatorConfig, seed: int, progress: Progress | None = None) -> SimulatedCohort:
+def simulate_cohort(*, config: SimulatorConfig, seed: int, progress: Progress | None = None,
+                    learner_model: LearnerModel | None = None) -> SimulatedCohort:
     """Simulate `config.num_learners` learners answering `config.interactions_per_learner` items.
 
     Deterministic: the same config and seed give an identical cohort. The curriculum depends
-    only on the seed and the curriculum settings (not on the number of learners)."""
+    only on the seed and the curriculum settings (not on the number of learners).
+    `learner_model` decides how learners answer and learn (default: the project's simulator)."""
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DataError(f"seed must be a non-negative integer, got {seed!r}")
     began = time.perf_counter()
     curriculum_seq, learner_seq, practice_seq = np.random.SeedSequence(int(seed)).spawn(3)
     curriculum = build_curriculum(config, np.random.default_rng(curriculum_seq))
-    traits = draw_learners(config, curriculum, np.random.default_rng(learner_seq))
-    record = run_practice(config, curriculum, traits, np.random.default_rng(practice_seq), progress=progress)
-    learners = learners_frame(traits, config, curriculum)
+    model = learner_model if learner_model is not None else SimulatorModel()
+    simulated = model.draw(config=config, curriculum=curriculum, rng=np.random.default_rng(learner_seq))
+    initial_state = simulated.final_state(simulated.start_day).copy()  # before any practice
+    record = run_practice(config, curriculum, simulated, np.random.default_rng(practice_seq), progress=progress)
+    learners = simulated.traits_frame(learner_ids(config.num_learners))
     learners["num_interactions"] = config.interactions_per_learner
     learners["skills_practiced"] = (record.practice_count > 0).sum(axis=1)
     frame = _interaction_frame(config, curriculum, learners, record)
-    notes = (f"simulated K-12 cohort: seed {seed}, {config.num_learners} learners x "
+    kind = "" if model.name == SimulatorModel.name else f" ({model.name} learner model)"
+    notes = (f"simulated K-12 cohort{kind}: seed {seed}, {config.num_learners} learners x "
              f"{config.interactions_per_learner} interactions, {curriculum.num_skills} skills, "
              f"{curriculum.num_items} items",)
     interaction_log = InteractionLog(frame, source=f"<simulated seed={seed}>", notes=notes)
     logger.info("simulated %d interactions for %d learners in %.2fs", len(frame), config.num_learners,
              time.perf_counter() - began)
     return SimulatedCohort(config=config, seed=int(seed), log=interaction_log, curriculum=curriculum,
-                           learners=learners, initial_ability=traits.initial_ability,
-                           final_ability=record.final_ability, practice_count=record.practice_count)
+                           learners=learners, initial_ability=initial_state,
+                           final_ability=record.final_ability, practice_count=record.practice_count,
+                           learner_model=model.name)
 
 
 def oracle_metrics(log: InteractionLog | pd.DataFrame, *, skip_first_attempt: bool = False) -> BinaryMetrics:
@@ -117,4 +127,8 @@ def oracle_metrics(log: InteractionLog | pd.DataFrame, *, skip_first_attempt: bo
     if skip_first_attempt:
         first = frame.groupby("learner_id", sort=False)["order"].transform("min")
         frame = frame.loc[frame["order"] != first]
-    return binary_metrics(frame["correct"].to_numpy(), frame["p_true"].to_numpy())
+    truth = pd.to_numeric(frame["p_true"], errors="coerce").to_numpy(dtype=np.float64)
+    known = np.isfinite(truth)  # rows mixed in from real data have no truth
+    if not known.any():
+        raise DataError("no row carries a true probability ('p_true')")
+    return binary_metrics(frame["correct"].to_numpy()[known], truth[known])

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
+from aivo.data.schema import TIMESTAMP_YEARS
 from aivo.errors import ConfigError
 
 
@@ -159,9 +160,13 @@ class SimulatorConfig:
         if self.session_length < 1:
             fail(f"session_length must be at least 1 interaction, got {self.session_length}")
         try:
-            date.fromisoformat(self.start_date)
+            start = date.fromisoformat(self.start_date)
         except (TypeError, ValueError):
             fail(f"start_date must be an ISO date like 2024-09-02, got {self.start_date!r}")
+        first, last = TIMESTAMP_YEARS
+        if not first <= start.year <= last:
+            fail(f"start_date must lie in the years {first}..{last} (the timestamps every edge accepts), "
+                 f"got {self.start_date!r}")
         self._check_tables(fail)
 
     def _check_tables(self, fail) -> None:

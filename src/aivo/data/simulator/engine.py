@@ -6,9 +6,11 @@ Per step and learner (equations in docs/data.md):
 2. pick a skill: the frontier of the learner's chain for that subject, a review of an earlier
    skill, or (after repeated errors) one of the frontier skill's prerequisites;
 3. pick one of the skill's items at random;
-4. P(correct) = c + (1 - c - s) * sigmoid(a * (theta - b) + accommodation[profile, type] + u[type]),
-   with theta the retained (forgetting-decayed) ability on the item's skill(s);
-5. draw the answer, a response time, and learn: the gain grows with prerequisite mastery.
+4. the learner model answers it and learns (the project's simulator: P(correct) = c + (1 - c - s)
+   * sigmoid(a * (theta - b) + accommodation[profile, type] + u[type]), with theta the retained
+   (forgetting-decayed) ability on the item's skill(s); the gain grows with prerequisite mastery;
+   see learner_models.py for the others);
+5. a response time and a pause before the next answer.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ import numpy as np
 
 from aivo.data.simulator.config import SimulatorConfig
 from aivo.data.simulator.curriculum import NO_SKILL, Curriculum
-from aivo.data.simulator.dynamics import AbilityState, Tables
-from aivo.data.simulator.learners import LearnerTraits
+from aivo.data.simulator.learner_models import SimulatedLearners
 
 MEAN_PAUSE_S = 15.0  # mean pause between two answers of a session
 SECONDS_PER_DAY = 86_400.0
@@ -39,24 +40,21 @@ class PracticeRecord:
     response_time_s: np.ndarray  # (N, M)
     day: np.ndarray  # (N, M) days after config.start_date when the answer was given
     practice_count: np.ndarray  # (N, K) attempts that exercised each skill
-    final_ability: np.ndarray  # (N, K) retained ability at the learner's last answer
+    final_ability: np.ndarray  # (N, K) the learner model's per-skill state at the learner's last answer
 
 
-def run_practice(config: SimulatorConfig, curriculum: Curriculum, traits: LearnerTraits,
+def run_practice(config: SimulatorConfig, curriculum: Curriculum, learners: SimulatedLearners,
                  rng: np.random.Generator, *, progress: Progress | None = None) -> PracticeRecord:
-    n, steps = traits.num_learners, config.interactions_per_learner
+    n, steps = learners.num_learners, config.interactions_per_learner
     num_subjects, chain_length = len(curriculum.subjects), curriculum.chain.shape[2]
     rows = np.arange(n)
-    tables = Tables.build(config, curriculum)
-    prerequisites = tables.prerequisites
-    learner_chain = curriculum.chain[traits.grade_index]  # (N, S, P)
-    profile = traits.profile_index
-    state = AbilityState(tables, traits.initial_ability, traits.learning_rate, traits.forgetting_days)
+    prerequisites = curriculum.prerequisite_index
+    learner_chain = curriculum.chain[learners.grade_index]  # (N, S, P)
     frontier = np.zeros((n, num_subjects), dtype=np.int64)  # position reached in each chain
     attempts = np.zeros((n, num_subjects), dtype=np.int64)  # attempts on the frontier skill
     streak = np.zeros((n, num_subjects), dtype=np.int64)  # right answers in a row on it
     errors_in_row = np.zeros(n, dtype=np.int64)
-    day = traits.start_day.copy()
+    day = learners.start_day.copy()
     subject = np.zeros(n, dtype=np.int64)
 
     out_item = np.empty((steps, n), dtype=np.int64)
@@ -97,17 +95,13 @@ def run_practice(config: SimulatorConfig, curriculum: Curriculum, traits: Learne
         skill = np.where(remediate, remediation_skill, np.where(review, review_skill, frontier_skill))
         on_frontier = ~remediate & ~review
 
-        # 3-4. item and the true probability of a right answer.
+        # 3-4. item, the answer (true probability, response time) and learning.
         item = skill * config.items_per_skill + item_pick
-        attempt = state.attempt(item, day, profile, traits.type_offset)
-        correct = rng.random(n) < attempt.p_true
+        response = learners.respond(item, day, rng)
+        correct, response_time = response.correct, response.response_time_s
 
-        # 5. response time, learning, progress along the chain.
-        log_rt = state.log_response_time_mean(attempt, profile, traits.speed) + rng.normal(
-            0.0, config.response_time_sd, n)
-        response_time = np.round(np.clip(np.exp(log_rt), 1.0, 1800.0), 2)
+        # 5. pause, progress along the chain.
         pause = rng.exponential(MEAN_PAUSE_S, n)
-        state.learn(attempt, correct, day)
 
         attempts_now = attempts[rows, subject] + on_frontier
         streak_before = streak[rows, subject]
@@ -119,11 +113,12 @@ def run_practice(config: SimulatorConfig, curriculum: Curriculum, traits: Learne
         streak[rows, subject] = np.where(advance, 0, streak_now)
         errors_in_row = np.where(correct, 0, errors_in_row + 1)
 
-        out_item[step], out_correct[step], out_p[step] = item, correct, attempt.p_true
+        out_item[step], out_correct[step], out_p[step] = item, correct, response.p_true
         out_rt[step], out_day[step] = response_time, day
         day = day + (response_time + pause) / SECONDS_PER_DAY
         if progress is not None:
             progress(step + 1, steps)
 
     return PracticeRecord(item=out_item.T, correct=out_correct.T, p_true=out_p.T, response_time_s=out_rt.T,
-                          day=out_day.T, practice_count=state.count, final_ability=state.final_ability(day))
+                          day=out_day.T, practice_count=learners.practice_count(),
+                          final_ability=learners.final_state(day))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from aivo.registry.models import Base
+from aivo.registry.tables import Base
 
 # A fixed key for PostgreSQL's advisory lock: two `aivo db upgrade` at once run one after the other.
 MIGRATION_LOCK_KEY = 0x41495630  # "AIV0"

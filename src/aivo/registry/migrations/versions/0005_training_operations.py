@@ -1,4 +1,4 @@
-"""Training operations (aivo.training.tables): trainer jobs with leases, pipeline runs, scheduler
+"""Training operations (aivo.registry.tables.training): trainer jobs with leases, pipeline runs, scheduler
 runs, leases and overrides, drift references and reports, the adaptive orchestrator's learner snapshots.
 
 Revision ID: 0005

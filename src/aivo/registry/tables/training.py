@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from aivo.registry.models import Base
+from aivo.registry.tables.base import Base
 from aivo.registry.types import BigIntPK, JSONDict, UTCDateTime
 
 JOB_STATUSES = ("queued", "validating", "running", "succeeded", "failed", "cancelled")

@@ -12,7 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from aivo.registry.models import DEFAULT_TENANT, Base
+from aivo.registry.tables.base import DEFAULT_TENANT, Base
 from aivo.registry.types import UTCDateTime
 
 API_KEY_ROLES = ("admin", "service", "teacher", "counsellor")

@@ -1,12 +1,5 @@
-"""The registry schema as SQLAlchemy 2 models. Alembic owns the database: every change here
-comes with a revision in `aivo/registry/migrations/versions/` (a test compares the two).
-
-Conventions other layers rely on:
-- A column holding an artifact digest is named `artifact_sha256` or `*_artifact_sha256`;
-  garbage collection and learner erasure find references by that name alone.
-- A table holding per-learner data references `learners.id` (directly, or through
-  `learner_models.id`) with ON DELETE CASCADE, so erasure and export cover it.
-"""
+"""The model registry's tables (revisions 0001, 0002): learners, main versions, learner models,
+training sessions, federated updates, interactions and the audit log."""
 
 from __future__ import annotations
 
@@ -14,28 +7,16 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
+from aivo.registry.tables.base import DEFAULT_TENANT, Base
 from aivo.registry.types import SHA256, BigIntPK, JSONDict, UTCDateTime
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 
 MAIN_STATUSES = ("candidate", "active", "archived")
 # pending: provisioned, not trained yet; fallback: served by the main model because the
 # personal model validated worse; inactive: kept but not served or aggregated.
 LEARNER_MODEL_STATUSES = ("pending", "active", "fallback", "inactive")
 FEDERATED_STATUSES = ("applied", "rejected", "failed")
-DEFAULT_TENANT = "default"
-
-
-class Base(DeclarativeBase):
-    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Learner(Base):

@@ -1,4 +1,5 @@
-"""The per-learner privacy ledger table (defined on the registry's declarative Base).
+"""The per-learner privacy ledger table (revision 0004; the repository functions live in
+`aivo.privacy.ledger`, which owns the accounting).
 
 One row per (learner, model kind). It holds the learner's user-level privacy history as the
 accountant composes it: a list of `[noise_multiplier, sample_rate, steps]` entries, one per
@@ -21,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from aivo.registry.models import Base
+from aivo.registry.tables.base import Base
 from aivo.registry.types import JSONDict, UTCDateTime
 
 

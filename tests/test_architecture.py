@@ -1,0 +1,341 @@
+"""The package's dependency rules (shared/DESIGN.md section 2), checked by walking the imports.
+
+    api, cli          ->  services (every use case)
+    services          ->  brain, federated, personalization, privacy, training, scheduler, tutor
+    domain packages   ->  registry, data
+    registry, data    ->  shared modules (config, errors, clock, logging_setup, utils, error_translation)
+
+A module may import its own package, any lower layer, and packages of its own layer as long as
+the packages' graph stays acyclic. Nothing imports `api` or `cli`; the interfaces (`api`, `cli`)
+reach the rest only through `services`. Tables are defined in `aivo.registry.tables` only. An
+import inside a function is allowed only when it is there for start-up time and says so in a
+comment containing "start-up" (on its line or the line above).
+
+Every import is counted: module level, inside `if TYPE_CHECKING:` and inside functions.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "aivo"
+
+SHARED = {"", "config", "errors", "clock", "logging_setup", "utils", "error_translation"}
+LAYERS: dict[str, int] = {
+    **{name: 0 for name in SHARED},
+    "data": 1, "registry": 1,
+    "brain": 2, "federated": 2, "personalization": 2, "privacy": 2, "training": 2, "scheduler": 2, "tutor": 2,
+    "services": 3,
+    "api": 4, "cli": 4,
+    "__main__": 5,
+}
+INTERFACES = {"api", "cli"}
+STARTUP_MARKER = "start-up"
+
+# Known violations, removed as the code moves (issue 16); each list must shrink to empty.
+KNOWN_UPWARD: set[tuple[str, str]] = set()
+KNOWN_INTERFACE: set[tuple[str, str]] = {
+    ('aivo.api.app', 'aivo.brain.versions'),
+    ('aivo.api.app', 'aivo.registry'),
+    ('aivo.api.auth', 'aivo.registry'),
+    ('aivo.api.auth', 'aivo.registry.api_keys'),
+    ('aivo.api.auth', 'aivo.registry.tables'),
+    ('aivo.api.deps', 'aivo.data.privacy'),
+    ('aivo.api.deps', 'aivo.registry'),
+    ('aivo.api.deps', 'aivo.registry.api_keys'),
+    ('aivo.api.metrics', 'aivo.registry'),
+    ('aivo.api.recommendation_cache', 'aivo.registry.tables'),
+    ('aivo.api.recommender', 'aivo.brain.versions'),
+    ('aivo.api.recommender', 'aivo.registry'),
+    ('aivo.api.routers.dashboard', 'aivo.registry'),
+    ('aivo.api.routers.drift', 'aivo.training.runs'),
+    ('aivo.api.routers.federated', 'aivo.registry'),
+    ('aivo.api.routers.federated', 'aivo.training.retraining'),
+    ('aivo.api.routers.federated', 'aivo.training.runs'),
+    ('aivo.api.routers.health', 'aivo.registry'),
+    ('aivo.api.routers.health', 'aivo.registry.migrate'),
+    ('aivo.api.routers.learners', 'aivo.registry'),
+    ('aivo.api.routers.learners', 'aivo.registry.api_keys'),
+    ('aivo.api.routers.models', 'aivo.registry'),
+    ('aivo.api.routers.models', 'aivo.training.runs'),
+    ('aivo.api.routers.scheduler', 'aivo.training.retraining'),
+    ('aivo.api.routers.scheduler', 'aivo.training.runs'),
+    ('aivo.api.routers.trainer_jobs', 'aivo.registry.api_keys'),
+    ('aivo.api.routers.trainer_jobs', 'aivo.training.jobs'),
+    ('aivo.api.routers.trainer_jobs', 'aivo.training.retraining'),
+    ('aivo.api.routers.trainer_jobs', 'aivo.training.runs'),
+    ('aivo.api.schemas.common', 'aivo.data.schema'),
+    ('aivo.api.schemas.interactions', 'aivo.data.schema'),
+    ('aivo.api.state', 'aivo.registry'),
+    ('aivo.api.tutor_mount', 'aivo.tutor.router'),
+    ('aivo.api.tutor_mount', 'aivo.tutor.service'),
+    ('aivo.cli.brain', 'aivo.brain.config'),
+    ('aivo.cli.brain', 'aivo.registry'),
+    ('aivo.cli.data', 'aivo.data.readers'),
+    ('aivo.cli.data', 'aivo.data.schema'),
+    ('aivo.cli.data', 'aivo.data.simulator'),
+    ('aivo.cli.data', 'aivo.data.stats'),
+    ('aivo.cli.data', 'aivo.data.writers'),
+    ('aivo.cli.demo', 'aivo.brain.recommend'),
+    ('aivo.cli.demo', 'aivo.registry'),
+    ('aivo.cli.federated', 'aivo.privacy.planning'),
+    ('aivo.cli.federated', 'aivo.registry'),
+    ('aivo.cli.ops', 'aivo.registry'),
+    ('aivo.cli.ops', 'aivo.training.runs'),
+    ('aivo.cli.registry', 'aivo.data.privacy'),
+    ('aivo.cli.registry', 'aivo.registry'),
+    ('aivo.cli.registry', 'aivo.registry.migrate'),
+    ('aivo.cli.serve', 'aivo.registry'),
+    ('aivo.cli.serve', 'aivo.registry.api_keys'),
+    ('aivo.cli.tutor', 'aivo.tutor.assessment'),
+    ('aivo.cli.tutor', 'aivo.tutor.assessment_calibration'),
+    ('aivo.cli.tutor', 'aivo.tutor.clone_jobs'),
+    ('aivo.cli.tutor', 'aivo.tutor.cloning'),
+    ('aivo.cli.tutor', 'aivo.tutor.engine'),
+    ('aivo.cli.tutor', 'aivo.tutor.evaluation'),
+    ('aivo.cli.tutor', 'aivo.tutor.schemas'),
+    ('aivo.cli.tutor', 'aivo.tutor.service'),
+    ('aivo.cli.tutor', 'aivo.tutor.smollm2'),
+    ('aivo.cli.tutor', 'aivo.tutor.tiny_model'),
+}
+KNOWN_FUNCTION_IMPORTS: dict[str, int] = {
+    'aivo/api/app.py': 4,
+    'aivo/api/auth.py': 2,
+    'aivo/api/plots.py': 2,
+    'aivo/api/recommender.py': 5,
+    'aivo/api/routers/dashboard.py': 1,
+    'aivo/api/routers/federated.py': 3,
+    'aivo/api/routers/trainer_jobs.py': 4,
+    'aivo/api/state.py': 1,
+    'aivo/api/tutor_mount.py': 2,
+    'aivo/brain/checkpoint.py': 1,
+    'aivo/brain/model.py': 1,
+    'aivo/brain/train.py': 1,
+    'aivo/cli/brain.py': 8,
+    'aivo/cli/data.py': 1,
+    'aivo/cli/demo.py': 6,
+    'aivo/cli/federated.py': 13,
+    'aivo/cli/ops.py': 18,
+    'aivo/cli/registry.py': 1,
+    'aivo/cli/serve.py': 13,
+    'aivo/cli/tutor.py': 24,
+    'aivo/config.py': 3,
+    'aivo/data/readers.py': 3,
+    'aivo/error_translation.py': 3,
+    'aivo/personalization/local.py': 2,
+    'aivo/privacy/accountants.py': 9,
+    'aivo/registry/artifacts.py': 3,
+    'aivo/registry/db.py': 2,
+    'aivo/registry/interactions.py': 2,
+    'aivo/registry/migrations/env.py': 1,
+    'aivo/registry/types.py': 2,
+    'aivo/services/reports.py': 2,
+    'aivo/training/drift.py': 1,
+    'aivo/training/harness.py': 2,
+    'aivo/training/hpo.py': 1,
+    'aivo/tutor/adapter_store.py': 3,
+    'aivo/tutor/adapters.py': 3,
+    'aivo/tutor/batching.py': 3,
+    'aivo/tutor/chat.py': 3,
+    'aivo/tutor/clone_jobs.py': 1,
+    'aivo/tutor/clone_training.py': 2,
+    'aivo/tutor/cloning.py': 1,
+    'aivo/tutor/embeddings.py': 3,
+    'aivo/tutor/engine.py': 11,
+    'aivo/tutor/safety_classifier.py': 3,
+    'aivo/tutor/service.py': 23,
+    'aivo/tutor/smollm2.py': 3,
+    'aivo/tutor/tiny_model.py': 9,
+    'aivo/utils.py': 4,
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    source: str  # importing module, e.g. "aivo.services.demo"
+    target: str  # imported module (or the module a name is imported from)
+    path: str  # file, relative to src/
+    line: int
+    in_function: bool
+    commented: bool  # a "start-up" comment on the line or the line above
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _imports() -> list[Import]:
+    found: list[Import] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        module = _module_name(path)
+        is_package = path.name == "__init__.py"
+
+        def visit(node: ast.AST, in_function: bool) -> None:
+            for child in ast.iter_child_nodes(node):
+                inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                if isinstance(child, (ast.Import, ast.ImportFrom)):
+                    if isinstance(child, ast.Import):
+                        targets = [alias.name for alias in child.names]
+                    else:
+                        targets = [_resolve(child, module, is_package)]
+                    around = " ".join(lines[max(0, child.lineno - 2):child.end_lineno])
+                    commented = STARTUP_MARKER in around and "#" in around
+                    for target in targets:
+                        found.append(Import(module, target, str(path.relative_to(SRC)), child.lineno, in_function,
+                                            commented))
+                visit(child, inside)
+
+        visit(ast.parse(text, filename=str(path)), False)
+    return found
+
+
+IMPORTS = _imports()
+
+
+def _package(module: str) -> str:
+    """Top-level package of an aivo module: "aivo.services.demo" -> "services", "aivo" -> ""."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _internal() -> list[Import]:
+    return [i for i in IMPORTS if i.target == "aivo" or i.target.startswith("aivo.")]
+
+
+def _report(title: str, unexpected: set, stale: set) -> str:
+    lines = []
+    if unexpected:
+        lines.append(f"{title}:")
+        lines += [f"  {item}" for item in sorted(unexpected)]
+    if stale:
+        lines.append("fixed, remove from the known list:")
+        lines += [f"  {item}" for item in sorted(stale)]
+    return "\n".join(lines)
+
+
+def test_every_package_has_a_layer():
+    packages = {_package(_module_name(p)) for p in PACKAGE.rglob("*.py")}
+    assert packages <= set(LAYERS), f"packages without a layer: {sorted(packages - set(LAYERS))}"
+
+
+def test_dependencies_point_down():
+    """No import reaches a higher layer (domain packages never import services; nothing imports
+    api or cli)."""
+    violations = set()
+    for imp in _internal():
+        source, target = _package(imp.source), _package(imp.target)
+        if source != target and LAYERS[target] > LAYERS[source]:
+            violations.add((imp.source, target))
+    message = _report("imports of a higher layer", violations - KNOWN_UPWARD, KNOWN_UPWARD - violations)
+    assert not message, message
+
+
+def test_packages_form_no_cycle():
+    """Within a layer, packages may depend on each other, one way only. (Imports of a higher
+    layer are the previous test's business and left out here.)"""
+    graph: dict[str, set[str]] = defaultdict(set)
+    for imp in _internal():
+        source, target = _package(imp.source), _package(imp.target)
+        if source != target and LAYERS[target] <= LAYERS[source]:
+            graph[source].add(target)
+    cycles = []
+    state: dict[str, int] = {}
+
+    def walk(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]) if nxt in trail else f"{node} -> {nxt}")
+            elif nxt not in state:
+                walk(nxt, trail + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            walk(node, [node])
+    assert not cycles, "package cycles:\n" + "\n".join(cycles)
+
+
+def test_interfaces_reach_the_rest_through_services():
+    """Routers and CLI commands call services (and shared modules), never a domain package or
+    the registry directly."""
+    violations = set()
+    for imp in _internal():
+        source, target = _package(imp.source), _package(imp.target)
+        if source in INTERFACES and target != source and target != "services" and target not in SHARED:
+            violations.add((imp.source, imp.target))
+    message = _report("interface imports around the service layer", violations - KNOWN_INTERFACE,
+                      KNOWN_INTERFACE - violations)
+    assert not message, message
+
+
+def test_no_function_level_imports_except_for_start_up():
+    counts: dict[str, int] = defaultdict(int)
+    for imp in IMPORTS:
+        if imp.in_function and not imp.commented:
+            counts[imp.path] += 1
+    unexpected = {f"{path} ({n}, known {KNOWN_FUNCTION_IMPORTS.get(path, 0)})" for path, n in counts.items()
+                  if n > KNOWN_FUNCTION_IMPORTS.get(path, 0)}
+    stale = {f"{path} (known {n}, now {counts.get(path, 0)})" for path, n in KNOWN_FUNCTION_IMPORTS.items()
+             if counts.get(path, 0) < n}
+    message = _report("imports inside functions without a start-up comment", unexpected, stale)
+    assert not message, message
+
+
+def _defines_tables(path: Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            if any(isinstance(s, (ast.Assign, ast.AnnAssign)) and any(
+                    isinstance(t, ast.Name) and t.id == "__tablename__"
+                    for t in (s.targets if isinstance(s, ast.Assign) else [s.target])) for s in node.body):
+                return True
+        # sa.Table("name", metadata, ...) defines one; reflection (autoload_with=...) only reads one
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "Table"
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in ("sa", "sqlalchemy")
+                and not any(k.arg == "autoload_with" for k in node.keywords)):
+            return True
+    return False
+
+
+def test_tables_live_in_the_registry():
+    outside = {str(p.relative_to(SRC)) for p in PACKAGE.rglob("*.py")
+               if _defines_tables(p) and "migrations" not in p.parts
+               and p.parent != PACKAGE / "registry" / "tables"}
+    assert not outside, f"tables defined outside aivo/registry/tables: {sorted(outside)}"
+
+
+@pytest.mark.parametrize("rule", ["layers", "start-up"])
+def test_the_checks_can_fail(rule, tmp_path):
+    """The walker sees what it must see (a guard against a check that passes vacuously)."""
+    if rule == "layers":
+        assert any(i.source.startswith("aivo.services") and i.target.startswith("aivo.registry") for i in IMPORTS)
+    else:
+        code = "def f():\n    import json\n\ndef g():\n    # start-up: heavy\n    import torch\n"
+        tree = ast.parse(code)
+        lines = code.splitlines()
+        flags = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                around = " ".join(lines[max(0, node.lineno - 2):node.end_lineno])
+                flags.append(STARTUP_MARKER in around and "#" in around)
+        assert flags == [False, True]
