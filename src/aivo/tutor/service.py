@@ -80,7 +80,7 @@ class TutorService:
     def _components(self):
         with self._lock:
             if self._engine is None and self.settings.tutor_engine == "openai":
-                from aivo.tutor.remote_engine import RemoteEngine, RemoteGenerator
+                from aivo.tutor.remote_engine import RemoteEngine, RemoteGenerator  # start-up: only when configured
 
                 self._engine = RemoteEngine.from_settings(self.settings)
                 self._batcher = RemoteGenerator(engine=self._engine, settings=self.settings)
@@ -186,6 +186,7 @@ class TutorService:
             if self._safety is None:
                 classifier = None
                 if self.settings.tutor_safety_classifier:
+                    # start-up: the classifier (numpy, scikit-learn, MiniLM) loads on first use
                     from aivo.tutor.safety_classifier import default_classifier
 
                     classifier = default_classifier(cache_dir=self.settings.home / "tutor")
@@ -220,7 +221,7 @@ class TutorService:
     def content(self):
         with self._lock:
             if self._content is None:
-                from aivo.tutor.content import ContentLibrary
+                from aivo.tutor.content import ContentLibrary  # start-up: numpy, MiniLM on first use
 
                 self._content = ContentLibrary(self.settings.home / "tutor" / "content")
             return self._content
