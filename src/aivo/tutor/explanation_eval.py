@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from aivo.tutor.accommodations import IDIOMS, MAX_PLAIN_WORDS, MAX_STEP_WORDS, PRESSURE_WORDS, STEPS_PER_CHUNK
+from aivo.tutor.accommodations import (IDIOMS, MAX_PLAIN_WORDS, MAX_STEP_WORDS, PRESSURE_WORDS, STEPS_PER_CHUNK,
+                                      get_accommodation)
 from aivo.tutor.readability import split_sentences
 from aivo.tutor.schemas import GenerateRequest, StudentContextIn
 
@@ -75,8 +76,6 @@ def complies(answer: str, accommodation: str | None) -> bool | None:
         return (answer.startswith("Main idea:") and lowered.count("main idea:") == 1 and lowered.count("details:") <= 1
                 and "!" not in answer and not any(idiom in lowered for idiom in IDIOMS))
     if accommodation == "anxiety":
-        from aivo.tutor.accommodations import get_accommodation
-
         acc = get_accommodation("anxiety")
         body = answer.replace(acc.opener or "", "").replace(acc.closer or "", "")
         return answer.startswith(acc.opener or "") and answer.endswith(acc.closer or "") \

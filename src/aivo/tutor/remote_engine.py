@@ -28,9 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from aivo.config import Settings
 from aivo.errors import AivoError, ServiceConfigError
 from aivo.tutor.adapter_store import AdapterRef
+from aivo.tutor.engine import model_fingerprint, model_source
 from aivo.tutor.options import GenerationParams
 from aivo.tutor.streams import Failed, Finished, TokenEvent, TokenStream
 
@@ -47,8 +50,6 @@ class UpstreamError(AivoError):
 def engine_fingerprint(settings: Settings) -> str:
     """Adapters trained locally on the same base model (AIVO_TUTOR_MODEL) match the engine's model;
     without a local copy, the engine's model name identifies the base."""
-    from aivo.tutor.engine import model_fingerprint, model_source
-
     source = model_source(settings)
     if Path(source).is_dir():
         return model_fingerprint(source)
@@ -94,8 +95,6 @@ class RemoteGenerator:
     """`submit_chat` -> TokenStream, one streamed HTTP request per call."""
 
     def __init__(self, *, engine: RemoteEngine, settings: Settings):
-        import httpx
-
         self.engine = engine
         self.stats = RemoteStats()
         headers = {"Authorization": f"Bearer {settings.tutor_engine_api_key}"} if settings.tutor_engine_api_key else {}
@@ -129,8 +128,6 @@ class RemoteGenerator:
         return stream
 
     def _run(self, body: dict, stream: TokenStream, adapter: AdapterRef | None) -> None:
-        import httpx
-
         pieces: list[str] = []
         reason, usage = "length", {}
         try:

@@ -80,7 +80,7 @@ class TutorService:
     def _components(self):
         with self._lock:
             if self._engine is None and self.settings.tutor_engine == "openai":
-                from aivo.tutor.remote_engine import RemoteEngine, RemoteGenerator
+                from aivo.tutor.remote_engine import RemoteEngine, RemoteGenerator  # start-up: only when configured
 
                 self._engine = RemoteEngine.from_settings(self.settings)
                 self._batcher = RemoteGenerator(engine=self._engine, settings=self.settings)
@@ -186,6 +186,7 @@ class TutorService:
             if self._safety is None:
                 classifier = None
                 if self.settings.tutor_safety_classifier:
+                    # start-up: the classifier (numpy, scikit-learn, MiniLM) loads on first use
                     from aivo.tutor.safety_classifier import default_classifier
 
                     classifier = default_classifier(cache_dir=self.settings.home / "tutor")
@@ -220,7 +221,7 @@ class TutorService:
     def content(self):
         with self._lock:
             if self._content is None:
-                from aivo.tutor.content import ContentLibrary
+                from aivo.tutor.content import ContentLibrary  # start-up: numpy, MiniLM on first use
 
                 self._content = ContentLibrary(self.settings.home / "tutor" / "content")
             return self._content
@@ -327,7 +328,8 @@ class TutorService:
         rubric = Rubric(reference_answers=tuple(a for a in criteria.reference_answers if a.strip()),
                         exemplars=tuple(a for a in criteria.exemplars if a.strip()),
                         keywords=tuple(k for k in criteria.rubric_keywords if k.strip()),
-                        learning_objective=criteria.learning_objective, question=criteria.question)
+                        learning_objective=criteria.learning_objective, question=criteria.question,
+                        misconceptions=tuple(m for m in criteria.misconceptions if m.strip()))
         context = to_context(request.context) if request.context else StudentContext.build(
             grade=criteria.grade, subject=criteria.subject)
         score = self.assessor().score(answer=request.student_response, rubric=rubric)
@@ -347,6 +349,7 @@ class TutorService:
             strengths=feedback.strengths, areas_for_improvement=feedback.areas_for_improvement,
             next_steps=feedback.next_steps, similarity=score.similarity, keyword_coverage=score.keyword_coverage,
             matched_keywords=score.matched_keywords, missing_keywords=score.missing_keywords,
+            misconceptions=score.misconceptions,
             on_topic=score.on_topic, feedback_source=source)
 
     # --- /v1/clone (cloning.py) --------------------------------------------------------------
