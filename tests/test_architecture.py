@@ -31,11 +31,12 @@ LAYERS: dict[str, int] = {
     **{name: 0 for name in SHARED},
     "data": 1, "registry": 1,
     "brain": 2, "federated": 2, "personalization": 2, "privacy": 2, "training": 2, "scheduler": 2, "tutor": 2,
+    "sites": 2,
     "services": 3,
-    "api": 4, "cli": 4,
+    "api": 4, "cli": 4, "flower_app": 4,
     "__main__": 5,
 }
-INTERFACES = {"api", "cli"}
+INTERFACES = {"api", "cli", "flower_app"}
 STARTUP_MARKER = "start-up"
 
 # Known violations, removed as the code moves (issue 16); each list must shrink to empty.
@@ -124,7 +125,7 @@ KNOWN_FUNCTION_IMPORTS: dict[str, int] = {
     'aivo/cli/ops.py': 18,
     'aivo/cli/registry.py': 1,
     'aivo/cli/serve.py': 13,
-    'aivo/cli/tutor.py': 21,
+    'aivo/cli/tutor.py': 17,
     'aivo/config.py': 3,
     'aivo/data/readers.py': 3,
     'aivo/error_translation.py': 3,
@@ -147,7 +148,7 @@ KNOWN_FUNCTION_IMPORTS: dict[str, int] = {
     'aivo/tutor/embeddings.py': 3,
     'aivo/tutor/engine.py': 11,
     'aivo/tutor/safety_classifier.py': 3,
-    'aivo/tutor/service.py': 22,
+    'aivo/tutor/service.py': 20,
     'aivo/tutor/smollm2.py': 3,
     'aivo/tutor/tiny_model.py': 9,
 }

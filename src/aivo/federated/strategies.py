@@ -70,6 +70,17 @@ class RunningSum(RoundState):
         self.weight_total += weight
         self.count += 1
 
+    def merge(self, *, total: np.ndarray, weight_total: float, count: int) -> None:
+        """Add a partial sum computed elsewhere (a site's clipped, weighted updates): the result
+        is the same as if its updates had been added here one by one."""
+        if total.shape != self.total.shape:
+            raise ValueError(f"partial sum of shape {total.shape}, expected {self.total.shape}")
+        if not (weight_total >= 0 and math.isfinite(weight_total)) or count < 0:
+            raise ValueError(f"partial sums need a finite weight >= 0 and a count >= 0, got {weight_total}, {count}")
+        self.total += total
+        self.weight_total += weight_total
+        self.count += int(count)
+
     def result(self) -> np.ndarray:
         if self.count == 0 or self.weight_total <= 0:
             raise ValueError("no update with a positive weight to average")
