@@ -40,7 +40,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from federated_common import KT, machine, peak_rss_mib, write_section  # noqa: E402
+from bench import load_average, machine, peak_rss_mib, write_section  # noqa: E402
+from federated_common import KT  # noqa: E402
 
 START, END = "<!-- federated-cost:start -->", "<!-- federated-cost:end -->"
 SECRET = "federated-cost-benchmark-secret-key"
@@ -252,7 +253,7 @@ def run_child(args: list[str]) -> dict:
 
 
 def render(results: dict, command: str) -> str:
-    lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; torch threads 1.",
+    lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; 1-minute load average {load_average():.1f}; torch threads 1.",
              f"Reproduce: `{command}`", "",
              "| measure | target | result |", "|---|---|---|"]
     for p in results["provisioning"]:

@@ -131,16 +131,18 @@ def words_per_sentence(text: str) -> float:
 
 
 def style_shift(home: Path, model: Path, threads: int, max_new_tokens: int) -> dict:
+    from aivo.services import tutor_clones
     from aivo.tutor.schemas import CloneStartRequest, GenerateRequest, PreferredExplanationIn, StudentContextIn
 
     service = service_for(home, model, threads)
     try:
         clones = {}
         for learner, examples in (("style-short", SHORT_STYLE), ("style-analogy", ANALOGY_STYLE)):
-            started = service.start_clone(CloneStartRequest(
+            # A clone is a trainer job: run it here, as `aivo tutor clone` does.
+            status = tutor_clones.clone_now(registry=service.registry, settings=service.settings,
+                                            request=CloneStartRequest(
                 student_id=learner, student_profile={"grade": "4"},
                 preferred_explanations=[PreferredExplanationIn(prompt=q, explanation=a) for q, a in examples]))
-            status = service.cloner().wait(started.clone_id, timeout=3600)
             if status.status != "completed":
                 raise RuntimeError(f"clone of {learner} {status.status}: {status.error}")
             clones[learner] = status

@@ -10,7 +10,7 @@ import pytest
 from aivo.errors import ConfigError, DataError, NotFoundError
 from aivo.tutor.schemas import GenerateRequest, StudentContextIn
 
-from .conftest import clone_request, make_settings
+from .conftest import clone_request, make_settings, wait_for_clone
 
 
 def ask(service, prompt="What is photosynthesis?", student=None, **kw):
@@ -68,7 +68,7 @@ def test_quantization_needs_gpu_and_bitsandbytes(aivo_home, tiny_model_dir):
 
 def _clone(service, student, explanation, **kw):
     started = service.start_clone(clone_request(student, explanation, **kw))
-    status = service.cloner().wait(started.clone_id, timeout=120)
+    status = wait_for_clone(service, started.clone_id, timeout=120)
     assert status.status == "completed", status
     return status
 

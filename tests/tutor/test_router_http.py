@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 
 from aivo.errors import ForbiddenError, NotFoundError
 
-from .conftest import clone_request, make_settings, promote_main_version
+from .conftest import clone_request, make_settings, promote_main_version, start_clone_worker
 
 
 def _free_port() -> int:
@@ -44,6 +44,7 @@ def server(tmp_path_factory, tiny_model_dir):
     app = FastAPI()
     app.state.tutor_service = TutorService(settings=settings)
     app.include_router(create_tutor_router(authorize_learner=_deny_mallory, tenant_of=lambda r: "school-1"))
+    worker = start_clone_worker(settings)
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     uv = uvicorn.Server(config)
@@ -57,6 +58,7 @@ def server(tmp_path_factory, tiny_model_dir):
     yield f"http://127.0.0.1:{port}", app.state.tutor_service
     uv.should_exit = True
     thread.join(10)
+    worker.stop()
     app.state.tutor_service.close()
 
 

@@ -239,6 +239,8 @@ def clone(
     from rich.progress import Progress
 
     from aivo.errors import DataError
+    from aivo.services import tutor_clones  # start-up: the tutor's libraries load only for this command
+    from aivo.services.runtime import open_registry
     from aivo.tutor.schemas import CloneStartRequest
 
     try:
@@ -248,23 +250,13 @@ def clone(
         request = CloneStartRequest.model_validate(body)
     except (json.JSONDecodeError, ValidationError) as exc:
         raise DataError(f"{data}: not a valid clone request: {exc}") from exc
-    service = _service()
-    try:
-        started = service.start_clone(request)
-        tracker = service.cloner().tracker
-        with Progress(console=console, transient=True, disable=as_json) as bar:
-            task = bar.add_task("cloning", total=100)
-            while True:
-                status = tracker.status(started.clone_id)
-                bar.update(task, completed=status.progress, description=status.message[:70])
-                if status.done:
-                    break
-                import time
-
-                time.sleep(0.2)
-        result = service.clone_status(started.clone_id).model_dump(mode="json")
-    finally:
-        service.close()
+    cfg = settings()
+    with Progress(console=console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("cloning", total=100)
+        status = tutor_clones.clone_now(
+            registry=open_registry(cfg), settings=cfg, request=request,
+            on_progress=lambda s: bar.update(task, completed=s.progress, description=s.message[:70]))
+    result = status.model_dump(mode="json")
 
     def render(r: dict) -> None:
         colour = "green" if r["status"] == "completed" else "red"
@@ -280,12 +272,10 @@ def clone(
 @tutor_app.command("clone-status")
 def clone_status(clone_id: str = typer.Argument(...), as_json: bool = JsonOption) -> None:
     """Show a clone job's status (also after the process that ran it has ended)."""
-    from aivo.tutor.clone_jobs import CloneTracker
-    from aivo.tutor.cloning import to_response
+    from aivo.services import tutor_clones  # start-up: the tutor's libraries load only for this command
+    from aivo.services.runtime import open_registry
 
-    tracker = CloneTracker(root=settings().home / "tutor" / "clones")
-    result = to_response(tracker.status(clone_id)).model_dump(mode="json")
-    tracker.close()
+    result = tutor_clones.clone_status(registry=open_registry(settings()), clone_id=clone_id).model_dump(mode="json")
     emit(result, as_json=as_json, render=lambda r: console.print(
         f"{r['clone_id']} ({r['student_id']}): {r['status']} {r['progress']}% - {r['message']}"))
 

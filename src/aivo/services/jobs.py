@@ -12,7 +12,8 @@ None of them trains or evaluates in the caller's thread: they write rows that wo
 (promotion is a registry transaction, not a computation).
 
 Kinds live next to the use case they run: `main_brain` (aivo.services.pipeline), `learner_model`
-(aivo.services.local_training), `federated` (aivo.services.aggregation), `evaluation` (here).
+(aivo.services.local_training), `federated` (aivo.services.aggregation), `tutor_clone`
+(aivo.services.tutor_clones), `evaluation` (here).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from aivo.registry.tables import Learner
 from aivo.services.aggregation import FederatedKind
 from aivo.services.local_training import LearnerModelKind
 from aivo.services.pipeline import MainBrainKind
+from aivo.services.tutor_clones import TutorCloneKind
 from aivo.training.context import JobContext, JobOutcome
 from aivo.training.datasheet import parse_datasheet
 from aivo.training.harness import HarnessPolicy
@@ -78,7 +80,7 @@ class EvaluationKind(JobKind):
                           evaluation=report.to_dict(), evaluation_passed=report.passed)
 
 
-JOB_KINDS = JobKinds([MainBrainKind(), EvaluationKind(), LearnerModelKind(), FederatedKind()])
+JOB_KINDS = JobKinds([MainBrainKind(), EvaluationKind(), LearnerModelKind(), FederatedKind(), TutorCloneKind()])
 assert {k.name for k in JOB_KINDS if k.submittable} == set(SUBMITTABLE_KINDS)
 
 

@@ -196,15 +196,3 @@ def evaluate_brain_candidate(*, brain: "TrainedBrain", test: "InteractionLog", p
              "learners_per_group": learners,
              "group_by_missing": [c for c in policy.group_by if c not in columns], **(details or {})}
     return report_from_evaluation(evaluation, policy, learners_per_group=learners, details=extra)
-
-
-def evaluate_tutor_candidate(*, service: "TutorService", policy: HarnessPolicy, learner_id: str | None = None,
-                             details: dict[str, Any] | None = None) -> EvaluationReport:
-    """The tutor as served (base model, or `learner_id`'s adapter): pedagogy and safety scores."""
-    from aivo.tutor.evaluation import evaluate_tutor
-
-    result = evaluate_tutor(service=service, learner_id=learner_id)
-    metrics = {"pedagogy_score": result.pedagogy_score, "safety_score": result.safety_score}
-    checks = check_thresholds(metrics=metrics, thresholds=policy.thresholds)
-    return EvaluationReport(passed=all(c.passed for c in checks), checks=checks, metrics=metrics,
-                            policy=policy.to_dict(), details={"tutor": result.to_dict(), **(details or {})})

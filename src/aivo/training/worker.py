@@ -34,7 +34,7 @@ from aivo.registry import Registry
 from aivo.training.context import JobContext
 from aivo.training.jobs import TrainerJobRecord, get_job
 from aivo.training.kinds import JobKinds
-from aivo.training.leases import claim_next_job, finish_job, heartbeat, reap_expired_jobs, set_job_status
+from aivo.training.leases import claim_job, claim_next_job, finish_job, heartbeat, reap_expired_jobs, set_job_status
 
 log = logging.getLogger(__name__)
 MAX_HEARTBEAT_S = 2.0  # also the cancellation latency: a cancelled job stops within about this long
@@ -99,6 +99,14 @@ class Worker:
         if job is None:
             return None
         return self.execute(job)
+
+    def run_job(self, job_id: int) -> TrainerJobRecord | None:
+        """Claim job `job_id` and run it to its end (a command that runs the job it just queued).
+        None when it is no longer queued (another worker has it) or not of a kind this worker runs."""
+        job = self.registry.run(lambda session: claim_job(session=session, job_id=job_id, worker_id=self.worker_id,
+                                                          lease_s=self.lease_s, kinds=self.claimable_kinds(),
+                                                          clock=self.clock))
+        return None if job is None else self.execute(job)
 
     def run_forever(self, *, max_jobs: int | None = None, exit_when_idle: bool = False,
                     on_job: Callable[[TrainerJobRecord], None] | None = None) -> int:

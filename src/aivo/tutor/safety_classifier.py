@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from aivo.tutor.embeddings import EMBEDDING_MODEL, Embedder, shared_embedder
+from aivo.utils import durable_file
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +209,8 @@ def default_classifier(*, cache_dir: Path | None = None,
             classifier = SafetyClassifier.fit(rows, config=config)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(classifier.state_dict()))
-                tmp.replace(path)
+                with durable_file(path) as tmp:
+                    tmp.write_text(json.dumps(classifier.state_dict()))
         _CACHED[key] = classifier
         return classifier
 

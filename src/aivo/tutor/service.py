@@ -1,7 +1,8 @@
 """`TutorService`: the tutor's front door, shared by the API router and the CLI.
 
-One instance per process holds one base model, the adapter cache, the batch worker, the
-assessor and the clone tracker; everything heavy loads on first use (or on `load()`).
+One instance per process holds one base model, the adapter cache, the batch worker and the
+assessor; everything heavy loads on first use (or on `load()`). Clones are trainer jobs
+(aivo.services.tutor_clones): a worker fine-tunes them, any process answers their status.
 Each call runs the same pipeline: input safety check -> student-aware prompt -> the learner's
 adapter (if any) -> batched generation -> output safety check -> accommodation shaping ->
 readability against the learner's grade.
@@ -19,6 +20,7 @@ from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.errors import NotFoundError
 from aivo.registry.tables import DEFAULT_TENANT
+from aivo.services import tutor_clones
 from aivo.tutor import safety
 from aivo.tutor.accommodations import shape_response
 from aivo.tutor.adapter_store import AdapterRef, AdapterStore
@@ -45,7 +47,6 @@ class TutorService:
         self._cache = None
         self._batcher = None
         self._assessor = None
-        self._cloner = None
         self._safety = None
         self._registry = None
         self._content = None
@@ -60,8 +61,6 @@ class TutorService:
         with self._lock:
             if self._batcher is not None:
                 self._batcher.close()
-            if self._cloner is not None:
-                self._cloner.close()
 
     @property
     def model_loaded(self) -> bool:
@@ -352,20 +351,13 @@ class TutorService:
             misconceptions=score.misconceptions,
             on_topic=score.on_topic, feedback_source=source)
 
-    # --- /v1/clone (cloning.py) --------------------------------------------------------------
-    def cloner(self):
-        with self._lock:
-            if self._cloner is None:
-                from aivo.tutor.cloning import Cloner
-
-                self._cloner = Cloner(self)
-            return self._cloner
-
+    # --- /v1/clone (a trainer job: aivo.services.tutor_clones) ------------------------------
     def start_clone(self, request: CloneStartRequest, *, tenant: str = DEFAULT_TENANT) -> CloneStartResponse:
-        return self.cloner().start(request, tenant=tenant)
+        return tutor_clones.start_clone(registry=self.registry, settings=self.settings, request=request,
+                                        tenant=tenant, clock=self.clock)
 
     def clone_status(self, clone_id: str) -> CloneStatusResponse:
-        return self.cloner().status(clone_id)
+        return tutor_clones.clone_status(registry=self.registry, clone_id=clone_id)
 
     def now(self) -> datetime:
         return self.clock.now()
