@@ -58,7 +58,6 @@ KNOWN_INTERFACE: set[tuple[str, str]] = {
     ('aivo.api.recommendation_cache', 'aivo.registry.tables'),
     ('aivo.api.recommender', 'aivo.brain.versions'),
     ('aivo.api.recommender', 'aivo.registry'),
-    ('aivo.api.routers.dashboard', 'aivo.registry'),
     ('aivo.api.routers.drift', 'aivo.training.drift_service'),
     ('aivo.api.routers.drift', 'aivo.training.runs'),
     ('aivo.api.routers.federated', 'aivo.federated.service'),
@@ -127,8 +126,6 @@ KNOWN_INTERFACE: set[tuple[str, str]] = {
 }
 KNOWN_FUNCTION_IMPORTS: dict[str, int] = {
     'aivo/api/app.py': 4,
-    'aivo/api/auth.py': 2,
-    'aivo/api/plots.py': 2,
     'aivo/api/recommender.py': 5,
     'aivo/api/routers/federated.py': 3,
     'aivo/api/routers/trainer_jobs.py': 4,
