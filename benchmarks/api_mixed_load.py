@@ -10,8 +10,11 @@ requests at a fixed arrival rate (open loop; latency counts from the moment a re
 so queueing in the generator counts against the server). Each request is, with probability
 `--ingest-share`, a POST /v1/interactions of 1-5 new interactions of one random learner (orders
 after the learner's history, never sent before), else a GET of a random learner's
-recommendations. After `--warmup` seconds (not measured) the measured phase runs for
-`--duration` seconds.
+recommendations. Every worker's recommendation cache is first filled with every learner (as in
+api_recommendations.py: the steady state of a running server), then after `--warmup` seconds
+at the target rate (not measured) the measured phase runs for `--duration` seconds; an ingest
+invalidates its learner's cached recommendation, so about a third of the learners asked for
+are computed again.
 
 Checked afterwards, from the database: every interaction the server acknowledged (201) is
 stored exactly once, and nothing else was added. Connection resets (the server closing a
@@ -45,7 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_common import ServeProcess, aivo_env, create_key, load_average, machine, write_subsection  # noqa: E402
-from api_recommendations import _counters, prepare  # noqa: E402
+from api_recommendations import _cold_then_prime, _counters, prepare  # noqa: E402
 
 TARGET_P99_MS = 250.0
 START = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
@@ -145,6 +148,10 @@ def load_generator(args) -> int:
                   rate=args.rate, concurrency=args.concurrency, ingest_share=args.ingest_share, rng=rng,
                   next_order=next_order)
     result: dict = {}
+    # Steady state, as in api_recommendations.py: every worker's cache holds every learner before
+    # the load starts; from then on only ingested learners are computed again.
+    _, result["priming_passes"] = asyncio.run(_cold_then_prime(base=args.base, token=args.token, learners=learners,
+                                                               cold=0, workers=args.workers))
     warm = asyncio.run(_mixed(duration=args.warmup, measure=False, **common)) if args.warmup > 0 else None
     result["load_before"] = load_average()
     result["counters_before"] = _counters(args.base, args.token)
@@ -210,7 +217,8 @@ def run(args) -> dict:
         with ServeProcess(env=env, workers=args.workers, log_path=Path(tmp) / "serve.log") as server:
             cmd = [sys.executable, __file__, "--load-generator", "--base", server.base, "--token", token,
                    "--learners-file", str(learners_file), "--out", str(out_file)]
-            for name in ("rate", "duration", "concurrency", "warmup", "ingest_share", "interactions", "seed"):
+            for name in ("rate", "duration", "concurrency", "warmup", "ingest_share", "interactions", "seed",
+                         "workers"):
                 cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
             subprocess.run(cmd, check=True)
             server_log = (Path(tmp) / "serve.log").read_text(errors="replace")
@@ -259,7 +267,8 @@ def report(r: dict, args, command: str) -> str:
         f"Reproduce: `{command}`", "",
         f"Data: {args.learners:,} simulated learners, {m['rows']:,} interactions; Main Brain {m['version']}. "
         f"Each request picks a random learner; an ingest sends 1-5 new interactions of that learner (which "
-        f"invalidates its cached recommendation).", "",
+        f"invalidates its cached recommendation). Before the load, every worker's cache was filled "
+        f"({r['priming_passes']} passes over every learner).", "",
         "| measure | value |", "|---|---|",
         f"| rate, duration, clients | {args.rate:g} requests/s for {args.duration:g} s after {args.warmup:g} s of "
         f"warm-up, {args.concurrency} concurrent connections ({r['achieved_rps']:.1f} requests/s achieved) |",
@@ -287,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--ingest-share", type=float, default=0.3)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--learners", type=int, default=1000)
+    parser.add_argument("--learners", type=int, default=500)
     parser.add_argument("--interactions", type=int, default=60)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)

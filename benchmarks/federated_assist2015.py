@@ -74,7 +74,7 @@ def load_split(seed: int = 0):
 
 
 def metrics_of(brain, log) -> dict:
-    from aivo.brain.metrics import binary_metrics
+    from aivo.data.metrics import binary_metrics
     from aivo.brain.predict import predict
 
     prob = predict(brain=brain, log=log)

@@ -98,7 +98,7 @@ def _db_bytes(registry) -> int:
 
 # --- workers -------------------------------------------------------------------------------
 def provisioning(backend: str, workdir: Path, learners: int) -> dict:
-    from aivo.personalization.clone import provision_clones
+    from aivo.services.clones import provision_clones
     from aivo.brain.versions import register_brain
 
     brain = _brain(workdir)
@@ -142,10 +142,10 @@ def provisioning(backend: str, workdir: Path, learners: int) -> dict:
 def local_training(workdir: Path, count: int) -> dict:
     from aivo.data.kt_format import read_kt_lines
     from aivo.data.schema import InteractionLog
-    from aivo.personalization.clone import provision_clones
+    from aivo.services.clones import provision_clones
     from aivo.personalization.local import LocalTrainingConfig, train_local
     from aivo.personalization.parts import partition_parameters
-    from aivo.personalization.service import train_learner
+    from aivo.services.local_training import train_learner
     from aivo.registry import import_interactions
     from aivo.brain.versions import register_brain
 
@@ -194,7 +194,7 @@ def aggregation(workdir: Path, updates: int, source: str) -> dict:
 
     from aivo.federated.aggregate import aggregate_updates
     from aivo.federated.dp import UserLevelDP
-    from aivo.federated.service import stream_updates
+    from aivo.federated.updates import stream_updates
     from aivo.federated.strategies import make_strategy
     from aivo.federated.updates import LearnerUpdate, UpdateSpec, update_metadata
     from aivo.personalization.parts import partition_parameters

@@ -106,7 +106,7 @@ def _train_ensemble(plan, dataset: str, test, *, seed: int, parallel: int) -> di
 
     import numpy as np
 
-    from aivo.brain.metrics import binary_metrics
+    from aivo.data.metrics import binary_metrics
 
     started = time.perf_counter()
     done: dict[int, dict] = {}
@@ -206,7 +206,7 @@ def _bayes_ceiling(cohort, brain, test, *, learners: int, particles: int, seed: 
     `learners` test learners, next to the Main Brain and the oracle on the same answers."""
     import numpy as np
 
-    from aivo.brain.metrics import binary_metrics
+    from aivo.data.metrics import binary_metrics
     from aivo.brain.predict import predict
     from aivo.data.simulator.bayes import BayesConfig, bayes_predictions
 
@@ -249,7 +249,7 @@ def _gap_tables(brain, test) -> tuple[list[dict], list[dict]]:
     model must infer them from the history, so the gaps show how much of it is cold start."""
     import numpy as np
 
-    from aivo.brain.metrics import binary_metrics
+    from aivo.data.metrics import binary_metrics
     from aivo.brain.predict import predict
 
     prob = predict(brain=brain, log=test)

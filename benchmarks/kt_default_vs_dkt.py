@@ -99,7 +99,7 @@ def _chunk_protocol_auc(model_dir: Path, dataset: str) -> float:
     torch.set_num_threads(1)
     from aivo.brain.batching import encode_log
     from aivo.brain.checkpoint import load_checkpoint
-    from aivo.brain.metrics import binary_metrics
+    from aivo.data.metrics import binary_metrics
     from aivo.brain.train import scored_probabilities
     from aivo.data.readers import read_interactions
 

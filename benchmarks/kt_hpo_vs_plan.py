@@ -69,7 +69,7 @@ def run_plan(dataset: str, home: str, threads: int) -> dict:
     from aivo.brain.train import train_main_brain
     from aivo.config import Settings
     from aivo.registry import open_registry
-    from aivo.training.pipeline import PipelineConfig, collect_interactions, scrub_log
+    from aivo.services.pipeline import PipelineConfig, collect_interactions, scrub_log
     from aivo.training.splits import stable_split
 
     load = os.getloadavg()[0]

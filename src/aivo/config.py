@@ -161,6 +161,20 @@ class Settings(BaseSettings):
         "MIN_TRAINING_INTERVAL_HOURS", seed_name="MIN_TRAINING_INTERVAL_HOURS"))
     drift_threshold: float = Field(0.15, gt=0, validation_alias=_env("DRIFT_THRESHOLD", seed_name="DRIFT_THRESHOLD"))
 
+    # --- federation across sites (docs/federated.md, "Across sites") ----------------------
+    site_name: str | None = Field(None, validation_alias=_env("SITE_NAME"),
+                                  description="This registry's site name in a federation (set by `aivo site init`).")
+    site_key: Path | None = Field(None, validation_alias=_env("SITE_KEY"),
+                                  description="The site's private key (default: AIVO_HOME/site/site.key).")
+    superlink: str = Field("127.0.0.1:9092", validation_alias=_env("SUPERLINK"),
+                           description="host:port of the coordinator's Flower SuperLink.")
+    federation_root_certificates: Path | None = Field(
+        None, validation_alias=_env("FEDERATION_ROOT_CERTIFICATES"),
+        description="CA certificate that signed the SuperLink's TLS certificate (sites and `aivo federation run`).")
+    federation_message_log: Path | None = Field(
+        None, validation_alias=_env("FEDERATION_MESSAGE_LOG"),
+        description="Folder where the coordinator writes every message it receives from sites (audits).")
+
     # --- tutor brain ------------------------------------------------------------------
     brain_model: str | None = Field(None, validation_alias=AliasChoices("AIVO_TUTOR_MODEL", "AIVO_BRAIN_MODEL"),
                                     description="Causal LM: a local folder or a hub id (AIVO_TUTOR_MODEL, or "

@@ -17,17 +17,16 @@ import torch
 
 from aivo.config import Settings
 from aivo.data.schema import make_log
-from aivo.federated.service import AggregationOptions, run_aggregation
-from aivo.personalization.clone import provision_clones
-from aivo.personalization.service import train_learner
+from aivo.services.aggregation import AggregationOptions, run_aggregation
+from aivo.services.clones import provision_clones
+from aivo.services.local_training import train_learner
 from aivo.registry import Registry, import_interactions, open_registry
 from aivo.registry.api_keys import create_api_key
 from aivo.services.learners import pseudonym_for
 from aivo.services.main_brain import train_main_version
 from aivo.services.reports import write_training_report
-from aivo.training.drift_service import check_drift
-from aivo.training.job_service import submit_job
-from aivo.training.worker import Worker
+from aivo.services.drift import check_drift
+from aivo.services.jobs import make_worker, submit_job
 from tests.brain.helpers import TINY, random_log, tiny_config
 
 SECRET = "dashboard-tests-secret-key-0123456789abcdef"
@@ -102,7 +101,7 @@ def seed(home: Path) -> Seeded:
                               options=AggregationOptions.from_settings(settings, min_learners=3, seed=0))
     out.round_id = outcome.federated_update_id
 
-    worker = Worker(registry=registry, settings=settings, poll_s=0.1)
+    worker = make_worker(registry=registry, settings=settings, poll_s=0.1)
     out.skipped_job = submit_job(registry=registry, settings=settings, kind="federated", datasheet=SHEET,
                                  created_by="tests", config={"min_learners": 1000}, reason="a round nobody can join").id
     worker.run_once()

@@ -83,6 +83,14 @@ def test_csv_epoch_timestamps(tmp_path):
     ("", 1, "empty file"),
     ("\n  \n", 1, "empty file"),
     ("learner_id,item_id,correct,correct\na,b,1,1\n", 1, "duplicate column name(s) in the header: correct"),
+    # issue 14: the bounds every edge checks, and NUL characters
+    ("learner_id,item_id,correct,timestamp\ns1,q1,1,2024-01-01\ns1,q2,0,0001-01-01T00:00:00+14:00\n", 3,
+     "outside the supported years 1900..2099"),
+    ("learner_id,item_id,correct,timestamp\ns1,q1,1,9999-12-31\n", 2, "outside the supported years"),
+    ("learner_id,item_id,correct,timestamp\ns1,q1,1,-99999999999\n", 2, "outside the supported years"),
+    ("learner_id,item_id,correct,order\ns1,q1,1,0\ns1,q2,0,9223372036854775808\n", 3, "order must be between 0 and"),
+    ("learner_id,item_id,correct\ns1,q1,1\ns1,q\x002,0\n", 3, "a NUL character in column 'item_id'"),
+    ("learner_id,item_id,correct,note\ns1,q1,1,fine\ns1,q2,0,bad\x00\n", 3, "a NUL character in column 'note'"),
 ])
 def test_malformed_csv_names_file_and_line(tmp_path, text, line, fragment):
     path = write(tmp_path, text)
@@ -157,6 +165,11 @@ def test_parquet_typed_columns_and_mapping(tmp_path):
     (pd.DataFrame({"learner_id": ["a"], "item_id": ["x"], "correct": [1], "grade": ["3rd"]}),
      "row 1: grade must be a number"),
     (pd.DataFrame({"learner_id": ["a"], "item_id": ["x"]}), "missing required column(s): correct"),
+    (pd.DataFrame({"learner_id": ["a", "a"], "item_id": ["x", "y"], "correct": [1, 0],
+                   "timestamp": pd.to_datetime(["2024-01-01", "1850-01-01"], utc=True)}),
+     "row 2: timestamp Timestamp('1850-01-01 00:00:00+0000', tz='UTC') is outside the supported years"),
+    (pd.DataFrame({"learner_id": ["a", "a"], "item_id": ["x", "y\x00"], "correct": [1, 0]}),
+     "row 2: a NUL character in column 'item_id'"),
     (pd.DataFrame({"learner_id": pd.Series([], dtype=str), "item_id": pd.Series([], dtype=str),
                    "correct": pd.Series([], dtype=int)}), "no data rows"),
 ])

@@ -96,7 +96,7 @@ def _wants_scheduler(settings: Settings, scheduler: bool | None) -> tuple[bool, 
 
 def _start_scheduler(app: FastAPI) -> None:
     """The training scheduler in this process (single worker only; see _wants_scheduler)."""
-    from aivo.scheduler.service import start_scheduler
+    from aivo.services.scheduler import start_scheduler
 
     state = app.state
     state.hooks.scheduler = start_scheduler(registry=state.registry, settings=state.settings, clock=state.clock)

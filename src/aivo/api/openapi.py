@@ -133,10 +133,27 @@ def _document_errors(operation: dict[str, Any]) -> None:
     for code in codes:
         responses.setdefault(code, {"description": _ERRORS[code]})
     # FastAPI's own 422 describes a body the app never sends: every error carries ErrorResponse.
-    responses["422"]["content"] = error_body
+    own_422 = _json_schema(responses["422"]) or {}
+    if own_422.get("$ref", "").endswith("/HTTPValidationError"):
+        responses["422"]["content"] = error_body
     for code, entry in responses.items():
-        if code[0] in "45" and "content" not in entry:
+        if code[0] not in "45" or (code == "503" and "content" in entry and "HealthPublic" in str(entry)):
+            continue
+        own = _json_schema(entry)
+        if own is None:
             entry["content"] = error_body
+        elif not _referenced(own, _REF + "ErrorResponse"):
+            # A route's own error shape (OpenAI's, for the OpenAI-compatible endpoints); the app's
+            # middleware (key check, request guard, last-resort handler) still answers ErrorResponse.
+            entry["content"] = _either(own)
+
+
+def _json_schema(entry: dict[str, Any]) -> dict[str, Any] | None:
+    return ((entry.get("content") or {}).get("application/json") or {}).get("schema")
+
+
+def _either(own: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": {"anyOf": [own, {"$ref": _REF + "ErrorResponse"}]}}}
 
 
 def _json_value_schema() -> dict[str, Any]:

@@ -111,7 +111,7 @@ def model_details(state: Any, model_id: str, record: MainVersionRecord | None) -
 def scheduler_status(state: Any) -> dict[str, Any]:
     """For /health: is a scheduler leading (from the database, wherever it runs), and is it this
     process. Blocking (database reads)."""
-    from aivo.scheduler.control import scheduler_status as read_status
+    from aivo.services.scheduler import scheduler_status as read_status
 
     handle = state.hooks.scheduler
     out: dict[str, Any] = {"in_process": handle is not None, "note": state.hooks.scheduler_note}

@@ -21,7 +21,7 @@ from aivo.brain.batching import Batch, EncodedLog, encode_log, iterate_batches, 
 from aivo.brain.bundle import TrainedBrain, build_model
 from aivo.brain.config import BrainConfig
 from aivo.brain.labels import derive_label_tables
-from aivo.brain.metrics import BinaryMetrics, binary_metrics
+from aivo.data.metrics import BinaryMetrics, binary_metrics
 from aivo.brain.model import BrainOutput, MainBrain
 from aivo.brain.vocab import PAD, BrainVocab
 from aivo.data.schema import InteractionLog

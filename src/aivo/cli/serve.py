@@ -37,7 +37,8 @@ def serve(
     scheduler: bool | None = typer.Option(None, "--scheduler/--no-scheduler",
                                           help="Run the training scheduler in the API process (single worker "
                                                "only) [AIVO_SCHEDULER_ENABLED]."),
-    access_log: bool = typer.Option(False, "--access-log", help="Log every request (costs CPU under load)."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request (costs CPU under load; the "
+                                    "lines hold raw URLs, learner ids included)."),
 ) -> None:
     """Run the AIVO API (OpenAPI docs at /docs). With several workers the scheduler must run on
     its own: `aivo scheduler run`."""

@@ -110,6 +110,23 @@ def split_skills(value: str) -> list[str]:
     return [s for s in str(value).split(SKILL_SEPARATOR) if s]
 
 
+def text_with_nul(frame: pd.DataFrame) -> tuple[str, int] | None:
+    """(column, 0-based row) of the first text value holding a NUL character, or None. No store
+    accepts one (PostgreSQL refuses it), so no edge does either."""
+    for col in frame.columns:
+        if "\x00" in str(col):
+            return str(col), -1
+        series = frame[col]
+        if not (series.dtype == object or isinstance(series.dtype, pd.StringDtype)):
+            continue
+        # Ids and labels repeat: look at each distinct value once, then find the row if needed.
+        if not any(isinstance(v, str) and "\x00" in v for v in pd.unique(series.dropna())):
+            continue
+        found = series.map(lambda v: isinstance(v, str) and "\x00" in v).to_numpy(dtype=bool)
+        return str(col), int(np.flatnonzero(found)[0])
+    return None
+
+
 def validate_frame(frame: pd.DataFrame, *, source: str = "<memory>") -> pd.DataFrame:
     """Coerce a raw frame to the schema, or raise `DataError` naming what is wrong.
 
@@ -121,6 +138,10 @@ def validate_frame(frame: pd.DataFrame, *, source: str = "<memory>") -> pd.DataF
     if missing:
         raise DataError(f"missing required column(s): {', '.join(missing)}; "
                         f"found: {', '.join(map(str, frame.columns))}", path=source)
+    nul = text_with_nul(frame)
+    if nul is not None:
+        where = "a column name" if nul[1] < 0 else f"column {nul[0]!r}, data row {nul[1] + 1}"
+        raise DataError(f"a NUL character in {where}: text may not hold one", path=source)
     out = frame.copy()
     for col in ("learner_id", "item_id"):
         if out[col].isna().any():

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from aivo.data.schema import (CORE_COLUMNS, MAX_ORDER, REQUIRED_COLUMNS, SKILL_SEPARATOR, InteractionLog,
-                              out_of_range_orders, out_of_range_timestamps, timestamp_range_text, validate_frame)
+                              out_of_range_orders, out_of_range_timestamps, text_with_nul, timestamp_range_text,
+                              validate_frame)
 from aivo.errors import DataError
 
 MAX_GRADE = 12  # K-12; kindergarten is grade 0 ("K" is accepted)
@@ -228,6 +229,11 @@ def conform_table(raw: pd.DataFrame, *, mapping: Mapping[str, str] | None, where
                                  f"{', '.join(columns)} (map them with {hint})")
     if len(frame) == 0:
         raise where.header_error("no data rows (the file has a header only)")
+    nul = text_with_nul(frame)
+    if nul is not None:
+        if nul[1] < 0:
+            raise where.header_error("a NUL character in a column name: text may not hold one")
+        raise where.row_error(f"a NUL character in column {nul[0]!r}: text may not hold one", nul[1])
     out = pd.DataFrame(index=frame.index)
     out["learner_id"] = _text(frame["learner_id"], name="learner_id", where=where, required=True)
     out["item_id"] = _text(frame["item_id"], name="item_id", where=where, required=True)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from aivo.registry import Registry
-from aivo.training.drift_service import DriftReportRecord, list_drift_reports
+from aivo.services.drift import DriftReportRecord, list_drift_reports
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID
 
 MAX_REPORTS = 500

@@ -3,7 +3,7 @@ it (pool, sampled, accepted, clipped, rejected, the gate's decision, the privacy
 rounds that never reached the registry because too few learners could contribute (they live in
 the `federated` trainer job's result, status `skipped`).
 
-Privacy figures, as written: an embedded round (aivo.federated.service) records, before it runs,
+Privacy figures, as written: an embedded round (aivo.services.aggregation) records, before it runs,
 the epsilon of one round alone (`epsilon_one_round`) and each pooled learner's epsilon after this
 round (`epsilon_after_round_max`, `_median`); a round across sites (aivo.sites) records
 `epsilon_round` and the federation's total after it (`epsilon_federation`). Per learner, the

@@ -8,13 +8,23 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import numpy as np
+from rich.progress import Progress
+
+from aivo.brain.config import config_from_settings
+from aivo.brain.versions import load_main_brain
 from aivo.clock import FrozenClock
 from aivo.config import Settings
-from aivo.data.simulator import SimulatorConfig, simulate_cohort
-from aivo.registry import import_interactions, open_registry
+from aivo.data.simulator import SimulatorConfig, oracle_metrics, simulate_cohort
+from aivo.registry import import_interactions
+from aivo.services.aggregation import AggregationOptions, run_aggregation
+from aivo.services.clones import provision_clones
 from aivo.services.learners import pseudonym_for
-from aivo.services.main_brain import load_main_brain, train_main_version
+from aivo.services.local_training import train_learner
+from aivo.services.main_brain import train_main_version
 from aivo.services.recommendations import recommend_for_learner
+from aivo.services.reports import write_training_report
+from aivo.services.runtime import open_registry
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +46,6 @@ class DemoReport:
 
 def run_demo(*, settings: Settings, num_learners: int, interactions_per_learner: int, seed: int,
              num_shown: int = 3, num_personalized: int = 50, progress: bool = False) -> DemoReport:
-    from aivo.brain.config import config_from_settings
-    from aivo.services.runtime import apply_threads
-    from aivo.data.simulator import oracle_metrics
-    from aivo.services.reports import write_training_report
-
-    apply_threads(settings)
     seconds: dict[str, float] = {}
     registry = open_registry(settings)
 
@@ -105,13 +109,6 @@ def _personalize_and_federate(*, registry, settings: Settings, learner_ids: list
     """Clone the active Main Brain for these learners, train each clone on its own learner's
     interactions only, then run one federated round (settings' strategy, user-level DP) over the
     updates: the same service functions as `aivo clone`, `aivo train-local` and `aivo aggregate`."""
-    import numpy as np
-    from rich.progress import Progress
-
-    from aivo.federated.service import AggregationOptions, run_aggregation
-    from aivo.personalization.clone import provision_clones
-    from aivo.personalization.service import train_learner
-
     provisioned = provision_clones(registry=registry, settings=settings, learner_ids=learner_ids)
     reports = []
     with Progress(disable=not progress, transient=True) as bar:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from aivo.brain.bundle import TrainedBrain
 from aivo.brain.catalog import item_catalog
 from aivo.brain.checkpoint import load_checkpoint, save_checkpoint
 from aivo.brain.config import BrainConfig

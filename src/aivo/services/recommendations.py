@@ -14,6 +14,7 @@ from aivo.brain.recommend import PolicyConfig, Recommendation, recommend
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.data.schema import InteractionLog
+from aivo.personalization.serving import brain_for_learner
 from aivo.registry import Registry, get_learner, load_interactions
 from aivo.brain.catalog import catalog_frame
 
@@ -62,8 +63,6 @@ def recommend_with_brain(*, brain: TrainedBrain, learner_id: str, history: Inter
 def serving_brain(*, registry: Registry, learner_id: str) -> TrainedBrain:
     """The model that serves this learner: the active Main Brain, overlaid with the learner's
     personal parameters when an active clone exists (the main model when it is in fallback)."""
-    from aivo.personalization.serving import brain_for_learner
-
     return brain_for_learner(registry=registry, learner_id=learner_id).brain
 
 

@@ -2,7 +2,7 @@
 
 A policy names bounds on metrics. Higher-is-better metrics (AUC, accuracy, F1, precision,
 recall; the tutor's pedagogy and safety scores) are minimums; lower-is-better ones (ECE,
-log-loss, the fairness gap) are maximums. The fairness gap is `aivo.brain.metrics.subgroup_gap`:
+log-loss, the fairness gap) are maximums. The fairness gap is `aivo.data.metrics.subgroup_gap`:
 the largest minus the smallest AUC (or `gap_metric`) across the subgroups of each `group_by`
 column (accommodation profile, grade, ...), groups under `min_group_size` predictions or
 `min_group_learners` learners left out;
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aivo.brain.metrics import subgroup_gap
+from aivo.data.metrics import subgroup_gap
 from aivo.errors import DataError
 
 if TYPE_CHECKING:

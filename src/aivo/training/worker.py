@@ -2,8 +2,8 @@
 
 `aivo worker run` runs `Worker.run_forever` in its own process (as many processes as wanted,
 on any machine that reaches the database). Embedded mode may run one in a background thread of
-`aivo scheduler run` or `aivo serve` (`start_worker_thread`): training still never runs in a
-request.
+`aivo scheduler run` or `aivo serve` (`WorkerThread`): training still never runs in a request.
+A worker runs the kinds it is given (`aivo.services.jobs.JOB_KINDS` builds them).
 
 Fates:
 - the kind returns -> `succeeded` (result, candidate, evaluation stored);
@@ -33,7 +33,7 @@ from aivo.errors import AivoError
 from aivo.registry import Registry
 from aivo.training.context import JobContext
 from aivo.training.jobs import TrainerJobRecord, get_job
-from aivo.training.kinds import available_kinds, get_kind
+from aivo.training.kinds import JobKinds
 from aivo.training.leases import claim_next_job, finish_job, heartbeat, reap_expired_jobs, set_job_status
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,17 @@ def reap(*, registry: Registry, clock: Clock = SYSTEM_CLOCK) -> list[TrainerJobR
 
 
 class Worker:
-    def __init__(self, *, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK,
+    """Runs the jobs of `job_kinds` (only those named in `kinds`, when given)."""
+
+    def __init__(self, *, registry: Registry, settings: Settings, job_kinds: JobKinds, clock: Clock = SYSTEM_CLOCK,
                  worker_id: str | None = None, kinds: tuple[str, ...] | None = None, poll_s: float = 1.0,
                  heartbeat_s: float | None = None):
+        unknown = sorted(set(kinds or ()) - set(job_kinds.names()))
+        if unknown:
+            job_kinds.get(unknown[0])  # DataError naming the unknown kind and the known ones
         self.registry = registry
         self.settings = settings
+        self.job_kinds = job_kinds
         self.clock = clock
         self.worker_id = worker_id or make_worker_id()
         self.kinds = kinds
@@ -77,8 +83,7 @@ class Worker:
 
     # --- the loop ----------------------------------------------------------------------------
     def claimable_kinds(self) -> tuple[str, ...]:
-        available = available_kinds()
-        return tuple(k for k in available if self.kinds is None or k in self.kinds)
+        return tuple(k for k in self.job_kinds.names() if self.kinds is None or k in self.kinds)
 
     def claim(self) -> TrainerJobRecord | None:
         kinds = self.claimable_kinds()
@@ -143,7 +148,7 @@ class Worker:
         job = ctx.job
         started = time.perf_counter()
         try:
-            kind = get_kind(job.kind)
+            kind = self.job_kinds.get(job.kind)
             checks = kind.validate(ctx)
             if ctx.should_stop():
                 raise TrainingStopped("stopped while validating")
@@ -205,9 +210,3 @@ class WorkerThread:
     def stop(self, *, timeout: float = 30.0) -> None:
         self.worker.shutdown()
         self.thread.join(timeout)
-
-
-def start_worker_thread(*, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK,
-                        poll_s: float = 2.0) -> WorkerThread:
-    return WorkerThread(Worker(registry=registry, settings=settings, clock=clock, poll_s=poll_s,
-                               worker_id=make_worker_id("embedded"))).start()

@@ -26,9 +26,10 @@ from sse_starlette import EventSourceResponse
 
 from aivo.errors import AivoError, NotFoundError
 from aivo.registry.tables import DEFAULT_TENANT
-from aivo.tutor.schemas import (UNSUPPORTED_CHAT_FIELDS, AssessRequest, AssessResponse, ChatCompletionRequest,
-                                ChatCompletionResponse, CloneStartRequest, CloneStartResponse, CloneStatusResponse,
-                                GenerateRequest, GenerateResponse, OpenAIModel, OpenAIModelList, TutorHealth)
+from aivo.tutor.schemas import (AssessRequest, AssessResponse, ChatCompletionRequest, ChatCompletionResponse,
+                                CloneStartRequest, CloneStartResponse, CloneStatusResponse, GenerateRequest,
+                                GenerateResponse, OpenAIErrorResponse, OpenAIModel, OpenAIModelList,
+                                TutorHealth, UNSUPPORTED_CHAT_FIELDS)
 from aivo.tutor.service import BASE_MODEL_ALIAS, TutorService, parse_model_name
 
 # (request, learner_id) -> the learner id to use (e.g. the pseudonym of a raw id), or None to keep
@@ -134,6 +135,7 @@ def create_tutor_router(*, get_service: Callable[..., TutorService] = service_fr
         body = parse_chat_request(payload)
         if isinstance(body, JSONResponse):
             return body
+        learner_id = None
         try:
             with http_errors():
                 learner_id = parse_model_name(body.model)
@@ -157,7 +159,13 @@ def create_tutor_router(*, get_service: Callable[..., TutorService] = service_fr
     chat_doc = dict(summary="OpenAI-compatible chat completions",
                     responses={200: {"model": ChatCompletionResponse, "content": {"text/event-stream": {}},
                                      "description": "JSON, or chat.completion.chunk events ending with [DONE]."},
-                               400: {"description": "OpenAI-shaped error: invalid or unsupported fields."}})
+                               **{code: {"model": OpenAIErrorResponse, "description": what} for code, what in (
+                                   (400, "OpenAI-shaped error: invalid or unsupported fields."),
+                                   (403, "OpenAI-shaped error: the key may not act for this learner."),
+                                   (404, "OpenAI-shaped error: unknown model or learner."),
+                                   (409, "OpenAI-shaped error: not possible now."),
+                                   (422, "OpenAI-shaped error: a value the tutor cannot use."),
+                                   (503, "OpenAI-shaped error: the tutor model is not available."))}})
     # /openai/v1 is the base URL for OpenAI clients (`/v1/models` is the Main Brain's list);
     # /v1/chat/completions stays for existing callers.
     router.add_api_route("/openai/v1/chat/completions", chat_completions, methods=["POST"], **chat_doc)
@@ -172,6 +180,7 @@ def create_tutor_router(*, get_service: Callable[..., TutorService] = service_fr
     @router.get("/openai/v1/models/{model_id:path}", response_model=OpenAIModel, summary="One OpenAI model",
                 responses={404: {"description": "OpenAI-shaped error."}})
     async def openai_model(model_id: str, request: Request, service: ServiceDep):
+        learner_id = None
         try:
             with http_errors():
                 learner_id = parse_model_name(model_id)

@@ -79,6 +79,11 @@ class TutorService:
 
     def _components(self):
         with self._lock:
+            if self._engine is None and self.settings.tutor_engine == "openai":
+                from aivo.tutor.remote_engine import RemoteEngine, RemoteGenerator  # start-up: only when configured
+
+                self._engine = RemoteEngine.from_settings(self.settings)
+                self._batcher = RemoteGenerator(engine=self._engine, settings=self.settings)
             if self._engine is None:
                 from aivo.tutor.engine import check_model_available
 
@@ -112,6 +117,8 @@ class TutorService:
 
     @property
     def model_name(self) -> str:
+        if self.settings.tutor_engine == "openai":
+            return f"{self.settings.tutor_engine_model} (upstream)"
         from aivo.tutor.engine import model_display_name, model_source
 
         return model_display_name(model_source(self.settings))
@@ -159,13 +166,15 @@ class TutorService:
     def submit_messages(self, *, messages: list[dict[str, str]], adapter: AdapterRef | None,
                         params: GenerationParams) -> TokenStream:
         engine, batcher = self._components()
+        if self.settings.tutor_engine == "openai":  # the upstream engine applies its own chat template
+            return batcher.submit_chat(messages=messages, adapter=adapter, params=params)
         with engine.lock:
             prompt_ids = engine.render_prompt(messages)
         return batcher.submit(prompt_ids=prompt_ids, adapter=adapter, params=params)
 
     def forget_learner(self, learner_id: str) -> bool:
         """Drop a learner's adapter from memory (call after deleting the learner)."""
-        if self._batcher is None:
+        if self._batcher is None or self._cache is None:
             return False
         return bool(self._batcher.call_in_worker(lambda: self._cache.evict(learner_id)))
 
@@ -177,6 +186,7 @@ class TutorService:
             if self._safety is None:
                 classifier = None
                 if self.settings.tutor_safety_classifier:
+                    # start-up: the classifier (numpy, scikit-learn, MiniLM) loads on first use
                     from aivo.tutor.safety_classifier import default_classifier
 
                     classifier = default_classifier(cache_dir=self.settings.home / "tutor")
@@ -211,7 +221,7 @@ class TutorService:
     def content(self):
         with self._lock:
             if self._content is None:
-                from aivo.tutor.content import ContentLibrary
+                from aivo.tutor.content import ContentLibrary  # start-up: numpy, MiniLM on first use
 
                 self._content = ContentLibrary(self.settings.home / "tutor" / "content")
             return self._content
@@ -318,7 +328,8 @@ class TutorService:
         rubric = Rubric(reference_answers=tuple(a for a in criteria.reference_answers if a.strip()),
                         exemplars=tuple(a for a in criteria.exemplars if a.strip()),
                         keywords=tuple(k for k in criteria.rubric_keywords if k.strip()),
-                        learning_objective=criteria.learning_objective, question=criteria.question)
+                        learning_objective=criteria.learning_objective, question=criteria.question,
+                        misconceptions=tuple(m for m in criteria.misconceptions if m.strip()))
         context = to_context(request.context) if request.context else StudentContext.build(
             grade=criteria.grade, subject=criteria.subject)
         score = self.assessor().score(answer=request.student_response, rubric=rubric)
@@ -338,6 +349,7 @@ class TutorService:
             strengths=feedback.strengths, areas_for_improvement=feedback.areas_for_improvement,
             next_steps=feedback.next_steps, similarity=score.similarity, keyword_coverage=score.keyword_coverage,
             matched_keywords=score.matched_keywords, missing_keywords=score.missing_keywords,
+            misconceptions=score.misconceptions,
             on_topic=score.on_topic, feedback_source=source)
 
     # --- /v1/clone (cloning.py) --------------------------------------------------------------

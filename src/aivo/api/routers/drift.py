@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 from aivo.api.deps import RegistryDep, ServiceKey, SettingsDep
 from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse
 from aivo.api.schemas.training import DriftPublic, DriftReportPublic
-from aivo.training.drift_service import list_drift_reports
+from aivo.services.drift import list_drift_reports
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID
 
 router = APIRouter(tags=["models"])

@@ -54,7 +54,7 @@ async def aggregate(body: AggregateCreate, response: Response, registry: Registr
             force=True, created_by=actor, clock=clock))
         return AggregatePublic(dry_run=False, job=AggregationJobPublic(
             status=decision.status, job_id=decision.job.id if decision.job else None, reason=decision.reason))
-    from aivo.federated.service import AggregationOptions, run_aggregation
+    from aivo.services.aggregation import AggregationOptions, run_aggregation
 
     try:
         options = AggregationOptions.from_settings(settings, dry_run=True, **overrides)

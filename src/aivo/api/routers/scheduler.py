@@ -14,7 +14,7 @@ from aivo.api.routers.trainer_jobs import actor, public
 from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse
 from aivo.api.schemas.training import Priority, ScheduleOverridePublic, ScheduleUpdate, TriggerResponse
 from aivo.errors import ConflictError
-from aivo.scheduler.control import scheduler_status, trigger_training, update_schedule
+from aivo.services.scheduler import scheduler_status, trigger_training, update_schedule
 from aivo.services.learners import pseudonym_for
 from aivo.training.retraining import RetrainingDecision
 from aivo.training.runs import LEARNER_MODEL_PREFIX, MAIN_BRAIN_MODEL_ID

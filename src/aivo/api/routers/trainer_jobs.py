@@ -21,7 +21,7 @@ from aivo.api.schemas.training import (
 from aivo.errors import NotFoundError
 from aivo.registry.api_keys import VerifiedKey
 from aivo.services.learners import pseudonym_for
-from aivo.training import job_service
+from aivo.services import jobs as job_service
 from aivo.training.jobs import JOB_STATUSES, TrainerJobRecord
 
 router = APIRouter(tags=["trainer"])
@@ -145,7 +145,7 @@ def promote_job(job_id: JobId, registry: RegistryDep, clock: ClockDep, key: Admi
 # --- hooks into the rest of the API ----------------------------------------------------------------
 
 def _model_details(registry) -> Any:
-    from aivo.training.drift_service import list_drift_reports
+    from aivo.services.drift import list_drift_reports
     from aivo.training.jobs import open_job_for_model
     from aivo.training.retraining import last_trained_at
     from aivo.training.runs import MAIN_BRAIN_MODEL_ID

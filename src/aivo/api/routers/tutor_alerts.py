@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
 from aivo.api.deps import ClockDep, CurrentKey, RegistryDep
+from aivo.api.schemas.common import MAX_INT32, MAX_OFFSET
 from aivo.services.tutor_alerts import acknowledge_for_key, alerts_for_key
 
 router = APIRouter(tags=["tutor"])
@@ -40,7 +41,7 @@ def _public(record) -> SafetyAlertPublic:
 def list_safety_alerts(registry: RegistryDep, key: CurrentKey, clock: ClockDep,
                        include_acknowledged: Annotated[bool, Query()] = False,
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                       offset: Annotated[int, Query(ge=0)] = 0) -> list[SafetyAlertPublic]:
+                       offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[SafetyAlertPublic]:
     """Newest first; open alerts only unless `include_acknowledged`. Every read is audited."""
     return [_public(r) for r in alerts_for_key(registry=registry, key=key, include_acknowledged=include_acknowledged,
                                                limit=limit, offset=offset, clock=clock)]
@@ -49,5 +50,5 @@ def list_safety_alerts(registry: RegistryDep, key: CurrentKey, clock: ClockDep,
 @router.post("/v1/tutor/alerts/{alert_id}/acknowledge", response_model=SafetyAlertPublic,
              summary="Mark a safety alert as handled")
 def acknowledge_safety_alert(registry: RegistryDep, key: CurrentKey, clock: ClockDep,
-                             alert_id: Annotated[int, Path(ge=1)]) -> SafetyAlertPublic:
+                             alert_id: Annotated[int, Path(ge=1, le=MAX_INT32)]) -> SafetyAlertPublic:
     return _public(acknowledge_for_key(registry=registry, key=key, alert_id=alert_id, clock=clock))

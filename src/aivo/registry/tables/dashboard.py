@@ -1,4 +1,4 @@
-"""The dashboard's server-side sessions (revision 0007). Repository functions:
+"""The dashboard's server-side sessions (revision 0008). Repository functions:
 `aivo.registry.dashboard_sessions`; the use case (login, CSRF, logout): `aivo.services.dashboard_sessions`.
 
 A person logs in once with an API key; the browser then holds only an opaque, random session id

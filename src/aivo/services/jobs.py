@@ -1,4 +1,5 @@
-"""Front doors for trainer jobs, called by the API routers and `aivo jobs ...`.
+"""Trainer jobs: the front doors the API routers and `aivo jobs ...` call, the kinds a worker
+runs (`JOB_KINDS`) and the workers themselves (`make_worker`, `start_worker_thread`).
 
     submit_job(...)          POST /trainer/jobs              -> queued job (datasheet required)
     get_job / list_jobs      GET /trainer/jobs[/{id}]
@@ -9,6 +10,9 @@
 
 None of them trains or evaluates in the caller's thread: they write rows that workers act on
 (promotion is a registry transaction, not a computation).
+
+Kinds live next to the use case they run: `main_brain` (aivo.services.pipeline), `learner_model`
+(aivo.services.local_training), `federated` (aivo.services.aggregation), `evaluation` (here).
 """
 
 from __future__ import annotations
@@ -19,26 +23,79 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from aivo.brain.train import TrainingStopped
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.errors import ConflictError, DataError, NotFoundError
 from aivo.registry import Registry
-from aivo.registry.tables import Learner
 from aivo.registry.records import Record
+from aivo.registry.tables import Learner
+from aivo.services.aggregation import FederatedKind
+from aivo.services.local_training import LearnerModelKind
+from aivo.services.pipeline import MainBrainKind
+from aivo.training.context import JobContext, JobOutcome
 from aivo.training.datasheet import parse_datasheet
 from aivo.training.harness import HarnessPolicy
-from aivo.training.jobs import JobPage, TrainerJobRecord, cancel_job, create_job, get_job, list_jobs, update_job_fields
-from aivo.training.kinds import get_kind
+from aivo.training.jobs import (
+    JobPage,
+    TrainerJobRecord,
+    cancel_job,
+    create_job,
+    get_job,
+    list_jobs,
+    update_job_fields,
+)
+from aivo.training.kinds import JobKind, JobKinds
 from aivo.training.retraining import kind_for_model
-from aivo.training.runs import learner_model_id
+from aivo.training.runs import FEDERATED_MODEL_ID, MAIN_BRAIN_MODEL_ID, learner_model_id
+from aivo.training.worker import Worker, WorkerThread, make_worker_id
 
 log = logging.getLogger(__name__)
-SUBMITTABLE_KINDS = ("main_brain", "learner_model", "federated")
+SUBMITTABLE_KINDS = ("main_brain", "learner_model", "federated")  # in the order error messages name them
+
+
+class EvaluationKind(JobKind):
+    """Re-runs the evaluation harness on another job's candidate (POST /trainer/jobs/{id}/evaluate)."""
+
+    name = "evaluation"
+
+    def check_config(self, *, config: dict[str, Any], settings: Settings) -> None:
+        return None
+
+    def run(self, ctx: JobContext) -> JobOutcome:
+        with ctx.registry.session(read_only=True) as session:
+            parent = get_job(session=session, job_id=ctx.job.parent_job_id)
+        kind = JOB_KINDS.get(parent.kind)
+        policy = HarnessPolicy.from_mapping(ctx.job.policy or parent.policy, model_kind=kind.model_kind)
+        ctx.report("evaluating", 0.1, f"evaluating {parent.candidate_version} (job {parent.id})")
+        report = kind.evaluate(job=parent, registry=ctx.registry, settings=ctx.settings, policy=policy)
+        if ctx.should_stop():  # the outcome of a cancelled evaluation is not written to the parent
+            raise TrainingStopped("evaluation stopped")
+        with ctx.registry.session() as session:
+            update_job_fields(session=session, job_id=parent.id, evaluation=report.to_dict(),
+                              evaluation_passed=report.passed, clock=ctx.clock)
+        return JobOutcome(result={"parent_job_id": parent.id, "passed": report.passed, "summary": report.summary()},
+                          evaluation=report.to_dict(), evaluation_passed=report.passed)
+
+
+JOB_KINDS = JobKinds([MainBrainKind(), EvaluationKind(), LearnerModelKind(), FederatedKind()])
+assert {k.name for k in JOB_KINDS if k.submittable} == set(SUBMITTABLE_KINDS)
+
+
+def make_worker(*, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK, **options: Any) -> Worker:
+    """A worker that runs every kind of `JOB_KINDS` (or `kinds=(...)` of them); see `Worker`."""
+    return Worker(registry=registry, settings=settings, job_kinds=JOB_KINDS, clock=clock, **options)
+
+
+def start_worker_thread(*, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK,
+                        poll_s: float = 2.0, kinds: tuple[str, ...] | None = None) -> WorkerThread:
+    """An in-process worker for embedded mode (one background thread): `aivo serve` with its
+    scheduler, `aivo scheduler run`."""
+    return WorkerThread(make_worker(registry=registry, settings=settings, clock=clock, poll_s=poll_s, kinds=kinds,
+                                    worker_id=make_worker_id("embedded"))).start()
 
 
 def _default_model_id(kind: str, learner_pseudonym: str | None) -> str:
-    from aivo.training.runs import FEDERATED_MODEL_ID, MAIN_BRAIN_MODEL_ID
-
     if kind == "main_brain":
         return MAIN_BRAIN_MODEL_ID
     if kind == "federated":
@@ -57,7 +114,7 @@ def submit_job(*, registry: Registry, settings: Settings, kind: str, datasheet: 
     if kind not in SUBMITTABLE_KINDS:
         raise DataError(f"kind must be one of {', '.join(SUBMITTABLE_KINDS)}, got {kind!r}")
     sheet = parse_datasheet(datasheet)
-    job_kind = get_kind(kind)
+    job_kind = JOB_KINDS.get(kind)
     job_kind.check_config(config=dict(config or {}), settings=settings)
     if job_kind.model_kind is not None:
         HarnessPolicy.from_mapping(policy, model_kind=job_kind.model_kind)  # refuse bad thresholds now
@@ -104,7 +161,7 @@ def request_evaluation(*, registry: Registry, job_id: int, created_by: str, poli
                        clock: Clock = SYSTEM_CLOCK) -> TrainerJobRecord:
     """Queue an evaluation of job `job_id`'s candidate (with `policy`, else the job's own)."""
     parent = fetch_job(registry=registry, job_id=job_id)
-    kind = get_kind(parent.kind)
+    kind = JOB_KINDS.get(parent.kind)
     if kind.model_kind is None:
         raise ConflictError(f"{parent.kind} jobs have no evaluation harness")
     if parent.status != "succeeded" or not parent.candidate_version:
@@ -150,7 +207,7 @@ def promote_job(*, registry: Registry, job_id: int, actor: str, reason: str | No
     """Make the job's candidate the active version. Refused (409) unless the job succeeded, has a
     candidate that is not yet promoted, and its evaluation passed the harness."""
     job = fetch_job(registry=registry, job_id=job_id)
-    kind = get_kind(job.kind)
+    kind = JOB_KINDS.get(job.kind)
     if job.status != "succeeded" or not job.candidate_version:
         raise ConflictError(f"job {job_id} has no candidate to promote (status {job.status})")
     if job.promoted_version:

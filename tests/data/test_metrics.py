@@ -3,7 +3,7 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import f1_score, log_loss, roc_auc_score
 
-from aivo.brain.metrics import binary_metrics, expected_calibration_error, subgroup_gap, subgroup_metrics
+from aivo.data.metrics import binary_metrics, expected_calibration_error, subgroup_gap, subgroup_metrics
 
 
 def sample(n=2000, seed=0):

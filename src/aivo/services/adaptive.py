@@ -22,16 +22,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from aivo.brain.recommend import Recommendation
+from aivo.brain.versions import load_main_brain
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.errors import DataError
 from aivo.registry import Registry, load_interactions
-from aivo.registry.tables import Interaction, Learner
 from aivo.registry.records import Record
-from aivo.brain.versions import load_main_brain
+from aivo.registry.tables import Interaction, Learner, LearnerSnapshot
 from aivo.services.recommendations import policy_from_settings, recommend_with_brain
+from aivo.training.retraining import schedule_retraining
 from aivo.training.runs import learner_model_id
-from aivo.registry.tables import LearnerSnapshot
 
 log = logging.getLogger(__name__)
 ACTIONABLE = ("LEVEL_UP", "LEVEL_DOWN", "REVIEW")
@@ -121,8 +121,6 @@ def analyze_learner(*, registry: Registry, settings: Settings, learner_pk: int, 
                                                        new_decisions=decisions, new_mastery=mastery, config=config)
     job_id = job_status = None
     if reasons and schedule:
-        from aivo.training.retraining import schedule_retraining
-
         decision = schedule_retraining(registry=registry, settings=settings, model_id=learner_model_id(learner_id),
                                        reason="adaptive: " + "; ".join(reasons)[:900], priority="normal",
                                        created_by="adaptive-orchestrator", clock=clock)

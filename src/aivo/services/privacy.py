@@ -1,4 +1,4 @@
-"""`privacy_report`: what AIVO has spent of each learner's privacy, per learner and overall.
+"""Privacy report use case (`aivo privacy report`): what AIVO has spent of each learner's privacy, per learner and overall.
 
 Two figures, never added together:
 
@@ -11,7 +11,6 @@ Two figures, never added together:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,11 +18,11 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from aivo.privacy.accountants import epsilon_for
 from aivo.privacy.ledger import get_ledgers, list_ledgers
 from aivo.privacy.planning import PrivacyPlan
+from aivo.privacy.record_level import record_level_epsilons
 from aivo.registry import Registry
-from aivo.registry.tables import FederatedUpdate, Learner, LearnerModel, TrainingSession
+from aivo.registry.tables import FederatedUpdate
 
 
 @dataclass
@@ -35,34 +34,6 @@ class PrivacyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _finite(value: float) -> float | None:
-    return None if math.isinf(value) else round(value, 6)
-
-
-def record_level_epsilons(*, session, learner_ids: Sequence[str] | None, delta: float, accountant: str,
-                          kind: str = "brain") -> dict[str, dict]:
-    """learner -> {"sessions": n, "epsilon": composed over every DP-SGD session} (learners with DP-SGD only)."""
-    ts, lm, ln = TrainingSession.__table__, LearnerModel.__table__, Learner.__table__
-    stmt = (sa.select(ln.c.pseudonym, ts.c.dp).join(lm, lm.c.id == ts.c.learner_model_id)
-            .join(ln, ln.c.id == lm.c.learner_id)
-            .where(ts.c.epsilon_spent.is_not(None), lm.c.kind == kind).order_by(ts.c.id))
-    histories: dict[str, list] = {}
-    counts: dict[str, int] = {}
-    if learner_ids is None:
-        rows = list(session.execute(stmt))
-    else:
-        rows = []
-        ids = list(learner_ids)
-        for start in range(0, len(ids), 500):
-            rows.extend(session.execute(stmt.where(ln.c.pseudonym.in_(ids[start:start + 500]))))
-    for pseudonym, dp in rows:
-        histories.setdefault(pseudonym, []).extend((dp or {}).get("history", []))
-        counts[pseudonym] = counts.get(pseudonym, 0) + 1
-    return {lid: {"sessions": counts[lid],
-                  "epsilon": _finite(epsilon_for(history=h, delta=delta, accountant=accountant)) if h else None}
-            for lid, h in histories.items()}
 
 
 def privacy_report(*, registry: Registry, plan: PrivacyPlan, learner_ids: Sequence[str] | None = None,

@@ -1,10 +1,15 @@
-"""Scheduler front doors for the API and the CLI that work from any process: the status is read
-from the database (lease, runs, jobs) and the settings, not from a live scheduler object, so any
-API worker can answer while the scheduler runs elsewhere (`aivo scheduler run`).
+"""Scheduler use cases: what each scheduled job does, the scheduler of this process, and the
+front doors for the API and the CLI.
 
+    scheduled_actions(...)  job id -> the use case its firing calls
+    make_scheduler(...)     a TrainingScheduler with those actions (and, embedded, a worker thread)
+    start_scheduler(...)    the same, started: `aivo serve` with one worker, `aivo scheduler run`
     scheduler_status(...)   GET /v1/scheduler/status, aivo scheduler status
     trigger_training(...)   POST /v1/scheduler/train-main-brain, POST /v1/scheduler/trigger/{model_id}
     update_schedule(...)    PUT /v1/scheduler/jobs/{job_id}
+
+The status is read from the database (lease, runs, jobs) and the settings, not from a live
+scheduler object, so any API worker can answer while the scheduler runs elsewhere.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from aivo.scheduler.records import (
     last_runs,
     set_override,
 )
+from aivo.scheduler.service import LEASE_NAME, Action, TrainingScheduler
 from aivo.scheduler.triggers import (
     JOB_SPECS,
     build_triggers,
@@ -33,12 +39,75 @@ from aivo.scheduler.triggers import (
     resolve_timezone,
     trigger_from_override,
 )
+from aivo.services.adaptive import run_adaptive_check
+from aivo.services.drift import check_drift
+from aivo.services.jobs import start_worker_thread
 from aivo.training.jobs import models_training
 from aivo.training.leases import get_lease
-from aivo.training.retraining import RetrainingDecision, schedule_retraining
-from aivo.training.runs import MAIN_BRAIN_MODEL_ID, last_training
+from aivo.training.retraining import RetrainingDecision, schedule_retraining, weekly_full_retraining
+from aivo.training.runs import FEDERATED_MODEL_ID, MAIN_BRAIN_MODEL_ID, last_training
 
-LEASE_NAME = "scheduler"
+SKIPPED_DECISIONS = ("already_training", "too_soon")
+
+
+def scheduled_actions(*, registry: Registry, settings: Settings, clock: Clock) -> dict[str, Action]:
+    """job id -> the use case its firing calls. Thin on purpose: no logic of their own."""
+    def retrain(model_id: str, reason: str, priority: str) -> Action:
+        def action(forced: bool) -> dict[str, Any]:
+            decision = schedule_retraining(registry=registry, settings=settings, model_id=model_id, reason=reason,
+                                           priority=priority, force=forced, clock=clock)
+            status = "skipped" if decision.status in SKIPPED_DECISIONS else "succeeded"
+            return {"status": status, "decision": decision.status, "reason": decision.reason,
+                    "job_id": decision.job.id if decision.job else None}
+        return action
+
+    def drift(forced: bool) -> dict[str, Any]:
+        report = check_drift(registry=registry, settings=settings, clock=clock)
+        return {"status": "succeeded", "report_id": report.id, "model_id": report.model_id,
+                "version": report.version, "drift_score": report.score, "drifted": report.drifted,
+                "action": report.action}
+
+    def weekly(forced: bool) -> dict[str, Any]:
+        decisions = weekly_full_retraining(registry=registry, settings=settings, clock=clock)
+        queued = [d.model_id for d in decisions if d.status == "queued"]
+        return {"status": "succeeded" if queued else "skipped", "queued": queued,
+                "decisions": [{"model_id": d.model_id, "status": d.status, "reason": d.reason,
+                               "job_id": d.job.id if d.job else None} for d in decisions]}
+
+    def adaptive(forced: bool) -> dict[str, Any]:
+        result = run_adaptive_check(registry=registry, settings=settings, clock=clock)
+        return {"status": "succeeded", **result.to_dict()}
+
+    return {
+        "aivo_main_brain_daily": retrain(MAIN_BRAIN_MODEL_ID, "daily_scheduled_training", "high"),
+        "drift_monitor": drift,
+        "weekly_full_retraining": weekly,
+        "adaptive_training_check": adaptive,
+        "federated_aggregation_weekly": retrain(FEDERATED_MODEL_ID, "weekly_federated_aggregation", "normal"),
+    }
+
+
+def make_scheduler(*, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK,
+                   instance_id: str | None = None, run_worker: bool = False,
+                   catch_up_s: float = 3600.0) -> TrainingScheduler:
+    """A scheduler whose firings call `scheduled_actions`; with `run_worker`, it also runs one
+    trainer worker thread (every job kind) while it runs."""
+    def worker():
+        return start_worker_thread(registry=registry, settings=settings, clock=clock)
+
+    return TrainingScheduler(registry=registry, settings=settings, clock=clock, instance_id=instance_id,
+                             actions=scheduled_actions(registry=registry, settings=settings, clock=clock),
+                             start_worker=worker if run_worker else None, catch_up_s=catch_up_s)
+
+
+def start_scheduler(*, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK,
+                    run_worker: bool | None = None) -> TrainingScheduler:
+    """Start a scheduler in this process (for `aivo serve` with one worker). Call `.stop()` on shutdown.
+    `run_worker` (default: in embedded mode, i.e. SQLite) also runs one trainer worker thread, so
+    that an embedded deployment trains without a separate `aivo worker run`."""
+    if run_worker is None:
+        run_worker = settings.is_embedded
+    return make_scheduler(registry=registry, settings=settings, clock=clock, run_worker=run_worker).start()
 
 
 def _iso(value: datetime | None) -> str | None:

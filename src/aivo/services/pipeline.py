@@ -21,23 +21,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from aivo.brain.config import BrainConfig
+from aivo.brain.catalog import item_catalog
+from aivo.brain.config import BrainConfig, config_from_settings
 from aivo.brain.train import TrainingStopped
+from aivo.brain.versions import load_main_brain, register_brain
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.data.privacy import free_text_columns, scrub_frame
 from aivo.data.schema import InteractionLog
-from aivo.errors import ConfigError, DataError
-from aivo.registry import Registry, get_active_main_version, load_interactions
-from aivo.brain.catalog import item_catalog
-from aivo.brain.versions import load_main_brain, register_brain
+from aivo.errors import AivoError, ConfigError, ConflictError, DataError
+from aivo.registry import Registry, get_active_main_version, load_interactions, promote_main_version
+from aivo.services.drift import save_reference_from_data
 from aivo.services.main_brain import evaluate_on
+from aivo.training.context import JobContext, JobOutcome
 from aivo.training.harness import EvaluationReport, HarnessPolicy, evaluate_brain_candidate
 from aivo.training.hpo import Report, search_hyperparameters
+from aivo.training.jobs import TrainerJobRecord
+from aivo.training.kinds import JobKind
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID, finish_run, start_run
 from aivo.training.splits import stable_split
 
@@ -76,8 +80,6 @@ class PipelineConfig:
         return cls(**values)
 
     def brain_config(self, settings: Settings) -> BrainConfig:
-        from aivo.brain.config import config_from_settings
-
         try:
             return config_from_settings(settings).replace(**self.brain)
         except (TypeError, ValueError) as exc:
@@ -271,8 +273,6 @@ def _save_reference(*, registry: Registry, version: str, brain, data: Interactio
     """The promoted version's drift baseline: the input mix of its whole snapshot, predictions and
     AUC on its test learners. A failure here must not undo a promotion: it is logged, and the
     drift check builds the reference itself later."""
-    from aivo.training.drift_service import save_reference_from_data
-
     try:
         save_reference_from_data(registry=registry, model_id=MAIN_BRAIN_MODEL_ID, version=version, brain=brain,
                                  data=data, test=test, auc=auc, source="pipeline_test_split", clock=clock)
@@ -305,3 +305,91 @@ def _log_summary(state: dict[str, Any], seconds: float) -> None:
     log.info("Candidate: %s (active before: %s)", state.get("candidate_version"), state.get("active_version"))
     log.info("Model Improved: %s (%s)", state.get("promoted"), state.get("decision"))
     log.info("=" * 60)
+
+
+# --- the `main_brain` trainer job -------------------------------------------------------------
+
+_PIPELINE_KEYS = {f.name for f in fields(PipelineConfig)} - {"harness"}
+
+
+def _parse_time(value: Any, name: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise DataError(f"config.{name} must be an ISO 8601 time, got {value!r}") from None
+    if parsed.tzinfo is None:
+        raise DataError(f"config.{name} needs a timezone (e.g. 2026-01-01T00:00:00Z)")
+    return parsed
+
+
+def pipeline_config(*, config: dict[str, Any], policy: dict[str, Any], settings: Settings) -> PipelineConfig:
+    unknown = sorted(set(config) - _PIPELINE_KEYS)
+    if unknown:
+        raise DataError(f"unknown main_brain config key(s): {', '.join(unknown)}; "
+                        f"known: {', '.join(sorted(_PIPELINE_KEYS))}")
+    values = dict(config)
+    for name in ("since", "until"):
+        values[name] = _parse_time(values.get(name), name)
+    if "fractions" in values:
+        values["fractions"] = tuple(values["fractions"])
+    try:
+        result = PipelineConfig.from_settings(settings, harness=dict(policy or {}), **values)
+        result.brain_config(settings)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"invalid main_brain config: {exc}") from None
+    except AivoError as exc:  # ConfigError from the dataclasses: here it is the job's config, so a 422
+        raise DataError(exc.message) from None
+    return result
+
+
+class MainBrainKind(JobKind):
+    """The `main_brain` trainer job: one run of the pipeline."""
+
+    name = "main_brain"
+    model_kind = "main_brain"
+    submittable = True
+
+    def check_config(self, *, config: dict[str, Any], settings: Settings) -> None:
+        pipeline_config(config=config, policy={}, settings=settings)
+
+    def validate(self, ctx: JobContext) -> dict[str, Any]:
+        config = pipeline_config(config=ctx.job.config, policy=ctx.job.policy, settings=ctx.settings)
+        data = collect_interactions(registry=ctx.registry, config=config)
+        if data.num_learners < 3:
+            raise DataError(f"the selected data holds {data.num_learners} learner(s); at least 3 are needed "
+                            "for a train/validation/test split")
+        return {"interactions": data.num_interactions, "learners": data.num_learners}
+
+    def run(self, ctx: JobContext) -> JobOutcome:
+        config = pipeline_config(config=ctx.job.config, policy=ctx.job.policy, settings=ctx.settings)
+        report = run_pipeline(registry=ctx.registry, settings=ctx.settings, config=config,
+                              trigger=ctx.job.reason or f"trainer job {ctx.job.id}",
+                              actor=f"trainer-job-{ctx.job.id}", job_id=ctx.job.id, should_stop=ctx.should_stop,
+                              report=ctx.report, clock=ctx.clock)
+        evaluation = report.evaluation or {}
+        return JobOutcome(result=report.to_dict(), candidate_version=report.candidate_version,
+                          evaluation=evaluation, evaluation_passed=evaluation.get("passed"),
+                          promoted_version=report.candidate_version if report.promoted else None)
+
+    def evaluate(self, *, job: TrainerJobRecord, registry: Registry, settings: Settings,
+                 policy: HarnessPolicy) -> EvaluationReport:
+        """The candidate on the held-out learners of the job's data selection, rebuilt from the
+        stable split: learners the candidate trained on never reach it, new learners may."""
+        if not job.candidate_version:
+            raise ConflictError(f"job {job.id} has no candidate version to evaluate")
+        config = pipeline_config(config=job.config, policy=job.policy, settings=settings)
+        data, _ = scrub_log(collect_interactions(registry=registry, config=config), names=settings.pii_names)
+        test = stable_split(data, fractions=config.fractions, salt=config.split_salt).test
+        brain = load_main_brain(registry=registry, version=job.candidate_version).brain
+        return evaluate_brain_candidate(brain=brain, test=test, policy=policy,
+                                        details={"candidate_version": job.candidate_version,
+                                                 "data_hash": data.data_hash(),
+                                                 "same_data_as_training": data.data_hash() == job.result.get("data_hash")})
+
+    def promote(self, *, job: TrainerJobRecord, registry: Registry, actor: str, reason: str, clock) -> str:
+        with registry.session() as session:
+            record = promote_main_version(session=session, version=job.candidate_version, actor=actor, reason=reason,
+                                          clock=clock)
+        return record.version

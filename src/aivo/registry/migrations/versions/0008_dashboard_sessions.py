@@ -1,8 +1,8 @@
 """Server-side dashboard sessions (aivo.registry.dashboard_sessions): the cookie holds a random
 session id whose hash is stored here, with an expiry; logout revokes it.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-08
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -25,17 +25,18 @@ from sqlalchemy.orm import Session
 
 from aivo.brain.bundle import TrainedBrain
 from aivo.brain.predict import predict
+from aivo.brain.versions import load_main_brain
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.data.schema import InteractionLog
 from aivo.errors import DataError, NotFoundError
 from aivo.registry import MainVersionRecord, Registry, get_main_version, load_interactions
 from aivo.registry.records import Record
-from aivo.brain.versions import load_main_brain
+from aivo.registry.tables import DriftReference, DriftReport
 from aivo.training.drift import DriftConfig, Profile, build_profile, compare_profiles
+from aivo.training.retraining import schedule_retraining
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID
 from aivo.training.splits import stable_split
-from aivo.registry.tables import DriftReference, DriftReport
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_DAYS = 7.0
@@ -177,8 +178,6 @@ def check_drift(*, registry: Registry, settings: Settings, model_id: str = MAIN_
     drifted = score is not None and score > threshold
     action: dict[str, Any] = {"scheduled": False}
     if drifted and schedule:
-        from aivo.training.retraining import schedule_retraining
-
         decision = schedule_retraining(registry=registry, settings=settings, model_id=model_id,
                                        reason=f"drift_detected_score_{score:.3f}", priority="normal",
                                        created_by="drift-monitor", clock=clock)

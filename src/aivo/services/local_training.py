@@ -1,4 +1,5 @@
-"""`train_learner`: local training of one learner's clone through the registry.
+"""Local training use case: `train_learner` trains one learner's clone through the registry
+(`aivo train-local`, the `learner_model` trainer job).
 
 Reads only that learner's interactions, trains against the *active* Main Brain (a clone whose
 source version is older moves to the active one, warm-starting from its personal parameters),
@@ -14,14 +15,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from aivo.brain.versions import load_main_brain
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
-from aivo.errors import ConflictError, NotFoundError
+from aivo.errors import ConflictError, DataError, NotFoundError
+from aivo.federated.updates import update_metadata
 from aivo.personalization.clone import KIND, load_clone
 from aivo.personalization.local import LocalTrainingConfig, RecordLevelDP, train_local
 from aivo.personalization.overlay import personal_metadata
 from aivo.personalization.parts import partition_parameters
-from aivo.federated.updates import update_metadata
 from aivo.registry import (
     LearnerModelRecord,
     Registry,
@@ -31,7 +33,10 @@ from aivo.registry import (
     record_training_session,
     update_learner_model,
 )
-from aivo.brain.versions import load_main_brain
+from aivo.registry.tables import DEFAULT_TENANT
+from aivo.services.clones import clone_learner
+from aivo.training.context import JobContext, JobOutcome
+from aivo.training.kinds import JobKind
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +133,34 @@ def train_learner(*, registry: Registry, settings: Settings, learner_id: str,
                                session=training, model=model, metrics=metrics, record_epsilon=result.record_epsilon,
                                update_bytes=update_ref.size if update_ref else None, personal_bytes=personal_ref.size,
                                seconds=time.perf_counter() - started, config=config.to_dict())
+
+
+# --- the `learner_model` trainer job ---------------------------------------------------------
+
+class LearnerModelKind(JobKind):
+    """The `learner_model` trainer job: one learner's clone trained on their own interactions
+    (a learner without a clone is cloned first)."""
+
+    name = "learner_model"
+    submittable = True
+
+    def validate(self, ctx: JobContext) -> dict[str, Any]:
+        if ctx.job.learner_id is None:
+            raise DataError("this learner_model job has no learner any more (erased?)")
+        return {}
+
+    def run(self, ctx: JobContext) -> JobOutcome:
+        learner_id = ctx.job.learner_id
+        with ctx.registry.session(read_only=True) as session:
+            try:
+                get_learner_model(session=session, learner_id=learner_id)
+                cloned = False
+            except NotFoundError:
+                cloned = True
+        if cloned:
+            ctx.report("cloning", 0.1, "the learner has no clone yet: cloning the active Main Brain")
+            clone_learner(registry=ctx.registry, settings=ctx.settings, learner_id=learner_id,
+                          tenant=ctx.job.tenant or DEFAULT_TENANT, clock=ctx.clock)
+        ctx.report("running", 0.3, "local training on the learner's own interactions")
+        report = train_learner(registry=ctx.registry, settings=ctx.settings, learner_id=learner_id, clock=ctx.clock)
+        return JobOutcome(result={"cloned": cloned, **report.to_dict()})
