@@ -85,7 +85,7 @@ def format_value(value: float | None, digits: int = 4) -> str:
         return "n/a" if value is None else ("∞" if value > 0 else "-∞")
     if float(value).is_integer() and abs(value) < 1e9:
         return str(int(value))
-    return f"{value:.{digits}g}" if abs(value) >= 1e4 or abs(value) < 1e-3 else f"{value:.{digits}f}".rstrip("0")
+    return f"{value:.{digits}g}" if abs(value) >= 1e4 or abs(value) < 1e-3 else f"{value:.{digits}f}"
 
 
 def format_time(value: datetime) -> str:
@@ -103,8 +103,10 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
     first = math.floor(lo / step + 1e-9) * step
     ticks, value = [], first
-    while value <= hi + step * 1e-9 and len(ticks) < 20:
+    while len(ticks) < 20:
         ticks.append(round(value, 12))
+        if value >= hi - step * 1e-9:
+            break
         value += step
     return ticks
 
