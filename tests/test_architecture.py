@@ -56,7 +56,6 @@ KNOWN_INTERFACE: set[tuple[str, str]] = {
     ('aivo.api.recommendation_cache', 'aivo.registry.tables'),
     ('aivo.api.recommender', 'aivo.brain.versions'),
     ('aivo.api.recommender', 'aivo.registry'),
-    ('aivo.api.routers.dashboard', 'aivo.registry'),
     ('aivo.api.routers.drift', 'aivo.training.runs'),
     ('aivo.api.routers.federated', 'aivo.registry'),
     ('aivo.api.routers.federated', 'aivo.training.retraining'),
@@ -107,10 +106,7 @@ KNOWN_INTERFACE: set[tuple[str, str]] = {
 }
 KNOWN_FUNCTION_IMPORTS: dict[str, int] = {
     'aivo/api/app.py': 4,
-    'aivo/api/auth.py': 2,
-    'aivo/api/plots.py': 2,
     'aivo/api/recommender.py': 5,
-    'aivo/api/routers/dashboard.py': 1,
     'aivo/api/routers/federated.py': 3,
     'aivo/api/routers/trainer_jobs.py': 4,
     'aivo/api/state.py': 1,
