@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from aivo.brain.bundle import TrainedBrain
     from aivo.brain.predict import Evaluation
     from aivo.data.schema import InteractionLog
-    from aivo.tutor.service import TutorService
 
 MINIMUMS = ("auc", "accuracy", "f1", "precision", "recall", "pedagogy_score", "safety_score")
 MAXIMUMS = ("ece", "log_loss", "subgroup_gap")
