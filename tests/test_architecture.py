@@ -47,7 +47,6 @@ KNOWN_INTERFACE: set[tuple[str, str]] = {
     ('aivo.api.auth', 'aivo.registry'),
     ('aivo.api.deps', 'aivo.registry'),
     ('aivo.api.metrics', 'aivo.registry'),
-    ('aivo.api.routers.dashboard', 'aivo.registry'),
     ('aivo.api.routers.drift', 'aivo.training.runs'),
     ('aivo.api.routers.health', 'aivo.registry'),
     ('aivo.api.routers.models', 'aivo.registry'),
@@ -88,8 +87,6 @@ KNOWN_INTERFACE: set[tuple[str, str]] = {
     ('aivo.cli.tutor', 'aivo.tutor.tiny_model'),
 }
 KNOWN_FUNCTION_IMPORTS: dict[str, int] = {
-    'aivo/api/plots.py': 2,
-    'aivo/api/routers/dashboard.py': 1,
     'aivo/cli/brain.py': 8,
     'aivo/cli/data.py': 1,
     'aivo/cli/demo.py': 6,

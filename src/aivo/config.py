@@ -142,6 +142,10 @@ class Settings(BaseSettings):
                                description="A running job must renew its lease within this many seconds.")
     pii_names: str = Field("", validation_alias=_env("PII_NAMES"),
                            description="Comma-separated names scrubbed from free text (or @path to a file).")
+    dashboard_session_hours: float = Field(8.0, gt=0, le=24 * 30, validation_alias=_env("DASHBOARD_SESSION_HOURS"),
+                                           description="A dashboard sign-in lasts at most this long.")
+    dashboard_idle_minutes: float = Field(60.0, gt=0, le=24 * 60, validation_alias=_env("DASHBOARD_IDLE_MINUTES"),
+                                          description="A dashboard session unused this long ends.")
 
     # --- scheduler (names from the seed design) ---------------------------------------
     scheduler_enabled: bool = Field(True, validation_alias=_env("SCHEDULER_ENABLED"))

@@ -22,11 +22,12 @@ from aivo.api.auth import ApiKeyMiddleware, KeyVerifier
 from aivo.api.errors import install_error_handlers, unexpected_error
 from aivo.api.metrics import ApiMetrics
 from aivo.api.middleware import CatchAll, RequestGuard, RequestMetrics
-from aivo.api.openapi import install_openapi
+from aivo.api.openapi import install_docs, install_openapi
 from aivo.api.recommendation_cache import RecommendationCache
 from aivo.api.recommender import RecommenderPool
 from aivo.api.routers import dashboard, federated, health, interactions, learners, models, recommendations
-from aivo.api.routers import drift, scheduler, trainer_jobs, tutor_alerts
+from aivo.api.routers import dashboard_learners, dashboard_models, dashboard_runs, drift, scheduler, trainer_jobs
+from aivo.api.routers import tutor_alerts
 from aivo.api.state import ApiHooks, ApiStats
 from aivo.api.tutor_mount import mount_tutor
 from aivo.clock import SYSTEM_CLOCK, Clock
@@ -51,6 +52,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     drift.router,
     tutor_alerts.router,
     dashboard.router,
+    dashboard_models.router,
+    dashboard_runs.router,
+    dashboard_learners.router,
 )
 
 _TAGS = [
@@ -63,7 +67,8 @@ _TAGS = [
     {"name": "scheduler", "description": "The training scheduler: status, manual triggers, schedules."},
     {"name": "trainer", "description": "Trainer jobs: datasheet-documented training, evaluation harness, promotion."},
     {"name": "tutor", "description": "Student-aware explanations, assessment and per-learner tutor clones."},
-    {"name": "dashboard", "description": "Server-rendered operator dashboard."},
+    {"name": "dashboard", "description": "The operator's console in the browser (server-rendered HTML): sign in "
+                                         "at /dashboard/login."},
 ]
 _DESCRIPTION = """A personal, private AI model for every K-12 learner.
 
@@ -149,7 +154,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
     registry = registry or open_registry(settings, threads=False)
 
     app = FastAPI(title="AIVO API", version=aivo.__version__, description=_DESCRIPTION, openapi_tags=_TAGS,
-                  lifespan=_lifespan)
+                  lifespan=_lifespan, docs_url=None, redoc_url=None)
     state = app.state
     state.settings, state.registry, state.clock = settings, registry, clock
     # Read once: fails now rather than on the first request when the key is missing, and spares
@@ -167,6 +172,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
     state.hooks.scheduler_note = note or "starting"
     install_error_handlers(app)
     install_openapi(app)
+    install_docs(app)
     for router in ROUTERS:
         app.include_router(router)
     trainer_jobs.install_hooks(app)

@@ -1,7 +1,8 @@
 """API-key authentication, roles and tenant-scoped access to learners.
 
-- A request presents its key as `Authorization: Bearer <token>` or `X-API-Key: <token>` (the
-  dashboard also reads the `aivo_key` cookie it sets itself).
+- A request presents its key as `Authorization: Bearer <token>` or `X-API-Key: <token>`. The
+  dashboard's pages also accept its own session cookie (`aivo_session`: an opaque session id,
+  never the key; aivo.services.dashboard_sessions), on /dashboard paths only.
 - Roles: `admin` (every endpoint), `service` (ingest and read), `teacher` (read the learners on
   its class list: their status and recommendations).
 - Tenants: a key reaches only learners of its own tenant. A learner of another tenant is
@@ -17,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, RedirectResponse
@@ -26,15 +26,16 @@ from aivo.clock import Clock
 from aivo.errors import AuthError, ForbiddenError
 from aivo.registry import Registry
 from aivo.services.api_keys import VerifiedKey, token_digest, touch_key, verify_key
+from aivo.services.dashboard_sessions import session_key
 
 log = logging.getLogger(__name__)
 
-KEY_COOKIE = "aivo_key"
+SESSION_COOKIE = "aivo_session"
 _TOUCH_EVERY_S = 60.0  # last_used_at is a hint, not an audit trail: one write a minute at most
 _MAX_CACHED_KEYS = 10_000
 
 
-def bearer_token(request: Request, *, allow_cookie: bool = False) -> str | None:
+def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
@@ -43,8 +44,6 @@ def bearer_token(request: Request, *, allow_cookie: bool = False) -> str | None:
     key = request.headers.get("x-api-key")
     if key:
         return key.strip()
-    if allow_cookie:
-        return request.cookies.get(KEY_COOKIE) or None
     return None
 
 
@@ -94,12 +93,22 @@ class KeyVerifier:
             self._cache.clear()
 
 
-async def authenticate(request: Request, *, allow_cookie: bool = False) -> VerifiedKey:
-    """The caller's key (also stored in `request.state.api_key`), or AuthError (401)."""
+async def authenticate(request: Request, *, allow_session: bool = False) -> VerifiedKey:
+    """The caller's key (also stored in `request.state.api_key`), or AuthError (401). With
+    `allow_session` (dashboard pages), a request without a key header may present the
+    dashboard's session cookie instead; its id is kept in `request.state.dashboard_session`."""
     existing = getattr(request.state, "api_key", None)
     if existing is not None:
         return existing
-    token = bearer_token(request, allow_cookie=allow_cookie)
+    token = bearer_token(request)
+    if not token and allow_session and request.cookies.get(SESSION_COOKIE):
+        state = request.app.state
+        session_id = request.cookies[SESSION_COOKIE]
+        record = await run_in_threadpool(lambda: session_key(registry=state.registry, settings=state.settings,
+                                                             session_id=session_id, clock=state.clock))
+        request.state.api_key = record.key
+        request.state.dashboard_session = session_id
+        return record.key
     if not token:
         raise AuthError("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
     verifier: KeyVerifier = request.app.state.key_verifier
@@ -110,7 +119,9 @@ async def authenticate(request: Request, *, allow_cookie: bool = False) -> Verif
 
 PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/favicon.ico",
                           "/dashboard/login"})
-COOKIE_PATH_PREFIX = "/dashboard"  # the only pages that accept the key from a cookie
+# Static files anyone may fetch: the API docs' and the dashboard's own scripts, styles and fonts.
+PUBLIC_PREFIXES = ("/docs/assets/", "/dashboard/static/")
+COOKIE_PATH_PREFIX = "/dashboard"  # the only pages that accept the dashboard's session cookie
 
 
 class ApiKeyMiddleware:
@@ -119,21 +130,29 @@ class ApiKeyMiddleware:
     JSON parse error, and cannot make the server parse a large body). Routes added later by
     other packages are covered without doing anything. Roles are checked by the routes."""
 
-    def __init__(self, app, *, public_paths: frozenset[str] = PUBLIC_PATHS):
+    def __init__(self, app, *, public_paths: frozenset[str] = PUBLIC_PATHS,
+                 public_prefixes: tuple[str, ...] = PUBLIC_PREFIXES):
         self.app = app
         self.public_paths = public_paths
+        self.public_prefixes = public_prefixes
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public_paths or scope.get("method") == "OPTIONS":
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in self.public_paths or scope.get("method") == "OPTIONS" \
+                or (path.startswith(self.public_prefixes) and ".." not in path):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        dashboard = scope["path"] == COOKIE_PATH_PREFIX or scope["path"].startswith(COOKIE_PATH_PREFIX + "/")
+        dashboard = path == COOKIE_PATH_PREFIX or path.startswith(COOKIE_PATH_PREFIX + "/")
         try:
-            await authenticate(request, allow_cookie=dashboard)
+            await authenticate(request, allow_session=dashboard)
         except AuthError as exc:
-            if dashboard:  # people, not programs: send them to the login form
-                await RedirectResponse(f"{COOKIE_PATH_PREFIX}/login", status_code=303)(scope, receive, send)
+            if dashboard:  # people, not programs: send them to the sign-in form (and forget the cookie)
+                response = RedirectResponse(f"{COOKIE_PATH_PREFIX}/login", status_code=303,
+                                            headers={"Cache-Control": "no-store"})
+                if request.cookies.get(SESSION_COOKIE):
+                    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH_PREFIX)
+                await response(scope, receive, send)
                 return
             response = JSONResponse({"detail": exc.message}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)

@@ -306,7 +306,7 @@ def gate(plan: RoundPlan, *, registry: Registry, data: GateData | None = None) -
     """Candidate = main + the server step; the gate scores both on held-out interactions
     (`data`, default: the registry's held-out tails) and decides."""
     options = plan.options
-    plan.candidate = _candidate(plan.main.brain, plan.spec.unflatten(plan.outcome.delta), plan.version)
+    plan.candidate = candidate_brain(plan.main.brain, plan.spec.unflatten(plan.outcome.delta), plan.version)
     if data is None:
         data = load_gate_data(registry=registry, max_learners=options.gate_max_learners,
                               holdout_fraction=options.holdout_fraction)
@@ -382,7 +382,10 @@ def _session_scores(registry: Registry, session_ids: list[int], metric: str) -> 
     return out
 
 
-def _candidate(brain: TrainedBrain, delta: dict[str, torch.Tensor], parent: str) -> TrainedBrain:
+def candidate_brain(brain: TrainedBrain, delta: dict[str, torch.Tensor], parent: str,
+                    **info) -> TrainedBrain:
+    """A copy of `brain` with `delta` added to its parameters (the round's candidate); `info`
+    is added to the checkpoint's info (e.g. which federation made it)."""
     model = copy.deepcopy(brain.model)
     with torch.no_grad():
         params = dict(model.named_parameters())
@@ -390,4 +393,4 @@ def _candidate(brain: TrainedBrain, delta: dict[str, torch.Tensor], parent: str)
             params[name] += change.to(params[name].dtype)
     model.eval()
     return TrainedBrain(model=model, vocab=brain.vocab, tables=brain.tables,
-                        info={**brain.info, "parent_version": parent, "federated": True})
+                        info={**brain.info, "parent_version": parent, "federated": True, **info})

@@ -318,8 +318,13 @@ def write_flower_config(settings: Settings, *, superlink: str, root_certificates
 
 
 def flower_env(settings: Settings) -> dict[str, str]:
+    """The environment of Flower's processes: its own home under AIVO_HOME, no update check, and
+    this Python's bin folder first on PATH (Flower starts `flower-superexec`, `flwr-serverapp`
+    and `flwr-clientapp` by name; a virtual environment need not be activated)."""
     env = dict(os.environ)
-    env.update(FLWR_HOME=str(flwr_home(settings)), FLWR_DISABLE_UPDATE_CHECK="1")
+    bin_dir = str(Path(sys.executable).parent)
+    env.update(FLWR_HOME=str(flwr_home(settings)), FLWR_DISABLE_UPDATE_CHECK="1",
+               PATH=os.pathsep.join([bin_dir, env.get("PATH", "")]))
     return env
 
 

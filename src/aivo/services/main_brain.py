@@ -108,7 +108,8 @@ def train_main_version(*, registry: Registry, settings: Settings, config: BrainC
                        "history": [asdict(epoch) for epoch in result.history],
                        "test_metrics": test.metrics.as_dict()})
     metrics = {"validation": result.validation.as_dict(), "test": test.as_dict(), "best_epoch": result.best_epoch,
-               "train_seconds": round(result.seconds, 2)}
+               "train_seconds": round(result.seconds, 2),
+               "history": [asdict(epoch) for epoch in result.history]}  # the learning curve, for the dashboard
     record = register_brain(registry=registry, brain=brain, training_metrics=metrics, data_hash=log.data_hash(),
                             parent_version=active.version if active else None, promote=do_promote, actor=actor,
                             reason=why, clock=clock)

@@ -116,6 +116,15 @@ class PipelineReport:
         return asdict(self)
 
 
+def _within(notify: Report, start: float, end: float) -> Report:
+    """A reporter mapping a stage's own 0..1 progress into [start, end] of the whole run."""
+    def report(stage: str, fraction: float | None, message: str, **figures: Any) -> None:
+        notify(stage, None if fraction is None else start + (end - start) * min(max(fraction, 0.0), 1.0), message,
+               **figures)
+
+    return report
+
+
 def _check(should_stop: Callable[[], bool] | None, stage: str) -> None:
     if should_stop is not None and should_stop():
         raise TrainingStopped(f"stopped before {stage}")
@@ -171,7 +180,7 @@ def run_pipeline(*, registry: Registry, settings: Settings, config: PipelineConf
     policy = HarnessPolicy.from_mapping(config.harness, model_kind="main_brain")
     with registry.session() as session:
         run = start_run(session=session, model_id=MAIN_BRAIN_MODEL_ID, trigger=trigger, job_id=job_id, clock=clock)
-    notify = report or (lambda stage, fraction, message: None)
+    notify = report or (lambda stage, fraction, message, **figures: None)
     log.info("=" * 60)
     log.info("STARTING AIVO MAIN BRAIN TRAINING (run %d, %s)", run.id, trigger)
     log.info("=" * 60)
@@ -190,7 +199,7 @@ def run_pipeline(*, registry: Registry, settings: Settings, config: PipelineConf
         _check(should_stop, "the hyperparameter search")
         search = search_hyperparameters(train=split.train, validation=split.validation, base_config=brain_config,
                                         seed=config.seed, trials=config.hpo_trials, timeout_s=config.hpo_timeout_s,
-                                        should_stop=should_stop, report=notify)
+                                        should_stop=should_stop, report=_within(notify, 0.05, 0.85))
         state["search"] = search.summary()
         result = search.best
         state["training"] = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),

@@ -55,7 +55,7 @@ from aivo.registry.tables import Interaction, Learner, LearnerModel, MainModelVe
 from aivo.registry.sites import SiteRoundRecord, list_site_rounds, record_site_round
 from aivo.brain.versions import architecture_of, load_main_brain
 from aivo.sites.client_app import SiteRefusal
-from aivo.sites.coordinator import candidate_from
+from aivo.federated.round import candidate_brain
 from aivo.sites.evaluation import MetricSums
 from aivo.sites.identity import load_private_key
 from aivo.services.site_identity import KIND, POOL_STATUSES, site_key_path, status_reply
@@ -253,7 +253,7 @@ class SiteService:
         params = dict(brain.model.named_parameters())
         delta = {n: torch.from_numpy(np.asarray(a, dtype=np.float32)) - params[n].detach()
                  for a, n in zip(candidate, spec.names)}
-        model = candidate_from(brain, delta, settings.version)
+        model = candidate_brain(brain, delta, settings.version)
         data = load_gate_data(registry=self.registry, max_learners=self.settings.gate_max_learners,
                               holdout_fraction=settings.holdout_fraction)
         if data is None:

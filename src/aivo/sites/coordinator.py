@@ -26,7 +26,6 @@ The sites' work and the registry writes are behind `SiteHandler` (client side) a
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import secrets
@@ -36,13 +35,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from aivo.brain.bundle import TrainedBrain
 from aivo.errors import ConfigError
 from aivo.federated.dp import UserLevelDP
 from aivo.federated.gate import decide
+from aivo.federated.round import candidate_brain
 from aivo.federated.strategies import Reservoir, RunningSum, make_strategy, strategy_names
 from aivo.federated.updates import UpdateSpec
 from aivo.personalization.parts import partition_parameters
@@ -260,17 +259,6 @@ def shared_arrays(brain: TrainedBrain, spec: UpdateSpec) -> list[np.ndarray]:
     return [params[name].detach().cpu().numpy().astype(np.float32) for name in spec.names]
 
 
-def candidate_from(brain: TrainedBrain, delta: dict[str, torch.Tensor], parent: str) -> TrainedBrain:
-    model = copy.deepcopy(brain.model)
-    with torch.no_grad():
-        params = dict(model.named_parameters())
-        for name, change in delta.items():
-            params[name] += change.to(params[name].dtype)
-    model.eval()
-    return TrainedBrain(model=model, vocab=brain.vocab, tables=brain.tables,
-                        info={**brain.info, "parent_version": parent, "federated": True, "federation": "sites"})
-
-
 def run_federation(*, grid, hooks: CoordinatorHooks, options: FederationOptions,
                    sink: Callable[[Message], None] | None = None,
                    on_round: Callable[[RoundOutcome], None] | None = None) -> list[RoundOutcome]:
@@ -286,12 +274,13 @@ def run_federation(*, grid, hooks: CoordinatorHooks, options: FederationOptions,
         log.info("round %d: %s: %s", number, outcome.status, outcome.message)
         if outcome.status == "failed" and outcome.counts.get("ready", 0) < options.min_sites:
             break
-    _sync_after(grid, hooks, options)
+    if any(o.version_after for o in outcomes):
+        _sync_after(grid, hooks, options)
     return outcomes
 
 
 def _sync_after(grid: ObservedGrid, hooks: CoordinatorHooks, options: FederationOptions) -> None:
-    """Sites pick up the version the run ended on (best effort: the next round syncs anyway)."""
+    """Sites pick up the version the run promoted (best effort: the next round syncs anyway)."""
     try:
         nodes = sorted(int(n) for n in grid.get_node_ids())
         sites = _identify(grid, nodes, hooks.enrolled_sites(), options, "sync")
@@ -452,12 +441,12 @@ def run_round(*, grid: ObservedGrid, hooks: CoordinatorHooks, options: Federatio
         outcome.status = "rejected"
         outcome.message = f"no aggregate: {exc}"
         return outcome
-    outcome.aggregation = {"strategy": strategy.describe(), "secure": options.secure_aggregation,
+    outcome.aggregation = {"strategy": strategy.describe(), "secure": options.secure_aggregation, "numel": spec.numel,
                            "dp": options.dp_enabled, "capped_weights": options.capped_weights,
                            "sites": len(contributing), "payload_scale": scale,
                            "update_norm": float(np.linalg.norm(delta)), "sum_norm": float(np.linalg.norm(total.total)),
                            "weight_total": total.weight_total}
-    candidate = candidate_from(brain, spec.unflatten(delta), version.name)
+    candidate = candidate_brain(brain, spec.unflatten(delta), version.name, federation="sites")
     outcome.seconds["aggregate"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -106,19 +106,21 @@ def set_job_status(*, session: Session, job_id: int, worker_id: str, status: str
 
 
 def finish_job(*, session: Session, job_id: int, worker_id: str, status: str, result: dict[str, Any] | None = None,
-               error: str | None = None, requeue: bool = False, clock: Clock = SYSTEM_CLOCK,
-               **fields: Any) -> bool:
+               error: str | None = None, requeue: bool = False, log: list[dict[str, Any]] | None = None,
+               clock: Clock = SYSTEM_CLOCK, **fields: Any) -> bool:
     """End the worker's hold on a job: succeeded, failed, cancelled, or back to queued (`requeue`,
     e.g. on a graceful shutdown). Extra `fields` (candidate_version, evaluation, ...) are stored
-    with it. Returns False when the worker had already lost the job (nothing is written)."""
+    with it; `log` (the run's progress messages) stays in its progress. Returns False when the
+    worker had already lost the job (nothing is written)."""
     now = clock.now()
     values: dict[str, Any] = {"updated_at": now, "lease_expires_at": None, **fields}
+    kept = {"log": list(log)} if log else {}
     if requeue:
         values.update(status="queued", worker_id=None, error=error,
-                      progress={"stage": "queued", "fraction": 0.0, "message": error or "requeued"})
+                      progress={"stage": "queued", "fraction": 0.0, "message": error or "requeued", **kept})
     else:
         values.update(status=status, finished_at=now, error=error,
-                      progress={"stage": status, "fraction": 1.0 if status == "succeeded" else None})
+                      progress={"stage": status, "fraction": 1.0 if status == "succeeded" else None, **kept})
     if result is not None:
         values["result"] = result
     done = session.execute(

@@ -149,8 +149,14 @@ class Worker:
         return self.registry.run(lambda session: get_job(session=session, job_id=job.id), read_only=True)
 
     def _finish(self, ctx: JobContext, **values) -> bool:
+        # The job's log (its progress messages) outlives the run, with its last line saying how it ended.
+        ending = values.get("error") or values["status"]
+        ctx.report(values["status"], ctx.progress.get("fraction"), f"{values['status']}: {ending}"
+                   if ending != values["status"] else values["status"])
+        log_lines = ctx.progress.get("log")
         return self.registry.run(lambda session: finish_job(session=session, job_id=ctx.job.id,
-                                                            worker_id=self.worker_id, clock=self.clock, **values))
+                                                            worker_id=self.worker_id, clock=self.clock,
+                                                            log=log_lines, **values))
 
     def _run(self, ctx: JobContext) -> None:
         job = ctx.job

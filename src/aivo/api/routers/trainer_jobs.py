@@ -4,7 +4,6 @@ the embedded worker of `aivo serve`)."""
 
 from __future__ import annotations
 
-import html
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Path, Query, Response
@@ -153,24 +152,7 @@ def _model_details(registry) -> Any:
     return provider
 
 
-def _jobs_panel(registry) -> Any:
-    def panel() -> tuple[str, str]:
-        page = job_service.find_jobs(registry=registry, limit=10)
-        if not page.jobs:
-            return "Trainer jobs", '<p class="empty">no trainer job yet</p>'
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                j.id, j.kind, j.model_id[:40], j.status, j.progress.get("stage", ""), j.candidate_version or "",
-                j.promoted_version or "", (j.error or "")[:80])) + "</tr>" for j in page.jobs)
-        head = "".join(f"<th>{h}</th>" for h in ("id", "kind", "model", "status", "stage", "candidate", "promoted",
-                                                 "error"))
-        return f"Trainer jobs ({page.total})", f"<table><tr>{head}</tr>{rows}</table>"
-
-    return panel
-
-
 def install_hooks(app: FastAPI) -> None:
-    """Training and drift state in GET /v1/model/{id}/status; a trainer-jobs dashboard panel."""
+    """Training and drift state in GET /v1/model/{id}/status (the dashboard shows jobs itself)."""
     registry = app.state.registry
     app.state.hooks.model_details.append(_model_details(registry))
-    app.state.hooks.dashboard_panels.append(_jobs_panel(registry))

@@ -12,7 +12,8 @@ Tables are defined here and nowhere else; importing this package gives the whole
 - `training`: trainer jobs, pipeline runs, scheduler runs, leases and overrides, drift
   references and reports, learner snapshots (0005);
 - `tutor`: the tutor's safety alerts (0006);
-- `federation`: the coordinator's enrolled sites and a site's round records (0007).
+- `federation`: the coordinator's enrolled sites and a site's round records (0007);
+- `dashboard`: the dashboard's server-side sessions (0008).
 
 Conventions other layers rely on:
 - A column holding an artifact digest is named `artifact_sha256` or `*_artifact_sha256`;
@@ -53,13 +54,14 @@ from aivo.registry.tables.training import (
     TrainerJob,
 )
 from aivo.registry.tables.tutor import SafetyAlert
+from aivo.registry.tables.dashboard import DashboardSession
 
 metadata = Base.metadata
 
 __all__ = [
     "ACTIVE_JOB_STATUSES", "API_KEY_ROLES", "DEFAULT_TENANT", "FEDERATED_STATUSES", "JOB_STATUSES",
     "LEARNER_MODEL_STATUSES", "MAIN_STATUSES", "NAMING_CONVENTION", "OPEN_JOB_STATUSES", "PIPELINE_STATUSES",
-    "SCHEDULER_RUN_STATUSES", "SITE_ROUND_STATUSES", "SITE_STATUSES", "ApiKey", "ApiKeyLearner", "AuditEntry", "Base", "DriftReference", "DriftReport",
+    "SCHEDULER_RUN_STATUSES", "SITE_ROUND_STATUSES", "SITE_STATUSES", "ApiKey", "ApiKeyLearner", "AuditEntry", "Base", "DashboardSession", "DriftReference", "DriftReport",
     "FederatedUpdate", "FederationSite", "Interaction", "Learner", "LearnerModel", "LearnerSnapshot", "MainModelVersion",
     "PipelineRun", "PrivacyLedgerEntry", "SafetyAlert", "SchedulerOverride", "SchedulerRun", "ServiceLease", "SiteRound", "TrainerJob",
     "TrainingSession", "metadata",
