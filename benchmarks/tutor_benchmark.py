@@ -43,7 +43,7 @@ def rss_mib() -> float:
 
 def make_service(home: Path, model_dir: Path, *, cache_size: int, threads: int):
     from aivo.config import Settings
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     settings = Settings(home=home, brain_model=str(model_dir), num_threads=threads, adapter_cache_size=cache_size,
                         tutor_max_batch_size=8, tutor_batch_window_ms=5.0, tutor_temperature=0.7)

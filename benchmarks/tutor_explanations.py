@@ -35,7 +35,7 @@ LESSONS = Path(__file__).resolve().parents[1] / "src" / "aivo" / "tutor" / "data
 def arm(name: str, home: Path, model: Path, items, args) -> dict:
     from aivo.config import Settings
     from aivo.tutor.explanation_eval import evaluate_explanations
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     service = TutorService(settings=Settings(home=home, brain_model=str(model), num_threads=args.threads))
     try:

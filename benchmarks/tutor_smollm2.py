@@ -78,7 +78,7 @@ HELD_OUT = ["What is gravity?", "What is a planet?", "What is a volcano?", "What
 
 def service_for(home: Path, model: Path, threads: int, **extra):
     from aivo.config import Settings
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     settings = Settings(home=home, brain_model=str(model), num_threads=threads, tutor_max_batch_size=8,
                         tutor_batch_window_ms=20.0, **extra)

@@ -7,6 +7,7 @@ Most carry the `AIVO_` prefix; the scheduler and training knobs named by the see
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -16,6 +17,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aivo.errors import ConfigError
 
 
 def _env(name: str, *, seed_name: str | None = None) -> AliasChoices:
@@ -255,10 +258,6 @@ class Settings(BaseSettings):
     def resolved_artifact_options(self) -> dict:
         if not self.artifact_options:
             return {}
-        import json
-
-        from aivo.errors import ConfigError
-
         try:
             options = json.loads(self.artifact_options)
         except json.JSONDecodeError as exc:
@@ -282,8 +281,6 @@ class Settings(BaseSettings):
 
         Production mode (a database that is not SQLite) requires AIVO_SECRET_KEY and refuses a
         weak one (`secret_key_weakness`); embedded mode only warns about a weak one."""
-        from aivo.errors import ConfigError
-
         if self.secret_key:
             weakness = secret_key_weakness(self.secret_key)
             if weakness and not self.is_embedded:

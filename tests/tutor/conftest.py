@@ -72,7 +72,7 @@ def wait_for_clone(service, clone_id: str, timeout: float = 600.0):
 
 @pytest.fixture
 def tutor_service(tutor_settings):
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     service = TutorService(settings=tutor_settings)
     worker = start_clone_worker(tutor_settings)

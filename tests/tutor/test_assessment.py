@@ -144,7 +144,7 @@ def test_negated_keywords_do_not_count():
 
 def test_llm_feedback_when_enabled(tutor_settings):
     from aivo.tutor.schemas import AssessCriteria, AssessRequest
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     service = TutorService(settings=tutor_settings.model_copy(update={"tutor_llm_feedback": "on"}))
     try:

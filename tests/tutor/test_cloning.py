@@ -78,7 +78,7 @@ def test_unknown_target_module_fails_the_job_with_a_message(tutor_service):
 
 def test_bad_requests_fail_before_any_job(tutor_service, aivo_home, tiny_model_dir):
     from aivo.tutor.schemas import CloneStartRequest
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     with pytest.raises(DataError, match="nothing to fine-tune on"):
         tutor_service.start_clone(CloneStartRequest(student_id="empty"))

@@ -76,7 +76,7 @@ def engine_server():
 
 @pytest.fixture
 def remote_service(aivo_home, engine_server):
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     url, seen = engine_server
     settings = Settings(home=aivo_home, tutor_engine="openai", tutor_engine_url=url, tutor_engine_model="big-model",
@@ -127,7 +127,7 @@ def test_learner_adapter_is_requested_by_name_and_stop_is_honoured(remote_servic
 
 def test_engine_errors_are_clear(aivo_home, engine_server):
     from aivo.errors import AivoError, ServiceConfigError
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     with pytest.raises(ServiceConfigError, match="AIVO_TUTOR_ENGINE_URL"):
         TutorService(settings=Settings(home=aivo_home, tutor_engine="openai")).generate(

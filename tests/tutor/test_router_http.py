@@ -36,8 +36,8 @@ def _deny_mallory(request: Request, learner_id: str) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
-    from aivo.tutor.router import create_tutor_router
-    from aivo.tutor.service import TutorService
+    from aivo.api.routers.tutor import create_tutor_router
+    from aivo.services.tutor import TutorService
 
     settings = make_settings(tmp_path_factory.mktemp("http") / "home", tiny_model_dir)
     promote_main_version(settings)

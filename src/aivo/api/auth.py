@@ -18,36 +18,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-
-import sqlalchemy as sa
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, RedirectResponse
 
 from aivo.clock import Clock
-from aivo.errors import AuthError, ForbiddenError, NotFoundError
+from aivo.errors import AuthError, ForbiddenError
 from aivo.registry import Registry
-from aivo.registry.api_keys import VerifiedKey, key_may_read_learner, token_digest, touch_api_key, verify_api_key
-from aivo.registry.tables import Learner
+from aivo.services.api_keys import VerifiedKey, token_digest, touch_key, verify_key
 from aivo.services.dashboard_sessions import session_key
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "aivo_session"
-# The one answer for a learner a key may not see: unknown and other-tenant learners alike.
-LEARNER_NOT_FOUND = "learner not found (no learner with this id in this key's tenant)"
 _TOUCH_EVERY_S = 60.0  # last_used_at is a hint, not an audit trail: one write a minute at most
 _MAX_CACHED_KEYS = 10_000
-
-
-@dataclass(frozen=True)
-class LearnerRef:
-    """A learner the caller may act for: registry row id, pseudonym and tenant."""
-
-    pk: int
-    pseudonym: str
-    tenant: str
 
 
 def bearer_token(request: Request) -> str | None:
@@ -87,7 +72,7 @@ class KeyVerifier:
         hit = self.cached(token)
         if hit is not None:
             return hit
-        key = self.registry.run(lambda session: verify_api_key(session=session, token=token), read_only=True)
+        key = verify_key(registry=self.registry, token=token)
         now = time.monotonic()
         with self._lock:
             if len(self._cache) >= _MAX_CACHED_KEYS:
@@ -98,7 +83,7 @@ class KeyVerifier:
                 self._touched[key.pk] = now
         if touch:
             try:
-                self.registry.run(lambda session: touch_api_key(session=session, key_pk=key.pk, clock=self.clock))
+                touch_key(registry=self.registry, key_pk=key.pk, clock=self.clock)
             except Exception:  # a busy database must not fail the request for a usage hint
                 log.warning("could not record the use of API key %s", key.key_id, exc_info=True)
         return key
@@ -179,38 +164,3 @@ def check_role(key: VerifiedKey, roles: tuple[str, ...]) -> None:
     if key.role not in roles:
         wanted = " or ".join(roles)
         raise ForbiddenError(f"this endpoint needs an {wanted} key; this is a {key.role} key")
-
-
-_SELECT_LEARNER = sa.select(Learner.id, Learner.pseudonym, Learner.tenant).where(
-    Learner.pseudonym == sa.bindparam("pseudonym"))
-
-
-def learner_for_key(*, registry: Registry, key: VerifiedKey, pseudonym: str) -> LearnerRef:
-    """The learner if `key` may read it (blocking). Unknown and other-tenant learners raise the
-    same NotFoundError; a teacher key's learner outside its class list raises ForbiddenError."""
-
-    def work(session) -> LearnerRef:
-        row = session.execute(_SELECT_LEARNER, {"pseudonym": pseudonym}).first()
-        check_learner_access(key, tenant=None if row is None else row.tenant,
-                             linked=lambda: key_may_read_learner(session=session, key_pk=key.pk, learner_pk=row.id))
-        return LearnerRef(pk=row.id, pseudonym=row.pseudonym, tenant=row.tenant)
-
-    return registry.run(work, read_only=True)
-
-
-def check_learner_access(key: VerifiedKey, *, tenant: str | None, linked) -> None:
-    """The one access rule for a learner (tenant None: no such learner). `linked` is a bool, or
-    a callable answering whether a teacher key's class list holds the learner."""
-    if tenant is None or tenant != key.tenant:
-        raise NotFoundError(LEARNER_NOT_FOUND)
-    if key.role == "counsellor":  # counsellors see the school's safety alerts, not learners' records
-        raise ForbiddenError("a counsellor key reads safety alerts only (/v1/tutor/alerts)")
-    if key.role == "teacher" and not (linked() if callable(linked) else linked):
-        raise ForbiddenError("this teacher key is not linked to this learner "
-                             "(add it with `aivo apikey link KEY_ID LEARNER_ID`)")
-
-
-def learner_tenant(*, registry: Registry, pseudonym: str) -> str | None:
-    """The learner's tenant, or None when no such learner exists (blocking)."""
-    return registry.run(lambda session: session.scalar(sa.select(Learner.tenant)
-                                                       .where(Learner.pseudonym == pseudonym)), read_only=True)

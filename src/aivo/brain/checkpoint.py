@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file, save, save_file
 
@@ -153,8 +153,6 @@ def read_metadata(directory: str | Path) -> dict:
 
 
 def _header_metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as handle:
         header = handle.metadata() or {}
     if _HEADER_KEY not in header:

@@ -20,7 +20,7 @@ app.add_typer(tutor_app, name="tutor")
 
 
 def _service():
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     return TutorService(settings=settings())
 

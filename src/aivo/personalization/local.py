@@ -175,6 +175,7 @@ def holdout_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
     positives, negatives = int(y.sum()), int(len(y) - y.sum())
     auc = None
     if positives and negatives:
+        # start-up: scipy.stats loads only when a holdout is scored
         from scipy.stats import rankdata
 
         ranks = rankdata(p)
@@ -312,6 +313,7 @@ def _shared_update(brain: TrainedBrain, history: InteractionLog, encoded: Encode
 def _dp_sgd(brain, train_log, config, trained, optimizer, loss_of, generator):
     """Opacus DP-SGD over windows: per-window gradients (one backward each), Poisson-sampled
     batches from the explicit generator, clipping and noise by Opacus' DPOptimizer."""
+    # start-up: Opacus loads only for record-level DP-SGD
     from opacus.optimizers import DPOptimizer
 
     dp = config.dp

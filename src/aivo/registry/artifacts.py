@@ -158,6 +158,7 @@ class _FsspecBackend:
     """Any fsspec file system (s3://bucket/prefix, memory://, ...)."""
 
     def __init__(self, url: str, storage_options: Mapping[str, Any]):
+        # start-up: fsspec loads only for remote stores (S3, ...)
         import fsspec
 
         self.fs, self.root = fsspec.core.url_to_fs(url, **dict(storage_options))
@@ -357,6 +358,7 @@ class ArtifactStore:
 
 
 def encode_tensors(tensors: Mapping[str, "torch.Tensor"], *, metadata: Mapping[str, Any] | None = None) -> bytes:
+    # start-up: safetensors.torch loads torch, which registry commands do not need
     from safetensors.torch import save
 
     prepared = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
@@ -365,6 +367,7 @@ def encode_tensors(tensors: Mapping[str, "torch.Tensor"], *, metadata: Mapping[s
 
 
 def decode_tensors(data: bytes, *, device: str = "cpu", digest: str = "<bytes>") -> tuple[dict, dict]:
+    # start-up: safetensors.torch loads torch, which registry commands do not need
     from safetensors.torch import load
 
     try:

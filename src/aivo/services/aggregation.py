@@ -20,10 +20,12 @@ from aivo.federated.round import AggregationOptions, RoundPlan, aggregate, commi
 from aivo.registry import FederatedUpdateRecord, Registry, list_federated_updates
 from aivo.training.context import JobContext, JobOutcome
 from aivo.training.kinds import JobKind
+from aivo.training.retraining import RetrainingDecision, schedule_retraining
+from aivo.training.runs import FEDERATED_MODEL_ID
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AggregationOptions", "AggregationReport", "FederatedKind", "list_rounds", "run_aggregation"]
+__all__ = ["AggregationOptions", "AggregationReport", "FederatedKind", "list_rounds", "queue_round", "run_aggregation"]
 
 
 @dataclass
@@ -100,6 +102,13 @@ def _report(plan: RoundPlan, *, seconds: float) -> AggregationReport:
         metrics_after=plan.metrics_after, improvement=plan.decision.improvement if plan.decision else None,
         privacy=plan.privacy_figures(), warnings=list(plan.privacy.warnings), aggregation=plan.aggregation_summary(),
         federated_update_id=plan.federated_update_id, dry_run=dry_run, seconds=seconds)
+
+
+def queue_round(*, registry: Registry, settings: Settings, reason: str, actor: str,
+                clock: Clock = SYSTEM_CLOCK) -> RetrainingDecision:
+    """Queue a round as a `federated` trainer job (a worker runs it with the AIVO_* settings)."""
+    return schedule_retraining(registry=registry, settings=settings, model_id=FEDERATED_MODEL_ID, reason=reason,
+                               priority="high", force=True, created_by=actor, clock=clock)
 
 
 def list_rounds(*, registry: Registry, status: str | None = None, limit: int = 50,

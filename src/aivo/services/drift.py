@@ -208,3 +208,10 @@ def list_drift_reports(*, session: Session, model_id: str, limit: int = 20) -> l
             raise NotFoundError(f"unknown model {model_id!r}: use {MAIN_BRAIN_MODEL_ID} or a main version name") from None
         stmt = stmt.where(DriftReport.version == model_id)
     return [_record(r) for r in session.scalars(stmt)]
+
+
+def drift_reports(*, registry: Registry, model_id: str, limit: int = 20) -> list[DriftReportRecord]:
+    """Stored drift reports of `model_id` (the family or a version), newest first (GET
+    /v1/model/{id}/drift, aivo drift reports)."""
+    return registry.run(lambda session: list_drift_reports(session=session, model_id=model_id, limit=limit),
+                        read_only=True)

@@ -42,7 +42,7 @@ from aivo.training.harness import EvaluationReport, HarnessPolicy, evaluate_brai
 from aivo.training.hpo import Report, search_hyperparameters
 from aivo.training.jobs import TrainerJobRecord
 from aivo.training.kinds import JobKind
-from aivo.training.runs import MAIN_BRAIN_MODEL_ID, finish_run, start_run
+from aivo.training.runs import MAIN_BRAIN_MODEL_ID, PipelineRunRecord, finish_run, list_runs, start_run
 from aivo.training.splits import stable_split
 
 log = logging.getLogger(__name__)
@@ -305,6 +305,11 @@ def _log_summary(state: dict[str, Any], seconds: float) -> None:
     log.info("Candidate: %s (active before: %s)", state.get("candidate_version"), state.get("active_version"))
     log.info("Model Improved: %s (%s)", state.get("promoted"), state.get("decision"))
     log.info("=" * 60)
+
+
+def recent_runs(*, registry: Registry, limit: int = 20) -> list[PipelineRunRecord]:
+    """Pipeline runs, newest first (aivo pipeline runs)."""
+    return registry.run(lambda session: list_runs(session=session, limit=limit), read_only=True)
 
 
 # --- the `main_brain` trainer job -------------------------------------------------------------

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from aivo.config import Settings
 from aivo.privacy.ledger import get_ledgers, list_ledgers
-from aivo.privacy.planning import PrivacyPlan
+from aivo.privacy.planning import PrivacyPlan, plan_from_settings
 from aivo.privacy.record_level import record_level_epsilons
 from aivo.registry import Registry
 from aivo.registry.tables import FederatedUpdate
@@ -77,3 +78,9 @@ def privacy_report(*, registry: Registry, plan: PrivacyPlan, learner_ids: Sequen
         rows += [{"learner_id": lid, "user_level": None, "record_level": value}
                  for lid, value in record.items() if lid not in known]
     return PrivacyReport(settings=plan.to_dict(), overall=overall, learners=rows, warnings=list(plan.warnings))
+
+
+def privacy_plan(settings: Settings, **options: Any) -> PrivacyPlan:
+    """What the settings' user-level DP costs: epsilon of one round, rounds within the budget,
+    warnings (shown before anything runs)."""
+    return plan_from_settings(settings, **options)

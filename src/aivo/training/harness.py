@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from aivo.brain.predict import evaluate
 from aivo.data.metrics import subgroup_gap
 from aivo.errors import DataError
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from aivo.brain.bundle import TrainedBrain
     from aivo.brain.predict import Evaluation
     from aivo.data.schema import InteractionLog
-    from aivo.tutor.service import TutorService
 
 MINIMUMS = ("auc", "accuracy", "f1", "precision", "recall", "pedagogy_score", "safety_score")
 MAXIMUMS = ("ece", "log_loss", "subgroup_gap")
@@ -185,8 +185,6 @@ def report_from_evaluation(evaluation: "Evaluation", policy: HarnessPolicy, *,
 def evaluate_brain_candidate(*, brain: "TrainedBrain", test: "InteractionLog", policy: HarnessPolicy,
                              details: dict[str, Any] | None = None) -> EvaluationReport:
     """The Main Brain `brain` on held-out learners `test`, against `policy`."""
-    from aivo.brain.predict import evaluate
-
     columns = [c for c in policy.group_by if c in test.frame.columns]
     evaluation = evaluate(brain=brain, log=test, group_by=columns, min_group_size=policy.min_group_size)
     frame = test.frame

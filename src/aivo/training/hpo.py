@@ -126,6 +126,7 @@ def search_hyperparameters(*, train: InteractionLog, validation: InteractionLog,
     `portfolio` (default `default_portfolio(base_config)`) lists changes to the base config tried
     right after it; `prune_after_epochs` (None: never) is the warm-up after which a trial below the
     median of the finished trials at the same epoch is pruned (from the third trial on)."""
+    # start-up: Optuna loads only when a search runs
     import optuna
 
     space = default_search_space(base_config) if space is None else space

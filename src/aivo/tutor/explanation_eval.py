@@ -6,7 +6,7 @@ facts (each fact lists accepted wordings, "a|b"; a wording matches as a word pre
 "evaporat" matches "evaporates"), statements that contradict the reference (misconceptions,
 matched as phrases), and an accommodation (rotating none, ADHD, dyslexia, autism, anxiety).
 
-Every question goes through `TutorService.generate`, exactly as a learner's request would
+Every question goes through `TutorService.generate` (aivo.services.tutor), exactly as a learner's request would
 (safety, retrieval from the content library when it holds lessons, the learner's context,
 batching), greedy decoding. Per answer (the explanation, without the source note):
 
@@ -28,15 +28,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING
 
 from aivo.tutor.accommodations import (IDIOMS, MAX_PLAIN_WORDS, MAX_STEP_WORDS, PRESSURE_WORDS, STEPS_PER_CHUNK,
                                       get_accommodation)
+from aivo.tutor.frontdoor import Tutor
 from aivo.tutor.readability import split_sentences
 from aivo.tutor.schemas import GenerateRequest, StudentContextIn
-
-if TYPE_CHECKING:
-    from aivo.tutor.service import TutorService
 
 
 def load_explanation_set() -> list[dict]:
@@ -140,7 +137,7 @@ def score_answer(item: dict, response, latency_s: float) -> AnswerScore:
         completion_tokens=response.usage.completion_tokens, blocked=response.safety.blocked, answer=text)
 
 
-def evaluate_explanations(*, service: "TutorService", items: list[dict] | None = None, max_new_tokens: int = 128,
+def evaluate_explanations(*, service: "Tutor", items: list[dict] | None = None, max_new_tokens: int = 128,
                           concurrency: int = 8, seed: int = 0) -> ExplanationReport:
     items = items if items is not None else load_explanation_set()
     service.load()

@@ -32,6 +32,7 @@ import numpy as np
 
 from aivo.tutor.embeddings import EMBEDDING_MODEL, Embedder, shared_embedder
 from aivo.utils import durable_file
+from aivo.tutor import safety
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,13 @@ def label_of(row: dict) -> str:
 
 
 def _fit_lr(x: np.ndarray, y: list[str], config: ClassifierConfig):
+    # start-up: scikit-learn loads only when a classifier is fitted
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=config.C, max_iter=5000, class_weight="balanced").fit(x, y)
 
 
 def _lexical_blocks(texts: list[str]) -> np.ndarray:
-    from aivo.tutor import safety
-
     return np.array([not safety.check_text(t).allowed for t in texts])
 
 
@@ -116,6 +116,7 @@ class SafetyClassifier:
     @classmethod
     def fit(cls, rows: list[dict], *, embedder: Embedder | None = None,
             config: ClassifierConfig = ClassifierConfig()) -> "SafetyClassifier":
+        # start-up: scikit-learn loads only when a classifier is fitted
         from sklearn.model_selection import StratifiedKFold
 
         embedder = embedder or shared_embedder()

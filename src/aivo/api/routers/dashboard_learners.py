@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from aivo.api import dashboard_charts as charts
-from aivo.api.auth import LearnerRef, learner_for_key
+from aivo.services.api_keys import LearnerRef, learner_for_key
 from aivo.api.dashboard_ui import LEARNER_ROLES, SECURITY_HEADERS, FormDep, render
 from aivo.api.deps import AdminKey, ClockDep, RegistryDep, SettingsDep, require_roles, VerifiedKey
 from aivo.api.state import forget_learner

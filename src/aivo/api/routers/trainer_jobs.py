@@ -20,8 +20,9 @@ from aivo.api.schemas.training import (
 )
 from aivo.errors import NotFoundError
 from aivo.registry.api_keys import VerifiedKey
-from aivo.services.learners import pseudonym_for
 from aivo.services import jobs as job_service
+from aivo.services import models
+from aivo.services.learners import pseudonym_for
 from aivo.training.jobs import JOB_STATUSES, TrainerJobRecord
 
 router = APIRouter(tags=["trainer"])
@@ -145,26 +146,8 @@ def promote_job(job_id: JobId, registry: RegistryDep, clock: ClockDep, key: Admi
 # --- hooks into the rest of the API ----------------------------------------------------------------
 
 def _model_details(registry) -> Any:
-    from aivo.services.drift import list_drift_reports
-    from aivo.training.jobs import open_job_for_model
-    from aivo.training.retraining import last_trained_at
-    from aivo.training.runs import MAIN_BRAIN_MODEL_ID
-
     def provider(model_id: str, record) -> dict[str, Any]:
-        def read(session) -> dict[str, Any]:
-            job = open_job_for_model(session=session, model_id=MAIN_BRAIN_MODEL_ID)
-            last = last_trained_at(session=session, model_id=MAIN_BRAIN_MODEL_ID)
-            reports = list_drift_reports(session=session, model_id=MAIN_BRAIN_MODEL_ID, limit=1)
-            drift = None
-            if reports:
-                r = reports[0]
-                drift = {"score": r.score, "drifted": r.drifted, "threshold": r.threshold, "version": r.version,
-                         "computed_at": r.computed_at.isoformat()}
-            return {"training": {"open_job": None if job is None else {"id": job.id, "status": job.status},
-                                 "last_trained_at": last.isoformat() if last else None},
-                    "drift": drift}
-
-        return registry.run(read, read_only=True)
+        return models.training_state(registry=registry)
 
     return provider
 

@@ -1,4 +1,4 @@
-"""`TutorService`: the tutor's front door, shared by the API router and the CLI.
+"""Tutor use cases: `TutorService`, the tutor's front door, shared by the API router and the CLI.
 
 One instance per process holds one base model, the adapter cache, the batch worker and the
 assessor; everything heavy loads on first use (or on `load()`). Clones are trainer jobs
@@ -14,27 +14,42 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
-from aivo.errors import NotFoundError
+from aivo.registry import open_registry
 from aivo.registry.tables import DEFAULT_TENANT
 from aivo.services import tutor_clones
 from aivo.tutor import safety
 from aivo.tutor.accommodations import shape_response
-from aivo.tutor.adapter_store import AdapterRef, AdapterStore
-from aivo.tutor.options import GenerationParams
+from aivo.tutor.adapter_store import AdapterRef, AdapterStore, RegistryAdapterStore
+from aivo.tutor.adapters import AdapterCache
+from aivo.tutor.alerts import record_alert
+from aivo.tutor.assessment import Assessor, Rubric
+from aivo.tutor.batching import BatchGenerator
+from aivo.tutor.chat import complete, stream_chunks
+from aivo.tutor.engine import TutorEngine, check_model_available, is_tiny_model, model_display_name, model_source
+from aivo.tutor.feedback import feedback_messages, template_feedback
+from aivo.tutor.generation import (
+    BASE_MODEL_ALIAS,
+    PreparedGeneration,
+    build_response,
+    parse_model_name,
+    prepare,
+    raise_failed,
+    to_context,
+)
+from aivo.tutor.options import BatchingConfig, GenerationParams
 from aivo.tutor.prompting import StudentContext
 from aivo.tutor.schemas import (AssessRequest, AssessResponse, ChatCompletionRequest,
                                 ChatCompletionResponse, CloneStartRequest, CloneStartResponse,
                                 CloneStatusResponse, GenerateRequest, GenerateResponse, TutorHealth)
-from aivo.tutor.generation import GenerationOutcome, PreparedGeneration, build_response, prepare, to_context
 from aivo.tutor.streams import Failed, TokenEvent, TokenStream
 
 log = logging.getLogger(__name__)
 
-BASE_MODEL_ALIAS = "aivo-tutor"  # chat `model` for the base model; "aivo-tutor:<learner>" for an adapter
 
 
 class TutorService:
@@ -70,9 +85,6 @@ class TutorService:
     def store(self) -> AdapterStore:
         with self._lock:
             if self._store is None:
-                from aivo.registry import open_registry
-                from aivo.tutor.adapter_store import RegistryAdapterStore
-
                 self._store = RegistryAdapterStore(open_registry(self.settings), clock=self.clock)
             return self._store
 
@@ -84,14 +96,7 @@ class TutorService:
                 self._engine = RemoteEngine.from_settings(self.settings)
                 self._batcher = RemoteGenerator(engine=self._engine, settings=self.settings)
             if self._engine is None:
-                from aivo.tutor.engine import check_model_available
-
-                check_model_available(self.settings)  # fail fast, before importing torch
-                from aivo.tutor.adapters import AdapterCache
-                from aivo.tutor.batching import BatchGenerator
-                from aivo.tutor.engine import TutorEngine
-                from aivo.tutor.options import BatchingConfig
-
+                check_model_available(self.settings)  # fail fast, before torch loads
                 engine = TutorEngine.load(self.settings)
                 self._cache = AdapterCache(engine=engine, store=self.store,
                                            capacity=self.settings.adapter_cache_size)
@@ -118,12 +123,10 @@ class TutorService:
     def model_name(self) -> str:
         if self.settings.tutor_engine == "openai":
             return f"{self.settings.tutor_engine_model} (upstream)"
-        from aivo.tutor.engine import model_display_name, model_source
-
         return model_display_name(model_source(self.settings))
 
     def health(self) -> TutorHealth:
-        import torch
+        import torch  # start-up: torch loads only with the model (or for this answer)
 
         stats = self._batcher.stats if self._batcher is not None else None
         return TutorHealth(
@@ -196,8 +199,6 @@ class TutorService:
     def registry(self):
         with self._lock:
             if self._registry is None:
-                from aivo.registry import open_registry
-
                 self._registry = open_registry(self.settings)
             return self._registry
 
@@ -205,8 +206,6 @@ class TutorService:
         """A self-harm message raises an alert for the learner's school (never fails the answer)."""
         if not verdict.raises_alert:
             return
-        from aivo.tutor.alerts import record_alert
-
         try:
             with self.registry.session() as session:
                 alert_id = record_alert(session=session, learner_pseudonym=learner_id, category=verdict.category,
@@ -280,26 +279,20 @@ class TutorService:
 
     # --- /v1/chat/completions (chat.py) ---------------------------------------------------
     def chat_completion(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
-        from aivo.tutor.chat import complete
-
         return complete(self, request)
 
     def chat_completion_chunks(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
         """SSE `data:` payloads: chat.completion.chunk JSON objects, then "[DONE]".
 
         Errors (unknown model, bad input) raise here, before the stream starts."""
-        from aivo.tutor.chat import stream_chunks
-
         return stream_chunks(self, request)
 
     # --- /v1/assess --------------------------------------------------------------------------
     def assessor(self):
         with self._lock:
             if self._assessor is None:
-                from aivo.tutor.assessment import Assessor
-
                 if self.settings.num_threads:
-                    import torch
+                    import torch  # start-up: torch loads only when the assessor does
 
                     torch.set_num_threads(self.settings.num_threads)
                 self._assessor = Assessor()
@@ -310,19 +303,12 @@ class TutorService:
         if mode != "auto":
             return mode == "on"
         # auto: only with a real model (not the tiny one); without any model the template writes it
-        from pathlib import Path
-
-        from aivo.tutor.engine import is_tiny_model, model_source
-
         source = model_source(self.settings)
         if not self.settings.brain_model and not Path(source).is_dir():
             return False
         return not is_tiny_model(source)
 
     def assess(self, request: AssessRequest) -> AssessResponse:
-        from aivo.tutor.assessment import Rubric
-        from aivo.tutor.feedback import feedback_messages, template_feedback
-
         criteria = request.criteria
         rubric = Rubric(reference_answers=tuple(a for a in criteria.reference_answers if a.strip()),
                         exemplars=tuple(a for a in criteria.exemplars if a.strip()),
@@ -363,20 +349,4 @@ class TutorService:
         return self.clock.now()
 
 
-def raise_failed(event: Failed) -> None:
-    from aivo.errors import AivoError
-
-    if isinstance(event.error, AivoError):
-        raise event.error
-    raise RuntimeError(event.message)
-
-
-def parse_model_name(model: str) -> str | None:
-    """The learner id selected by a chat `model` name; None for the base model."""
-    name = model.strip()
-    if name in (BASE_MODEL_ALIAS, "base", ""):
-        return None
-    prefix = BASE_MODEL_ALIAS + ":"
-    if name.startswith(prefix) and len(name) > len(prefix):
-        return name[len(prefix):]
-    raise NotFoundError(f"unknown model {model!r}: use {BASE_MODEL_ALIAS!r} or '{BASE_MODEL_ALIAS}:<learner id>'")
+__all__ = ["BASE_MODEL_ALIAS", "TutorService", "parse_model_name", "raise_failed"]

@@ -1,6 +1,7 @@
-"""The tutor's HTTP endpoints, as a FastAPI `APIRouter` for the AIVO API to mount.
+"""The tutor's HTTP endpoints (generation, OpenAI-compatible chat, assessment, clones, health), as
+a FastAPI `APIRouter` the AIVO API mounts (aivo.api.tutor_mount).
 
-    from aivo.tutor.router import create_tutor_router
+    from aivo.api.routers.tutor import create_tutor_router
     app.state.tutor_service = TutorService(settings=settings)
     app.include_router(create_tutor_router(authorize_learner=..., tenant_of=...),
                        dependencies=[Depends(require_api_key)])
@@ -26,11 +27,11 @@ from sse_starlette import EventSourceResponse
 
 from aivo.errors import AivoError, NotFoundError
 from aivo.registry.tables import DEFAULT_TENANT
+from aivo.services.tutor import BASE_MODEL_ALIAS, TutorService, parse_model_name
 from aivo.tutor.schemas import (AssessRequest, AssessResponse, ChatCompletionRequest, ChatCompletionResponse,
                                 CloneStartRequest, CloneStartResponse, CloneStatusResponse, GenerateRequest,
                                 GenerateResponse, OpenAIErrorResponse, OpenAIModel, OpenAIModelList,
                                 TutorHealth, UNSUPPORTED_CHAT_FIELDS)
-from aivo.tutor.service import BASE_MODEL_ALIAS, TutorService, parse_model_name
 
 # (request, learner_id) -> the learner id to use (e.g. the pseudonym of a raw id), or None to keep
 # it as given; raise AuthError/ForbiddenError/NotFoundError to refuse.
