@@ -25,7 +25,7 @@ from aivo.api.openapi import install_openapi
 from aivo.api.middleware import CatchAll, RequestGuard, RequestMetrics
 from aivo.api.recommendation_cache import RecommendationCache
 from aivo.api.routers import dashboard, federated, health, interactions, learners, models, recommendations
-from aivo.api.routers import drift, scheduler, trainer_jobs, tutor_alerts
+from aivo.api.routers import drift, federation, scheduler, trainer_jobs, tutor_alerts
 from aivo.api.state import ApiHooks, ApiStats
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings, get_settings
@@ -41,6 +41,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     recommendations.router,
     models.router,
     federated.router,
+    federation.router,
     scheduler.router,
     trainer_jobs.router,
     drift.router,
