@@ -23,7 +23,13 @@ demo: $(STAMP)
 	$(BIN)/aivo demo
 	$(BIN)/aivo tutor demo
 
-test: $(STAMP)
+# The dashboard's browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 # Long benchmarks (tens of minutes on 2 cores); each writes its section of benchmarks/RESULTS.md.

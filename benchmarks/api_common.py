@@ -4,7 +4,6 @@ this benchmark family's section of benchmarks/RESULTS.md."""
 from __future__ import annotations
 
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -13,25 +12,8 @@ import time
 from pathlib import Path
 
 import httpx
+from bench import load_average, machine, write_section  # noqa: F401  (the API scripts import them from here)
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-SECTION = "## API"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
-
-
-def load_average() -> float:
-    return os.getloadavg()[0]
 
 
 def free_port() -> int:
@@ -97,19 +79,4 @@ def create_key(*, env: dict[str, str], role: str = "service", tenant: str = "def
 
 def write_subsection(marker: str, text: str) -> None:
     """Replace this script's part of the API section of RESULTS.md (between its markers)."""
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    block = f"{start}\n{text.rstrip()}\n{end}"
-    doc = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if start in doc and end in doc:
-        head, rest = doc.split(start, 1)
-        _, tail = rest.split(end, 1)
-        doc = head + block + tail
-    elif SECTION in doc.splitlines():
-        lines = doc.splitlines()
-        at = lines.index(SECTION) + 1
-        while at < len(lines) and not lines[at].startswith("## "):
-            at += 1
-        doc = "\n".join(lines[:at]).rstrip() + "\n\n" + block + "\n\n" + "\n".join(lines[at:])
-    else:
-        doc = doc.rstrip() + f"\n\n{SECTION}\n\n{block}\n"
-    RESULTS.write_text(doc.rstrip() + "\n", encoding="utf-8")
+    write_section(heading="API", start=f"<!-- {marker}:start -->", end=f"<!-- {marker}:end -->", body=text)

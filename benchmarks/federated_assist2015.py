@@ -43,7 +43,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from federated_common import KT, machine, peak_rss_mib, per_learner, write_section  # noqa: E402
+from bench import load_average, machine, peak_rss_mib, write_section  # noqa: E402
+from federated_common import KT, per_learner  # noqa: E402
 
 OUT = HERE / "out" / "federated_assist2015"
 START, END = "<!-- federated-assist2015:start -->", "<!-- federated-assist2015:end -->"
@@ -74,7 +75,7 @@ def load_split(seed: int = 0):
 
 
 def metrics_of(brain, log) -> dict:
-    from aivo.brain.metrics import binary_metrics
+    from aivo.data.metrics import binary_metrics
     from aivo.brain.predict import predict
 
     prob = predict(brain=brain, log=log)
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [a for a in args.arms.split(",") if a]:
         began = datetime.now(timezone.utc)
         result = central_arm(name, args) if name in ("pretrained", "centralized") else federated_arm(name, args)
-        result["run"] = f"run {began:%Y-%m-%d %H:%M} UTC, {machine()}, peak RSS {peak_rss_mib():.0f} MiB"
+        result["run"] = f"run {began:%Y-%m-%d %H:%M} UTC, {machine()}, 1-minute load average {load_average():.1f}, peak RSS {peak_rss_mib():.0f} MiB"
         result["command"] = "python benchmarks/federated_assist2015.py " + " ".join(
             argv if argv is not None else sys.argv[1:])
         (OUT / f"{name}.json").write_text(json.dumps(result, indent=2))

@@ -40,7 +40,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from federated_common import KT, machine, peak_rss_mib, write_section  # noqa: E402
+from bench import load_average, machine, peak_rss_mib, write_section  # noqa: E402
+from federated_common import KT  # noqa: E402
 
 START, END = "<!-- federated-cost:start -->", "<!-- federated-cost:end -->"
 SECRET = "federated-cost-benchmark-secret-key"
@@ -98,7 +99,7 @@ def _db_bytes(registry) -> int:
 
 # --- workers -------------------------------------------------------------------------------
 def provisioning(backend: str, workdir: Path, learners: int) -> dict:
-    from aivo.personalization.clone import provision_clones
+    from aivo.services.clones import provision_clones
     from aivo.brain.versions import register_brain
 
     brain = _brain(workdir)
@@ -142,10 +143,10 @@ def provisioning(backend: str, workdir: Path, learners: int) -> dict:
 def local_training(workdir: Path, count: int) -> dict:
     from aivo.data.kt_format import read_kt_lines
     from aivo.data.schema import InteractionLog
-    from aivo.personalization.clone import provision_clones
+    from aivo.services.clones import provision_clones
     from aivo.personalization.local import LocalTrainingConfig, train_local
     from aivo.personalization.parts import partition_parameters
-    from aivo.personalization.service import train_learner
+    from aivo.services.local_training import train_learner
     from aivo.registry import import_interactions
     from aivo.brain.versions import register_brain
 
@@ -194,7 +195,7 @@ def aggregation(workdir: Path, updates: int, source: str) -> dict:
 
     from aivo.federated.aggregate import aggregate_updates
     from aivo.federated.dp import UserLevelDP
-    from aivo.federated.service import stream_updates
+    from aivo.federated.updates import stream_updates
     from aivo.federated.strategies import make_strategy
     from aivo.federated.updates import LearnerUpdate, UpdateSpec, update_metadata
     from aivo.personalization.parts import partition_parameters
@@ -252,7 +253,7 @@ def run_child(args: list[str]) -> dict:
 
 
 def render(results: dict, command: str) -> str:
-    lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; torch threads 1.",
+    lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; 1-minute load average {load_average():.1f}; torch threads 1.",
              f"Reproduce: `{command}`", "",
              "| measure | target | result |", "|---|---|---|"]
     for p in results["provisioning"]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,11 +33,12 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE))
 
+from bench import RESULTS, machine, write_section  # noqa: E402
+
 KT_DATA = REPO.parent / "shared" / "data" / "kt"
 DATASETS = ("statics", "assist2015", "synthetic5")
 TARGETS = {"statics": 0.84, "assist2015": 0.74, "synthetic5": 0.83}
 DKT_REFERENCE = {"statics": 0.830, "assist2015": 0.732, "synthetic5": 0.822}
-RESULTS = HERE / "RESULTS.md"
 START, END = "<!-- kt-benchmark:start -->", "<!-- kt-benchmark:end -->"
 HEADING = "## Main Brain: knowledge tracing"
 KEPT = HERE / "out" / "kt"
@@ -106,7 +106,7 @@ def _train_ensemble(plan, dataset: str, test, *, seed: int, parallel: int) -> di
 
     import numpy as np
 
-    from aivo.brain.metrics import binary_metrics
+    from aivo.data.metrics import binary_metrics
 
     started = time.perf_counter()
     done: dict[int, dict] = {}
@@ -206,7 +206,7 @@ def _bayes_ceiling(cohort, brain, test, *, learners: int, particles: int, seed: 
     `learners` test learners, next to the Main Brain and the oracle on the same answers."""
     import numpy as np
 
-    from aivo.brain.metrics import binary_metrics
+    from aivo.data.metrics import binary_metrics
     from aivo.brain.predict import predict
     from aivo.data.simulator.bayes import BayesConfig, bayes_predictions
 
@@ -249,7 +249,7 @@ def _gap_tables(brain, test) -> tuple[list[dict], list[dict]]:
     model must infer them from the history, so the gaps show how much of it is cold start."""
     import numpy as np
 
-    from aivo.brain.metrics import binary_metrics
+    from aivo.data.metrics import binary_metrics
     from aivo.brain.predict import predict
 
     prob = predict(brain=brain, log=test)
@@ -285,18 +285,6 @@ def run_child(dataset: str, model: str, seed: int, threads: int) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{dataset}/{model} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def render(results: dict, *, command: str, threads: int, load_before: float, load_after: float) -> str:
@@ -371,17 +359,6 @@ def _render_bayes(bayes: dict) -> list[str]:
     return lines
 
 
-def write_results(text: str) -> None:
-    body = f"{START}\n{text}\n{END}"
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in current and END in current:
-        before, rest = current.split(START, 1)
-        current = before + body + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + f"\n\n{HEADING}\n\n{body}\n"
-    RESULTS.write_text(current)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=[*DATASETS, "simulated"],
@@ -426,7 +403,7 @@ def main() -> None:
                   load_after=os.getloadavg()[0])
     print("\n" + text)
     if not args.no_write:
-        write_results(text)
+        write_section(heading=HEADING[3:], start=START, end=END, body=text)
         print(f"\nwrote {RESULTS}")
 
 

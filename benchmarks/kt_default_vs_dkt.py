@@ -26,7 +26,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,10 +39,11 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE))
 
+from bench import RESULTS, machine, write_section  # noqa: E402
+
 KT_DATA = REPO.parent / "shared" / "data" / "kt"
 DATASETS = ("statics", "assist2015", "synthetic5")
 KEPT = HERE / "out" / "kt_defaults" / "flow"
-RESULTS = HERE / "RESULTS.md"
 START, END = "<!-- kt-default:start -->", "<!-- kt-default:end -->"
 MARGIN = 0.005  # issue 15: the default single model above the reference DKT by at least this much
 
@@ -99,7 +99,7 @@ def _chunk_protocol_auc(model_dir: Path, dataset: str) -> float:
     torch.set_num_threads(1)
     from aivo.brain.batching import encode_log
     from aivo.brain.checkpoint import load_checkpoint
-    from aivo.brain.metrics import binary_metrics
+    from aivo.data.metrics import binary_metrics
     from aivo.brain.train import scored_probabilities
     from aivo.data.readers import read_interactions
 
@@ -142,13 +142,8 @@ def _keep(out: dict) -> dict:
 
 
 def render(results: dict[str, dict[str, dict]], command: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     lines = [f"Rendered {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from the kept results; machine: "
-             f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores (shared with other jobs: "
+             f"{machine()} (shared with other jobs: "
              "the load column is the 1-minute load average before each run), one torch thread per process.",
              f"Reproduce: `{command}`", "",
              "The default Main Brain is what `aivo train-main --data train.csv --out m` then `aivo evaluate "
@@ -180,16 +175,6 @@ def render(results: dict[str, dict[str, dict]], command: str) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Details:", "```", json.dumps(results, indent=1), "```"]
     return "\n".join(lines)
-
-
-def write_results(text: str) -> None:
-    current = RESULTS.read_text()
-    body = f"{START}\n{text}\n{END}"
-    if START in current and END in current:
-        before, rest = current.split(START, 1)
-        RESULTS.write_text(before + body + rest.split(END, 1)[1])
-    else:
-        raise SystemExit(f"{RESULTS} has no {START} ... {END} block to fill")
 
 
 def load_kept() -> dict[str, dict[str, dict]]:
@@ -226,7 +211,7 @@ def main() -> None:
     text = render(load_kept(), command if not args.report else "python benchmarks/kt_default_vs_dkt.py")
     print("\n" + text)
     if not args.no_write:
-        write_results(text)
+        write_section(start=START, end=END, body=text)
         print(f"\nwrote {RESULTS}")
 
 

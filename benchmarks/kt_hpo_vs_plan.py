@@ -36,6 +36,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE))
 
+from bench import write_section  # noqa: E402
 from kt_default_vs_dkt import KT_DATA, RESULTS, _cli, _user_env  # noqa: E402
 
 DATASETS = ("statics", "assist2015", "synthetic5")
@@ -69,7 +70,7 @@ def run_plan(dataset: str, home: str, threads: int) -> dict:
     from aivo.brain.train import train_main_brain
     from aivo.config import Settings
     from aivo.registry import open_registry
-    from aivo.training.pipeline import PipelineConfig, collect_interactions, scrub_log
+    from aivo.services.pipeline import PipelineConfig, collect_interactions, scrub_log
     from aivo.training.splits import stable_split
 
     load = os.getloadavg()[0]
@@ -134,14 +135,6 @@ def render(results: dict[str, dict[str, dict]], command: str) -> str:
     return "\n".join(lines)
 
 
-def write_results(text: str) -> None:
-    current = RESULTS.read_text()
-    if START not in current or END not in current:
-        raise SystemExit(f"{RESULTS} has no {START} ... {END} block to fill")
-    before, rest = current.split(START, 1)
-    RESULTS.write_text(before + f"{START}\n{text}\n{END}" + rest.split(END, 1)[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
@@ -182,7 +175,7 @@ def main() -> None:
     text = render(load_kept(), command if not args.report else "python benchmarks/kt_hpo_vs_plan.py")
     print("\n" + text)
     if not args.no_write:
-        write_results(text)
+        write_section(start=START, end=END, body=text)
         print(f"\nwrote {RESULTS}")
 
 

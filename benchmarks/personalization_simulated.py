@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from federated_common import machine, peak_rss_mib, write_section  # noqa: E402
+from bench import load_average, machine, peak_rss_mib, write_section  # noqa: E402
 
 START, END = "<!-- personalization-benchmark:start -->", "<!-- personalization-benchmark:end -->"
 LATER_FRACTION = 0.3
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     print("without the refit:", json.dumps(no_refit), flush=True)
 
     body = "\n".join([
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; torch threads {args.threads}.",
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; 1-minute load average {load_average():.1f}; torch threads {args.threads}.",
         f"Reproduce: `{command.strip()}`", "",
         f"Simulated cohort: {args.learners:,} learners x {args.interactions} interactions (seed {args.seed}, default "
         f"SimulatorConfig: accommodation profiles and per-learner item-type offsets). Main Brain (default BrainConfig) "

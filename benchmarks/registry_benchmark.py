@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
 import statistics
 import sys
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from bench import load_average, machine, write_section
 from aivo.clock import FrozenClock
 from aivo.data.schema import make_log
 from aivo.registry import (
@@ -56,7 +56,6 @@ from aivo.registry import (
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 DAYS = 180
-RESULTS = Path(__file__).with_name("RESULTS.md")
 START, END = "<!-- registry-benchmark:start -->", "<!-- registry-benchmark:end -->"
 
 
@@ -279,12 +278,8 @@ def _pg_database(server_url: str):
 
 
 def _report(results: list[dict], args, pg_settings: dict | None, command: str) -> str:
-    load = os.getloadavg()[0]
-    cpu = platform.processor() or platform.machine()
-    lines = [START,
-             f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.system()} {platform.machine()} "
-             f"({cpu}), {os.cpu_count()} cores, Python {platform.python_version()}; 1-minute load average "
-             f"{load:.1f} at the end (other engineers' jobs share the cores and disk, so timings vary from run to "
+    lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; 1-minute load average "
+             f"{load_average():.1f} at the end (other engineers' jobs share the cores and disk, so timings vary from run to "
              f"run; see the load rows).",
              f"Reproduce: `{command}`", "",
              f"Data: {args.learners:,} learners with one learner model each, "
@@ -327,20 +322,8 @@ def _report(results: list[dict], args, pg_settings: dict | None, command: str) -
               "concurrent writers (as a service with several workers has), PostgreSQL flushes the WAL of commits "
               "that arrive together once (group commit), and the same registrations finish several times faster. Clone "
               "provisioning in bulk should batch: 1,000 registrations per transaction are an order of magnitude "
-              "faster on both backends.",
-              END]
+              "faster on both backends.",]
     return "\n".join(lines)
-
-
-def _write_results(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n## Registry\n\n" + section + "\n"
-    RESULTS.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     section = _report(results, args, pg_settings, command.strip())
     print(section)
     if args.write_results:
-        _write_results(section)
+        write_section(heading="Registry", start=START, end=END, body=section)
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -28,8 +27,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from aivo.data.readers import read_interactions  # noqa: E402
 from aivo.data.simulator import SimulatorConfig, oracle_metrics, simulate_cohort  # noqa: E402
 from aivo.data.writers import write_interactions  # noqa: E402
+from bench import RESULTS, machine, write_section  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START, END = "<!-- simulator-benchmark:start -->", "<!-- simulator-benchmark:end -->"
 TARGET_S = 30.0
 
@@ -38,19 +37,6 @@ def _timed(fn):
     began = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - began
-
-
-def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}")
 
 
 def run(learners: int, interactions: int, seed: int, repeats: int) -> dict:
@@ -85,10 +71,7 @@ def run(learners: int, interactions: int, seed: int, repeats: int) -> dict:
 def report(r: dict, command: str) -> str:
     verdict = "meets" if r["simulate_best_s"] < TARGET_S else "MISSES"
     return "\n".join([
-        "## Simulator",
-        "",
-        START,
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {_machine()}; 1-minute load average "
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; 1-minute load average "
         f"{r['load_before']:.1f} before and {r['load_after']:.1f} after (other jobs share the cores).",
         f"Reproduce: `{command}`",
         "",
@@ -108,23 +91,7 @@ def report(r: dict, command: str) -> str:
         f"| correct rate | {r['correct_rate']:.4f} |",
         "",
         "Same seed, same output: the runs above were checked to be identical.",
-        END,
     ])
-
-
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (or append it); other sections are untouched."""
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        head = head.rstrip()
-        if head.endswith("## Simulator"):
-            head = head[: -len("## Simulator")].rstrip()
-        text = f"{head}\n\n{section}{tail}"
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(result, command)
     print(section)
     if args.write_results:
-        write_section(section)
+        write_section(heading="Simulator", start=START, end=END, body=section)
         print(f"\nupdated {RESULTS}")
     return 0 if result["simulate_best_s"] < TARGET_S else 1
 

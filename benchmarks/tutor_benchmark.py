@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from bench import RESULTS, machine, write_section  # noqa: E402
 START, END = "<!-- tutor-benchmark:start -->", "<!-- tutor-benchmark:end -->"
 PROMPTS = ["What is photosynthesis?", "What is a fraction?", "What is the water cycle?", "What is gravity?",
            "What is a noun?", "What is a ratio?", "What is an ecosystem?", "What is erosion?"]
@@ -44,7 +43,7 @@ def rss_mib() -> float:
 
 def make_service(home: Path, model_dir: Path, *, cache_size: int, threads: int):
     from aivo.config import Settings
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     settings = Settings(home=home, brain_model=str(model_dir), num_threads=threads, adapter_cache_size=cache_size,
                         tutor_max_batch_size=8, tutor_batch_window_ms=5.0, tutor_temperature=0.7)
@@ -277,13 +276,10 @@ def run(args) -> dict:
 
 
 def report(r: dict, command: str) -> str:
-    cpu = platform.processor() or platform.machine()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     s, e, ld, h, h16, a = r["single"], r["eight"], r["loading"], r["hundred_warm"], r["hundred_16"], r["assess"]
     lines = [
-        "## Tutor", "", START,
-        f"Measured {now} on {platform.system()} {cpu}, {os.cpu_count()} cores, torch threads {r['threads']}, "
-        f"Python {platform.python_version()}; 1-minute load average {r['load_avg'][0]:.1f} before and "
+        f"Measured {now} on {machine()}, torch threads {r['threads']}; 1-minute load average {r['load_avg'][0]:.1f} before and "
         f"{r['load_avg'][1]:.1f} after (other jobs share the cores). Tiny model: {ld['base_params']:,} parameters"
         + (f", built in {r['build_s']:.0f} s" if r["build_s"] else "") + f"; up to {r['max_new_tokens']} new tokens "
         "per request, sampling at temperature 0.7 with fixed seeds.",
@@ -310,24 +306,8 @@ def report(r: dict, command: str) -> str:
         "The tiny model makes per-token compute small, so these figures mostly measure the serving machinery "
         "(batching, adapter switching, Python overhead), which is what they are for; a real model is bound by "
         "its matrix multiplications instead.",
-        END,
     ]
     return "\n".join(lines)
-
-
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (or append it); other sections are untouched."""
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        head = head.rstrip()
-        if head.endswith("## Tutor"):
-            head = head[: -len("## Tutor")].rstrip()
-        text = f"{head}\n\n{section}{tail}"
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(result, command)
     print(section)
     if args.write_results:
-        write_section(section)
+        write_section(heading="Tutor", start=START, end=END, body=section)
         print(f"\nupdated {RESULTS}")
     ok = result["eight"]["ratio"] >= 2 and result["assess"]["median_ms"] < 50
     return 0 if ok else 1

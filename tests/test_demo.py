@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from aivo.config import Settings
 from aivo.registry import open_registry
-from aivo.registry.tables import FederatedUpdate, LearnerModel, MainModelVersion
+from aivo.registry.tables import FederatedUpdate, Interaction, LearnerModel, MainModelVersion
 import sqlalchemy as sa
 
 
@@ -26,8 +27,10 @@ def test_demo_runs_every_stage(run_cli, aivo_home):
     assert personal["active"] + personal["fallback"] == 8
     federated = report["federated"]
     assert federated["status"] in ("applied", "rejected")  # the gate decides; both are recorded
-    assert federated["counts"]["pool"] == 8
-    assert federated["privacy"]["enabled"] and federated["privacy"]["epsilon_one_round"] > 0
+    assert federated["counts"]["pool"] == 8 and federated["counts"]["sites"] == 3  # three schools on Flower
+    assert federated["privacy"]["enabled"] and federated["privacy"]["epsilon_round"] > 0
+    assert [s["site"] for s in federated["sites"]] == ["school-north", "school-east", "school-south"]
+    assert sum(s["sent"]["pool"] for s in federated["sites"]) == 8  # what each site sent, from its own records
     (raw_id, rec), = report["recommendations"].items()
     assert rec["next_items"] and rec["skills"]
 
@@ -35,7 +38,12 @@ def test_demo_runs_every_stage(run_cli, aivo_home):
     registry = open_registry(Settings(home=aivo_home))
     with registry.session(read_only=True) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(LearnerModel)) == 8
-        assert session.scalar(sa.select(sa.func.count()).select_from(FederatedUpdate)) == 1
         active = session.scalars(sa.select(MainModelVersion).where(MainModelVersion.status == "active")).all()
-        assert len(active) == 1
+        assert len(active) == 1 and active[0].version == training["version"]
+    # The federation's coordinator holds the round, the versions, and no interactions.
+    coordinator = open_registry(Settings(home=Path(federated["coordinator_home"])))
+    with coordinator.session(read_only=True) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(FederatedUpdate)) == 1
+        assert session.scalar(sa.select(sa.func.count()).select_from(Interaction)) == 0
+        active = session.scalars(sa.select(MainModelVersion).where(MainModelVersion.status == "active")).all()
         assert (active[0].version != training["version"]) == (federated["status"] == "applied")

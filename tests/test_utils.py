@@ -1,14 +1,57 @@
-"""Shared helpers: read_ahead keeps order, bounds the work done ahead and re-raises in turn;
-gc_paused nests and restores the collector's state."""
+"""Shared helpers: durable_file replaces a file whole or not at all; read_ahead keeps order, bounds
+the work done ahead and re-raises in turn; gc_paused nests and restores the collector's state."""
 
 from __future__ import annotations
 
 import gc
+import os
+import stat
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from aivo.utils import gc_paused, read_ahead
+from aivo.utils import durable_file, gc_paused, read_ahead
+
+
+def test_durable_file_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "report.json"
+    with durable_file(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.endswith(".part") and not target.exists()
+        tmp.write_text("first")
+    assert target.read_text() == "first"
+    with pytest.raises(RuntimeError):
+        with durable_file(target) as tmp:
+            tmp.write_text("half of the second")
+            raise RuntimeError("the writer failed")
+    assert target.read_text() == "first" and list(tmp_path.iterdir()) == [target]  # no temp file left
+
+
+def test_durable_file_modes_and_temp_folder(tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    target = tmp_path / "artifact"
+    with durable_file(target, temp_dir=spool, create_mode=0o600, final_mode=0o400) as tmp:
+        assert tmp.parent == spool and stat.S_IMODE(tmp.stat().st_mode) == 0o600
+        tmp.write_bytes(b"weights")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o400 and list(spool.iterdir()) == []
+    umask = os.umask(0)
+    os.umask(umask)
+    with durable_file(tmp_path / "out.csv") as tmp:  # a user's output file: the usual permissions
+        tmp.write_text("a,b\n")
+    assert stat.S_IMODE((tmp_path / "out.csv").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_writer_killed_midway_leaves_the_old_file(tmp_path):
+    target = tmp_path / "state.json"
+    target.write_text("old")
+    code = ("import os, sys; from aivo.utils import durable_file\n"
+            f"with durable_file({str(target)!r}) as tmp:\n"
+            "    tmp.write_text('new but incomplete')\n"
+            "    os._exit(9)\n")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+    assert target.read_text() == "old"
 
 
 def test_read_ahead_keeps_order_and_bounds_work_ahead():

@@ -7,6 +7,7 @@ Most carry the `AIVO_` prefix; the scheduler and training knobs named by the see
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -16,6 +17,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aivo.errors import ConfigError
 
 
 def _env(name: str, *, seed_name: str | None = None) -> AliasChoices:
@@ -139,6 +142,10 @@ class Settings(BaseSettings):
                                description="A running job must renew its lease within this many seconds.")
     pii_names: str = Field("", validation_alias=_env("PII_NAMES"),
                            description="Comma-separated names scrubbed from free text (or @path to a file).")
+    dashboard_session_hours: float = Field(8.0, gt=0, le=24 * 30, validation_alias=_env("DASHBOARD_SESSION_HOURS"),
+                                           description="A dashboard sign-in lasts at most this long.")
+    dashboard_idle_minutes: float = Field(60.0, gt=0, le=24 * 60, validation_alias=_env("DASHBOARD_IDLE_MINUTES"),
+                                          description="A dashboard session unused this long ends.")
 
     # --- scheduler (names from the seed design) ---------------------------------------
     scheduler_enabled: bool = Field(True, validation_alias=_env("SCHEDULER_ENABLED"))
@@ -156,6 +163,20 @@ class Settings(BaseSettings):
     min_training_interval_hours: float = Field(20, ge=0, validation_alias=_env(
         "MIN_TRAINING_INTERVAL_HOURS", seed_name="MIN_TRAINING_INTERVAL_HOURS"))
     drift_threshold: float = Field(0.15, gt=0, validation_alias=_env("DRIFT_THRESHOLD", seed_name="DRIFT_THRESHOLD"))
+
+    # --- federation across sites (docs/federated.md, "Across sites") ----------------------
+    site_name: str | None = Field(None, validation_alias=_env("SITE_NAME"),
+                                  description="This registry's site name in a federation (set by `aivo site init`).")
+    site_key: Path | None = Field(None, validation_alias=_env("SITE_KEY"),
+                                  description="The site's private key (default: AIVO_HOME/site/site.key).")
+    superlink: str = Field("127.0.0.1:9092", validation_alias=_env("SUPERLINK"),
+                           description="host:port of the coordinator's Flower SuperLink.")
+    federation_root_certificates: Path | None = Field(
+        None, validation_alias=_env("FEDERATION_ROOT_CERTIFICATES"),
+        description="CA certificate that signed the SuperLink's TLS certificate (sites and `aivo federation run`).")
+    federation_message_log: Path | None = Field(
+        None, validation_alias=_env("FEDERATION_MESSAGE_LOG"),
+        description="Folder where the coordinator writes every message it receives from sites (audits).")
 
     # --- tutor brain ------------------------------------------------------------------
     brain_model: str | None = Field(None, validation_alias=AliasChoices("AIVO_TUTOR_MODEL", "AIVO_BRAIN_MODEL"),
@@ -237,10 +258,6 @@ class Settings(BaseSettings):
     def resolved_artifact_options(self) -> dict:
         if not self.artifact_options:
             return {}
-        import json
-
-        from aivo.errors import ConfigError
-
         try:
             options = json.loads(self.artifact_options)
         except json.JSONDecodeError as exc:
@@ -264,8 +281,6 @@ class Settings(BaseSettings):
 
         Production mode (a database that is not SQLite) requires AIVO_SECRET_KEY and refuses a
         weak one (`secret_key_weakness`); embedded mode only warns about a weak one."""
-        from aivo.errors import ConfigError
-
         if self.secret_key:
             weakness = secret_key_weakness(self.secret_key)
             if weakness and not self.is_embedded:

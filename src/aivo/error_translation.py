@@ -18,6 +18,10 @@ not already an `AivoError`; `None` means "a bug": keep the traceback.
 
 from __future__ import annotations
 
+from alembic.util.exc import CommandError
+from pydantic import ValidationError
+from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError
+
 from aivo.errors import AivoError, ConfigError, InvalidInputError, UnavailableError
 
 _MAX_LISTED = 5
@@ -37,8 +41,6 @@ def _pydantic_lines(exc) -> list[str]:
 
 
 def _database_error(exc) -> AivoError | None:
-    from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError
-
     if not isinstance(exc, (OperationalError, InterfaceError, DatabaseError)):
         return None
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
@@ -56,11 +58,7 @@ def translate(exc: BaseException, *, for_cli: bool = True) -> AivoError | None:
     """The `AivoError` that `exc` stands for, or None when `exc` is a bug."""
     if isinstance(exc, AivoError):
         return exc
-    try:
-        from pydantic import ValidationError
-    except ImportError:  # pragma: no cover - pydantic is a dependency
-        ValidationError = ()  # noqa: N806
-    if ValidationError and isinstance(exc, ValidationError):
+    if isinstance(exc, ValidationError):
         lines = _pydantic_lines(exc)
         if exc.title == "Settings":
             return ConfigError("invalid configuration (environment or .env): " + "; ".join(lines))
@@ -68,11 +66,7 @@ def translate(exc: BaseException, *, for_cli: bool = True) -> AivoError | None:
     database = _database_error(exc)
     if database is not None:
         return database
-    try:
-        from alembic.util.exc import CommandError
-    except ImportError:  # pragma: no cover - alembic is a dependency
-        CommandError = ()  # noqa: N806
-    if CommandError and isinstance(exc, CommandError):
+    if isinstance(exc, CommandError):
         return ConfigError(f"migration failed: {exc}")
     if for_cli and isinstance(exc, OSError) and exc.filename is not None:
         return AivoError(f"{exc.strerror or exc}: {exc.filename}")

@@ -63,11 +63,6 @@ class SchemaOutdatedError(AivoError):
     http_status = 503
 
 
-class PrivacyBudgetError(AivoError):
-    exit_code = 8
-    http_status = 409
-
-
 class AuthError(AivoError):
     exit_code = 9
     http_status = 401

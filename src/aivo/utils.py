@@ -1,35 +1,57 @@
-"""Small helpers shared across layers: seeding, device choice, hashing."""
+"""Small helpers shared across layers: durable file writes, reading ahead in threads, pausing the
+garbage collector."""
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import random
+import os
+import secrets
 import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-
-import numpy as np
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch. Library code should still pass explicit generators."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
+from pathlib import Path
 
 
-def pick_device(preference: str = "auto") -> str:
-    import torch
+@contextmanager
+def durable_file(target: str | Path, *, temp_dir: str | Path | None = None, create_mode: int = 0o666,
+                 final_mode: int | None = None) -> Iterator[Path]:
+    """The one way AIVO replaces a file: write to the path this yields, and on success it is
+    fsynced, renamed over `target` and the folder fsynced. After a crash at any point `target` is
+    the old file or the new one, complete, never a mixture; on an exception the temporary file
+    is removed and `target` is left as it was.
 
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
+    The temporary file is created (exclusively) in `temp_dir` (default: `target`'s folder, which
+    must be on the same file system) with `create_mode` (the umask applies: 0o666 gives a user's
+    own output files their usual permissions; pass 0o600 for private data); `final_mode`, when
+    given, is set before the rename (0o400 for immutable artifacts)."""
+    target = Path(target)
+    folder = Path(temp_dir) if temp_dir is not None else target.parent
+    tmp = folder / f".{target.name}.{secrets.token_hex(6)}.part"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, create_mode))
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if final_mode is not None:
+            os.chmod(tmp, final_mode)
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; left behind by an exception
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def fsync_dir(path: str | Path) -> None:
+    """Make a folder's entries (a rename, a new file or subfolder) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_ahead(func, items, *, depth: int = 4, workers: int = 2):
@@ -37,9 +59,6 @@ def read_ahead(func, items, *, depth: int = 4, workers: int = 2):
     `workers` threads (for I/O- and hashing-bound work that releases the GIL). Memory is bounded
     by `depth` results; an exception is re-raised when its item's turn comes. Closing the
     generator early cancels what was not started."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     pending: deque = deque()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="aivo-read-ahead") as pool:
         try:

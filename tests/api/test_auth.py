@@ -59,7 +59,7 @@ def test_revoked_key_is_refused(api):
     ("service", "GET", "/v1/learners/L003/export", None),
     ("service", "POST", "/v1/model/aivo-main-v1/promote", {"reason": "x"}),
     ("service", "POST", "/v1/models/rollback", {"reason": "x"}),
-    ("teacher", "GET", "/dashboard", None),
+    ("teacher", "GET", "/dashboard/models", None),
 ])
 def test_wrong_role_is_403_and_changes_nothing(api, role, method, path, body):
     with api.client(role) as c:

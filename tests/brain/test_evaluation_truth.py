@@ -16,7 +16,8 @@ from aivo.data.simulator import SimulatorConfig, simulate_cohort
 from aivo.errors import DataError
 from aivo.registry import import_interactions, load_interactions, open_registry
 from aivo.services.ingest import ingest_interactions
-from aivo.services.main_brain import load_main_brain, train_main_version
+from aivo.brain.versions import load_main_brain
+from aivo.services.main_brain import train_main_version
 from tests.brain.helpers import tiny_config
 
 

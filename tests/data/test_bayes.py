@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from aivo.brain.metrics import binary_metrics
+from aivo.data.metrics import binary_metrics
 from aivo.data.schema import InteractionLog
 from aivo.data.simulator import SimulatorConfig, simulate_cohort
 from aivo.data.simulator.bayes import BayesConfig, bayes_predictions, replay_true_probabilities

@@ -8,10 +8,10 @@ import sqlalchemy as sa
 import torch
 
 from aivo.federated.gate import GateData, tail_rows
-from aivo.federated.service import AggregationOptions, run_aggregation
+from aivo.services.aggregation import AggregationOptions, run_aggregation
 from aivo.federated.updates import update_metadata
-from aivo.personalization.clone import provision_clones
-from aivo.personalization.service import train_learner
+from aivo.services.clones import provision_clones
+from aivo.services.local_training import train_learner
 from aivo.privacy.ledger import get_ledgers
 from aivo.registry import (
     get_active_main_version,
@@ -178,7 +178,7 @@ def test_gate_scores_only_held_out_tails(world):
 def test_erasing_a_learner_while_a_round_runs_lets_the_round_finish_without_them(world, clock, monkeypatch):
     """Issue 14: an erasure between sampling and commit crashed the round ('1 charged learners
     do not exist'). The round finishes; the erased learner is neither charged nor left behind."""
-    import aivo.federated.service as service
+    import aivo.federated.round as service
     from aivo.registry import delete_learner
 
     learners = trained(world, clock, 6)

@@ -9,10 +9,10 @@ import torch
 from aivo.brain.predict import predict
 from aivo.errors import ConfigError, ConflictError, NotFoundError
 from aivo.federated.updates import UPDATE_KIND
-from aivo.personalization.clone import clone_learner, compare_clone, provision_clones
+from aivo.services.clones import clone_learner, compare_clone, provision_clones
 from aivo.personalization.overlay import PERSONAL_KIND
 from aivo.personalization.parts import partition_parameters
-from aivo.personalization.service import train_learner
+from aivo.services.local_training import train_learner
 from aivo.personalization.serving import brain_for_learner
 from aivo.registry import import_interactions, learner_model_history, load_interactions
 from aivo.brain.versions import register_brain

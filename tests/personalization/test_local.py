@@ -217,7 +217,7 @@ def test_all_shared_frozen_gives_no_update(small_world):
 
 def test_refit_setting_reaches_the_local_config(monkeypatch):
     from aivo.config import Settings
-    from aivo.personalization.service import local_config_from_settings
+    from aivo.services.local_training import local_config_from_settings
 
     assert local_config_from_settings(Settings()).refit_personal is True
     monkeypatch.setenv("AIVO_PERSONAL_REFIT", "false")

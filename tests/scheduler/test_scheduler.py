@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 import pytest
 
 from aivo.errors import DataError, NotFoundError
-from aivo.scheduler.control import scheduler_status, trigger_training, update_schedule
 from aivo.scheduler.records import list_scheduler_runs
 from aivo.scheduler.service import TrainingScheduler
+from aivo.services.scheduler import make_scheduler, scheduler_status, trigger_training, update_schedule
 from aivo.training.jobs import list_jobs
 
 UTC = timezone.utc
@@ -82,7 +82,7 @@ def test_missed_firings_are_caught_up_once_and_only_when_recent(registry, settin
 
 def test_guards_and_outcomes_are_recorded(loaded, settings, clock):
     clock.set(datetime(2026, 3, 3, 1, 59, tzinfo=UTC))
-    scheduler = TrainingScheduler(registry=loaded, settings=settings, clock=clock, instance_id="S")
+    scheduler = make_scheduler(registry=loaded, settings=settings, clock=clock, instance_id="S")
     scheduler.tick()
     drift = scheduler.run_now("drift_monitor")
     assert drift.status == "skipped" and "no active Main Brain" in drift.error
@@ -106,7 +106,7 @@ def test_guards_and_outcomes_are_recorded(loaded, settings, clock):
 
 def test_status_document_and_manual_trigger(loaded, settings, clock):
     clock.set(datetime(2026, 3, 2, 14, 30, tzinfo=UTC))
-    TrainingScheduler(registry=loaded, settings=settings, clock=clock, instance_id="S").tick()
+    make_scheduler(registry=loaded, settings=settings, clock=clock, instance_id="S").tick()
     decision = trigger_training(registry=loaded, settings=settings, reason="manual_test", actor="tests", clock=clock)
     assert decision.status == "queued" and decision.job.priority == "high"
     again = trigger_training(registry=loaded, settings=settings, actor="tests", clock=clock)

@@ -12,11 +12,10 @@ from aivo.clock import FrozenClock
 from aivo.data.schema import make_log
 from aivo.data.simulator import SimulatorConfig, simulate_cohort
 from aivo.errors import NotFoundError
-from aivo.training.drift import DriftConfig, Profile, align_mix, compare_profiles, js_divergence, ks_statistic, psi
-from aivo.training.drift import performance_drift, quantile_psi
-from aivo.training.drift_service import check_drift, list_drift_reports
+from aivo.services.drift import check_drift, list_drift_reports
+from aivo.services.pipeline import PipelineConfig, run_pipeline
+from aivo.training.drift import DriftConfig, Profile, align_mix, compare_profiles, js_divergence, ks_statistic, performance_drift, psi, quantile_psi
 from aivo.training.jobs import list_jobs
-from aivo.training.pipeline import PipelineConfig, run_pipeline
 from tests.training.conftest import import_log
 
 UTC = timezone.utc

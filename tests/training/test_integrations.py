@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from aivo.registry import get_learner_model
-from aivo.training.pipeline import PipelineConfig, run_pipeline
+from aivo.services.jobs import make_worker
+from aivo.services.pipeline import PipelineConfig, run_pipeline
 from aivo.training.retraining import schedule_retraining
 from aivo.training.runs import learner_model_id
-from aivo.training.worker import Worker
 from tests.training.conftest import TINY_BRAIN
 
 
@@ -25,7 +25,7 @@ def test_learner_model_and_federated_jobs(loaded, settings, clock):
     decision = schedule_retraining(registry=loaded, settings=settings, model_id=learner_model_id(learner),
                                    reason="adaptive", clock=clock)
     assert decision.status == "queued" and decision.job.kind == "learner_model"
-    worker = Worker(registry=loaded, settings=settings, clock=clock, kinds=("learner_model", "federated"))
+    worker = make_worker(registry=loaded, settings=settings, clock=clock, kinds=("learner_model", "federated"))
     done = worker.run_once()
     assert done.status == "succeeded", done.error
     assert done.result["cloned"] is True and done.result["learner_id"] == learner

@@ -11,20 +11,20 @@ import pytest
 from aivo.clock import SYSTEM_CLOCK
 from aivo.errors import ConflictError, DataError
 from aivo.registry import get_active_main_version
-from aivo.training.datasheet import registry_datasheet
-from aivo.training.job_service import (
+from aivo.services.jobs import (
     cancel,
     evaluation_status,
     fetch_job,
     find_jobs,
+    make_worker,
     promote_job,
     request_evaluation,
     submit_job,
 )
+from aivo.training.datasheet import registry_datasheet
 from aivo.training.jobs import create_job
 from aivo.training.leases import claim_next_job, finish_job, heartbeat, reap_expired_jobs
 from aivo.training.retraining import schedule_retraining
-from aivo.training.worker import Worker
 from tests.training.conftest import TINY_BRAIN
 
 SHEET = {"source": "simulated cohort (aivo.data.simulator, seed 1)", "license": "CC0, synthetic",
@@ -71,7 +71,7 @@ def test_lifecycle_queued_validating_running_succeeded(loaded, settings, clock):
     assert (job.status, job.priority, job.attempts) == ("queued", "high", 0)
     assert job.datasheet["license"] == SHEET["license"]
     seen = []
-    worker = Worker(registry=loaded, settings=settings, clock=clock, heartbeat_s=0.05)
+    worker = make_worker(registry=loaded, settings=settings, clock=clock, heartbeat_s=0.05)
     original = worker._run
 
     def spy(ctx):
@@ -97,7 +97,7 @@ def test_a_model_already_training_is_not_started_again(loaded, settings, clock):
     decision = schedule_retraining(registry=loaded, settings=settings, model_id="aivo-main-brain", reason="daily",
                                    clock=clock)
     assert decision.status == "already_training" and decision.job.id == job.id
-    Worker(registry=loaded, settings=settings, clock=clock).run_once()
+    make_worker(registry=loaded, settings=settings, clock=clock).run_once()
     # Finished: the minimum interval now holds it back unless forced.
     clock.advance(hours=1)
     decision = schedule_retraining(registry=loaded, settings=settings, model_id="aivo-main-brain", reason="daily",
@@ -119,7 +119,7 @@ def test_cancel_a_queued_job_and_a_running_one_within_seconds(loaded, settings):
         cancel(registry=loaded, job_id=queued.id)
 
     long = _submit(loaded, settings, SYSTEM_CLOCK, config={"brain": {**TINY_BRAIN, "max_epochs": 500, "patience": 500}})
-    worker = Worker(registry=loaded, settings=settings, heartbeat_s=0.2)
+    worker = make_worker(registry=loaded, settings=settings, heartbeat_s=0.2)
     finished = {}
     thread = threading.Thread(target=lambda: finished.setdefault("job", worker.run_once()))
     thread.start()
@@ -192,7 +192,7 @@ def test_concurrent_claims_never_share_a_job(registry, settings, clock):
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_evaluate_then_promote_only_when_the_harness_passes(loaded, settings, clock):
     job = _submit(loaded, settings, clock, config={"brain": TINY_BRAIN, "promote": "never"})
-    worker = Worker(registry=loaded, settings=settings, clock=clock)
+    worker = make_worker(registry=loaded, settings=settings, clock=clock)
     done = worker.run_once()
     assert done.status == "succeeded" and done.promoted_version is None and done.evaluation_passed is True
     with pytest.raises(ConflictError, match="no candidate to evaluate"):

@@ -10,9 +10,9 @@ import pytest
 from aivo.data.schema import make_log
 from aivo.data.simulator import SimulatorConfig, simulate_cohort
 from aivo.errors import NotFoundError
+from aivo.services.adaptive import OrchestratorConfig, compare_snapshots, on_new_interactions, run_adaptive_check
+from aivo.services.pipeline import PipelineConfig, run_pipeline
 from aivo.training.jobs import list_jobs
-from aivo.training.orchestrator import OrchestratorConfig, compare_snapshots, on_new_interactions, run_adaptive_check
-from aivo.training.pipeline import PipelineConfig, run_pipeline
 from tests.training.conftest import TINY_BRAIN, import_log
 
 

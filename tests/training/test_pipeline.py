@@ -7,8 +7,8 @@ import pytest
 from aivo.brain.train import TrainingStopped
 from aivo.errors import DataError
 from aivo.registry import get_active_main_version, list_main_versions
+from aivo.services.pipeline import PipelineConfig, decide, run_pipeline
 from aivo.training.harness import HarnessPolicy, check_thresholds
-from aivo.training.pipeline import PipelineConfig, decide, run_pipeline
 from aivo.training.runs import get_run, list_runs
 from tests.training.conftest import TINY_BRAIN, import_log
 

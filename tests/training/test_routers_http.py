@@ -11,8 +11,7 @@ import time
 import httpx
 import pytest
 
-from aivo.training.job_service import fetch_job
-from aivo.training.worker import Worker
+from aivo.services.jobs import fetch_job, make_worker
 from tests.api.conftest import api, api_pg_databases  # noqa: F401  (fixtures)
 
 SHEET = {"source": "district export", "license": "DPA with the district", "collection_process": "practice app logs",
@@ -22,7 +21,7 @@ LAX = {"thresholds": {"auc": 0.0, "subgroup_gap": None}}
 
 
 def _worker(api) -> Worker:
-    return Worker(registry=api.registry, settings=api.settings, heartbeat_s=0.2, kinds=("main_brain", "evaluation"))
+    return make_worker(registry=api.registry, settings=api.settings, heartbeat_s=0.2, kinds=("main_brain", "evaluation"))
 
 
 def _job_body(**changes):
@@ -169,7 +168,7 @@ def test_delete_stops_a_running_job_within_seconds(api):
 
 
 def test_drift_reports_are_served(api):
-    from aivo.training.drift_service import check_drift
+    from aivo.services.drift import check_drift
 
     admin = api.client("service")
     empty = admin.get("/v1/model/aivo-main-brain/drift").json()

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from aivo.training.job_service import fetch_job, submit_job
+from aivo.services.jobs import fetch_job, submit_job
 from aivo.training.worker import reap
 from tests.training.conftest import SECRET, TINY_BRAIN
 from tests.training.test_jobs import LAX, SHEET

@@ -54,12 +54,30 @@ def tutor_settings(aivo_home, tiny_model_dir) -> Settings:
     return settings
 
 
+def start_clone_worker(settings: Settings):
+    """Clones are trainer jobs: an in-process worker (tutor_clone jobs only) runs them, as the
+    embedded worker of `aivo serve` or `aivo worker run` does."""
+    from aivo.registry import open_registry
+    from aivo.services.jobs import start_worker_thread
+
+    return start_worker_thread(registry=open_registry(settings), settings=settings, poll_s=0.05,
+                               kinds=("tutor_clone",))
+
+
+def wait_for_clone(service, clone_id: str, timeout: float = 600.0):
+    from aivo.services.tutor_clones import wait_for_clone as wait
+
+    return wait(registry=service.registry, clone_id=clone_id, timeout=timeout)
+
+
 @pytest.fixture
 def tutor_service(tutor_settings):
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     service = TutorService(settings=tutor_settings)
+    worker = start_clone_worker(tutor_settings)
     yield service
+    worker.stop()
     service.close()
 
 

@@ -84,3 +84,23 @@ def test_system_prompt_follows_the_context():
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     with pytest.raises(DataError, match="learning style"):
         StudentContext.build(learning_style="psychic")
+
+
+def test_autism_layout_written_by_the_model_is_not_doubled():
+    model_text = "Main idea: Plants make food.\n\nDetails:\n- They use light.\n- They use water."
+    shaped = shape_response(model_text, ["autism"])
+    assert shaped.count("Main idea:") == 1 and shaped.count("Details:") == 1
+    assert shaped.startswith("Main idea: Plants make food.") and "- They use light." in shaped
+    assert shape_response(shaped, ["autism"]) == shaped  # idempotent
+    both = shape_response("**Main idea:** Cells are small. Details: They make up living things.", ["autism", "adhd"])
+    assert both.count("Main idea:") == 1 and "Details:\n1. They make up living things." in both
+
+
+def test_questions_keep_their_own_punctuation():
+    assert "food?." not in shape_response("Answer the question: How do plants make food?", ["adhd"])
+    assert shape_response("Is it food?!", ["dyslexia"]) == "Is it food?"
+
+
+def test_frame_false_leaves_out_openers_and_closers():
+    text = shape_response("You are close. Add water.", ["anxiety"], frame=False)
+    assert not text.startswith("Great question") and "Take your time" not in text

@@ -60,6 +60,8 @@ def test_stored_calibration_is_the_fitted_one_and_generalizes(assessor):
     assert fitted.off_topic_similarity == pytest.approx(stored.off_topic_similarity, abs=1e-3)
     assert report.heldout_ranking_accuracy >= 0.9 and report.heldout_mae <= 15
     assert report.mean_score_by_label["correct"] > 80 and report.mean_score_by_label["off_topic"] < 5
+    # keyword-stuffed wrong answers (label "adversarial") score as wrong with the rubrics' misconceptions
+    assert report.adversarial_scored_wrong == 1.0 and report.mean_score_by_label["adversarial"] < 40
 
 
 def test_latency_per_answer_with_cached_references(assessor):
@@ -107,12 +109,42 @@ def test_assess_through_the_service_gives_feedback(tutor_service):
     assert good.strengths and "photosynthesis" in good.next_steps
     wrong = tutor_service.assess(AssessRequest(student_response="My dog is brown", criteria=criteria,
                                                context=StudentContextIn(disability="anxiety")))
-    assert wrong.correctness == 0 and not wrong.on_topic and wrong.feedback.startswith("Great question!")
+    # feedback on an answer is not an answer to a question: no "Great question!" opener (anxiety)
+    assert wrong.correctness == 0 and not wrong.on_topic and not wrong.feedback.startswith("Great question")
+    assert "food?." not in wrong.model_dump_json()
+
+
+def test_keyword_stuffing_scores_as_wrong(tutor_service):
+    """The issue's example: a wrong answer that lists the rubric words."""
+    from aivo.tutor.schemas import AssessCriteria, AssessRequest
+
+    criteria = AssessCriteria(question="How do plants make food?",
+                              reference_answers=["Plants use sunlight, water and carbon dioxide to make sugar."],
+                              rubric_keywords=["sunlight|light", "water", "carbon dioxide|co2"],
+                              misconceptions=["breathe in oxygen", "evaporate", "from the soil"])
+    stuffed = ("Plants breathe in oxygen... sunlight makes the water evaporate from the sugar, and carbon dioxide "
+               "comes out")
+    result = tutor_service.assess(AssessRequest(student_response=stuffed, criteria=criteria))
+    assert result.correctness < 40 and result.understanding_level == "beginning"
+    assert result.misconceptions == ["breathe in oxygen", "evaporate"]
+    assert any("common mix-up" in area for area in result.areas_for_improvement)
+    right = tutor_service.assess(AssessRequest(
+        student_response="Plants use light, water and carbon dioxide to make sugar, not food from the soil.",
+        criteria=criteria))
+    assert right.correctness >= 85 and right.misconceptions == []  # a negated misconception is fine
+
+
+def test_negated_keywords_do_not_count():
+    from aivo.tutor.assessment import match_keywords
+
+    assert match_keywords("It is not five sixths", ["five sixths|5/6"]) == ([], ["five sixths"])
+    assert match_keywords("They don't make laws", ["make laws"]) == ([], ["make laws"])
+    assert match_keywords("The answer is five sixths", ["five sixths"]) == (["five sixths"], [])
 
 
 def test_llm_feedback_when_enabled(tutor_settings):
     from aivo.tutor.schemas import AssessCriteria, AssessRequest
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     service = TutorService(settings=tutor_settings.model_copy(update={"tutor_llm_feedback": "on"}))
     try:

@@ -62,3 +62,29 @@ def test_clone_then_status(run_cli, aivo_home, tiny_model_dir, tmp_path):
     bad.write_text('{"student_id": ""}')
     proc = run_cli("tutor", "clone", str(bad), env=env)
     assert proc.returncode == 3 and "not a valid clone request" in proc.stderr
+
+
+def test_content_library_import_list_search_and_bad_files(run_cli, tmp_path):
+    lessons = tmp_path / "lessons.md"
+    lessons.write_text("# Photosynthesis\nsubject: Science\ngrade: 5\nskill: photosynthesis\n\n"
+                       "Plants make their own food in their leaves from sunlight, water and carbon dioxide.\n\n"
+                       "# Fractions\nsubject: Math\ngrade: 3\nskill: fractions\n\n"
+                       "A fraction names a part of a whole: the denominator counts the equal parts.\n")
+    proc = run_cli("tutor", "content", "import", str(lessons), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["lessons"] == 2
+    again = run_cli("tutor", "content", "import", str(lessons), "--json")  # same ids: replaced, not doubled
+    assert json.loads(again.stdout)["imported"][0]["replaced"] == 2 and json.loads(again.stdout)["lessons"] == 2
+    listed = json.loads(run_cli("tutor", "content", "list", "--json").stdout)
+    assert {row["title"] for row in listed} == {"Photosynthesis", "Fractions"}
+    hits = json.loads(run_cli("tutor", "content", "search", "how do plants make food", "-g", "5", "--json").stdout)
+    assert hits and hits[0]["title"] == "Photosynthesis"
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"title": "x", "subject": "Math", "grade": 14, "skill": "y", "text": "z"}\n')
+    proc = run_cli("tutor", "content", "import", str(bad))
+    assert proc.returncode == 3 and "bad.jsonl:1" in proc.stderr and "Traceback" not in proc.stderr
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    proc = run_cli("tutor", "content", "import", str(other))
+    assert proc.returncode == 3 and "use .md" in proc.stderr

@@ -1,16 +1,14 @@
-"""Cloning a learner's tutor: background job with progress, adapter stored in the registry."""
+"""Cloning a learner's tutor: a trainer job with progress, adapter stored in the registry."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
 from aivo.errors import ConflictError, DataError, NotFoundError
-from aivo.tutor.clone_jobs import CloneTracker
 
-from .conftest import clone_request, make_settings
+from .conftest import clone_request, make_settings, wait_for_clone
 
 
 def test_clone_runs_in_the_background_and_lands_in_the_registry(tutor_service, tutor_settings):
@@ -46,10 +44,10 @@ def test_clone_runs_in_the_background_and_lands_in_the_registry(tutor_service, t
 def test_recloning_replaces_the_served_adapter(tutor_service):
     from tests.tutor.test_generation import ask
 
-    first = tutor_service.cloner().wait(tutor_service.start_clone(
+    first = wait_for_clone(tutor_service, tutor_service.start_clone(
         clone_request("kid-2", "Cats sleep a lot. Cats like warm places.")).clone_id)
     answer_1 = ask(tutor_service, student="kid-2", max_new_tokens=20).response
-    second = tutor_service.cloner().wait(tutor_service.start_clone(
+    second = wait_for_clone(tutor_service, tutor_service.start_clone(
         clone_request("kid-2", "Trains run on rails. Trains carry people far.")).clone_id)
     assert first.adapter_sha256 != second.adapter_sha256
     assert tutor_service.store.latest("kid-2").sha256 == second.adapter_sha256
@@ -62,7 +60,7 @@ def test_lora_shape_and_epochs_are_configurable(tutor_service):
 
     request = clone_request("kid-3", epochs=2)
     request.lora = LoraIn(r=2, alpha=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    status = tutor_service.cloner().wait(tutor_service.start_clone(request).clone_id)
+    status = wait_for_clone(tutor_service, tutor_service.start_clone(request).clone_id)
     tensors, metadata = tutor_service.store.registry.store.load_tensors(status.adapter_sha256)
     assert metadata["lora"]["r"] == 2 and len(metadata["lora"]["target_modules"]) == 4
     assert any("o_proj.lora_A" in name for name in tensors)
@@ -74,13 +72,13 @@ def test_unknown_target_module_fails_the_job_with_a_message(tutor_service):
 
     request = clone_request("kid-4", epochs=1)
     request.lora = LoraIn(target_modules=["no_such_proj"])
-    status = tutor_service.cloner().wait(tutor_service.start_clone(request).clone_id)
+    status = wait_for_clone(tutor_service, tutor_service.start_clone(request).clone_id)
     assert status.status == "failed" and "no_such_proj" in status.error
 
 
 def test_bad_requests_fail_before_any_job(tutor_service, aivo_home, tiny_model_dir):
     from aivo.tutor.schemas import CloneStartRequest
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     with pytest.raises(DataError, match="nothing to fine-tune on"):
         tutor_service.start_clone(CloneStartRequest(student_id="empty"))
@@ -93,14 +91,57 @@ def test_bad_requests_fail_before_any_job(tutor_service, aivo_home, tiny_model_d
     service.close()
 
 
-def test_a_job_interrupted_by_a_restart_reads_as_failed(tmp_path):
-    root = tmp_path / "clones"
-    root.mkdir()
-    (root / "clone_abc123.json").write_text(json.dumps({
-        "clone_id": "clone_abc123", "learner_id": "kid", "status": "fine_tuning", "progress": 40, "message": "...",
-        "created_at": "2025-01-01T00:00:00+00:00", "updated_at": "2025-01-01T00:00:00+00:00",
-        "estimated_time_seconds": 10.0}))
-    tracker = CloneTracker(root=root)
-    status = tracker.status("clone_abc123")
-    assert status.status == "failed" and status.error == "interrupted" and "restart" in status.message
-    tracker.close()
+def test_a_clone_is_a_trainer_job_with_state_in_the_database(tutor_service, tutor_settings):
+    """The job row is the state (any process answers the status); the request is kept with the
+    learner; the job kind refuses to be queued through POST /trainer/jobs."""
+    from aivo.registry import open_registry
+    from aivo.services.jobs import fetch_job, find_jobs, submit_job
+    from aivo.services.tutor_clones import clone_job, clone_status
+
+    started = tutor_service.start_clone(clone_request("kid-7", epochs=1), tenant="district-9")
+    done = wait_for_clone(tutor_service, started.clone_id)
+    registry = open_registry(tutor_settings)
+    job = clone_job(registry=registry, clone_id=started.clone_id)
+    assert job.kind == "tutor_clone" and job.status == "succeeded" and job.learner_id == "kid-7"
+    assert job.tenant == "district-9" and job.result["adapter_sha256"] == done.adapter_sha256
+    assert job.config["request"]["student_id"] == "kid-7" and job.datasheet["intended_use"]
+    assert clone_status(registry=registry, clone_id=started.clone_id) == done  # read back from the row alone
+    assert find_jobs(registry=registry, kind="tutor_clone").total == 1
+    assert fetch_job(registry=registry, job_id=job.id).progress["stage"] == "succeeded"
+    with pytest.raises(DataError, match="kind must be one of"):
+        submit_job(registry=registry, settings=tutor_settings, kind="tutor_clone", created_by="tests",
+                   datasheet=job.datasheet)
+
+
+def test_a_queued_clone_can_be_cancelled_and_reads_as_failed(tutor_settings):
+    """No worker runs here: the job waits in the queue, and cancelling it is immediate."""
+    from aivo.registry import open_registry
+    from aivo.services.jobs import cancel
+    from aivo.services.tutor_clones import clone_job, clone_status, start_clone
+
+    registry = open_registry(tutor_settings)
+    started = start_clone(registry=registry, settings=tutor_settings, request=clone_request("kid-8"),
+                          tenant="default")
+    waiting = clone_status(registry=registry, clone_id=started.clone_id)
+    assert waiting.status == "queued" and waiting.progress == 0 and "worker" in waiting.message
+    cancel(registry=registry, job_id=clone_job(registry=registry, clone_id=started.clone_id).id)
+    status = clone_status(registry=registry, clone_id=started.clone_id)
+    assert status.status == "failed" and "cancel" in status.error
+
+
+def test_a_running_clone_stops_when_cancelled(tutor_service, tutor_settings):
+    from aivo.registry import open_registry
+    from aivo.services.jobs import cancel
+    from aivo.services.tutor_clones import clone_job
+
+    registry = open_registry(tutor_settings)
+    started = tutor_service.start_clone(clone_request("kid-9", epochs=50))
+    deadline = time.monotonic() + 120
+    while tutor_service.clone_status(started.clone_id).status != "fine_tuning":
+        assert time.monotonic() < deadline, "the clone never started fine-tuning"
+        time.sleep(0.02)
+    job = cancel(registry=registry, job_id=clone_job(registry=registry, clone_id=started.clone_id).id)
+    assert job.cancel_requested
+    status = wait_for_clone(tutor_service, started.clone_id, timeout=60)
+    assert status.status == "failed" and status.error == "cancelled on request" and status.adapter_sha256 is None
+    assert tutor_service.store.latest("kid-9") is None  # nothing was saved

@@ -10,7 +10,7 @@ import pytest
 from aivo.errors import ConfigError, DataError, NotFoundError
 from aivo.tutor.schemas import GenerateRequest, StudentContextIn
 
-from .conftest import clone_request, make_settings
+from .conftest import clone_request, make_settings, wait_for_clone
 
 
 def ask(service, prompt="What is photosynthesis?", student=None, **kw):
@@ -51,7 +51,7 @@ def test_prompt_longer_than_the_context_is_a_user_error(tutor_service):
 
 def test_missing_default_model_is_a_clear_error(aivo_home):
     from aivo.config import Settings
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     service = TutorService(settings=Settings(home=aivo_home))
     with pytest.raises(ConfigError, match="aivo tutor init") as raised:
@@ -68,7 +68,7 @@ def test_quantization_needs_gpu_and_bitsandbytes(aivo_home, tiny_model_dir):
 
 def _clone(service, student, explanation, **kw):
     started = service.start_clone(clone_request(student, explanation, **kw))
-    status = service.cloner().wait(started.clone_id, timeout=120)
+    status = wait_for_clone(service, started.clone_id, timeout=120)
     assert status.status == "completed", status
     return status
 
@@ -156,7 +156,7 @@ def test_an_adapter_is_refused_for_another_learner(tutor_service):
 
 
 def test_close_finishes_queued_work_then_refuses_more(tutor_settings):
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     service = TutorService(settings=tutor_settings)
     streams = [service.submit_messages(messages=[{"role": "user", "content": f"question {i}"}], adapter=None,

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 
 from aivo.errors import ForbiddenError, NotFoundError
 
-from .conftest import clone_request, make_settings, promote_main_version
+from .conftest import clone_request, make_settings, promote_main_version, start_clone_worker
 
 
 def _free_port() -> int:
@@ -36,14 +36,15 @@ def _deny_mallory(request: Request, learner_id: str) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
-    from aivo.tutor.router import create_tutor_router
-    from aivo.tutor.service import TutorService
+    from aivo.api.routers.tutor import create_tutor_router
+    from aivo.services.tutor import TutorService
 
     settings = make_settings(tmp_path_factory.mktemp("http") / "home", tiny_model_dir)
     promote_main_version(settings)
     app = FastAPI()
     app.state.tutor_service = TutorService(settings=settings)
     app.include_router(create_tutor_router(authorize_learner=_deny_mallory, tenant_of=lambda r: "school-1"))
+    worker = start_clone_worker(settings)
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     uv = uvicorn.Server(config)
@@ -57,6 +58,7 @@ def server(tmp_path_factory, tiny_model_dir):
     yield f"http://127.0.0.1:{port}", app.state.tutor_service
     uv.should_exit = True
     thread.join(10)
+    worker.stop()
     app.state.tutor_service.close()
 
 
@@ -106,7 +108,7 @@ def test_generate_stream_token_events_in_order_then_usage(server):
     usage = done["usage"]
     assert usage["completion_tokens"] >= len(tokens) and usage["total_tokens"] == usage["prompt_tokens"] + \
         usage["completion_tokens"]
-    assert "".join(t["token"] for t in tokens).strip() == done["response"].strip()
+    assert "".join(t["token"] for t in tokens).strip() == done["explanation"].strip()
     # the non-streamed answer with the same seed is the same text
     same = httpx.post(f"{base}/v1/generate", json={"prompt": "What is a fraction?", "context": {"grade": 3},
                                                    "temperature": 0, "max_new_tokens": 12}, timeout=60).json()
@@ -120,7 +122,7 @@ def test_stream_refusal_still_ends_with_a_done_event(server):
         events = sse_events(r)
     assert [name for name, _ in events] == ["done"]
     done = json.loads(events[0][1])
-    assert done["safety"] == {"blocked": True, "stage": "input", "category": "self_harm"}
+    assert done["safety"] == {"blocked": True, "stage": "input", "category": "self_harm", "detector": "rules"}
     assert "988" in done["response"] and done["usage"]["total_tokens"] == 0
 
 
@@ -187,7 +189,10 @@ def test_clone_start_and_status_then_serve_through_chat(server):
      404, "no tutor adapter"),
     ("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True},
      404, "unknown model"),
-    ("/v1/chat/completions", {"messages": [{"role": "assistant", "content": "hi"}]}, 422, "last message"),
+    ("/v1/chat/completions", {"messages": [{"role": "assistant", "content": "hi"}]}, 400, "last message"),
+    ("/openai/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]},
+     400, "'tools' is not supported"),
+    ("/openai/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "only n=1"),
     ("/v1/generate", {"prompt": "hi", "context": {"grade": "13"}}, 422, "grade"),
     ("/v1/generate/stream", {"prompt": "hi", "context": {"accommodations": ["telepathy"]}}, 422, "accommodation"),
     ("/v1/generate", {"prompt": ""}, 422, "prompt"),
@@ -229,3 +234,45 @@ def test_health(server):
     base, _ = server
     body = httpx.get(f"{base}/v1/tutor/health", timeout=10).json()
     assert body["model_loaded"] and body["device"] == "cpu" and body["adapter_cache_capacity"] == 2
+
+
+def test_official_openai_client(server):
+    """The official `openai` client against /openai/v1: models, content parts, the developer role,
+    stop sequences, streaming, and OpenAI-shaped errors for what AIVO does not implement."""
+    import openai
+
+    base, _ = server
+    client = openai.OpenAI(base_url=f"{base}/openai/v1", api_key="unused-by-this-test-app", max_retries=0)
+    assert [m.id for m in client.models.list()] == ["aivo-tutor"]
+    assert client.models.retrieve("aivo-tutor").id == "aivo-tutor"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4o")
+
+    messages = [{"role": "developer", "content": "You are a tutor."},
+                {"role": "user", "content": [{"type": "text", "text": "What is a fraction?"}]}]
+    full = client.chat.completions.create(model="aivo-tutor", messages=messages, max_tokens=16, temperature=0)
+    text = full.choices[0].message.content
+    assert full.object == "chat.completion" and text and full.usage.completion_tokens > 0
+
+    # stop: the output ends before the first occurrence of the stop sequence, which is not included
+    stop = text.strip()[3:6]
+    stopped = client.chat.completions.create(model="aivo-tutor", messages=messages, max_tokens=16, temperature=0,
+                                             stop=[stop])
+    assert stopped.choices[0].finish_reason == "stop"
+    assert stop not in stopped.choices[0].message.content and text.startswith(stopped.choices[0].message.content)
+
+    chunks = list(client.chat.completions.create(model="aivo-tutor", messages=messages, max_tokens=16,
+                                                 temperature=0, stream=True, stop=stop,
+                                                 stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == stopped.choices[0].message.content and chunks[-1].usage is not None
+
+    for extra, fragment in (({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+                            ({"response_format": {"type": "json_object"}}, "response_format"),
+                            ({"logprobs": True}, "logprobs"), ({"n": 2}, "n=1")):
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(model="aivo-tutor", messages=messages, max_tokens=4, **extra)
+        assert fragment in raised.value.message and raised.value.status_code == 400
+    with pytest.raises(openai.BadRequestError, match="image_url"):
+        client.chat.completions.create(model="aivo-tutor", max_tokens=4, messages=[
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}])

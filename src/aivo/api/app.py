@@ -21,15 +21,21 @@ import aivo
 from aivo.api.auth import ApiKeyMiddleware, KeyVerifier
 from aivo.api.errors import install_error_handlers, unexpected_error
 from aivo.api.metrics import ApiMetrics
-from aivo.api.openapi import install_openapi
 from aivo.api.middleware import CatchAll, RequestGuard, RequestMetrics
+from aivo.api.openapi import install_docs, install_openapi
 from aivo.api.recommendation_cache import RecommendationCache
+from aivo.api.recommender import RecommenderPool
 from aivo.api.routers import dashboard, federated, health, interactions, learners, models, recommendations
-from aivo.api.routers import drift, scheduler, trainer_jobs, tutor_alerts
+from aivo.api.routers import dashboard_learners, dashboard_models, dashboard_runs, drift, federation, scheduler
+from aivo.api.routers import trainer_jobs, tutor_alerts
 from aivo.api.state import ApiHooks, ApiStats
+from aivo.api.tutor_mount import mount_tutor
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings, get_settings
-from aivo.registry import Registry, open_registry
+from aivo.registry import Registry
+from aivo.services.main_brain import load_main_brain
+from aivo.services.runtime import open_registry
+from aivo.services.scheduler import start_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +47,15 @@ ROUTERS: tuple[APIRouter, ...] = (
     recommendations.router,
     models.router,
     federated.router,
+    federation.router,
     scheduler.router,
     trainer_jobs.router,
     drift.router,
     tutor_alerts.router,
     dashboard.router,
+    dashboard_models.router,
+    dashboard_runs.router,
+    dashboard_learners.router,
 )
 
 _TAGS = [
@@ -58,7 +68,8 @@ _TAGS = [
     {"name": "scheduler", "description": "The training scheduler: status, manual triggers, schedules."},
     {"name": "trainer", "description": "Trainer jobs: datasheet-documented training, evaluation harness, promotion."},
     {"name": "tutor", "description": "Student-aware explanations, assessment and per-learner tutor clones."},
-    {"name": "dashboard", "description": "Server-rendered operator dashboard."},
+    {"name": "dashboard", "description": "The operator's console in the browser (server-rendered HTML): sign in "
+                                         "at /dashboard/login."},
 ]
 _DESCRIPTION = """A personal, private AI model for every K-12 learner.
 
@@ -91,8 +102,6 @@ def _wants_scheduler(settings: Settings, scheduler: bool | None) -> tuple[bool, 
 
 def _start_scheduler(app: FastAPI) -> None:
     """The training scheduler in this process (single worker only; see _wants_scheduler)."""
-    from aivo.scheduler.service import start_scheduler
-
     state = app.state
     state.hooks.scheduler = start_scheduler(registry=state.registry, settings=state.settings, clock=state.clock)
     state.hooks.scheduler_note = "runs in this API process"
@@ -101,8 +110,6 @@ def _start_scheduler(app: FastAPI) -> None:
 
 def _preload_main_brain(app: FastAPI) -> None:
     """Load the active Main Brain in the background so the first recommendation is not slow."""
-    from aivo.brain.versions import load_main_brain
-
     try:
         loaded = load_main_brain(registry=app.state.registry)
     except Exception as exc:  # no active version yet, or a broken artifact: health shows it
@@ -120,8 +127,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     threading.Thread(target=_preload_main_brain, args=(app,), name="aivo-preload", daemon=True).start()
     processes = state.settings.recommender_processes
     if processes:
-        from aivo.api.recommender import RecommenderPool
-
         state.recommender = RecommenderPool(settings=state.settings, processes=processes)
         threading.Thread(target=state.recommender.warm_up, name="aivo-recommender-warm-up", daemon=True).start()
     try:
@@ -147,10 +152,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
     AIVO_API_WORKERS == 1 (`aivo serve` sets the latter).
     """
     settings = settings or get_settings()
-    registry = registry or open_registry(settings)
+    registry = registry or open_registry(settings, threads=False)
 
     app = FastAPI(title="AIVO API", version=aivo.__version__, description=_DESCRIPTION, openapi_tags=_TAGS,
-                  lifespan=_lifespan)
+                  lifespan=_lifespan, docs_url=None, redoc_url=None)
     state = app.state
     state.settings, state.registry, state.clock = settings, registry, clock
     # Read once: fails now rather than on the first request when the key is missing, and spares
@@ -168,12 +173,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK,
     state.hooks.scheduler_note = note or "starting"
     install_error_handlers(app)
     install_openapi(app)
+    install_docs(app)
     for router in ROUTERS:
         app.include_router(router)
     trainer_jobs.install_hooks(app)
     if tutor:
-        from aivo.api.tutor_mount import mount_tutor
-
         mount_tutor(app, settings=settings)
     # Added inside out: metrics see every request, keys are checked before a body is read, and a
     # bug anywhere below is answered 500 on a connection that stays open.

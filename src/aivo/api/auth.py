@@ -1,7 +1,8 @@
 """API-key authentication, roles and tenant-scoped access to learners.
 
-- A request presents its key as `Authorization: Bearer <token>` or `X-API-Key: <token>` (the
-  dashboard also reads the `aivo_key` cookie it sets itself).
+- A request presents its key as `Authorization: Bearer <token>` or `X-API-Key: <token>`. The
+  dashboard's pages also accept its own session cookie (`aivo_session`: an opaque session id,
+  never the key; aivo.services.dashboard_sessions), on /dashboard paths only.
 - Roles: `admin` (every endpoint), `service` (ingest and read), `teacher` (read the learners on
   its class list: their status and recommendations).
 - Tenants: a key reaches only learners of its own tenant. A learner of another tenant is
@@ -17,37 +18,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-
-import sqlalchemy as sa
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, RedirectResponse
 
 from aivo.clock import Clock
-from aivo.errors import AuthError, ForbiddenError, NotFoundError
+from aivo.errors import AuthError, ForbiddenError
 from aivo.registry import Registry
-from aivo.registry.api_keys import VerifiedKey, key_may_read_learner, token_digest, touch_api_key, verify_api_key
-from aivo.registry.tables import Learner
+from aivo.services.api_keys import VerifiedKey, token_digest, touch_key, verify_key
+from aivo.services.dashboard_sessions import session_key
 
 log = logging.getLogger(__name__)
 
-KEY_COOKIE = "aivo_key"
-# The one answer for a learner a key may not see: unknown and other-tenant learners alike.
-LEARNER_NOT_FOUND = "learner not found (no learner with this id in this key's tenant)"
+SESSION_COOKIE = "aivo_session"
 _TOUCH_EVERY_S = 60.0  # last_used_at is a hint, not an audit trail: one write a minute at most
 _MAX_CACHED_KEYS = 10_000
 
 
-@dataclass(frozen=True)
-class LearnerRef:
-    """A learner the caller may act for: registry row id, pseudonym and tenant."""
-
-    pk: int
-    pseudonym: str
-    tenant: str
-
-
-def bearer_token(request: Request, *, allow_cookie: bool = False) -> str | None:
+def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
@@ -56,8 +44,6 @@ def bearer_token(request: Request, *, allow_cookie: bool = False) -> str | None:
     key = request.headers.get("x-api-key")
     if key:
         return key.strip()
-    if allow_cookie:
-        return request.cookies.get(KEY_COOKIE) or None
     return None
 
 
@@ -86,7 +72,7 @@ class KeyVerifier:
         hit = self.cached(token)
         if hit is not None:
             return hit
-        key = self.registry.run(lambda session: verify_api_key(session=session, token=token), read_only=True)
+        key = verify_key(registry=self.registry, token=token)
         now = time.monotonic()
         with self._lock:
             if len(self._cache) >= _MAX_CACHED_KEYS:
@@ -97,7 +83,7 @@ class KeyVerifier:
                 self._touched[key.pk] = now
         if touch:
             try:
-                self.registry.run(lambda session: touch_api_key(session=session, key_pk=key.pk, clock=self.clock))
+                touch_key(registry=self.registry, key_pk=key.pk, clock=self.clock)
             except Exception:  # a busy database must not fail the request for a usage hint
                 log.warning("could not record the use of API key %s", key.key_id, exc_info=True)
         return key
@@ -107,12 +93,22 @@ class KeyVerifier:
             self._cache.clear()
 
 
-async def authenticate(request: Request, *, allow_cookie: bool = False) -> VerifiedKey:
-    """The caller's key (also stored in `request.state.api_key`), or AuthError (401)."""
+async def authenticate(request: Request, *, allow_session: bool = False) -> VerifiedKey:
+    """The caller's key (also stored in `request.state.api_key`), or AuthError (401). With
+    `allow_session` (dashboard pages), a request without a key header may present the
+    dashboard's session cookie instead; its id is kept in `request.state.dashboard_session`."""
     existing = getattr(request.state, "api_key", None)
     if existing is not None:
         return existing
-    token = bearer_token(request, allow_cookie=allow_cookie)
+    token = bearer_token(request)
+    if not token and allow_session and request.cookies.get(SESSION_COOKIE):
+        state = request.app.state
+        session_id = request.cookies[SESSION_COOKIE]
+        record = await run_in_threadpool(lambda: session_key(registry=state.registry, settings=state.settings,
+                                                             session_id=session_id, clock=state.clock))
+        request.state.api_key = record.key
+        request.state.dashboard_session = session_id
+        return record.key
     if not token:
         raise AuthError("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
     verifier: KeyVerifier = request.app.state.key_verifier
@@ -123,7 +119,9 @@ async def authenticate(request: Request, *, allow_cookie: bool = False) -> Verif
 
 PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/favicon.ico",
                           "/dashboard/login"})
-COOKIE_PATH_PREFIX = "/dashboard"  # the only pages that accept the key from a cookie
+# Static files anyone may fetch: the API docs' and the dashboard's own scripts, styles and fonts.
+PUBLIC_PREFIXES = ("/docs/assets/", "/dashboard/static/")
+COOKIE_PATH_PREFIX = "/dashboard"  # the only pages that accept the dashboard's session cookie
 
 
 class ApiKeyMiddleware:
@@ -132,26 +130,30 @@ class ApiKeyMiddleware:
     JSON parse error, and cannot make the server parse a large body). Routes added later by
     other packages are covered without doing anything. Roles are checked by the routes."""
 
-    def __init__(self, app, *, public_paths: frozenset[str] = PUBLIC_PATHS):
+    def __init__(self, app, *, public_paths: frozenset[str] = PUBLIC_PATHS,
+                 public_prefixes: tuple[str, ...] = PUBLIC_PREFIXES):
         self.app = app
         self.public_paths = public_paths
+        self.public_prefixes = public_prefixes
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public_paths or scope.get("method") == "OPTIONS":
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in self.public_paths or scope.get("method") == "OPTIONS" \
+                or (path.startswith(self.public_prefixes) and ".." not in path):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        dashboard = scope["path"] == COOKIE_PATH_PREFIX or scope["path"].startswith(COOKIE_PATH_PREFIX + "/")
+        dashboard = path == COOKIE_PATH_PREFIX or path.startswith(COOKIE_PATH_PREFIX + "/")
         try:
-            await authenticate(request, allow_cookie=dashboard)
+            await authenticate(request, allow_session=dashboard)
         except AuthError as exc:
-            if dashboard:  # people, not programs: send them to the login form
-                from starlette.responses import RedirectResponse
-
-                await RedirectResponse(f"{COOKIE_PATH_PREFIX}/login", status_code=303)(scope, receive, send)
+            if dashboard:  # people, not programs: send them to the sign-in form (and forget the cookie)
+                response = RedirectResponse(f"{COOKIE_PATH_PREFIX}/login", status_code=303,
+                                            headers={"Cache-Control": "no-store"})
+                if request.cookies.get(SESSION_COOKIE):
+                    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH_PREFIX)
+                await response(scope, receive, send)
                 return
-            from starlette.responses import JSONResponse
-
             response = JSONResponse({"detail": exc.message}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
             return
@@ -162,38 +164,3 @@ def check_role(key: VerifiedKey, roles: tuple[str, ...]) -> None:
     if key.role not in roles:
         wanted = " or ".join(roles)
         raise ForbiddenError(f"this endpoint needs an {wanted} key; this is a {key.role} key")
-
-
-_SELECT_LEARNER = sa.select(Learner.id, Learner.pseudonym, Learner.tenant).where(
-    Learner.pseudonym == sa.bindparam("pseudonym"))
-
-
-def learner_for_key(*, registry: Registry, key: VerifiedKey, pseudonym: str) -> LearnerRef:
-    """The learner if `key` may read it (blocking). Unknown and other-tenant learners raise the
-    same NotFoundError; a teacher key's learner outside its class list raises ForbiddenError."""
-
-    def work(session) -> LearnerRef:
-        row = session.execute(_SELECT_LEARNER, {"pseudonym": pseudonym}).first()
-        check_learner_access(key, tenant=None if row is None else row.tenant,
-                             linked=lambda: key_may_read_learner(session=session, key_pk=key.pk, learner_pk=row.id))
-        return LearnerRef(pk=row.id, pseudonym=row.pseudonym, tenant=row.tenant)
-
-    return registry.run(work, read_only=True)
-
-
-def check_learner_access(key: VerifiedKey, *, tenant: str | None, linked) -> None:
-    """The one access rule for a learner (tenant None: no such learner). `linked` is a bool, or
-    a callable answering whether a teacher key's class list holds the learner."""
-    if tenant is None or tenant != key.tenant:
-        raise NotFoundError(LEARNER_NOT_FOUND)
-    if key.role == "counsellor":  # counsellors see the school's safety alerts, not learners' records
-        raise ForbiddenError("a counsellor key reads safety alerts only (/v1/tutor/alerts)")
-    if key.role == "teacher" and not (linked() if callable(linked) else linked):
-        raise ForbiddenError("this teacher key is not linked to this learner "
-                             "(add it with `aivo apikey link KEY_ID LEARNER_ID`)")
-
-
-def learner_tenant(*, registry: Registry, pseudonym: str) -> str | None:
-    """The learner's tenant, or None when no such learner exists (blocking)."""
-    return registry.run(lambda session: session.scalar(sa.select(Learner.tenant)
-                                                       .where(Learner.pseudonym == pseudonym)), read_only=True)

@@ -18,13 +18,13 @@ from fastapi import Depends, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPBearer
 
-from aivo.api.auth import LearnerRef, authenticate, check_role, learner_for_key
+from aivo.api.auth import authenticate, check_role
 from aivo.api.schemas.common import NON_BLANK_PATTERN
 from aivo.clock import Clock
 from aivo.config import Settings
 from aivo.registry import Registry
-from aivo.registry.api_keys import VerifiedKey
-from aivo.data.privacy import pseudonymize_learner_id
+from aivo.services.api_keys import LearnerRef, VerifiedKey, learner_for_key
+from aivo.services.learners import pseudonym_with_key
 
 # Declared for OpenAPI (the "Authorize" button); `authenticate` reads the headers itself.
 _bearer_scheme = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
@@ -81,7 +81,7 @@ LearnerIdPath = Annotated[str, Path(min_length=1, max_length=256, pattern=NON_BL
 def pseudonym_from_raw(state, learner_id: str) -> str:
     """The learner's pseudonym (the keyed HMAC of aivo.data.privacy, as `pseudonym_for`), with
     the key read once per process (`app.state.secret_key`) instead of once per request."""
-    return pseudonymize_learner_id(learner_id, key=state.secret_key)
+    return pseudonym_with_key(learner_id, key=state.secret_key)
 
 
 async def learner_from_path(

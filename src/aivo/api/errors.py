@@ -16,13 +16,15 @@ the raw path: a URL holds the learner id your systems use, which the server neve
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aivo.api.dashboard_ui import error_page, wants_html
 from aivo.api.deps import pseudonym_from_raw
 from aivo.error_translation import translate
 from aivo.errors import AivoError, AuthError
@@ -86,19 +88,27 @@ def install_error_handlers(app: FastAPI) -> None:
     async def aivo_error(request: Request, exc: AivoError) -> JSONResponse:
         return _aivo_response(request, exc)
 
-    def _aivo_response(request: Request, exc: AivoError) -> JSONResponse:
+    def _aivo_response(request: Request, exc: AivoError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
         if exc.http_status >= 500:
             log.error("%s: %s", where(request.scope), exc.message)
+        if wants_html(request):  # a person in the dashboard: a page, not JSON
+            return error_page(request, exc.http_status, exc.message)
         return JSONResponse({"detail": exc.message}, status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_response(exc)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        response = _validation_response(exc)
+        if wants_html(request):
+            detail = json.loads(response.body)["detail"]
+            return error_page(request, response.status_code, detail)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if wants_html(request):
+            return error_page(request, exc.status_code, "There is no such page." if exc.status_code == 404 else detail)
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     # Exceptions nothing above answers reach aivo.api.middleware.CatchAll (`unexpected_error`): an

@@ -1,7 +1,8 @@
 """Per-process cache of learners' recommendations, invalidated by what they depend on.
 
 A recommendation is a function of the learner's interactions, the active Main Brain and the
-learner's personal model. Before serving, one small query reads a *stamp* of those inputs:
+learner's personal model. Before serving, one small query (aivo.services.recommendations.
+serving_lookup) reads a *stamp* of those inputs:
 the learner's interaction count and last position, the active version's artifact digest and
 the learner's brain model (artifact, status, last update). A cached entry is served only when
 its stamp is equal, so new interactions (through any worker, the CLI or an import), a
@@ -25,72 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
-
-from aivo.registry.tables import ApiKeyLearner
-from aivo.registry.tables import Interaction, Learner, LearnerModel, MainModelVersion
-
 T = TypeVar("T")
-
-_it = Interaction.__table__
-_lm = LearnerModel.__table__
-_mv = MainModelVersion.__table__
-_l = Learner.__table__
-_akl = ApiKeyLearner.__table__
-
-
-def _of_learner(column, *where):
-    return sa.select(column).where(*where).scalar_subquery()
-
-
-# One round trip for the whole serving decision: the learner (tenant, teacher link) and the
-# stamp. Every subquery is served by an index: learners (pseudonym), api_key_learners (pk),
-# interactions (learner_id, position), the partial unique index on the active version,
-# learner_models (learner_id, kind).
-_LOOKUP = sa.select(
-    _l.c.id, _l.c.tenant,
-    sa.exists().where(_akl.c.api_key_id == sa.bindparam("key_pk"), _akl.c.learner_id == _l.c.id),
-    _of_learner(sa.func.count(), _it.c.learner_id == _l.c.id),
-    _of_learner(sa.func.max(_it.c.position), _it.c.learner_id == _l.c.id),
-    _of_learner(_mv.c.artifact_sha256, _mv.c.status == "active"),
-    _of_learner(_mv.c.version, _mv.c.status == "active"),
-    *(_of_learner(column, _lm.c.learner_id == _l.c.id, _lm.c.kind == "brain")
-      for column in (_lm.c.status, _lm.c.artifact_sha256, _lm.c.updated_at)),
-).where(_l.c.pseudonym == sa.bindparam("pseudonym"))
-
-
-@dataclass(frozen=True)
-class ServingStamp:
-    learner_pk: int
-    num_interactions: int
-    last_position: int | None
-    active_artifact: str | None
-    active_version: str | None
-    personal_model: str | None
-
-    def key(self) -> tuple[Any, ...]:
-        return (self.learner_pk, self.num_interactions, self.last_position, self.active_artifact,
-                self.personal_model)
-
-
-@dataclass(frozen=True)
-class ServingLookup:
-    tenant: str | None  # None: no such learner
-    linked: bool  # on the asking key's class list
-    stamp: ServingStamp | None
-
-
-def serving_lookup(*, session: Session, pseudonym: str, key_pk: int) -> ServingLookup:
-    row = session.execute(_LOOKUP, {"pseudonym": pseudonym, "key_pk": key_pk}).first()
-    if row is None:
-        return ServingLookup(tenant=None, linked=False, stamp=None)
-    pk, tenant, linked, count, last, artifact, version, status, personal_artifact, updated = row
-    personal = None if status is None else f"{status}:{personal_artifact or ''}:{updated}"
-    stamp = ServingStamp(learner_pk=pk, num_interactions=int(count), last_position=last, active_artifact=artifact,
-                         active_version=version, personal_model=personal)
-    return ServingLookup(tenant=tenant, linked=bool(linked), stamp=stamp)
-
 
 @dataclass
 class _Entry(Generic[T]):

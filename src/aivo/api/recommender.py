@@ -21,7 +21,13 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+import torch
+
+from aivo.clock import FrozenClock
 from aivo.config import Settings
+from aivo.services.main_brain import load_main_brain
+from aivo.services.recommendations import recommend_for_learner
+from aivo.services.runtime import open_registry
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +37,12 @@ _settings: Settings | None = None
 
 def _init(settings: Settings) -> None:
     global _registry, _settings
-    import torch
-
-    from aivo.registry import open_registry
-
     torch.set_num_threads(settings.num_threads or 1)  # one process per core does the parallelism
     _settings = settings
-    _registry = open_registry(settings)
+    _registry = open_registry(settings, threads=False)
 
 
 def _warm_up() -> str | None:
-    from aivo.brain.versions import load_main_brain
-
     try:
         return load_main_brain(registry=_registry).version.version
     except Exception as exc:  # no active version yet: nothing to load
@@ -50,9 +50,6 @@ def _warm_up() -> str | None:
 
 
 def _compute(pseudonym: str, num_items: int, now: datetime) -> dict[str, Any]:
-    from aivo.clock import FrozenClock
-    from aivo.services.recommendations import recommend_for_learner
-
     rec = recommend_for_learner(registry=_registry, settings=_settings, learner_id=pseudonym, num_items=num_items,
                                 clock=FrozenClock(now))
     return asdict(rec)

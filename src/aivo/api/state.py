@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aivo.registry import MainVersionRecord
+from aivo.services.scheduler import scheduler_status as read_status
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,6 @@ def model_details(state: Any, model_id: str, record: MainVersionRecord | None) -
 def scheduler_status(state: Any) -> dict[str, Any]:
     """For /health: is a scheduler leading (from the database, wherever it runs), and is it this
     process. Blocking (database reads)."""
-    from aivo.scheduler.control import scheduler_status as read_status
-
     handle = state.hooks.scheduler
     out: dict[str, Any] = {"in_process": handle is not None, "note": state.hooks.scheduler_note}
     if handle is not None:

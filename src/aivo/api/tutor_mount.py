@@ -1,14 +1,17 @@
-"""Mounting the tutor's router (aivo.tutor.router) behind the API's keys, roles and tenants."""
+"""Mounting the tutor's router (aivo.api.routers.tutor) behind the API's keys, roles and tenants."""
 
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 
-from aivo.api.auth import authenticate, check_role, learner_for_key
+from aivo.api.auth import authenticate, check_role
 from aivo.api.deps import pseudonym_from_raw, require_api_key
-from aivo.errors import NotFoundError
+from aivo.api.routers.tutor import create_tutor_router
 from aivo.config import Settings
+from aivo.errors import NotFoundError
+from aivo.services.api_keys import learner_for_key
+from aivo.services.tutor import TutorService
 
 # Starting a clone trains and stores a model for the learner: a write, so not for teacher keys.
 _WRITE_PATHS = ("/v1/clone/start",)
@@ -42,9 +45,6 @@ def key_tenant(request: Request) -> str:
 
 
 def mount_tutor(app: FastAPI, *, settings: Settings) -> None:
-    from aivo.tutor.router import create_tutor_router
-    from aivo.tutor.service import TutorService
-
     app.state.tutor_service = TutorService(settings=settings, clock=app.state.clock)  # loads the model lazily
     app.include_router(create_tutor_router(authorize_learner=authorize_tutor_learner, tenant_of=key_tenant),
                        dependencies=[Depends(require_api_key)])

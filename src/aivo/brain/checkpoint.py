@@ -12,15 +12,13 @@ The metadata is tagged with `kind` and `format_version`; loading refuses anythin
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file, save, save_file
 
@@ -31,6 +29,7 @@ from aivo.brain.labels import LabelTables
 from aivo.brain.model import PARAMETER_GROUPS
 from aivo.brain.vocab import BrainVocab
 from aivo.errors import IntegrityError, NotFoundError
+from aivo.utils import durable_file
 
 KIND = "aivo.main_brain"
 FORMAT_VERSION = 1
@@ -123,9 +122,10 @@ def save_checkpoint(brain: TrainedBrain, directory: str | Path, *, extra: dict[s
     directory.mkdir(parents=True, exist_ok=True)
     tensors, metadata = to_state(brain, extra=extra)
     text = json.dumps(metadata, sort_keys=True)
-    _atomic_write(directory / WEIGHTS_FILE, lambda path: save_file(tensors, str(path), metadata={_HEADER_KEY: text}))
-    _atomic_write(directory / METADATA_FILE,
-                  lambda path: path.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n"))
+    with durable_file(directory / WEIGHTS_FILE, create_mode=0o600) as path:
+        save_file(tensors, str(path), metadata={_HEADER_KEY: text})
+    with durable_file(directory / METADATA_FILE, create_mode=0o600) as path:
+        path.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return directory
 
 
@@ -153,8 +153,6 @@ def read_metadata(directory: str | Path) -> dict:
 
 
 def _header_metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as handle:
         header = handle.metadata() or {}
     if _HEADER_KEY not in header:
@@ -173,15 +171,3 @@ def _header_metadata_from_bytes(data: bytes) -> dict:
     return json.loads(meta[_HEADER_KEY])
 
 
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()

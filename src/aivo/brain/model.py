@@ -256,6 +256,7 @@ class MainBrain(nn.Module):
         Opacus can compute per-sample gradients for DP-SGD. `named_parameters()` names are
         unchanged; its `state_dict()` also lists Opacus' aliases (`encoder.rnn.l0.ih.weight`, ...),
         so exchange weights through `named_parameters()`."""
+        # start-up: Opacus loads only when DP-SGD needs this copy
         from opacus.layers import DPGRU, DPLSTM
 
         clone = copy.deepcopy(self)

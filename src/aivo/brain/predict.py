@@ -13,7 +13,7 @@ from aivo.brain.batching import encode_log
 from aivo.brain.bundle import TrainedBrain
 from aivo.brain.context import context_start
 from aivo.brain.features import NUM_FEATURES, candidate_features, history_features
-from aivo.brain.metrics import BinaryMetrics, binary_metrics, subgroup_metrics
+from aivo.data.metrics import BinaryMetrics, binary_metrics, subgroup_metrics
 from aivo.brain.train import scored_probabilities
 from aivo.brain.vocab import PAD
 from aivo.data.schema import InteractionLog

@@ -16,14 +16,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel
+from tqdm.auto import tqdm
 
 from aivo.brain.batching import Batch, EncodedLog, encode_log, iterate_batches, random_shifts
 from aivo.brain.bundle import TrainedBrain, build_model
 from aivo.brain.config import BrainConfig
 from aivo.brain.labels import derive_label_tables
-from aivo.brain.metrics import BinaryMetrics, binary_metrics
 from aivo.brain.model import BrainOutput, MainBrain
 from aivo.brain.vocab import PAD, BrainVocab
+from aivo.data.metrics import BinaryMetrics, binary_metrics
 from aivo.data.schema import InteractionLog
 from aivo.errors import DataError
 
@@ -242,6 +243,4 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
 def _progress(enabled: bool, total: int):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc="training", unit="epoch", leave=False)

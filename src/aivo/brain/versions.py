@@ -52,7 +52,8 @@ def register_brain(*, registry: Registry, brain: TrainedBrain, training_metrics:
                    actor: str, reason: str, version: str | None = None, details: dict[str, Any] | None = None,
                    clock: Clock = SYSTEM_CLOCK) -> MainVersionRecord:
     """Store the brain's weights (durably, content-addressed), then register the version row,
-    and promote it in the same transaction when asked."""
+    and promote it in the same transaction when asked. `reason` (why it is or is not promoted)
+    is kept in the version's details as `decision`."""
     tensors, metadata = to_state(brain)
     artifact = registry.store.put_tensors(tensors, metadata=metadata)
     with registry.session() as session:
@@ -60,7 +61,8 @@ def register_brain(*, registry: Registry, brain: TrainedBrain, training_metrics:
         record = register_main_version(session=session, store=registry.store, version=name, artifact=artifact,
                                        architecture=architecture_of(brain), training_metrics=training_metrics,
                                        data_hash=data_hash, parent_version=parent_version,
-                                       details=details, created_by=actor, clock=clock)
+                                       details={**(details or {}), "decision": reason}, created_by=actor,
+                                       clock=clock)
         if promote:
             record = promote_main_version(session=session, version=name, actor=actor, reason=reason, clock=clock)
     with _cache_lock:

@@ -111,17 +111,32 @@ def _render_personalization(p: dict, f: dict) -> None:
     for warning in f["warnings"]:
         console.print(f"[yellow]privacy warning:[/] {warning}")
     counts, privacy = f["counts"], f["privacy"]
-    console.print(f"federated round ({f['strategy']}, user-level DP "
-                  f"{'on' if privacy.get('enabled') else 'off'}): [bold]{f['status']}[/]: {f['message']}")
+    console.rule("federated round across three schools (Flower, SecAgg+, user-level DP)")
+    console.print(f"{f['runtime']}: each school keeps its learners' interactions, clones and ledger in its own "
+                  f"registry; the coordinator holds the Main Brain and no interactions ({f['coordinator_home']})")
+    table = Table(title="what each site sent", title_justify="left")
+    for col in ("site", "learners", "pool", "sampled", "in the sum", "sum norm", "status"):
+        table.add_column(col)
+    for site in f["sites"]:
+        sent = site["sent"] or {}
+        table.add_row(site["site"], str(site["learners"]), str(sent.get("pool", "-")), str(sent.get("sampled", "-")),
+                      str(sent.get("accepted", "-")),
+                      "-" if sent.get("sum_norm") is None else f"{sent['sum_norm']:.4f}", site["status"])
+    console.print(table)
+    console.print(f"  each site sent one vector: the sum of its sampled learners' updates, each clipped to norm "
+                  f"{privacy.get('clip_norm')} ({f['sites'][0]['sent'] and f['sites'][0]['sent'].get('values')} "
+                  "values), and 4 counts; SecAgg+ masked it, so the coordinator learned only the sum across the "
+                  "three schools, then added Gaussian noise of std noise multiplier x clip norm to it")
+    console.print(f"  round ({f['strategy']}): [bold]{f['status']}[/]: {f['message']}")
     console.print(f"  learners: pool {counts.get('pool', 0)}, sampled {counts.get('sampled', 0)}, "
-                  f"aggregated {counts.get('accepted', 0)}, rejected {counts.get('rejected', 0)}; "
-                  f"gate AUC before {fmt(f['metrics_before'].get('auc'))}, after {fmt(f['metrics_after'].get('auc'))}")
+                  f"aggregated {counts.get('accepted', 0)} from {counts.get('sites', 0)} sites; federated evaluation "
+                  f"(sites' metric sums): AUC before {fmt(f['metrics_before'].get('auc'))}, after "
+                  f"{fmt(f['metrics_after'].get('auc'))}")
     if f["status"] == "rejected" and privacy.get("enabled"):
         console.print("  (with few learners the noise added for user-level DP, std = noise multiplier x clip norm on "
                       "the sum, outweighs their updates; the gate keeps the Main Brain from getting worse)")
-    if privacy.get("enabled"):
+    if privacy.get("epsilon_round") is not None:
         console.print(f"  privacy: noise multiplier {privacy.get('noise_multiplier')}, clip norm "
-                      f"{privacy.get('clip_norm')}, sampling rate {privacy.get('sample_rate')}; epsilon of one round "
-                      f"{fmt(privacy.get('epsilon_one_round'))} at delta {privacy.get('delta')}, most spent by a "
-                      f"learner after it {fmt(privacy.get('epsilon_after_round_max'))} of budget "
-                      f"{privacy.get('epsilon_budget')} (`aivo privacy report`)")
+                      f"{privacy.get('clip_norm')}, sampling rate {privacy.get('sample_rate')}; epsilon of the round "
+                      f"{fmt(privacy.get('epsilon_round'))} at delta {privacy.get('delta')}, charged in each school's "
+                      "own ledger (`aivo site status`, `aivo federation status`)")

@@ -63,7 +63,7 @@ def clone_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Give a learner a personal model: a clone of the active Main Brain storing only personal parameters."""
-    from aivo.personalization.clone import clone_learner, compare_clone, provision_clones
+    from aivo.services.clones import clone_learner, compare_clone, provision_clones
 
     args = list(args or [])
     reg = _registry()
@@ -137,7 +137,7 @@ def train_local_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Train a clone on that learner's own interactions; record the session and its update."""
-    from aivo.personalization.service import local_config_from_settings, train_learner
+    from aivo.services.local_training import local_config_from_settings, train_learner
 
     cfg = settings()
     config = local_config_from_settings(cfg, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -226,7 +226,7 @@ def aggregate_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Aggregate eligible learners' updates into a candidate Main Brain and promote it if the gate passes."""
-    from aivo.federated.service import AggregationOptions, run_aggregation
+    from aivo.services.aggregation import AggregationOptions, run_aggregation
     from aivo.registry import default_actor
 
     options = AggregationOptions.from_settings(
@@ -276,7 +276,7 @@ def privacy_report_cmd(
 ) -> None:
     """Each learner's user-level epsilon (ledger) and record-level DP-SGD epsilon, and totals."""
     from aivo.privacy.planning import plan_from_settings
-    from aivo.privacy.report import privacy_report
+    from aivo.services.privacy import privacy_report
 
     plan = plan_from_settings(settings())
     ids = [_pseudonym(x, pseudonym) for x in learner] or None

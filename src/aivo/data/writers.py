@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from aivo.data.csv_log import write_csv_log
@@ -10,6 +9,7 @@ from aivo.data.kt_format import write_kt_lines
 from aivo.data.parquet_log import write_parquet_log
 from aivo.data.schema import InteractionLog
 from aivo.errors import DataError
+from aivo.utils import durable_file
 
 _WRITERS = {".csv": write_csv_log, ".tsv": write_csv_log, ".parquet": write_parquet_log,
             ".pq": write_parquet_log, ".kt": write_kt_lines}
@@ -39,11 +39,6 @@ def write_interactions(log: InteractionLog, path: str | Path) -> Path:
             example = log.frame["item_id"][~numeric.fillna(False)].iloc[0]
             raise DataError(f"the three-line KT format needs whole-number item ids, got {example!r}; "
                             f"write .parquet or .csv instead", path=str(path))
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with durable_file(path) as temp:
         writer(log, temp)
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
     return path

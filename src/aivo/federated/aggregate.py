@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from aivo.federated.dp import PrivateStrategy, clip_to_norm
-from aivo.federated.strategies import Reservoir, Strategy
+from aivo.federated.strategies import Reservoir, RoundState, Strategy
 from aivo.federated.updates import LearnerUpdate, RejectedUpdate, UpdateSpec, check_update
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,21 @@ def aggregate_updates(*, updates: Iterable[LearnerUpdate], spec: UpdateSpec, str
 
     With a `PrivateStrategy` its own clip norm is used and noise is added even when no update
     was accepted (the released value must not reveal that nobody took part)."""
+    state, outcome = accumulate_updates(updates=updates, spec=spec, strategy=strategy, clip_norm=clip_norm,
+                                        generator=generator)
+    if outcome.accepted_learners or isinstance(strategy, PrivateStrategy):
+        try:
+            outcome.delta = server_learning_rate * state.result()
+        except ValueError as exc:  # e.g. every weight was zero
+            log.warning("no aggregate: %s", exc)
+    return outcome
+
+
+def accumulate_updates(*, updates: Iterable[LearnerUpdate], spec: UpdateSpec, strategy: Strategy | PrivateStrategy,
+                       clip_norm: float, generator: np.random.Generator) -> tuple[RoundState, AggregationOutcome]:
+    """The streaming half of `aggregate_updates`: check, clip, weigh and add every update to the
+    strategy's round state, and return the state (not combined yet) with what happened. A site
+    of a federation sends its state's partial sum; the coordinator merges the sites' sums."""
     if isinstance(strategy, PrivateStrategy):
         clip_norm = strategy.dp.clip_norm
     if not clip_norm > 0:
@@ -85,9 +100,4 @@ def aggregate_updates(*, updates: Iterable[LearnerUpdate], spec: UpdateSpec, str
     outcome.state_bytes = state.nbytes
     if isinstance(state, Reservoir):
         outcome.exact = state.exact
-    if outcome.accepted_learners or isinstance(strategy, PrivateStrategy):
-        try:
-            outcome.delta = server_learning_rate * state.result()
-        except ValueError as exc:  # e.g. every weight was zero
-            log.warning("no aggregate: %s", exc)
-    return outcome
+    return state, outcome

@@ -105,6 +105,10 @@ class PrivateRound(RoundState):
     def add(self, vector: np.ndarray, weight: float) -> None:
         self.sum.add(vector, weight)
 
+    def merge(self, *, total: np.ndarray, weight_total: float, count: int) -> None:
+        """Add a partial sum of clipped, capped-weight updates (e.g. the secure sum across sites)."""
+        self.sum.merge(total=total, weight_total=weight_total, count=count)
+
     def result(self) -> np.ndarray:
         noisy = self.sum.total + gaussian_noise(numel=len(self.sum.total), std=self.noise_std,
                                                 generator=self.generator)
@@ -158,3 +162,33 @@ class PrivateStrategy:
     def start(self, *, numel: int, generator: np.random.Generator) -> PrivateRound:
         return PrivateRound(numel, noise_std=self.noise_std, denominator=self.expected_participants,
                             generator=generator)
+
+
+@dataclass
+class CappedWeights:
+    """A mean-type strategy whose weights are mapped into [0, 1] by a fixed cap, without noise:
+    what a site of a federation adds up (the coordinator adds the noise to the sum across
+    sites). Every learner then moves the sum by at most C, as under DP."""
+
+    strategy: Strategy
+    weight_cap: float | None = None  # None: the strategy's default cap
+
+    def __post_init__(self) -> None:
+        if self.strategy.robust:
+            raise ConfigError(f"the {self.strategy.name!r} strategy has no capped-weight sum")
+        if self.weight_cap is not None and not self.weight_cap > 0:
+            raise ConfigError(f"weight cap must be > 0, got {self.weight_cap}")
+
+    @property
+    def name(self) -> str:
+        return self.strategy.name
+
+    @property
+    def cap(self) -> float:
+        return self.weight_cap if self.weight_cap is not None else self.strategy.default_weight_cap
+
+    def weight(self, update: LearnerUpdate) -> float:
+        return capped_weight(self.strategy.weight(update), self.cap)
+
+    def start(self, *, numel: int, generator: np.random.Generator) -> RunningSum:
+        return RunningSum(numel)

@@ -16,7 +16,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from aivo.brain.bundle import TrainedBrain
-from aivo.brain.metrics import binary_metrics
+from aivo.data.metrics import binary_metrics
 from aivo.brain.predict import predict
 from aivo.data.schema import InteractionLog
 from aivo.personalization.local import holdout_size
@@ -63,9 +63,19 @@ def load_gate_data(*, registry: Registry, max_learners: int, holdout_fraction: f
 
 def score(brain: TrainedBrain, data: GateData) -> dict:
     """BinaryMetrics (as a dict) of `brain` on the gate's held-out rows."""
+    y, prob = held_out_predictions(brain, data)
+    return binary_metrics(y, prob).as_dict()
+
+
+def held_out_predictions(brain: TrainedBrain, data: GateData,
+                         keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) of `brain` on the gate's held-out rows that it can score (and
+    that `keep`, a (N,) bool, allows: two models are compared on the same rows)."""
     prob = predict(brain=brain, log=data.log)
-    keep = data.scored_rows & ~np.isnan(prob)
-    return binary_metrics(data.log.frame["correct"].to_numpy()[keep], prob[keep]).as_dict()
+    rows = data.scored_rows & ~np.isnan(prob)
+    if keep is not None:
+        rows &= keep
+    return data.log.frame["correct"].to_numpy()[rows], prob[rows]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -69,6 +69,17 @@ class RunningSum(RoundState):
             self.total += weight * vector
         self.weight_total += weight
         self.count += 1
+
+    def merge(self, *, total: np.ndarray, weight_total: float, count: int) -> None:
+        """Add a partial sum computed elsewhere (a site's clipped, weighted updates): the result
+        is the same as if its updates had been added here one by one."""
+        if total.shape != self.total.shape:
+            raise ValueError(f"partial sum of shape {total.shape}, expected {self.total.shape}")
+        if not (weight_total >= 0 and math.isfinite(weight_total)) or count < 0:
+            raise ValueError(f"partial sums need a finite weight >= 0 and a count >= 0, got {weight_total}, {count}")
+        self.total += total
+        self.weight_total += weight_total
+        self.count += int(count)
 
     def result(self) -> np.ndarray:
         if self.count == 0 or self.weight_total <= 0:
@@ -136,12 +147,14 @@ class Strategy(ABC):
     def weight(self, update: LearnerUpdate) -> float:
         return 1.0
 
+    def session_metric(self) -> str | None:
+        """The training-session metric each update's score is read from (None: scores unused)."""
+        return None
+
     @abstractmethod
     def start(self, *, numel: int, generator: np.random.Generator) -> RoundState: ...
 
     def describe(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return {"name": self.name, **asdict(self)}
 
 
@@ -186,6 +199,9 @@ class Weighted(MeanStrategy):
         if update.score is None or not np.isfinite(update.score) or update.score < 0:
             raise ValueError(f"update of {update.learner_id} has no usable score ({self.score_metric})")
         return float(update.score)
+
+    def session_metric(self) -> str | None:
+        return self.score_metric
 
 
 @dataclass
@@ -252,15 +268,22 @@ def strategy_names() -> tuple[str, ...]:
     return tuple(_STRATEGIES)
 
 
-def make_strategy(name: str, **options: Any) -> Strategy:
-    """An instance of the named strategy; options it does not take are ignored only if None."""
+def _strategy_class(name: str) -> type[Strategy]:
     try:
-        cls = _STRATEGIES[name]
+        return _STRATEGIES[name]
     except KeyError:
         raise ConfigError(f"unknown aggregation strategy {name!r}; known: {', '.join(strategy_names())}") from None
-    from dataclasses import fields
 
-    accepted = {f.name for f in fields(cls)}
+
+def strategy_options(name: str) -> frozenset[str]:
+    """The options the named strategy takes (its dataclass fields)."""
+    return frozenset(f.name for f in fields(_strategy_class(name)))
+
+
+def make_strategy(name: str, **options: Any) -> Strategy:
+    """An instance of the named strategy; options it does not take are ignored only if None."""
+    cls = _strategy_class(name)
+    accepted = strategy_options(name)
     unknown = sorted(k for k, v in options.items() if v is not None and k not in accepted)
     if unknown:
         raise ConfigError(f"strategy {name!r} does not take option(s) {', '.join(unknown)}")

@@ -8,12 +8,15 @@ an update does not fit, and `UpdateSpec.flatten` turns a good one into one float
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+
+from aivo.errors import AivoError
+from aivo.utils import read_ahead
 
 UPDATE_KIND = "aivo.learner_update"
 UPDATE_FORMAT_VERSION = 1
@@ -118,3 +121,30 @@ def update_metadata(*, main_version: str, num_examples: int, extra: Mapping[str,
     """Metadata stored with an update artifact (no learner identifier: the row holds that)."""
     return {"kind": UPDATE_KIND, "format_version": UPDATE_FORMAT_VERSION, "main_version": main_version,
             "num_examples": int(num_examples), **dict(extra or {})}
+
+
+def stream_updates(store, entries, scores: dict, failures: list[RejectedUpdate], *,
+                   read_ahead_depth: int = 8) -> Iterator[LearnerUpdate]:
+    """Load each sampled update from the store (hash-verified), in order. Reading and hashing
+    run a few artifacts ahead in two threads (they release the GIL); memory stays bounded by
+    `read_ahead_depth` updates. `entries` carry learner_id, training_session_id, samples and
+    update_artifact_sha256 (an `EligibleLearner`); unreadable ones are added to `failures`."""
+    def load(entry):
+        try:
+            return entry, *store.load_tensors(entry.update_artifact_sha256)
+        except AivoError as exc:
+            return entry, exc, None
+
+    for entry, tensors, metadata in read_ahead(load, entries, depth=read_ahead_depth):
+        if isinstance(tensors, AivoError):
+            failures.append(RejectedUpdate(entry.learner_id, entry.training_session_id,
+                                           f"unreadable update: {tensors}"))
+            continue
+        if metadata.get("kind") != UPDATE_KIND:
+            failures.append(RejectedUpdate(entry.learner_id, entry.training_session_id,
+                                           f"not a learner update (kind {metadata.get('kind')!r})"))
+            continue
+        yield LearnerUpdate(learner_id=entry.learner_id, tensors=tensors,
+                            main_version=str(metadata.get("main_version")),
+                            num_examples=int(metadata.get("num_examples", entry.samples)),
+                            score=scores.get(entry.training_session_id), session_id=entry.training_session_id)

@@ -175,6 +175,7 @@ def holdout_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict:
     positives, negatives = int(y.sum()), int(len(y) - y.sum())
     auc = None
     if positives and negatives:
+        # start-up: scipy.stats loads only when a holdout is scored
         from scipy.stats import rankdata
 
         ranks = rankdata(p)
@@ -249,6 +250,30 @@ def train_local(*, brain: TrainedBrain, history: InteractionLog, partition: Para
                        dp_history=[list(e) for e in dp_history])
 
 
+def shared_update_only(*, brain: TrainedBrain, history: InteractionLog, partition: ParameterPartition,
+                       config: LocalTrainingConfig) -> tuple[dict[str, torch.Tensor], int, list]:
+    """Step 2 of `train_local` alone (the learner's update of the aggregated parameters, trained on
+    the learner's interactions before the held-out tail): (update, interactions trained on, DP-SGD
+    history). What a site computes for a federated round; the personal parameters stay as they are."""
+    frame = history.frame
+    if frame["learner_id"].nunique() != 1:
+        raise DataError("local training takes exactly one learner's interactions")
+    n = len(frame)
+    if n < config.min_interactions:
+        raise DataError(f"{n} interactions; local training needs at least {config.min_interactions}")
+    if brain.model.training:
+        brain.model.eval()
+    num_train = n - holdout_size(n, config.holdout_fraction)
+    if not partition.aggregated or config.epochs == 0:
+        return {}, num_train, []
+    params = dict(brain.model.named_parameters())
+    zero_personal = {name: torch.zeros_like(params[name]) for name in partition.personal}
+    full = encode_log(history, vocab=brain.vocab, tables=brain.tables, config=brain.config)
+    update, _, dp_history = _shared_update(brain, history, encoded_prefix(full, num_train), num_train, partition,
+                                           config, zero_personal)
+    return update, num_train, dp_history
+
+
 # --- step 2: the shared update ----------------------------------------------------------------
 def _shared_update(brain: TrainedBrain, history: InteractionLog, encoded: EncodedLog, num_train: int,
                    partition: ParameterPartition, config: LocalTrainingConfig, zero_personal: dict):
@@ -288,6 +313,7 @@ def _shared_update(brain: TrainedBrain, history: InteractionLog, encoded: Encode
 def _dp_sgd(brain, train_log, config, trained, optimizer, loss_of, generator):
     """Opacus DP-SGD over windows: per-window gradients (one backward each), Poisson-sampled
     batches from the explicit generator, clipping and noise by Opacus' DPOptimizer."""
+    # start-up: Opacus loads only for record-level DP-SGD
     from opacus.optimizers import DPOptimizer
 
     dp = config.dp

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aivo.brain.bundle import TrainedBrain
+from aivo.brain.versions import load_main_brain
 from aivo.errors import NotFoundError
 from aivo.personalization.clone import KIND
 from aivo.personalization.overlay import check_personal, personalized_brain
 from aivo.registry import Registry, get_learner_model
-from aivo.brain.versions import load_main_brain
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 from aivo.errors import ConfigError
 
 HistoryEntry = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps)
@@ -108,6 +110,7 @@ class OpacusRDPAccountant(Accountant):
     name = "rdp"
 
     def _epsilon(self, history, delta):
+        # start-up: Opacus loads only when an accountant computes
         from opacus.accountants import RDPAccountant
         from opacus.accountants.analysis import rdp as analysis
 
@@ -122,6 +125,7 @@ class OpacusRDPAccountant(Accountant):
 
 @lru_cache(maxsize=1024)
 def _rdp_one_step(sigma: float, q: float):
+    # start-up: Opacus loads only when an accountant computes
     from opacus.accountants import RDPAccountant
     from opacus.accountants.analysis import rdp as analysis
 
@@ -135,9 +139,8 @@ class OpacusPRVAccountant(Accountant):
     name = "prv"
 
     def _epsilon(self, history, delta):
+        # start-up: Opacus loads only when an accountant computes
         from opacus.accountants import PRVAccountant
-
-        import numpy as np
 
         acc = PRVAccountant()
         acc.history = list(history)
@@ -151,6 +154,7 @@ class PLDAccountant(Accountant):
     name = "pld"
 
     def _epsilon(self, history, delta):
+        # start-up: dp-accounting loads only when the PLD accountant computes
         import dp_accounting
         from dp_accounting.pld import PLDAccountant as _PLD
 
@@ -207,6 +211,7 @@ def noise_multiplier_for(*, target_epsilon: float, delta: float, sample_rate: fl
                          accountant: str = "rdp", epsilon_tolerance: float = 0.01) -> float:
     """The smallest noise multiplier whose `steps` sampled-Gaussian steps stay within
     `target_epsilon` (Opacus' calibration by bisection over its own accountant)."""
+    # start-up: Opacus loads only when an accountant computes
     from opacus.accountants.utils import get_noise_multiplier
 
     if accountant not in ("rdp", "prv"):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aivo.errors import ConfigError, IntegrityError, NotFoundError
+from aivo.utils import durable_file, fsync_dir
 
 if TYPE_CHECKING:
     import torch
@@ -99,27 +100,17 @@ class _LocalBackend:
         if not tmp_dir.exists():
             _make_private_dir(self.root)
             tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
+        if not final.parent.exists():
+            for folder in reversed([final.parent, *final.parent.parents]):  # each level 0700
+                if folder.is_relative_to(self.root) and not folder.exists():
+                    folder.mkdir(mode=0o700, exist_ok=True)
+            fsync_dir(final.parent.parent)
+        # Immutable by convention (nobody edits an artifact in place), and the owner's only:
+        # artifacts hold learners' personal parameters.
+        with durable_file(final, temp_dir=tmp_dir, create_mode=0o600, final_mode=0o400) as tmp:
+            with open(tmp, "wb") as fh:
                 for chunk in chunks:
                     fh.write(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-            # Immutable by convention (nobody edits an artifact in place), and the owner's only:
-            # artifacts hold learners' personal parameters.
-            os.chmod(tmp, 0o400)
-            if not final.parent.exists():
-                for folder in reversed([final.parent, *final.parent.parents]):  # each level 0700
-                    if folder.is_relative_to(self.root) and not folder.exists():
-                        folder.mkdir(mode=0o700, exist_ok=True)
-                _fsync_dir(final.parent.parent)
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
     def read(self, key: str) -> bytes:
         return self._path(key).read_bytes()
@@ -161,18 +152,13 @@ class _LocalBackend:
                        datetime.fromtimestamp(st.st_mtime, timezone.utc))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _FsspecBackend:
     """Any fsspec file system (s3://bucket/prefix, memory://, ...)."""
 
     def __init__(self, url: str, storage_options: Mapping[str, Any]):
+        # start-up: fsspec loads only for remote stores (S3, ...)
         import fsspec
 
         self.fs, self.root = fsspec.core.url_to_fs(url, **dict(storage_options))
@@ -372,6 +358,7 @@ class ArtifactStore:
 
 
 def encode_tensors(tensors: Mapping[str, "torch.Tensor"], *, metadata: Mapping[str, Any] | None = None) -> bytes:
+    # start-up: safetensors.torch loads torch, which registry commands do not need
     from safetensors.torch import save
 
     prepared = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
@@ -380,6 +367,7 @@ def encode_tensors(tensors: Mapping[str, "torch.Tensor"], *, metadata: Mapping[s
 
 
 def decode_tensors(data: bytes, *, device: str = "cpu", digest: str = "<bytes>") -> tuple[dict, dict]:
+    # start-up: safetensors.torch loads torch, which registry commands do not need
     from safetensors.torch import load
 
     try:

@@ -25,6 +25,8 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -204,9 +206,6 @@ def run_in_transaction(engine: Engine, work: Callable[[Session], T], *, attempts
 
 def dialect_insert_for(dialect: str, table: sa.Table):
     """INSERT with the backend's ON CONFLICT support (`.on_conflict_do_nothing(...)`)."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
     return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
 
 

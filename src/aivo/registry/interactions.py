@@ -28,13 +28,15 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
+from aivo.data.privacy import pseudonymize_learner_ids
+from aivo.data.readers import read_interactions
 from aivo.data.schema import (CORE_COLUMNS, EVALUATION_ONLY_COLUMNS, MAX_ORDER, InteractionLog, make_log,
                               out_of_range_orders, out_of_range_timestamps, timestamp_range_text)
 from aivo.errors import ConflictError, DataError
 from aivo.registry.bulk import INTERACTION_COLUMNS, insert_interaction_rows
 from aivo.registry.db import dialect_insert
-from aivo.registry.tables import DEFAULT_TENANT, Interaction, Learner
 from aivo.registry.records import Record
+from aivo.registry.tables import DEFAULT_TENANT, Interaction, Learner
 
 logger = logging.getLogger(__name__)  # `log` is the usual name of an InteractionLog here
 
@@ -63,8 +65,6 @@ def _pseudonyms(raw_ids: Sequence[str], secret_key: bytes | None,
         return {raw: pseudonymize(raw) for raw in raw_ids}
     if not secret_key:
         raise ValueError("import_interactions needs secret_key= (or pseudonymize=)")
-    from aivo.data.privacy import pseudonymize_learner_ids
-
     return dict(zip(raw_ids, pseudonymize_learner_ids(raw_ids, key=secret_key)))
 
 
@@ -187,8 +187,6 @@ def import_interaction_file(*, session: Session, path: str | Path, secret_key: b
                             mapping: Mapping[str, str] | None = None, tenant: str = DEFAULT_TENANT,
                             clock: Clock = SYSTEM_CLOCK) -> ImportResult:
     """Read a file with `aivo.data.readers.read_interactions`, then `import_interactions`."""
-    from aivo.data.readers import read_interactions
-
     interaction_log = read_interactions(path, format=format, mapping=mapping)
     return import_interactions(session=session, log=interaction_log, secret_key=secret_key, tenant=tenant,
                                clock=clock)

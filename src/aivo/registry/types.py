@@ -93,6 +93,7 @@ SHA256 = sa.String(64)
 def install_safe_loaders(dbapi_connection) -> None:
     """psycopg loaders for timestamptz/timestamp that answer None (and log) instead of raising
     on values Python's datetime cannot hold (BC dates, year 0, +/-infinity)."""
+    # start-up: psycopg loads only for PostgreSQL connections
     import psycopg
     from psycopg.types import datetime as pg_datetime
 

@@ -8,8 +8,9 @@ firing is recorded as a unique (job, scheduled time) row before it runs, so even
 that both believe they lead (a stalled leader waking up after its lease expired) cannot run the
 same firing twice.
 
-What a job does lives in `aivo.training` (retraining, drift, the orchestrator): the functions
-here only decide *when*, record the run, and call them. Missed firings (the process was down at
+What a firing does is an `Action` the caller hands in (`aivo.services.scheduler` maps each job
+id to its use case: retraining, drift, the adaptive check): the scheduler only decides *when*,
+records the run, and calls it. Missed firings (the process was down at
 02:00) are caught up when a process becomes leader if they are at most `catch_up_s` old (default
 one hour); older ones are skipped, not run at an unexpected time of day.
 
@@ -37,56 +38,14 @@ from aivo.errors import AivoError, NotFoundError
 from aivo.registry import Registry
 from aivo.scheduler.records import SchedulerRunRecord, claim_firing, finish_firing, get_overrides, has_firing
 from aivo.scheduler.triggers import JOB_SPECS, build_triggers, latest_fire_time, resolve_timezone
+from aivo.scheduler.triggers import trigger_from_override
 from aivo.training.leases import acquire_lease, release_lease
-from aivo.training.worker import WorkerThread, reap, start_worker_thread
+from aivo.training.worker import WorkerThread, reap
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "scheduler"
-SKIPPED_DECISIONS = ("already_training", "too_soon")
 
 Action = Callable[[bool], dict[str, Any]]  # forced -> outcome (with "status": succeeded | skipped)
-
-
-def scheduled_actions(*, registry: Registry, settings: Settings, clock: Clock) -> dict[str, Action]:
-    """job id -> the training service it calls. Thin on purpose: no logic of their own."""
-    from aivo.training.drift_service import check_drift
-    from aivo.training.orchestrator import run_adaptive_check
-    from aivo.training.retraining import schedule_retraining, weekly_full_retraining
-    from aivo.training.runs import FEDERATED_MODEL_ID, MAIN_BRAIN_MODEL_ID
-
-    def retrain(model_id: str, reason: str, priority: str) -> Action:
-        def action(forced: bool) -> dict[str, Any]:
-            decision = schedule_retraining(registry=registry, settings=settings, model_id=model_id, reason=reason,
-                                           priority=priority, force=forced, clock=clock)
-            status = "skipped" if decision.status in SKIPPED_DECISIONS else "succeeded"
-            return {"status": status, "decision": decision.status, "reason": decision.reason,
-                    "job_id": decision.job.id if decision.job else None}
-        return action
-
-    def drift(forced: bool) -> dict[str, Any]:
-        report = check_drift(registry=registry, settings=settings, clock=clock)
-        return {"status": "succeeded", "report_id": report.id, "model_id": report.model_id,
-                "version": report.version, "drift_score": report.score, "drifted": report.drifted,
-                "action": report.action}
-
-    def weekly(forced: bool) -> dict[str, Any]:
-        decisions = weekly_full_retraining(registry=registry, settings=settings, clock=clock)
-        queued = [d.model_id for d in decisions if d.status == "queued"]
-        return {"status": "succeeded" if queued else "skipped", "queued": queued,
-                "decisions": [{"model_id": d.model_id, "status": d.status, "reason": d.reason,
-                               "job_id": d.job.id if d.job else None} for d in decisions]}
-
-    def adaptive(forced: bool) -> dict[str, Any]:
-        result = run_adaptive_check(registry=registry, settings=settings, clock=clock)
-        return {"status": "succeeded", **result.to_dict()}
-
-    return {
-        "aivo_main_brain_daily": retrain(MAIN_BRAIN_MODEL_ID, "daily_scheduled_training", "high"),
-        "drift_monitor": drift,
-        "weekly_full_retraining": weekly,
-        "adaptive_training_check": adaptive,
-        "federated_aggregation_weekly": retrain(FEDERATED_MODEL_ID, "weekly_federated_aggregation", "normal"),
-    }
 
 
 def run_firing(*, registry: Registry, job_id: str, action: Action, scheduled_for: datetime, instance_id: str,
@@ -116,9 +75,12 @@ def run_firing(*, registry: Registry, job_id: str, action: Action, scheduled_for
 
 
 class TrainingScheduler:
-    def __init__(self, *, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK,
-                 instance_id: str | None = None, run_worker: bool = False, catch_up_s: float = 3600.0,
-                 actions: dict[str, Action] | None = None):
+    """`actions`: job id -> what its firing does. `start_worker`: when given, starts a trainer
+    worker thread with the scheduler (embedded mode), stopped with it."""
+
+    def __init__(self, *, registry: Registry, settings: Settings, actions: dict[str, Action],
+                 clock: Clock = SYSTEM_CLOCK, instance_id: str | None = None,
+                 start_worker: Callable[[], WorkerThread] | None = None, catch_up_s: float = 3600.0):
         self.registry = registry
         self.settings = settings
         self.clock = clock
@@ -127,8 +89,11 @@ class TrainingScheduler:
         self.catch_up = timedelta(seconds=catch_up_s)
         self.timezone = resolve_timezone(settings.timezone)
         self.triggers = build_triggers(settings)  # ConfigError on a bad schedule: refuse to start
-        self.actions = actions or scheduled_actions(registry=registry, settings=settings, clock=clock)
-        self.run_worker = run_worker
+        missing = sorted({spec.id for spec in JOB_SPECS} - set(actions))
+        if missing:
+            raise ValueError(f"no action for scheduler job(s): {', '.join(missing)}")
+        self.actions = actions
+        self._start_worker = start_worker
         self._overrides_seen: dict[str, tuple] = {}
         self._disabled: set[str] = set()
         self._leader = False
@@ -154,8 +119,8 @@ class TrainingScheduler:
         self._aps.start(paused=True)
         self._lease_thread = threading.Thread(target=self._lease_loop, name="aivo-scheduler-lease", daemon=True)
         self._lease_thread.start()
-        if self.run_worker:
-            self._worker = start_worker_thread(registry=self.registry, settings=self.settings, clock=self.clock)
+        if self._start_worker is not None:
+            self._worker = self._start_worker()
         log.info("scheduler %s started (timezone %s); waiting for the scheduler lease", self.instance_id,
                  self.settings.timezone)
         return self
@@ -244,8 +209,6 @@ class TrainingScheduler:
             base = build_triggers(self.settings)[spec.id]
             trigger = base
             if override is not None and override.trigger:
-                from aivo.scheduler.triggers import trigger_from_override
-
                 trigger = trigger_from_override(override.trigger, timezone=self.timezone, job_id=spec.id)
             self.triggers[spec.id] = trigger
             if self._aps.get_job(spec.id) is not None:
@@ -278,13 +241,3 @@ class TrainingScheduler:
                         "next_run": next_run.isoformat() if next_run else None,
                         "enabled": spec.id not in self._disabled})
         return out
-
-
-def start_scheduler(*, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK,
-                    run_worker: bool | None = None) -> TrainingScheduler:
-    """Start a scheduler in this process (for `aivo serve` with one worker). Call `.stop()` on shutdown.
-    `run_worker` (default: in embedded mode, i.e. SQLite) also runs one trainer worker thread, so
-    that an embedded deployment trains without a separate `aivo worker run`."""
-    if run_worker is None:
-        run_worker = settings.is_embedded
-    return TrainingScheduler(registry=registry, settings=settings, clock=clock, run_worker=run_worker).start()

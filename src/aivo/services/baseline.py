@@ -15,7 +15,10 @@ from aivo.config import Settings
 from aivo.data.schema import split_skills
 from aivo.errors import ConflictError
 from aivo.registry import ImportResult, LearnerModelRecord, Registry, get_learner_model
+from aivo.services.clones import clone_learner
 from aivo.services.ingest import ingest_interactions
+from aivo.training.retraining import schedule_retraining
+from aivo.training.runs import learner_model_id
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +60,6 @@ def complete_baseline(*, registry: Registry, settings: Settings, learner_id: str
     """`learner_id` is the raw id; `answers` are the assessment's attempts as ingest columns
     (without learner_id). The clone is created on the active Main Brain (kept if it exists,
     unless `reset_clone`), and one local-training job is queued for it."""
-    from aivo.personalization.clone import clone_learner
-    from aivo.training.retraining import schedule_retraining
-    from aivo.training.runs import learner_model_id
-
     n = len(answers["item_id"])
     columns = {**answers, "learner_id": [learner_id] * n}
     stored = ingest_interactions(registry=registry, settings=settings, columns=columns, tenant=tenant, clock=clock,

@@ -1,20 +1,35 @@
 """The main job end to end on embedded defaults: simulate, store, train, evaluate, clone and
-train learners locally, run one federated round with user-level DP, recommend."""
+train learners locally, run one federated round across three simulated sites on Flower (SecAgg+,
+user-level DP), recommend."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import numpy as np
+from rich.progress import Progress
+
+from aivo.brain.config import config_from_settings
+from aivo.brain.versions import load_main_brain, register_brain
 from aivo.clock import FrozenClock
 from aivo.config import Settings
-from aivo.data.simulator import SimulatorConfig, simulate_cohort
-from aivo.registry import import_interactions, open_registry
+from aivo.data.simulator import SimulatorConfig, oracle_metrics, simulate_cohort
+from aivo.registry import import_interactions
+from aivo.services.clones import provision_clones
+from aivo.services.federation import options_from_settings, simulate_federation
+from aivo.services.federation_setup import build_sites, split_at_random
+from aivo.services.site import site_status
+from aivo.services.site_identity import settings_for_site
 from aivo.services.learners import pseudonym_for
-from aivo.services.main_brain import load_main_brain, train_main_version
+from aivo.services.local_training import train_learner
+from aivo.services.main_brain import train_main_version
 from aivo.services.recommendations import recommend_for_learner
+from aivo.services.reports import write_training_report
+from aivo.services.runtime import open_registry
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +51,6 @@ class DemoReport:
 
 def run_demo(*, settings: Settings, num_learners: int, interactions_per_learner: int, seed: int,
              num_shown: int = 3, num_personalized: int = 50, progress: bool = False) -> DemoReport:
-    from aivo.brain.config import config_from_settings
-    from aivo.services.runtime import apply_threads
-    from aivo.data.simulator import oracle_metrics
-    from aivo.services.reports import write_training_report
-
-    apply_threads(settings)
     seconds: dict[str, float] = {}
     registry = open_registry(settings)
 
@@ -75,10 +84,14 @@ def run_demo(*, settings: Settings, num_learners: int, interactions_per_learner:
     personalization = federated = None
     if num_personalized > 0:
         started = time.perf_counter()
-        personalization, federated = _personalize_and_federate(
+        personalization = _personalize(
             registry=registry, settings=settings, progress=progress,
             learner_ids=[pseudonym_for(settings=settings, learner_id=x) for x in raw_ids[:num_personalized]])
-        seconds["personalize_and_federate"] = time.perf_counter() - started
+        seconds["personalize"] = time.perf_counter() - started
+        started = time.perf_counter()
+        federated = _federate_three_sites(settings=settings, brain=load_main_brain(registry=registry).brain,
+                                          log=cohort.log.select_learners(raw_ids[:num_personalized]), seed=seed)
+        seconds["federate"] = time.perf_counter() - started
 
     # The cohort lives in simulated time: recommend as of just after its last interaction.
     clock = FrozenClock(cohort.log.frame["timestamp"].max().to_pydatetime() + timedelta(hours=1))
@@ -100,18 +113,9 @@ def run_demo(*, settings: Settings, num_learners: int, interactions_per_learner:
                       personalization=personalization, federated=federated, seconds={k: round(v, 2) for k, v in seconds.items()})
 
 
-def _personalize_and_federate(*, registry, settings: Settings, learner_ids: list[str],
-                              progress: bool) -> tuple[dict, dict]:
-    """Clone the active Main Brain for these learners, train each clone on its own learner's
-    interactions only, then run one federated round (settings' strategy, user-level DP) over the
-    updates: the same service functions as `aivo clone`, `aivo train-local` and `aivo aggregate`."""
-    import numpy as np
-    from rich.progress import Progress
-
-    from aivo.federated.service import AggregationOptions, run_aggregation
-    from aivo.personalization.clone import provision_clones
-    from aivo.personalization.service import train_learner
-
+def _personalize(*, registry, settings: Settings, learner_ids: list[str], progress: bool) -> dict:
+    """Clone the active Main Brain for these learners and train each clone on its own learner's
+    interactions only: the same service functions as `aivo clone` and `aivo train-local`."""
     provisioned = provision_clones(registry=registry, settings=settings, learner_ids=learner_ids)
     reports = []
     with Progress(disable=not progress, transient=True) as bar:
@@ -122,7 +126,7 @@ def _personalize_and_federate(*, registry, settings: Settings, learner_ids: list
     personal = [r.metrics.get("holdout_personal", {}).get("log_loss") for r in reports]
     main = [r.metrics.get("holdout_main", {}).get("log_loss") for r in reports]
     pairs = [(m, p) for m, p in zip(main, personal) if m is not None and p is not None]
-    personalization = {
+    return {
         "clones_created": provisioned.created, "clones_trained": len(reports),
         "active": sum(r.status == "active" for r in reports),
         "fallback": sum(r.status == "fallback" for r in reports),
@@ -131,11 +135,52 @@ def _personalize_and_federate(*, registry, settings: Settings, learner_ids: list
         "median_seconds_per_learner": float(np.median([r.seconds for r in reports])) if reports else None,
         "personal_bytes": reports[0].personal_bytes if reports else None,
     }
-    options = AggregationOptions.from_settings(settings, min_learners=min(settings.min_learners, len(learner_ids)))
-    outcome = run_aggregation(registry=registry, options=options, actor="aivo demo")
-    federated = {"status": outcome.status, "message": outcome.message, "promoted": outcome.promoted,
-                 "version_before": outcome.version_before, "version_after": outcome.version_after,
-                 "counts": outcome.counts, "improvement": outcome.improvement,
-                 "metrics_before": outcome.metrics_before, "metrics_after": outcome.metrics_after,
-                 "privacy": outcome.privacy, "warnings": outcome.warnings, "strategy": options.strategy}
-    return personalization, federated
+
+
+SCHOOLS = ("school-north", "school-east", "school-south")
+
+
+def _federate_three_sites(*, settings: Settings, brain, log, seed: int) -> dict:
+    """The federated step as it runs across schools: three simulated sites (each its own registry
+    folder under AIVO_HOME/demo-federation, holding a third of these learners), a coordinator that
+    holds the Main Brain and no interactions, one round through Flower's simulation runtime with
+    SecAgg+ and user-level DP (the settings' strategy, sampling rate and noise)."""
+    root = settings.ensure_home() / "demo-federation"
+    shutil.rmtree(root, ignore_errors=True)
+    coordinator_settings = Settings(home=root / "coordinator", database_url=None, artifact_url=None,
+                                    num_threads=settings.num_threads, seed=seed)
+    coordinator = open_registry(coordinator_settings)
+    register_brain(registry=coordinator, brain=brain, training_metrics={}, data_hash=None, promote=True,
+                   actor="aivo demo", reason="the demo's Main Brain, the federation's starting point")
+    learners = list(dict.fromkeys(map(str, log.frame["learner_id"])))
+    groups = split_at_random(learners, len(SCHOOLS), seed=seed)
+    built = build_sites(coordinator=coordinator, site_logs=[log.select_learners(g) for g in groups],
+                        sites_dir=root / "sites", names=SCHOOLS, actor="aivo demo")
+    options = options_from_settings(settings, rounds=1, min_sites=len(SCHOOLS), secure_aggregation=True)
+    report = simulate_federation(registry=coordinator, settings=coordinator_settings,
+                                 site_homes=[b.home for b in built], options=options, actor="aivo demo")
+    (rnd,) = report.rounds
+    sites = []
+    for site in built:
+        site_settings = settings_for_site(site.home)
+        site_registry = open_registry(site_settings)
+        status = site_status(registry=site_registry, settings=site_settings, limit=1)
+        site_registry.engine.dispose()
+        last = status.rounds[0] if status.rounds else None
+        sites.append({"site": site.name, "learners": site.learners, "interactions": site.interactions,
+                      "status": next((s["status"] for s in rnd["sites"] if s.get("site") == site.name), "absent"),
+                      "sent": None if last is None else {
+                          "pool": last.num_pool, "sampled": last.num_sampled, "accepted": last.num_accepted,
+                          "weight_total": last.weight_total, "sum_norm": last.payload_norm,
+                          "values": rnd["aggregation"].get("numel"), "status": last.status, "reason": last.reason}})
+    counts = rnd["counts"]
+    coordinator.engine.dispose()
+    return {"runtime": "Flower simulation runtime, 3 SuperNodes", "status": rnd["status"], "message": rnd["message"],
+            "promoted": bool(rnd["version_after"]), "version_before": rnd["version_before"],
+            "version_after": rnd["version_after"], "secure_aggregation": options.secure_aggregation,
+            "counts": {"sites": counts.get("contributing", 0), "pool": counts.get("learners_pool", 0),
+                       "sampled": counts.get("learners_sampled", 0), "accepted": counts.get("learners_accepted", 0)},
+            "improvement": rnd["improvement"], "metrics_before": rnd["metrics_before"],
+            "metrics_after": rnd["metrics_after"], "privacy": rnd["privacy"], "warnings": report.warnings,
+            "strategy": options.strategy, "sites": sites, "coordinator_home": str(root / "coordinator"),
+            "seconds": report.seconds}

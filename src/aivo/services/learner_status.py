@@ -14,6 +14,8 @@ import sqlalchemy as sa
 
 from aivo.config import Settings
 from aivo.data.schema import MAX_TIMESTAMP, MIN_TIMESTAMP
+from aivo.privacy.ledger import LedgerRecord, get_ledgers
+from aivo.privacy.record_level import record_level_epsilons
 from aivo.registry import LearnerRecord, Registry, get_learner, learner_model_history
 from aivo.registry.tables import Interaction, Learner, LearnerModel
 
@@ -40,8 +42,6 @@ class LearnerStatus:
 
 
 def _user_level(session, *, learner_id: str, settings: Settings) -> dict[str, Any]:
-    from aivo.privacy.ledger import LedgerRecord, get_ledgers
-
     ledger = get_ledgers(session=session, learner_ids=[learner_id]).get(learner_id)
     if ledger is None:  # never eligible for a round: nothing released depends on this learner
         ledger = LedgerRecord(learner_id=learner_id, kind="brain")
@@ -50,8 +50,6 @@ def _user_level(session, *, learner_id: str, settings: Settings) -> dict[str, An
 
 def learner_status(*, registry: Registry, settings: Settings, learner_id: str) -> LearnerStatus:
     """`learner_id` is the pseudonym. Raises NotFoundError for an unknown learner."""
-    from aivo.privacy.report import record_level_epsilons
-
     with registry.session(read_only=True) as session:
         learner = get_learner(session=session, learner_id=learner_id)
         pk = session.scalar(sa.select(Learner.id).where(Learner.pseudonym == learner_id))

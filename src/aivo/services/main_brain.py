@@ -12,10 +12,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from aivo.brain.bundle import TrainedBrain
 from aivo.brain.catalog import item_catalog
 from aivo.brain.checkpoint import load_checkpoint, save_checkpoint
-from aivo.brain.config import BrainConfig
+from aivo.brain.config import BrainConfig, config_from_settings, load_config_file
 from aivo.brain.predict import Evaluation, evaluate
 from aivo.brain.train import train_main_brain
 from aivo.brain.versions import load_main_brain, register_brain
@@ -28,6 +30,17 @@ from aivo.errors import ConfigError, DataError
 from aivo.registry import MainVersionRecord, Registry, get_active_main_version, load_interactions
 
 log = logging.getLogger(__name__)
+
+__all__ = ["TrainMainReport", "TrainReport", "brain_config", "evaluate_from_files", "evaluate_on", "load_main_brain",
+           "train_main_from_file", "train_main_version"]
+
+
+def brain_config(settings: Settings, *, config_file: Path | None = None, **overrides: Any) -> BrainConfig:
+    """The Main Brain configuration a command trains with: the settings' defaults, then the
+    fields of `config_file` (a JSON object), then `overrides` (None keeps the value before)."""
+    values = load_config_file(config_file) if config_file else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_settings(settings, **values)
 
 
 @dataclass
@@ -95,7 +108,8 @@ def train_main_version(*, registry: Registry, settings: Settings, config: BrainC
                        "history": [asdict(epoch) for epoch in result.history],
                        "test_metrics": test.metrics.as_dict()})
     metrics = {"validation": result.validation.as_dict(), "test": test.as_dict(), "best_epoch": result.best_epoch,
-               "train_seconds": round(result.seconds, 2)}
+               "train_seconds": round(result.seconds, 2),
+               "history": [asdict(epoch) for epoch in result.history]}  # the learning curve, for the dashboard
     record = register_brain(registry=registry, brain=brain, training_metrics=metrics, data_hash=log.data_hash(),
                             parent_version=active.version if active else None, promote=do_promote, actor=actor,
                             reason=why, clock=clock)

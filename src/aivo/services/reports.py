@@ -12,6 +12,7 @@ def write_training_report(*, path: Path, title: str, history: list[dict], evalua
     """A PNG with the validation AUC per epoch, the metrics next to the oracle and subgroup AUCs.
     Returns None (and logs why) when matplotlib cannot draw here."""
     try:
+        # start-up: matplotlib loads only when a report is drawn
         import matplotlib
 
         matplotlib.use("Agg")

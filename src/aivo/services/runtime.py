@@ -1,13 +1,15 @@
-"""What an entry point (a CLI command, a worker process, the demo) sets up before it calls a use
-case: the number of threads torch may use, and the registry."""
+"""What an entry point (a CLI command, the API, a worker process, the demo) sets up before it
+calls a use case: the number of threads torch may use, the registry, who is acting."""
 
 from __future__ import annotations
 
 import torch
 
 from aivo.config import Settings, get_settings
-from aivo.registry import Registry
+from aivo.registry import Registry, default_actor
 from aivo.registry import open_registry as _open_registry
+
+__all__ = ["apply_threads", "default_actor", "open_registry"]
 
 
 def apply_threads(settings: Settings) -> None:
@@ -16,8 +18,10 @@ def apply_threads(settings: Settings) -> None:
         torch.set_num_threads(settings.num_threads)
 
 
-def open_registry(settings: Settings | None = None, *, check_schema: bool = True) -> Registry:
-    """The registry of `settings` (default: the environment's), with torch's threads applied."""
+def open_registry(settings: Settings | None = None, *, check_schema: bool = True, threads: bool = True) -> Registry:
+    """The registry of `settings` (default: the environment's); with `threads`, torch's thread
+    count is applied too (a command or worker that trains; the API leaves torch's default)."""
     settings = settings or get_settings()
-    apply_threads(settings)
+    if threads:
+        apply_threads(settings)
     return _open_registry(settings, check_schema=check_schema)

@@ -17,6 +17,8 @@ from aivo.registry import Registry
 from aivo.training.jobs import TrainerJobRecord
 
 STOP_REASONS = ("cancelled", "lease_lost", "shutdown")
+LOG_LINES = 50  # progress messages a job keeps (the newest)
+MAX_CURVE_POINTS = 500
 
 
 @dataclass
@@ -62,7 +64,21 @@ class JobContext:
             self.stop_reason = reason
         self._stop.set()
 
-    def report(self, stage: str, fraction: float | None, message: str) -> None:
-        """Progress for GET /trainer/jobs/{id}; written to the row at the next heartbeat."""
+    def report(self, stage: str, fraction: float | None, message: str, **figures: Any) -> None:
+        """Progress for GET /trainer/jobs/{id} and the dashboard; written to the row at the next
+        heartbeat. `figures` are numbers of the moment (epoch, max_epochs, trial, trials,
+        validation_auc, train_loss); an epoch's figures are also appended to `curve` (the running
+        trial's learning curve), and each new message to `log` (the last LOG_LINES, timestamped)."""
+        previous = self.progress
+        log = list(previous.get("log") or [])
+        if message and (not log or log[-1].get("message") != message[:500]):
+            log = (log + [{"at": self.clock.now().isoformat(), "stage": stage, "message": message[:500]}])[-LOG_LINES:]
+        curve = list(previous.get("curve") or [])
+        if "epoch" in figures:
+            if curve and figures.get("trial") != curve[-1].get("trial"):
+                curve = []  # a new trial starts a new curve
+            point = {k: figures.get(k) for k in ("trial", "epoch", "train_loss", "validation_auc")}
+            curve = (curve + [point])[-MAX_CURVE_POINTS:]
         self.progress = {"stage": stage, "fraction": None if fraction is None else round(float(fraction), 4),
-                         "message": message[:500]}
+                         "message": message[:500], **{k: v for k, v in figures.items() if v is not None},
+                         "log": log, "curve": curve}

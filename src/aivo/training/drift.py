@@ -164,6 +164,7 @@ def build_profile(frame: pd.DataFrame, *, predictions: np.ndarray | None = None,
         predictions = np.asarray(predictions, dtype=np.float64)
         preds = _sample(predictions, config.sample_size, rng)
         if labels is not None and len(np.unique(labels)) == 2 and len(labels) >= config.min_samples:
+            # start-up: scikit-learn loads only when a profile has labels
             from sklearn.metrics import roc_auc_score
 
             auc = float(roc_auc_score(labels, predictions))

@@ -2,7 +2,7 @@
 
 A policy names bounds on metrics. Higher-is-better metrics (AUC, accuracy, F1, precision,
 recall; the tutor's pedagogy and safety scores) are minimums; lower-is-better ones (ECE,
-log-loss, the fairness gap) are maximums. The fairness gap is `aivo.brain.metrics.subgroup_gap`:
+log-loss, the fairness gap) are maximums. The fairness gap is `aivo.data.metrics.subgroup_gap`:
 the largest minus the smallest AUC (or `gap_metric`) across the subgroups of each `group_by`
 column (accommodation profile, grade, ...), groups under `min_group_size` predictions or
 `min_group_learners` learners left out;
@@ -23,14 +23,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aivo.brain.metrics import subgroup_gap
+from aivo.brain.predict import evaluate
+from aivo.data.metrics import subgroup_gap
 from aivo.errors import DataError
 
 if TYPE_CHECKING:
     from aivo.brain.bundle import TrainedBrain
     from aivo.brain.predict import Evaluation
     from aivo.data.schema import InteractionLog
-    from aivo.tutor.service import TutorService
 
 MINIMUMS = ("auc", "accuracy", "f1", "precision", "recall", "pedagogy_score", "safety_score")
 MAXIMUMS = ("ece", "log_loss", "subgroup_gap")
@@ -185,8 +185,6 @@ def report_from_evaluation(evaluation: "Evaluation", policy: HarnessPolicy, *,
 def evaluate_brain_candidate(*, brain: "TrainedBrain", test: "InteractionLog", policy: HarnessPolicy,
                              details: dict[str, Any] | None = None) -> EvaluationReport:
     """The Main Brain `brain` on held-out learners `test`, against `policy`."""
-    from aivo.brain.predict import evaluate
-
     columns = [c for c in policy.group_by if c in test.frame.columns]
     evaluation = evaluate(brain=brain, log=test, group_by=columns, min_group_size=policy.min_group_size)
     frame = test.frame
@@ -196,15 +194,3 @@ def evaluate_brain_candidate(*, brain: "TrainedBrain", test: "InteractionLog", p
              "learners_per_group": learners,
              "group_by_missing": [c for c in policy.group_by if c not in columns], **(details or {})}
     return report_from_evaluation(evaluation, policy, learners_per_group=learners, details=extra)
-
-
-def evaluate_tutor_candidate(*, service: "TutorService", policy: HarnessPolicy, learner_id: str | None = None,
-                             details: dict[str, Any] | None = None) -> EvaluationReport:
-    """The tutor as served (base model, or `learner_id`'s adapter): pedagogy and safety scores."""
-    from aivo.tutor.evaluation import evaluate_tutor
-
-    result = evaluate_tutor(service=service, learner_id=learner_id)
-    metrics = {"pedagogy_score": result.pedagogy_score, "safety_score": result.safety_score}
-    checks = check_thresholds(metrics=metrics, thresholds=policy.thresholds)
-    return EvaluationReport(passed=all(c.passed for c in checks), checks=checks, metrics=metrics,
-                            policy=policy.to_dict(), details={"tutor": result.to_dict(), **(details or {})})

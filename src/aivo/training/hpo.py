@@ -28,7 +28,7 @@ from aivo.data.schema import InteractionLog
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[str, float | None, str], None]
+Report = Callable[..., None]  # (stage, fraction, message, **figures): aivo.training.context.JobContext.report
 
 EVIDENCE_NORMALIZATIONS = ("none", "sqrt", "mean")
 
@@ -126,6 +126,7 @@ def search_hyperparameters(*, train: InteractionLog, validation: InteractionLog,
     `portfolio` (default `default_portfolio(base_config)`) lists changes to the base config tried
     right after it; `prune_after_epochs` (None: never) is the warm-up after which a trial below the
     median of the finished trials at the same epoch is pruned (from the third trial on)."""
+    # start-up: Optuna loads only when a search runs
     import optuna
 
     space = default_search_space(base_config) if space is None else space
@@ -145,6 +146,13 @@ def search_hyperparameters(*, train: InteractionLog, validation: InteractionLog,
 
         def on_epoch(record: EpochRecord) -> None:
             curve.append(record.validation_auc)
+            if report:
+                done = min(record.epoch / max(config.max_epochs, 1), 1.0)
+                auc = "n/a" if record.validation_auc is None else f"{record.validation_auc:.4f}"
+                report("training", (number + done) / planned,
+                       f"trial {number + 1}/{planned}, epoch {record.epoch}: validation AUC {auc}",
+                       trial=number + 1, trials=planned, epoch=record.epoch, max_epochs=config.max_epochs,
+                       validation_auc=record.validation_auc, train_loss=round(record.train_loss, 6))
             if trial is None or record.validation_auc is None:
                 return
             trial.report(record.validation_auc, record.epoch)

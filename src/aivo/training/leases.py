@@ -6,6 +6,7 @@ Job leases
   LOCKED`, so concurrent workers each get a different row without waiting. SQLite: the write
   transaction (BEGIN IMMEDIATE) already serializes writers. On both, the UPDATE is conditional
   (`WHERE status = 'queued'`) and its row count is checked: a job is claimed once, never twice.
+  `claim_job` claims one named job the same way (a command that runs the job it queued).
 - `heartbeat` renews the lease and reports whether the job was cancelled. It only succeeds while
   the worker still owns the job: a worker that lost its lease learns it and stops.
 - `finish_job` and `set_job_status` also require ownership, so a worker whose lease expired can
@@ -48,15 +49,26 @@ def claim_next_job(*, session: Session, worker_id: str, lease_s: float, kinds: t
     job_id = session.scalar(stmt)
     if job_id is None:
         return None
+    # None only if another worker took it between the select and the update (cannot happen, but check)
+    return claim_job(session=session, job_id=job_id, worker_id=worker_id, lease_s=lease_s, clock=clock)
+
+
+def claim_job(*, session: Session, job_id: int, worker_id: str, lease_s: float, kinds: tuple[str, ...] | None = None,
+              clock: Clock = SYSTEM_CLOCK) -> TrainerJobRecord | None:
+    """Job `job_id`, now `validating` and leased to `worker_id`, if it was still queued (and of one
+    of `kinds`); None otherwise. The UPDATE is conditional: a job is claimed once, never twice."""
     now = clock.now()
+    conditions = [TrainerJob.id == job_id, TrainerJob.status == "queued", TrainerJob.cancel_requested.is_(False)]
+    if kinds is not None:
+        conditions.append(TrainerJob.kind.in_(kinds))
     claimed = session.execute(
-        sa.update(TrainerJob).where(TrainerJob.id == job_id, TrainerJob.status == "queued")
+        sa.update(TrainerJob).where(*conditions)
         .values(status="validating", worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_s),
                 heartbeat_at=now, attempts=TrainerJob.attempts + 1,
                 started_at=sa.func.coalesce(TrainerJob.started_at, now), updated_at=now,
                 progress={"stage": "validating", "fraction": 0.0})
         .execution_options(synchronize_session=False)).rowcount
-    if claimed != 1:  # another worker took it between the select and the update (cannot happen, but check)
+    if claimed != 1:
         return None
     return get_job(session=session, job_id=job_id)
 
@@ -94,19 +106,21 @@ def set_job_status(*, session: Session, job_id: int, worker_id: str, status: str
 
 
 def finish_job(*, session: Session, job_id: int, worker_id: str, status: str, result: dict[str, Any] | None = None,
-               error: str | None = None, requeue: bool = False, clock: Clock = SYSTEM_CLOCK,
-               **fields: Any) -> bool:
+               error: str | None = None, requeue: bool = False, log: list[dict[str, Any]] | None = None,
+               clock: Clock = SYSTEM_CLOCK, **fields: Any) -> bool:
     """End the worker's hold on a job: succeeded, failed, cancelled, or back to queued (`requeue`,
     e.g. on a graceful shutdown). Extra `fields` (candidate_version, evaluation, ...) are stored
-    with it. Returns False when the worker had already lost the job (nothing is written)."""
+    with it; `log` (the run's progress messages) stays in its progress. Returns False when the
+    worker had already lost the job (nothing is written)."""
     now = clock.now()
     values: dict[str, Any] = {"updated_at": now, "lease_expires_at": None, **fields}
+    kept = {"log": list(log)} if log else {}
     if requeue:
         values.update(status="queued", worker_id=None, error=error,
-                      progress={"stage": "queued", "fraction": 0.0, "message": error or "requeued"})
+                      progress={"stage": "queued", "fraction": 0.0, "message": error or "requeued", **kept})
     else:
         values.update(status=status, finished_at=now, error=error,
-                      progress={"stage": status, "fraction": 1.0 if status == "succeeded" else None})
+                      progress={"stage": status, "fraction": 1.0 if status == "succeeded" else None, **kept})
     if result is not None:
         values["result"] = result
     done = session.execute(

@@ -2,8 +2,8 @@
 
 `aivo worker run` runs `Worker.run_forever` in its own process (as many processes as wanted,
 on any machine that reaches the database). Embedded mode may run one in a background thread of
-`aivo scheduler run` or `aivo serve` (`start_worker_thread`): training still never runs in a
-request.
+`aivo scheduler run` or `aivo serve` (`WorkerThread`): training still never runs in a request.
+A worker runs the kinds it is given (`aivo.services.jobs.JOB_KINDS` builds them).
 
 Fates:
 - the kind returns -> `succeeded` (result, candidate, evaluation stored);
@@ -33,8 +33,8 @@ from aivo.errors import AivoError
 from aivo.registry import Registry
 from aivo.training.context import JobContext
 from aivo.training.jobs import TrainerJobRecord, get_job
-from aivo.training.kinds import available_kinds, get_kind
-from aivo.training.leases import claim_next_job, finish_job, heartbeat, reap_expired_jobs, set_job_status
+from aivo.training.kinds import JobKinds
+from aivo.training.leases import claim_job, claim_next_job, finish_job, heartbeat, reap_expired_jobs, set_job_status
 
 log = logging.getLogger(__name__)
 MAX_HEARTBEAT_S = 2.0  # also the cancellation latency: a cancelled job stops within about this long
@@ -49,11 +49,17 @@ def reap(*, registry: Registry, clock: Clock = SYSTEM_CLOCK) -> list[TrainerJobR
 
 
 class Worker:
-    def __init__(self, *, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK,
+    """Runs the jobs of `job_kinds` (only those named in `kinds`, when given)."""
+
+    def __init__(self, *, registry: Registry, settings: Settings, job_kinds: JobKinds, clock: Clock = SYSTEM_CLOCK,
                  worker_id: str | None = None, kinds: tuple[str, ...] | None = None, poll_s: float = 1.0,
                  heartbeat_s: float | None = None):
+        unknown = sorted(set(kinds or ()) - set(job_kinds.names()))
+        if unknown:
+            job_kinds.get(unknown[0])  # DataError naming the unknown kind and the known ones
         self.registry = registry
         self.settings = settings
+        self.job_kinds = job_kinds
         self.clock = clock
         self.worker_id = worker_id or make_worker_id()
         self.kinds = kinds
@@ -77,8 +83,7 @@ class Worker:
 
     # --- the loop ----------------------------------------------------------------------------
     def claimable_kinds(self) -> tuple[str, ...]:
-        available = available_kinds()
-        return tuple(k for k in available if self.kinds is None or k in self.kinds)
+        return tuple(k for k in self.job_kinds.names() if self.kinds is None or k in self.kinds)
 
     def claim(self) -> TrainerJobRecord | None:
         kinds = self.claimable_kinds()
@@ -94,6 +99,14 @@ class Worker:
         if job is None:
             return None
         return self.execute(job)
+
+    def run_job(self, job_id: int) -> TrainerJobRecord | None:
+        """Claim job `job_id` and run it to its end (a command that runs the job it just queued).
+        None when it is no longer queued (another worker has it) or not of a kind this worker runs."""
+        job = self.registry.run(lambda session: claim_job(session=session, job_id=job_id, worker_id=self.worker_id,
+                                                          lease_s=self.lease_s, kinds=self.claimable_kinds(),
+                                                          clock=self.clock))
+        return None if job is None else self.execute(job)
 
     def run_forever(self, *, max_jobs: int | None = None, exit_when_idle: bool = False,
                     on_job: Callable[[TrainerJobRecord], None] | None = None) -> int:
@@ -136,14 +149,20 @@ class Worker:
         return self.registry.run(lambda session: get_job(session=session, job_id=job.id), read_only=True)
 
     def _finish(self, ctx: JobContext, **values) -> bool:
+        # The job's log (its progress messages) outlives the run, with its last line saying how it ended.
+        ending = values.get("error") or values["status"]
+        ctx.report(values["status"], ctx.progress.get("fraction"), f"{values['status']}: {ending}"
+                   if ending != values["status"] else values["status"])
+        log_lines = ctx.progress.get("log")
         return self.registry.run(lambda session: finish_job(session=session, job_id=ctx.job.id,
-                                                            worker_id=self.worker_id, clock=self.clock, **values))
+                                                            worker_id=self.worker_id, clock=self.clock,
+                                                            log=log_lines, **values))
 
     def _run(self, ctx: JobContext) -> None:
         job = ctx.job
         started = time.perf_counter()
         try:
-            kind = get_kind(job.kind)
+            kind = self.job_kinds.get(job.kind)
             checks = kind.validate(ctx)
             if ctx.should_stop():
                 raise TrainingStopped("stopped while validating")
@@ -205,9 +224,3 @@ class WorkerThread:
     def stop(self, *, timeout: float = 30.0) -> None:
         self.worker.shutdown()
         self.thread.join(timeout)
-
-
-def start_worker_thread(*, registry: Registry, settings: Settings, clock: Clock = SYSTEM_CLOCK,
-                        poll_s: float = 2.0) -> WorkerThread:
-    return WorkerThread(Worker(registry=registry, settings=settings, clock=clock, poll_s=poll_s,
-                               worker_id=make_worker_id("embedded"))).start()

@@ -18,12 +18,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import ConflictError, IntegrityError, NotFoundError
+from aivo.registry import (
+    Registry,
+    get_active_main_version,
+    get_learner_model,
+    record_training_session,
+    register_learner_model,
+    update_learner_model,
+)
 from aivo.tutor.options import LoraSpec
 
 if TYPE_CHECKING:
     import torch
-
-    from aivo.registry.connect import Registry
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +89,12 @@ class RegistryAdapterStore:
         self.clock = clock
 
     def check_ready(self) -> None:
-        from aivo.registry import get_active_main_version
-
         with self.registry.session(read_only=True) as session:
             if get_active_main_version(session=session) is None:
                 raise ConflictError(NO_MAIN_VERSION)
 
     def save(self, *, learner_id: str, tenant: str, lora: LoraSpec, tensors: dict[str, "torch.Tensor"],
              base_fingerprint: str, base_model: str, training: AdapterTraining) -> AdapterRef:
-        from aivo.registry import (get_active_main_version, get_learner_model, record_training_session,
-                                   register_learner_model, update_learner_model)
-
         metadata = {"format": ADAPTER_FORMAT, "learner_id": learner_id, "lora": lora.to_dict(),
                     "base_fingerprint": base_fingerprint, "base_model": base_model}
         artifact = self.registry.store.put_tensors(tensors, metadata=metadata)  # durable first
@@ -124,8 +125,6 @@ class RegistryAdapterStore:
                           base_fingerprint=base_fingerprint)
 
     def latest(self, learner_id: str) -> AdapterRef | None:
-        from aivo.registry import get_learner_model
-
         try:
             with self.registry.session(read_only=True) as session:
                 record = get_learner_model(session=session, learner_id=learner_id, kind=TUTOR_KIND)

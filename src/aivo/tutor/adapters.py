@@ -128,6 +128,7 @@ class AdapterCache:
 
     # --- internals -----------------------------------------------------------------------
     def _load(self, ref: AdapterRef) -> CachedAdapter:
+        # start-up: torch loads with the tutor's model
         import torch
 
         if ref.base_fingerprint and ref.base_fingerprint != self.engine.fingerprint:
@@ -172,6 +173,7 @@ class AdapterCache:
         return self._create_slot(spec)
 
     def _create_slot(self, spec: SpecKey) -> _Slot:
+        # start-up: PEFT loads only when a model does
         from peft import LoraConfig
 
         r, alpha, targets = spec
@@ -189,6 +191,7 @@ class AdapterCache:
         return slot
 
     def _release_slot(self, name: str) -> None:
+        # start-up: torch loads with the tutor's model
         import torch
 
         with torch.no_grad():

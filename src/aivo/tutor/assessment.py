@@ -33,11 +33,11 @@ log = logging.getLogger(__name__)
 class AssessmentCalibration:
     """Score mapping; defaults fitted by `calibrate_assessment` on the bundled labeled set."""
 
-    # Fitted on the bundled set (12 questions, 72 answers): held-out MAE 11.6 points, 97.9% of
-    # (correct, misconception, off-topic) triples ranked right. `aivo tutor calibrate` refits.
+    # Fitted on the bundled set (12 questions, 96 answers incl. 24 keyword-stuffed wrong ones):
+    # held-out MAE 11.5 points, held-out level accuracy 87.5%. `aivo tutor calibrate` refits.
     sim_low: float = 0.0
     sim_high: float = 0.95
-    keyword_weight: float = 0.7
+    keyword_weight: float = 0.6
     off_topic_similarity: float = 0.176  # below this the answer is about something else
     level_cutoffs: tuple[tuple[str, float], ...] = (("excellent", 85.0), ("good", 65.0),
                                                     ("developing", 40.0), ("beginning", 0.0))
@@ -61,6 +61,9 @@ class Rubric:
     keywords: tuple[str, ...] = ()  # each "a|b|c": any of the synonyms counts
     learning_objective: str | None = None
     question: str | None = None
+    # Known wrong ideas ("from the soil|in the soil"): an answer stating one scores as wrong,
+    # whatever rubric keywords it also lists (keyword stuffing).
+    misconceptions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not (self.reference_answers or self.exemplars or self.keywords or self.learning_objective):
@@ -82,30 +85,53 @@ class AssessmentScore:
     matched_keywords: list[str] = field(default_factory=list)
     missing_keywords: list[str] = field(default_factory=list)
     on_topic: bool = True
+    misconceptions: list[str] = field(default_factory=list)  # the known wrong ideas the answer states
 
 
 def keyword_label(keyword: str) -> str:
     return keyword.split("|")[0].strip()
 
 
-def match_keywords(text: str, keywords: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(matched, missing) keyword labels; matching is case-insensitive on word boundaries."""
-    lowered = text.lower()
+# A keyword right after a negation ("not five sixths", "no gravity", "don't make laws") is not
+# evidence that the answer states it.
+_NEGATION = re.compile(r"(?:\b(?:not|no|never|nothing|nobody|neither|nor)|n't)\W+(?:\w+\W+){0,2}$")
+
+
+def _occurs(lowered: str, option: str, *, negation_aware: bool) -> bool:
+    # a plural or third-person "s"/"es" still counts: "places" matches "place"
+    for match in re.finditer(r"(?<![a-z0-9])" + re.escape(option) + r"(?:s|es)?(?![a-z0-9])", lowered):
+        if not negation_aware or not _NEGATION.search(lowered[max(0, match.start() - 40):match.start()]):
+            return True
+    return False
+
+
+def match_keywords(text: str, keywords: Sequence[str], *, negation_aware: bool = True) -> tuple[list[str], list[str]]:
+    """(matched, missing) keyword labels; case-insensitive on word boundaries; a negated
+    occurrence does not count."""
+    lowered = text.lower().replace("\u2019", "'")
     matched, missing = [], []
     for keyword in keywords:
         options = [o.strip().lower() for o in keyword.split("|") if o.strip()]
-        # a plural or third-person "s"/"es" still counts: "places" matches "place"
-        hit = any(re.search(r"(?<![a-z0-9])" + re.escape(o) + r"(?:s|es)?(?![a-z0-9])", lowered) for o in options)
+        hit = any(_occurs(lowered, o, negation_aware=negation_aware) for o in options)
         (matched if hit else missing).append(keyword_label(keyword))
     return matched, missing
+
+
+def match_misconceptions(text: str, misconceptions: Sequence[str]) -> list[str]:
+    """The known wrong ideas the answer states (negated mentions, "not from the soil", do not count)."""
+    matched, _ = match_keywords(text, misconceptions)
+    return matched
 
 
 def ramp(value: float, low: float, high: float) -> float:
     return float(min(1.0, max(0.0, (value - low) / (high - low))))
 
 
+MISCONCEPTION_CAP = 25.0  # an answer stating a known wrong idea scores at most this ("beginning")
+
+
 def score_answer(*, similarity: float | None, matched: list[str], missing: list[str],
-                 calibration: AssessmentCalibration) -> AssessmentScore:
+                 calibration: AssessmentCalibration, misconceptions: Sequence[str] = ()) -> AssessmentScore:
     """Pure scoring: the calibrated mapping from the two signals to correctness and level."""
     total = len(matched) + len(missing)
     coverage = len(matched) / total if total else None
@@ -120,10 +146,13 @@ def score_answer(*, similarity: float | None, matched: list[str], missing: list[
         value = (1 - w) * ramp(similarity, calibration.sim_low, calibration.sim_high) + w * coverage
     on_topic = similarity is None or similarity >= calibration.off_topic_similarity or bool(matched)
     correctness = round(100 * min(1.0, max(0.0, value)) if on_topic else 0.0, 1)
+    if misconceptions:
+        correctness = min(correctness, MISCONCEPTION_CAP)
     return AssessmentScore(correctness=correctness, understanding_level=calibration.level(correctness),
                            similarity=None if similarity is None else round(similarity, 4),
                            keyword_coverage=None if coverage is None else round(coverage, 4),
-                           matched_keywords=matched, missing_keywords=missing, on_topic=on_topic)
+                           matched_keywords=matched, missing_keywords=missing, on_topic=on_topic,
+                           misconceptions=list(misconceptions))
 
 
 class Assessor:
@@ -144,4 +173,5 @@ class Assessor:
             raise DataError("the student response is empty")
         matched, missing = match_keywords(answer, rubric.keywords)
         return score_answer(similarity=self.similarity(answer, rubric.references), matched=matched,
-                            missing=missing, calibration=self.calibration)
+                            missing=missing, calibration=self.calibration,
+                            misconceptions=match_misconceptions(answer, rubric.misconceptions))

@@ -20,9 +20,11 @@ from importlib import resources
 import numpy as np
 
 from aivo.tutor.assessment import (AssessmentCalibration, Assessor, Rubric, match_keywords,
-                                   score_answer)
+                                   match_misconceptions, score_answer)
 
-GOLD_SCORES = {"correct": 90.0, "partial": 50.0, "misconception": 20.0, "off_topic": 0.0}
+# "adversarial": wrong answers stuffed with the rubric's words; they must score as wrong.
+GOLD_SCORES = {"correct": 90.0, "partial": 50.0, "misconception": 20.0, "off_topic": 0.0, "adversarial": 10.0}
+WRONG_LABELS = ("misconception", "off_topic", "adversarial")
 LABELS = tuple(GOLD_SCORES)
 
 
@@ -33,6 +35,7 @@ class LabeledAnswer:
     similarity: float
     matched: tuple[str, ...]
     missing: tuple[str, ...]
+    misconceptions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class CalibrationReport:
     mean_score_by_label: dict[str, float]
     num_items: int
     num_answers: int
+    # keyword stuffing: share of adversarial answers scored "beginning" (< 40), with the rubrics'
+    # misconception lists, and with negation-aware keywords alone (misconception lists left out)
+    adversarial_scored_wrong: float = float("nan")
+    adversarial_scored_wrong_without_misconceptions: float = float("nan")
+    level_agreement: float = float("nan")  # every answer, fitted calibration
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -60,7 +68,8 @@ def load_labeled_set() -> list[dict]:
 def rubric_of(item: dict) -> Rubric:
     return Rubric(reference_answers=tuple(item.get("reference_answers", ())),
                   exemplars=tuple(item.get("exemplars", ())), keywords=tuple(item.get("rubric_keywords", ())),
-                  learning_objective=item.get("learning_objective"), question=item.get("question"))
+                  learning_objective=item.get("learning_objective"), question=item.get("question"),
+                  misconceptions=tuple(item.get("misconceptions", ())))
 
 
 def featurize(assessor: Assessor, items: Sequence[dict]) -> list[LabeledAnswer]:
@@ -71,13 +80,16 @@ def featurize(assessor: Assessor, items: Sequence[dict]) -> list[LabeledAnswer]:
             matched, missing = match_keywords(response["text"], rubric.keywords)
             similarity = assessor.similarity(response["text"], rubric.references)
             answers.append(LabeledAnswer(item_id=item["id"], label=response["label"], similarity=similarity,
-                                         matched=tuple(matched), missing=tuple(missing)))
+                                         matched=tuple(matched), missing=tuple(missing),
+                                         misconceptions=tuple(match_misconceptions(response["text"],
+                                                                                   rubric.misconceptions))))
     return answers
 
 
 def _scores(answers: Sequence[LabeledAnswer], calibration: AssessmentCalibration) -> np.ndarray:
     return np.array([score_answer(similarity=a.similarity, matched=list(a.matched), missing=list(a.missing),
-                                  calibration=calibration).correctness for a in answers])
+                                  calibration=calibration, misconceptions=a.misconceptions).correctness
+                     for a in answers])
 
 
 def _mae(answers: Sequence[LabeledAnswer], calibration: AssessmentCalibration) -> float:
@@ -103,7 +115,8 @@ def ranking_accuracy(answers: Sequence[LabeledAnswer], calibration: AssessmentCa
 def level_accuracy(answers: Sequence[LabeledAnswer], calibration: AssessmentCalibration) -> float:
     """correct -> excellent/good, partial -> developing, misconception/off_topic -> beginning."""
     expected = {"correct": {"excellent", "good"}, "partial": {"developing"},
-                "misconception": {"beginning", "developing"}, "off_topic": {"beginning"}}
+                "misconception": {"beginning", "developing"}, "off_topic": {"beginning"},
+                "adversarial": {"beginning"}}
     levels = [calibration.level(s) for s in _scores(answers, calibration)]
     return float(np.mean([lvl in expected[a.label] for a, lvl in zip(answers, levels)]))
 
@@ -141,7 +154,14 @@ def calibrate_assessment(*, assessor: Assessor, items: Sequence[dict] | None = N
     scores = _scores(answers, fitted)
     by_label = {label: round(float(np.mean([s for a, s in zip(answers, scores) if a.label == label])), 1)
                 for label in LABELS if any(a.label == label for a in answers)}
+    adversarial = [a for a in answers if a.label == "adversarial"]
+    cut = fitted.level_cutoffs[-2][1]  # the "developing" threshold: below it is "beginning"
+    wrong = float(np.mean(_scores(adversarial, fitted) < cut)) if adversarial else float("nan")
+    bare = [replace(a, misconceptions=()) for a in adversarial]
+    wrong_bare = float(np.mean(_scores(bare, fitted) < cut)) if bare else float("nan")
     return CalibrationReport(
+        adversarial_scored_wrong=round(wrong, 3), adversarial_scored_wrong_without_misconceptions=round(wrong_bare, 3),
+        level_agreement=round(level_accuracy(answers, fitted), 3),
         calibration=fitted, mae=round(_mae(answers, fitted), 2),
         heldout_mae=round(sum(held_mae) / len(answers), 2),
         heldout_ranking_accuracy=round(float(np.mean(held_rank)), 3),

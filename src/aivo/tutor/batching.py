@@ -301,9 +301,11 @@ class BatchGenerator:
         return ok
 
     def _decode(self, jobs: list[GenerationJob], names: dict[str, str]) -> None:
+        # start-up: transformers loads only when a model does
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
+        # start-up: sampling builds on torch, which loads with the model
         from aivo.tutor.sampling import RowController, RowSpec
 
         engine = self.engine

@@ -13,25 +13,21 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from aivo.errors import ConflictError, NotFoundError
 from aivo.tutor import safety
 from aivo.tutor.accommodations import shape_response
 from aivo.tutor.adapter_store import AdapterRef
+from aivo.tutor.frontdoor import Tutor
+from aivo.tutor.generation import GenerationOutcome, parse_model_name, raise_failed, to_context
 from aivo.tutor.prompting import StudentContext, build_system_prompt
 from aivo.tutor.schemas import (ChatChoice, ChatChoiceMessage, ChatCompletionRequest, ChatCompletionResponse,
                                 Usage)
 from aivo.tutor.streams import Failed, TokenEvent, TokenStream
 
-if TYPE_CHECKING:
-    from aivo.tutor.service import TutorService
 
-
-def _prepare(service: "TutorService", request: ChatCompletionRequest):
+def _prepare(service: "Tutor", request: ChatCompletionRequest):
     """(context, messages, adapter, input verdict): everything needed before generating."""
-    from aivo.tutor.service import parse_model_name, to_context
-
     learner_id = parse_model_name(request.model)
     if learner_id is not None and request.learner_id is not None:
         learner_id = request.learner_id  # as the API resolved it (a raw id becomes its pseudonym)
@@ -56,7 +52,7 @@ def _prepare(service: "TutorService", request: ChatCompletionRequest):
     return context, messages, adapter, verdict
 
 
-def _submit(service: "TutorService", request: ChatCompletionRequest, messages, adapter) -> TokenStream:
+def _submit(service: "Tutor", request: ChatCompletionRequest, messages, adapter) -> TokenStream:
     params = service.params(temperature=request.temperature, top_p=request.top_p,
                             max_new_tokens=request.max_completion_tokens or request.max_tokens,
                             seed=request.seed)
@@ -67,15 +63,11 @@ def _final_text(raw: str, context: StudentContext, shaped: bool) -> str:
     return shape_response(raw, context.accommodations) if shaped else raw.strip()
 
 
-def _outcome(service: "TutorService", request: ChatCompletionRequest, stream: TokenStream):
-    from aivo.tutor.generation import GenerationOutcome
-
+def _outcome(service: "Tutor", request: ChatCompletionRequest, stream: TokenStream):
     return GenerationOutcome(stream, service.safety_filter.monitor(), stop=request.stop_sequences)
 
 
-def complete(service: "TutorService", request: ChatCompletionRequest) -> ChatCompletionResponse:
-    from aivo.tutor.service import raise_failed
-
+def complete(service: "Tutor", request: ChatCompletionRequest) -> ChatCompletionResponse:
     context, messages, adapter, verdict = _prepare(service, request)
     created = int(service.now().timestamp())
     completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
@@ -110,14 +102,14 @@ def _chunk(completion_id: str, created: int, model: str, delta: dict, finish_rea
                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
 
 
-def stream_chunks(service: "TutorService", request: ChatCompletionRequest) -> AsyncIterator[str]:
+def stream_chunks(service: "Tutor", request: ChatCompletionRequest) -> AsyncIterator[str]:
     """Prepare and queue now (errors raise here); the iterator then yields the chunks."""
     context, messages, adapter, verdict = _prepare(service, request)
     stream = _submit(service, request, messages, adapter) if verdict.allowed else None
     return _chunks(service, request, verdict, stream)
 
 
-async def _chunks(service: "TutorService", request: ChatCompletionRequest, verdict: safety.SafetyVerdict,
+async def _chunks(service: "Tutor", request: ChatCompletionRequest, verdict: safety.SafetyVerdict,
                   stream: TokenStream | None) -> AsyncIterator[str]:
     created = int(service.now().timestamp())
     completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]

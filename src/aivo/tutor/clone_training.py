@@ -112,6 +112,7 @@ def tokenize_chats(tokenizer, chats: Sequence[list[dict[str, str]]], *, max_len:
 def train_lora(*, base_model, tokenizer, chats: Sequence[list[dict[str, str]]], config: CloneTrainingConfig,
                progress: Progress | None = None) -> TrainedAdapter:
     """Fine-tune a fresh LoRA adapter on `chats`; `base_model` is restored before returning."""
+    # start-up: PEFT loads only when a model does
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 

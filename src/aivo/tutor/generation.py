@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from aivo.errors import AivoError, NotFoundError
 from aivo.tutor.accommodations import shape_response
 from aivo.tutor.content import Hit, grounding_instructions, source_note
+from aivo.tutor.frontdoor import Tutor
 from aivo.tutor.prompting import StudentContext, build_messages
 from aivo.tutor.readability import readability_report
 from aivo.tutor.safety import OutputMonitor, SafetyVerdict
 from aivo.tutor.schemas import (GenerateRequest, GenerateResponse, Readability, SafetyInfo, SourceOut,
                                 StudentContextIn, Usage)
-from aivo.tutor.streams import Finished, StopMatcher, TokenEvent, TokenStream
-
-if TYPE_CHECKING:
-    from aivo.tutor.service import TutorService
+from aivo.tutor.streams import Failed, Finished, StopMatcher, TokenEvent, TokenStream
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +101,7 @@ class PreparedGeneration:
     outcome: GenerationOutcome | None = None
 
 
-def prepare(service: "TutorService", request: GenerateRequest) -> PreparedGeneration:
+def prepare(service: "Tutor", request: GenerateRequest) -> PreparedGeneration:
     """Everything before the first token: validation, input safety, retrieval, queueing."""
     context = to_context(request.context)
     verdict = service.safety_filter.check_input(request.prompt)
@@ -123,7 +121,7 @@ def prepare(service: "TutorService", request: GenerateRequest) -> PreparedGenera
                               outcome=GenerationOutcome(stream, service.safety_filter.monitor()))
 
 
-def build_response(service: "TutorService", prepared: PreparedGeneration) -> GenerateResponse:
+def build_response(service: "Tutor", prepared: PreparedGeneration) -> GenerateResponse:
     context, outcome = prepared.context, prepared.outcome
     finished = outcome.finished if outcome else None
     note = None
@@ -155,3 +153,24 @@ def build_response(service: "TutorService", prepared: PreparedGeneration) -> Gen
                           detector=(prepared.verdict if stage == "input" else outcome.verdict).source
                           if blocked else None),
         timestamp=service.clock.now())
+
+
+BASE_MODEL_ALIAS = "aivo-tutor"  # chat `model` for the base model; "aivo-tutor:<learner>" for an adapter
+
+
+def raise_failed(event: Failed) -> None:
+    """Re-raise a generation's failure: the AivoError itself, anything else as a RuntimeError."""
+    if isinstance(event.error, AivoError):
+        raise event.error
+    raise RuntimeError(event.message)
+
+
+def parse_model_name(model: str) -> str | None:
+    """The learner id selected by a chat `model` name; None for the base model."""
+    name = model.strip()
+    if name in (BASE_MODEL_ALIAS, "base", ""):
+        return None
+    prefix = BASE_MODEL_ALIAS + ":"
+    if name.startswith(prefix) and len(name) > len(prefix):
+        return name[len(prefix):]
+    raise NotFoundError(f"unknown model {model!r}: use {BASE_MODEL_ALIAS!r} or '{BASE_MODEL_ALIAS}:<learner id>'")

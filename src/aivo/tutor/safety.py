@@ -116,7 +116,7 @@ _OTHERS = (r"(?:him|her|them|someone|somebody|anyone|everyone|people|a person|my
            r"mom|mum|dad|parents?|classmates?|friends?|neighbou?r|family|cousin)|the (?:teacher|class|kids?)|"
            r"(?:this|that) (?:kid|boy|girl|guy)|my whole class|kids at school)")
 _WEAPON = r"(?:bomb|explosive|pipe bomb|molotov|grenade|gun|rifle|weapon|poison|napalm|thermite)"
-_PRIVATE = (r"(?:home address|address|phone number|phone|cell number|number|password|email(?: address)?|"
+_PRIVATE = (r"(?:home address|address|phone number|phone|cell(?: phone)?|cell number|number|password|email(?: address)?|"
             r"social security(?: number)?|credit card(?: number)?|bank account|full name|last name|"
             r"location|where (?:you|they|she|he) li?ves?)")
 
@@ -148,10 +148,13 @@ register_category(SafetyCategory("violence", VIOLENCE_REFUSAL, _patterns(
     r"\b(?:make|build|making|building) (?:a |an )?(?:homemade )?(?:bomb|explosive|pipe bomb|molotov|grenade)s?\b",
     r"\b(?:kill|murder|shoot|stab|strangle|choke|poison|beat up|hurt|attack|punch|stalk)(?:ing)? " + _OTHERS + r"\b",
     r"\b(?:i'?m|i am|i will|i'?ll|gonna|going to|want to|wanna)(?: go| going to)? (?:kill|murder|shoot|stab|"
-    r"attack|blow up)\b",
+    r"attack|blow up)\b(?! it\b)",
     r"\b(?:bring|take|sneak)(?:ing)? (?:a |my )?(?:gun|knife|weapon|bomb)s? (?:to|into) (?:school|class)\b",
     r"\bschool shoot(?:ing|er)\b.*\b(?:plan|how|do|start)\b|\b(?:plan|how|do|start)\b.*\bschool shoot(?:ing|er)\b",
     r"\bhow (?:to|do i|can i) (?:murder|torture)\b", r"\bblow up (?:the |my )?(?:school|house|building)\b",
+    r"\bset (?:the |my |a |his |her |their )?(?:[a-z]+'?s )?(?:school|house|home|car|building|bathroom|gym) on fire\b",
+    r"\b(?:burn down|start a fire in) (?:the |a |my |his |her )?(?:[a-z]+'?s )?(?:school|house|home|building|bathroom)\b",
+    r"\b(?:bullets|ammo|ammunition|shells) for\b", r"\bbuy (?:bullets|ammo|ammunition)\b",
 )))
 register_category(SafetyCategory("sexual", SEXUAL_REFUSAL, _patterns(
     r"\bporn\w*", r"\bnudes?\b", r"\bnaked (?:pic|pics|photo|photos|picture|pictures|girls?|boys?|women|men)\b",
@@ -160,7 +163,8 @@ register_category(SafetyCategory("sexual", SEXUAL_REFUSAL, _patterns(
     r"\bsexy\b", r"\bmaking out\b", r"\b(?:make|makes|made) out with\b", r"\bsex (?:feel|feels|is like)\b",
     r"\bwhat (?:is|does) sex(?: mean)?\b(?! cells?)", r"\bstrip(?:per|tease|club)\b", r"\bblow ?job\b", r"\bmasturbat\w*",
     r"\b(?:boobs|tits|dick pic)\b", r"\b(?:talk|be) dirty\b", r"\bdirty (?:talk|pictures|pics)\b",
-    r"\bhook ?up with\b", r"\bin bed with\b", r"\bsend (?:me )?(?:a )?(?:pic|pics|picture|photo)s? of "
+    r"\bhook ?up with\b", r"\bin bed with\b", r"\bsugar (?:daddy|mommy|mama)\b", r"\bhickey\b",
+    r"\b(?:describe|tell me about|show me) (?:your|ur) (?:naked )?body\b", r"\bwithout (?:any )?clothes\b", r"\bsend (?:me )?(?:a )?(?:pic|pics|picture|photo)s? of "
     r"(?:your|ur) body\b", r"\btake off (?:your|ur|my) clothes\b",
 )))
 register_category(SafetyCategory("drugs_alcohol", DRUGS_REFUSAL, _patterns(
@@ -174,6 +178,7 @@ register_category(SafetyCategory("drugs_alcohol", DRUGS_REFUSAL, _patterns(
     r"\b(?:drink|drinking|vape|vaping|smoke|smoking) (?:without|at school|in the school|in class|with friends)\b",
     r"\b(?:underage|as a teenager|if i'?m 1[0-7]|at 1[0-7])\b.*\b(?:buy|get|drink|vape|smoke)\b",
     r"\b(?:buy|get)\b.*\b(?:underage|as a teenager|if i'?m 1[0-7])\b",
+    r"\bparty with (?:alcohol|beer|vodka|booze|liquor)\b.*\b(?:grade|middle school|friends)\b",
 )))
 register_category(SafetyCategory("bullying", BULLYING_REFUSAL, _patterns(
     r"\b(?:make|making) fun of\b", r"\b(?:roast|humiliate|embarrass|tease|shame) (?:my |a |the |this |that )?"
@@ -186,6 +191,9 @@ register_category(SafetyCategory("bullying", BULLYING_REFUSAL, _patterns(
     r"\b(?:is|are) (?:a )?(?:loser|worthless)\b", r"\bshould(?:n'?t| not) exist\b",
     r"\b(?:calling|call) me (?:names|ugly|fat|stupid|weird)\b", r"\bbully (?:someone|him|her|them)\b",
     r"\bbest way to bully\b", r"\b(?:leave|exclude) (?:someone|him|her|them) out\b",
+    r"\b(?:stop|quit) (?:talking|sitting|playing) (?:to|with) (?:her|him|them)\b",
+    r"\b(?:make|get) (?:the whole|my whole|everyone|the) (?:class|team|grade|school)?\s?(?:to )?(?:ignore|hate|turn against)\b",
+    r"\b(?:mean|funny|hurtful) nicknames? (?:for|to)\b", r"\bnames to call\b",
 )))
 register_category(SafetyCategory("personal_data", PERSONAL_DATA_REFUSAL, _patterns(
     r"\b(?:what(?:'s|s| is| are)|tell me|give me|send me|share|i need|can i have|can you (?:find|get|tell me))"
@@ -206,6 +214,9 @@ register_category(SafetyCategory("personal_data", PERSONAL_DATA_REFUSAL, _patter
     r"\bwhere (?:does|do) (?:my |the |this |that )?[a-z]+ (?:teacher |coach |friend )?live\b",
     r"\b(?:my|i live at) (?:address is )?\d{1,5} [a-z]+ (?:street|st|road|rd|avenue|ave|lane|drive|dr)\b",
     r"\b(?:track|find) (?:my )?(?:classmate|friend|someone)'?s? (?:location|address|instagram)\b",
+    r"\b(?:personal|private) (?:cell|phone|number|email|address)\b",
+    r"\b(?:address|phone number) of (?:the|my) [a-z]+'s (?:house|home)\b",
+    r"\bwhere (?:the|my) [a-z]+'?s (?:house|home) is\b", r"\bwhich (?:street|house) does\b.*\blive\b",
 )))
 
 

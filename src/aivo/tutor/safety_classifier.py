@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from aivo.tutor.embeddings import EMBEDDING_MODEL, Embedder, shared_embedder
+from aivo.utils import durable_file
+from aivo.tutor import safety
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +66,13 @@ def label_of(row: dict) -> str:
 
 
 def _fit_lr(x: np.ndarray, y: list[str], config: ClassifierConfig):
+    # start-up: scikit-learn loads only when a classifier is fitted
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=config.C, max_iter=5000, class_weight="balanced").fit(x, y)
 
 
 def _lexical_blocks(texts: list[str]) -> np.ndarray:
-    from aivo.tutor import safety
-
     return np.array([not safety.check_text(t).allowed for t in texts])
 
 
@@ -115,6 +116,7 @@ class SafetyClassifier:
     @classmethod
     def fit(cls, rows: list[dict], *, embedder: Embedder | None = None,
             config: ClassifierConfig = ClassifierConfig()) -> "SafetyClassifier":
+        # start-up: scikit-learn loads only when a classifier is fitted
         from sklearn.model_selection import StratifiedKFold
 
         embedder = embedder or shared_embedder()
@@ -198,8 +200,8 @@ def default_classifier(*, cache_dir: Path | None = None,
         if key in _CACHED:
             return _CACHED[key]
         path = cache_dir / f"safety-classifier-{key}.json" if cache_dir is not None else None
-        classifier = None
-        if path is not None and path.exists():
+        classifier = shipped_classifier(key)
+        if classifier is None and path is not None and path.exists():
             try:
                 classifier = SafetyClassifier.from_state_dict(json.loads(path.read_text()))
             except (OSError, ValueError, KeyError) as exc:  # a damaged cache is refitted, never trusted
@@ -208,8 +210,32 @@ def default_classifier(*, cache_dir: Path | None = None,
             classifier = SafetyClassifier.fit(rows, config=config)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(classifier.state_dict()))
-                tmp.replace(path)
+                with durable_file(path) as tmp:
+                    tmp.write_text(json.dumps(classifier.state_dict()))
         _CACHED[key] = classifier
         return classifier
+
+
+SHIPPED_FILE = "data/safety_classifier.json"
+
+
+def shipped_classifier(key: str) -> SafetyClassifier | None:
+    """The classifier fitted on this very train split and shipped with AIVO (saves the few seconds
+    to a minute of fitting in every process); None when the data or settings no longer match."""
+    resource = resources.files("aivo.tutor").joinpath(SHIPPED_FILE)
+    if not resource.is_file():
+        return None
+    state = json.loads(resource.read_text(encoding="utf-8"))
+    if state.get("info", {}).get("training_digest") != key:
+        log.info("the shipped safety classifier was fitted on other data: fitting again")
+        return None
+    return SafetyClassifier.from_state_dict(state)
+
+
+def write_shipped_classifier(path: Path, *, config: ClassifierConfig = ClassifierConfig()) -> SafetyClassifier:
+    """Fit on the bundled train split and write the state that `shipped_classifier` loads."""
+    rows = load_labeled_rows(("train",))
+    classifier = SafetyClassifier.fit(rows, config=config)
+    classifier.info["training_digest"] = training_digest(rows, config)
+    Path(path).write_text(json.dumps(classifier.state_dict(), indent=None, separators=(",", ":")) + "\n")
+    return classifier

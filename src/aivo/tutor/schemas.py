@@ -112,6 +112,9 @@ class AssessCriteria(_Request):
     exemplars: list[str] = Field(default_factory=list, max_length=50, description="Accepted student answers.")
     rubric_keywords: list[str] = Field(default_factory=list, max_length=30,
                                        description='Key ideas; synonyms separated by "|", e.g. "co2|carbon dioxide".')
+    misconceptions: list[str] = Field(default_factory=list, max_length=30,
+                                      description='Known wrong ideas, e.g. "from the soil|in the soil": an answer '
+                                                  "stating one scores as wrong even if it lists every keyword.")
 
 
 class AssessRequest(_Request):
@@ -131,6 +134,7 @@ class AssessResponse(BaseModel):
     keyword_coverage: float | None
     matched_keywords: list[str]
     missing_keywords: list[str]
+    misconceptions: list[str] = Field(default_factory=list, description="Known wrong ideas the answer states.")
     on_topic: bool
     feedback_source: Literal["template", "llm"]
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aivo.errors import ConflictError, ServiceConfigError
+from aivo.tutor.offline import configure_offline
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,9 @@ def convert_smollm2(*, output_dir: Path, force: bool = False, progress: Progress
     gguf_sha = verify_gguf(source, progress=progress)
     if importlib.util.find_spec("gguf") is None:
         raise ServiceConfigError("the gguf package is needed to read the GGUF file: `pip install gguf`")
+    # start-up: transformers loads only when a model does
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from aivo.tutor.engine import configure_offline
 
     configure_offline()
     note = progress or (lambda stage, done, total: None)

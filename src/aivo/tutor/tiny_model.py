@@ -27,6 +27,9 @@ from importlib import resources
 from pathlib import Path
 
 from aivo.errors import ConflictError, DataError
+from aivo.tutor.offline import configure_offline
+from aivo.tutor.accommodations import shape_response
+from aivo.tutor.prompting import StudentContext, build_messages
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +97,6 @@ def corpus_chats(*, seed: int = 0) -> list[list[dict[str, str]]]:
     for contexts it has seen, so these are the common ones. `seed` is unused (the variants
     are fixed) and kept for a future sampled scheme.
     """
-    from aivo.tutor.accommodations import shape_response
-    from aivo.tutor.prompting import StudentContext, build_messages
-
     chats = []
     for i, entry in enumerate(load_corpus()):
         grade = int(entry["grade"])
@@ -112,6 +112,7 @@ def corpus_chats(*, seed: int = 0) -> list[list[dict[str, str]]]:
 
 def train_tokenizer(texts: list[str], *, vocab_size: int):
     """A byte-level BPE tokenizer (any text encodes) with the chat template attached."""
+    # start-up: transformers loads only when a model does
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -129,6 +130,7 @@ def train_tokenizer(texts: list[str], *, vocab_size: int):
 
 def _training_examples(tokenizer, chats: list[list[dict[str, str]]], seq_len: int):
     """(input_ids, labels) tensors, shape (N, seq_len); loss only on the assistant's answer."""
+    # start-up: torch loads only when a model does
     import torch
 
     inputs, labels = [], []
@@ -147,6 +149,7 @@ def _training_examples(tokenizer, chats: list[list[dict[str, str]]], seq_len: in
 
 def _train(model, tokenizer, spec: TinyModelSpec,
            progress: Callable[[int, int, float], None] | None) -> tuple[float | None, float | None]:
+    # start-up: torch loads only when a model does
     import torch
 
     inputs, labels = _training_examples(tokenizer, corpus_chats(seed=spec.seed), spec.train_seq_len)
@@ -188,10 +191,9 @@ def build_tiny_model(*, output_dir: Path, spec: TinyModelSpec = TinyModelSpec(),
     output_dir = Path(output_dir)
     if output_dir.exists() and not force:
         raise ConflictError(f"{output_dir} already exists; pass --force to rebuild it")
+    # start-up: transformers loads only when a model does
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from aivo.tutor.engine import configure_offline
 
     configure_offline()
     started = time.perf_counter()

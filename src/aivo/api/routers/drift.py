@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 from aivo.api.deps import RegistryDep, ServiceKey, SettingsDep
 from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse
 from aivo.api.schemas.training import DriftPublic, DriftReportPublic
-from aivo.training.drift_service import list_drift_reports
+from aivo.services.drift import drift_reports
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID
 
 router = APIRouter(tags=["models"])
@@ -24,7 +24,7 @@ def drift(registry: RegistryDep, settings: SettingsDep, key: ServiceKey,
     """Newest first: the drift score (input, prediction and performance signals combined), its
     components (PSI, Jensen-Shannon, KS) and whether retraining was scheduled."""
     family = MAIN_BRAIN_MODEL_ID if model_id == "active" else model_id
-    reports = registry.run(lambda s: list_drift_reports(session=s, model_id=family, limit=limit), read_only=True)
+    reports = drift_reports(registry=registry, model_id=family, limit=limit)
     public = [DriftReportPublic(**r.to_dict()) for r in reports]
     return DriftPublic(model_id=model_id, threshold=settings.drift_threshold, latest=public[0] if public else None,
                        reports=public)

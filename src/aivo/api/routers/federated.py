@@ -11,7 +11,7 @@ from aivo.api.deps import AdminKey, ClockDep, RegistryDep, ServiceKey, SettingsD
 from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse, MAX_OFFSET
 from aivo.api.schemas.federated import AggregateCreate, AggregatePublic, AggregationJobPublic, FederatedUpdatePublic
 from aivo.errors import ConfigError, DataError
-from aivo.registry import list_federated_updates
+from aivo.services.aggregation import AggregationOptions, list_rounds, queue_round, run_aggregation
 
 router = APIRouter(tags=["federated"])
 
@@ -24,8 +24,7 @@ def updates(registry: RegistryDep, key: ServiceKey,
             offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[FederatedUpdatePublic]:
     """Versions before and after, strategy, contributors, metrics before and after, improvement,
     and the round's privacy figures (epsilon, delta, noise multiplier, sampling rate, clip norm)."""
-    records = registry.run(lambda session: list_federated_updates(session=session, status=status, limit=limit,
-                                                                  offset=offset), read_only=True)
+    records = list_rounds(registry=registry, status=status, limit=limit, offset=offset)
     return [FederatedUpdatePublic(**r.to_dict()) for r in records]
 
 
@@ -46,16 +45,10 @@ async def aggregate(body: AggregateCreate, response: Response, registry: Registr
         given = sorted(k for k, v in overrides.items() if v is not None)
         if given:
             raise DataError(f"{', '.join(given)} apply to dry runs only; a queued round uses the AIVO_* settings")
-        from aivo.training.retraining import schedule_retraining
-        from aivo.training.runs import FEDERATED_MODEL_ID
-
-        decision = await run_in_threadpool(lambda: schedule_retraining(
-            registry=registry, settings=settings, model_id=FEDERATED_MODEL_ID, reason=body.reason, priority="high",
-            force=True, created_by=actor, clock=clock))
+        decision = await run_in_threadpool(lambda: queue_round(registry=registry, settings=settings,
+                                                               reason=body.reason, actor=actor, clock=clock))
         return AggregatePublic(dry_run=False, job=AggregationJobPublic(
             status=decision.status, job_id=decision.job.id if decision.job else None, reason=decision.reason))
-    from aivo.federated.service import AggregationOptions, run_aggregation
-
     try:
         options = AggregationOptions.from_settings(settings, dry_run=True, **overrides)
     except ConfigError as exc:  # here the options come from the request: the caller's mistake

@@ -6,7 +6,6 @@ import logging
 import time
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -14,16 +13,16 @@ from fastapi.responses import JSONResponse, Response
 import aivo
 from aivo.api.auth import authenticate, bearer_token
 from aivo.api.deps import ClockDep, RegistryDep, ServiceKey
-from aivo.errors import AivoError
 from aivo.api.schemas.common import ERROR_RESPONSES
 from aivo.api.schemas.health import ActiveModelHealth, ComponentHealth, HealthPublic, StatsPublic
 from aivo.api.state import scheduler_status
-from aivo.registry import Registry, get_active_main_version, get_statistics
-from aivo.registry.migrate import current_revision, head_revision
+from aivo.errors import AivoError
+from aivo.registry import Registry
+from aivo.services import models
+from aivo.services import registry as registry_ops
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
-_PROBE_DIGEST = "0" * 64  # an artifact that never exists: asking for it is a cheap round trip
 _ANONYMOUS_SCHEDULER_FIELDS = frozenset({"in_process", "note", "running", "enabled", "process_running",
                                          "process_leads"})
 
@@ -38,31 +37,14 @@ def _timed(check) -> ComponentHealth:
     return ComponentHealth(ok=ok, detail=str(detail)[:300], latency_ms=round((time.perf_counter() - start) * 1e3, 2))
 
 
-def _check_database(registry: Registry, *, detailed: bool) -> str:
-    registry.run(lambda session: session.execute(sa.text("SELECT 1")).scalar_one(), read_only=True, attempts=1)
-    revision, head = current_revision(registry.engine), head_revision()
-    if revision != head:
-        if not detailed:
-            raise RuntimeError("the schema is outdated: run `aivo db upgrade`")
-        raise RuntimeError(f"schema at revision {revision}, this AIVO needs {head}: run `aivo db upgrade`")
-    # Never the URL; the schema revision only for a caller with a key (it dates the deployment).
-    return f"{registry.engine.dialect.name}, schema {revision}" if detailed else registry.engine.dialect.name
-
-
-def _check_store(registry: Registry) -> str:
-    registry.store.exists(_PROBE_DIGEST)  # raises when the folder or bucket cannot be reached
-    # No paths or bucket names here: /health answers without a key.
-    return "local folder" if registry.store.is_local else registry.store.url.split("://", 1)[0]
-
-
 def _active_version(registry: Registry) -> Any:
-    return registry.run(lambda session: get_active_main_version(session=session), read_only=True, attempts=1)
+    return models.active_version(registry=registry, attempts=1)
 
 
 def _health(request: Request, registry: Registry, *, detailed: bool) -> tuple[HealthPublic, int]:
     state = request.app.state
-    database = _timed(lambda: _check_database(registry, detailed=detailed))
-    store = _timed(lambda: _check_store(registry))
+    database = _timed(lambda: registry_ops.check_database(registry=registry, detailed=detailed))
+    store = _timed(lambda: registry_ops.check_store(registry=registry))
     active = None
     if database.ok:
         try:
@@ -113,7 +95,7 @@ async def health(request: Request, registry: RegistryDep) -> JSONResponse:
 @router.get("/stats", response_model=StatsPublic, summary="Registry and API statistics",
             responses=ERROR_RESPONSES)
 def stats(request: Request, registry: RegistryDep, clock: ClockDep, key: ServiceKey) -> StatsPublic:
-    registry_stats = registry.run(lambda session: get_statistics(session=session), read_only=True)
+    registry_stats = registry_ops.statistics(registry=registry)
     return StatsPublic(registry=registry_stats.to_dict(), api=request.app.state.api_stats.snapshot(),
                        timestamp=clock.now())
 
@@ -123,5 +105,5 @@ def stats(request: Request, registry: RegistryDep, clock: ClockDep, key: Service
     **ERROR_RESPONSES})
 def metrics(request: Request, registry: RegistryDep, key: ServiceKey) -> Response:
     body = request.app.state.metrics.render(
-        read_stats=lambda: registry.run(lambda session: get_statistics(session=session), read_only=True))
+        read_stats=lambda: registry_ops.statistics(registry=registry))
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
-from aivo.api.auth import check_learner_access, learner_tenant
 from aivo.api.deps import (AdminKey, ClockDep, CurrentKey, LearnerDep, LearnerIdPath, RegistryDep, ServiceKey,
                            SettingsDep, pseudonym_from_raw)
 from aivo.api.schemas.common import ERROR_RESPONSES, LEARNER_ERRORS, MAX_OFFSET
@@ -18,10 +17,10 @@ from aivo.api.schemas.learners import (BaselineClonePublic, BaselineCreate, Base
                                        LearnerModelPublic, LearnerPublic, LearnerSummaryPublic, PrivacyPublic,
                                        SkillBaselinePublic)
 from aivo.api.state import forget_learner
-from aivo.registry import delete_learner, export_learner, list_learners
-from aivo.registry.api_keys import list_key_learners
+from aivo.services.api_keys import check_learner_access, learner_tenant
 from aivo.services.baseline import complete_baseline
 from aivo.services.learner_status import learner_status
+from aivo.services.learners import erase_learner as erase, export_learner_data, learners_visible_to
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["learners"])
@@ -33,12 +32,8 @@ def list_tenant_learners(registry: RegistryDep, key: CurrentKey,
                          limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                          offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[LearnerSummaryPublic]:
     """Admin and service keys: every learner of the key's tenant. Teacher keys: their class list."""
-    def work(session):
-        if key.role == "teacher":
-            return list_key_learners(session=session, key_pk=key.pk, limit=limit, offset=offset)
-        return list_learners(session=session, tenant=key.tenant, limit=limit, offset=offset)
-
-    return [LearnerSummaryPublic(**r.to_dict()) for r in registry.run(work, read_only=True)]
+    return [LearnerSummaryPublic(**r.to_dict())
+            for r in learners_visible_to(registry=registry, key=key, limit=limit, offset=offset)]
 
 
 @router.get("/v1/learners/{learner_id}", response_model=LearnerPublic, summary="A learner's status",
@@ -62,9 +57,8 @@ def erase_learner(request: Request, registry: RegistryDep, clock: ClockDep, key:
                   ) -> LearnerDeletedPublic:
     """Deletes the learner's interactions, models, sessions, ledger and artifacts. The audit log
     keeps counts and the tenant, never the pseudonym. Admin keys only."""
-    result = registry.run(lambda session: delete_learner(session=session, store=registry.store,
-                                                         learner_id=learner.pseudonym, actor=f"apikey:{key.key_id}",
-                                                         reason=reason, clock=clock))
+    result = erase(registry=registry, learner_id=learner.pseudonym, actor=f"apikey:{key.key_id}", reason=reason,
+                   clock=clock)
     forget_learner(request.app.state, learner_pk=learner.pk, pseudonym=learner.pseudonym)
     return LearnerDeletedPublic(rows_deleted=result.rows_deleted, artifacts_deleted=result.artifacts_scheduled)
 
@@ -75,10 +69,8 @@ def export(registry: RegistryDep, clock: ClockDep, key: AdminKey, learner: Learn
            inline_artifacts: Annotated[bool, Query(description="Include artifact bytes (base64).")] = False,
            ) -> dict[str, Any]:
     """Every row of the learner in every table, and their artifacts. Admin keys only."""
-    return registry.run(lambda session: export_learner(session=session, store=registry.store,
-                                                       learner_id=learner.pseudonym,
-                                                       inline_artifacts=inline_artifacts, clock=clock),
-                        read_only=True)
+    return export_learner_data(registry=registry, learner_id=learner.pseudonym, inline_artifacts=inline_artifacts,
+                               clock=clock)
 
 
 _ATTEMPT_FIELDS = tuple(AttemptFields.model_fields)

@@ -10,11 +10,9 @@ from aivo.api.deps import AdminKey, ClockDep, RegistryDep, ServiceKey
 from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse, MAX_OFFSET
 from aivo.api.schemas.models import ModelStatusPublic, ModelVersionPublic, PromoteCreate, RollbackCreate
 from aivo.api.state import model_details
-from aivo.registry import (MainVersionRecord, get_active_main_version, get_main_version, list_main_versions,
-                           promote_main_version, rollback_main_version)
+from aivo.registry import MainVersionRecord
+from aivo.services import models
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID
-
-ACTIVE_ALIASES = frozenset({MAIN_BRAIN_MODEL_ID, "active"})  # the family name means its active version
 
 router = APIRouter(tags=["models"])
 
@@ -33,9 +31,7 @@ def list_models(registry: RegistryDep, key: ServiceKey,
                 status: Annotated[Literal["candidate", "active", "archived"] | None, Query()] = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                 offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[ModelVersionPublic]:
-    records = registry.run(lambda session: list_main_versions(session=session, status=status, limit=limit,
-                                                              offset=offset), read_only=True)
-    return [_public(r) for r in records]
+    return [_public(r) for r in models.list_versions(registry=registry, status=status, limit=limit, offset=offset)]
 
 
 @router.get("/v1/model/{model_id}/status", response_model=ModelStatusPublic, summary="A model's status",
@@ -46,12 +42,7 @@ def get_model_status(request: Request, registry: RegistryDep, key: ServiceKey,
                      ) -> ModelStatusPublic:
     """The version, whether it is active and loaded in this process, its test AUC, and in
     `details` what the training packages add (open training job, last training, latest drift)."""
-    def read(session) -> MainVersionRecord | None:
-        if model_id in ACTIVE_ALIASES:
-            return get_active_main_version(session=session)
-        return get_main_version(session=session, version=model_id)
-
-    record = registry.run(read, read_only=True)
+    record = models.find_version(registry=registry, model_id=model_id)
     test = ((record.training_metrics.get("test") or {}).get("metrics") or {}) if record else {}
     state = request.app.state
     return ModelStatusPublic(
@@ -67,9 +58,8 @@ def promote(body: PromoteCreate, registry: RegistryDep, clock: ClockDep, key: Ad
             model_id: Annotated[str, Path(description="The version to activate, e.g. aivo-main-v3.")],
             ) -> ModelVersionPublic:
     """The previous active version is archived; audited with the key and the reason. Admin only."""
-    record = registry.run(lambda session: promote_main_version(session=session, version=model_id,
-                                                               actor=f"apikey:{key.key_id}", reason=body.reason,
-                                                               clock=clock))
+    record = models.promote_version(registry=registry, version=model_id, actor=f"apikey:{key.key_id}",
+                                    reason=body.reason, clock=clock)
     return _public(record)
 
 
@@ -77,7 +67,6 @@ def promote(body: PromoteCreate, registry: RegistryDep, clock: ClockDep, key: Ad
              responses={**ERROR_RESPONSES, **_NOT_FOUND, **_CONFLICT})
 def rollback(body: RollbackCreate, registry: RegistryDep, clock: ClockDep, key: AdminKey) -> ModelVersionPublic:
     """Reactivates the version active before the current one (or `to_version`). Audited. Admin only."""
-    record = registry.run(lambda session: rollback_main_version(session=session, actor=f"apikey:{key.key_id}",
-                                                                reason=body.reason, to_version=body.to_version,
-                                                                clock=clock))
+    record = models.rollback_version(registry=registry, actor=f"apikey:{key.key_id}", reason=body.reason,
+                                     to_version=body.to_version, clock=clock)
     return _public(record)

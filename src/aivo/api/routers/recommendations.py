@@ -13,14 +13,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from aivo.api.auth import check_learner_access
 from aivo.api.deps import CurrentKey, LearnerIdPath, pseudonym_from_raw
-from aivo.api.recommendation_cache import serving_lookup
 from aivo.api.schemas.common import LEARNER_ERRORS, ErrorResponse
 from aivo.api.schemas.recommendations import RecommendationPublic
 from aivo.clock import FrozenClock
 from aivo.errors import ConflictError
-from aivo.services.recommendations import recommend_for_learner
+from aivo.services.api_keys import check_learner_access
+from aivo.services.recommendations import recommend_for_learner, serving_lookup
 
 router = APIRouter(tags=["recommendations"])
 
@@ -44,9 +43,7 @@ async def recommendations(
     state = request.app.state
     registry, settings, clock = state.registry, state.settings, state.clock
     stored = learner_id if pseudonym else pseudonym_from_raw(state, learner_id)
-    found = await run_in_threadpool(
-        registry.run, lambda session: serving_lookup(session=session, pseudonym=stored, key_pk=key.pk),
-        read_only=True)
+    found = await run_in_threadpool(lambda: serving_lookup(registry=registry, pseudonym=stored, key_pk=key.pk))
     check_learner_access(key, tenant=found.tenant, linked=found.linked)
     stamp = found.stamp
     if stamp.active_artifact is None:

@@ -8,14 +8,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from aivo.api.auth import check_learner_access, learner_tenant
 from aivo.api.deps import AdminKey, ClockDep, RegistryDep, ServiceKey, SettingsDep
 from aivo.api.routers.trainer_jobs import actor, public
 from aivo.api.schemas.common import ERROR_RESPONSES, ErrorResponse
 from aivo.api.schemas.training import Priority, ScheduleOverridePublic, ScheduleUpdate, TriggerResponse
 from aivo.errors import ConflictError
-from aivo.scheduler.control import scheduler_status, trigger_training, update_schedule
+from aivo.services.api_keys import check_learner_access, learner_tenant
 from aivo.services.learners import pseudonym_for
+from aivo.services.scheduler import scheduler_status, trigger_training, update_schedule
 from aivo.training.retraining import RetrainingDecision
 from aivo.training.runs import LEARNER_MODEL_PREFIX, MAIN_BRAIN_MODEL_ID
 

@@ -4,7 +4,6 @@ the embedded worker of `aivo serve`)."""
 
 from __future__ import annotations
 
-import html
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Path, Query, Response
@@ -21,8 +20,9 @@ from aivo.api.schemas.training import (
 )
 from aivo.errors import NotFoundError
 from aivo.registry.api_keys import VerifiedKey
+from aivo.services import jobs as job_service
+from aivo.services import models
 from aivo.services.learners import pseudonym_for
-from aivo.training import job_service
 from aivo.training.jobs import JOB_STATUSES, TrainerJobRecord
 
 router = APIRouter(tags=["trainer"])
@@ -146,48 +146,13 @@ def promote_job(job_id: JobId, registry: RegistryDep, clock: ClockDep, key: Admi
 # --- hooks into the rest of the API ----------------------------------------------------------------
 
 def _model_details(registry) -> Any:
-    from aivo.training.drift_service import list_drift_reports
-    from aivo.training.jobs import open_job_for_model
-    from aivo.training.retraining import last_trained_at
-    from aivo.training.runs import MAIN_BRAIN_MODEL_ID
-
     def provider(model_id: str, record) -> dict[str, Any]:
-        def read(session) -> dict[str, Any]:
-            job = open_job_for_model(session=session, model_id=MAIN_BRAIN_MODEL_ID)
-            last = last_trained_at(session=session, model_id=MAIN_BRAIN_MODEL_ID)
-            reports = list_drift_reports(session=session, model_id=MAIN_BRAIN_MODEL_ID, limit=1)
-            drift = None
-            if reports:
-                r = reports[0]
-                drift = {"score": r.score, "drifted": r.drifted, "threshold": r.threshold, "version": r.version,
-                         "computed_at": r.computed_at.isoformat()}
-            return {"training": {"open_job": None if job is None else {"id": job.id, "status": job.status},
-                                 "last_trained_at": last.isoformat() if last else None},
-                    "drift": drift}
-
-        return registry.run(read, read_only=True)
+        return models.training_state(registry=registry)
 
     return provider
 
 
-def _jobs_panel(registry) -> Any:
-    def panel() -> tuple[str, str]:
-        page = job_service.find_jobs(registry=registry, limit=10)
-        if not page.jobs:
-            return "Trainer jobs", '<p class="empty">no trainer job yet</p>'
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                j.id, j.kind, j.model_id[:40], j.status, j.progress.get("stage", ""), j.candidate_version or "",
-                j.promoted_version or "", (j.error or "")[:80])) + "</tr>" for j in page.jobs)
-        head = "".join(f"<th>{h}</th>" for h in ("id", "kind", "model", "status", "stage", "candidate", "promoted",
-                                                 "error"))
-        return f"Trainer jobs ({page.total})", f"<table><tr>{head}</tr>{rows}</table>"
-
-    return panel
-
-
 def install_hooks(app: FastAPI) -> None:
-    """Training and drift state in GET /v1/model/{id}/status; a trainer-jobs dashboard panel."""
+    """Training and drift state in GET /v1/model/{id}/status (the dashboard shows jobs itself)."""
     registry = app.state.registry
     app.state.hooks.model_details.append(_model_details(registry))
-    app.state.hooks.dashboard_panels.append(_jobs_panel(registry))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aivo.brain.metrics import BinaryMetrics, binary_metrics
+from aivo.data.metrics import BinaryMetrics, binary_metrics
 from aivo.data.schema import InteractionLog
 from aivo.data.simulator.config import SimulatorConfig
 from aivo.data.simulator.curriculum import Curriculum, build_curriculum

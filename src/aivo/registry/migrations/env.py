@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
+from aivo.config import get_settings
+from aivo.registry.db import make_engine
 from aivo.registry.tables import Base
 
 # A fixed key for PostgreSQL's advisory lock: two `aivo db upgrade` at once run one after the other.
@@ -35,8 +37,6 @@ def _url() -> str:
     url = context.get_x_argument(as_dictionary=True).get("url")
     if url:
         return url
-    from aivo.config import get_settings
-
     return get_settings().resolved_database_url
 
 
@@ -48,8 +48,6 @@ if context.is_offline_mode():
 elif connection is not None:
     _run(connection)
 else:
-    from aivo.registry.db import make_engine
-
     engine = make_engine(_url())
     with engine.connect() as conn:
         _run(conn)

@@ -11,7 +11,9 @@ Tables are defined here and nowhere else; importing this package gives the whole
 - `privacy`: the per-learner privacy ledger (0004);
 - `training`: trainer jobs, pipeline runs, scheduler runs, leases and overrides, drift
   references and reports, learner snapshots (0005);
-- `tutor`: the tutor's safety alerts (0006).
+- `tutor`: the tutor's safety alerts (0006);
+- `federation`: the coordinator's enrolled sites and a site's round records (0007);
+- `dashboard`: the dashboard's server-side sessions (0008).
 
 Conventions other layers rely on:
 - A column holding an artifact digest is named `artifact_sha256` or `*_artifact_sha256`;
@@ -34,6 +36,7 @@ from aivo.registry.tables.core import (
     MainModelVersion,
     TrainingSession,
 )
+from aivo.registry.tables.federation import SITE_ROUND_STATUSES, SITE_STATUSES, FederationSite, SiteRound
 from aivo.registry.tables.privacy import PrivacyLedgerEntry
 from aivo.registry.tables.training import (
     ACTIVE_JOB_STATUSES,
@@ -51,14 +54,15 @@ from aivo.registry.tables.training import (
     TrainerJob,
 )
 from aivo.registry.tables.tutor import SafetyAlert
+from aivo.registry.tables.dashboard import DashboardSession
 
 metadata = Base.metadata
 
 __all__ = [
     "ACTIVE_JOB_STATUSES", "API_KEY_ROLES", "DEFAULT_TENANT", "FEDERATED_STATUSES", "JOB_STATUSES",
     "LEARNER_MODEL_STATUSES", "MAIN_STATUSES", "NAMING_CONVENTION", "OPEN_JOB_STATUSES", "PIPELINE_STATUSES",
-    "SCHEDULER_RUN_STATUSES", "ApiKey", "ApiKeyLearner", "AuditEntry", "Base", "DriftReference", "DriftReport",
-    "FederatedUpdate", "Interaction", "Learner", "LearnerModel", "LearnerSnapshot", "MainModelVersion",
-    "PipelineRun", "PrivacyLedgerEntry", "SafetyAlert", "SchedulerOverride", "SchedulerRun", "ServiceLease", "TrainerJob",
+    "SCHEDULER_RUN_STATUSES", "SITE_ROUND_STATUSES", "SITE_STATUSES", "ApiKey", "ApiKeyLearner", "AuditEntry", "Base", "DashboardSession", "DriftReference", "DriftReport",
+    "FederatedUpdate", "FederationSite", "Interaction", "Learner", "LearnerModel", "LearnerSnapshot", "MainModelVersion",
+    "PipelineRun", "PrivacyLedgerEntry", "SafetyAlert", "SchedulerOverride", "SchedulerRun", "ServiceLease", "SiteRound", "TrainerJob",
     "TrainingSession", "metadata",
 ]

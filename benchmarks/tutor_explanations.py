@@ -1,0 +1,153 @@
+"""Explanation quality on the evaluation set: tiny model vs SmolLM2 vs SmolLM2 grounded.
+
+Three arms, each through `TutorService.generate` with default settings (what learners get):
+1. the tiny model (built by `aivo tutor init-tiny`), no content library;
+2. SmolLM2-135M-Instruct (`aivo tutor init`), no content library: it says it answers from
+   the model alone;
+3. SmolLM2 with the bundled vetted lessons imported (`aivo tutor content import`).
+
+    python benchmarks/tutor_explanations.py                       # all 121 questions
+    python benchmarks/tutor_explanations.py --limit 20            # a quick look
+    python benchmarks/tutor_explanations.py --write-results       # update benchmarks/RESULTS.md
+
+Measures are defined in aivo/tutor/explanation_eval.py. Answers are written to
+`<work>/answers-<arm>.jsonl` for reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+START, END = "<!-- tutor-explanations:start -->", "<!-- tutor-explanations:end -->"
+TITLE = "## Tutor explanations: evaluation set"
+LESSONS = Path(__file__).resolve().parents[1] / "src" / "aivo" / "tutor" / "data" / "lessons"
+
+
+def arm(name: str, home: Path, model: Path, items, args) -> dict:
+    from aivo.config import Settings
+    from aivo.tutor.explanation_eval import evaluate_explanations
+    from aivo.services.tutor import TutorService
+
+    service = TutorService(settings=Settings(home=home, brain_model=str(model), num_threads=args.threads))
+    try:
+        report = evaluate_explanations(service=service, items=items, max_new_tokens=args.max_new_tokens,
+                                       concurrency=args.concurrency)
+    finally:
+        service.close()
+    out = Path(args.work) / f"answers-{name}.jsonl"
+    out.write_text("".join(json.dumps(asdict(a)) + "\n" for a in report.answers))
+    print(f"{name}: {json.dumps(report.summary())}", flush=True)
+    return report.summary()
+
+
+def run(args) -> dict:
+    import torch
+
+    from aivo.tutor.content import ContentLibrary
+    from aivo.tutor.explanation_eval import load_explanation_set
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    items = load_explanation_set()[: args.limit or None]
+    load = [os.getloadavg()[0]]
+    results = {}
+    plain, grounded = work / "home-plain", work / "home-grounded"
+    library = ContentLibrary(grounded / "tutor" / "content")
+    if library.is_empty():
+        for path in sorted(LESSONS.glob("*.md")):
+            library.import_file(path)
+    if args.tiny:
+        results["tiny"] = arm("tiny", plain, Path(args.tiny), items, args)
+    results["smollm2"] = arm("smollm2", plain, Path(args.smollm2), items, args)
+    results["smollm2_grounded"] = arm("smollm2_grounded", grounded, Path(args.smollm2), items, args)
+    load.append(os.getloadavg()[0])
+    return {"arms": results, "questions": len(items), "load": load, "lessons": len(library.lessons())}
+
+
+def report(r: dict, command: str, args) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    names = {"tiny": "tiny model", "smollm2": "SmolLM2, model alone", "smollm2_grounded": "SmolLM2, grounded"}
+    arms = [k for k in ("tiny", "smollm2", "smollm2_grounded") if k in r["arms"]]
+    rows = [("key-fact coverage (mean)", lambda a: f"{a['key_fact_coverage']:.3f}"),
+            ("answers stating a listed misconception", lambda a: f"{a['answers_with_contradiction']:.3f}"),
+            ("readability inside the grade band", lambda a: f"{a['within_grade_band']:.3f}"),
+            ("ADHD compliance", lambda a: f"{a['compliance'].get('adhd', float('nan')):.2f}"),
+            ("dyslexia compliance", lambda a: f"{a['compliance'].get('dyslexia', float('nan')):.2f}"),
+            ("autism compliance", lambda a: f"{a['compliance'].get('autism', float('nan')):.2f}"),
+            ("anxiety compliance", lambda a: f"{a['compliance'].get('anxiety', float('nan')):.2f}"),
+            ("answers grounded in a lesson", lambda a: f"{a['grounded_share']:.2f}"),
+            ("latency median / p95 (s, 8 concurrent)", lambda a: f"{a['latency_median_s']:.1f} / {a['latency_p95_s']:.1f}"),
+            ("completion tokens/s (all answers / wall time)", lambda a: f"{a['tokens_per_s']:.1f}"),
+            ("blocked by the safety filter", lambda a: str(a["blocked"]))]
+    lines = [TITLE, "", START,
+             f"Measured {now} on {platform.system()} {platform.machine()}, {os.cpu_count()} cores (shared), torch "
+             f"threads {args.threads}, Python {platform.python_version()}; 1-minute load average "
+             f"{r['load'][0]:.1f} before and {r['load'][1]:.1f} after: timings are pessimistic. "
+             f"{r['questions']} questions of `explanation_eval.jsonl` (grades 1-12; science, math, English, social "
+             f"studies, health), greedy, at most {args.max_new_tokens} new tokens, {args.concurrency} requests in "
+             f"flight; grounded arm: {r['lessons']} vetted lessons of `tutor/data/lessons/` imported.",
+             f"Reproduce: `{command}`", "",
+             "| measure | " + " | ".join(names[a] for a in arms) + " |", "|---|" + "---|" * len(arms)]
+    for label, fn in rows:
+        lines.append(f"| {label} | " + " | ".join(fn(r["arms"][a]) for a in arms) + " |")
+    if "smollm2" in r["arms"] and "smollm2_grounded" in r["arms"]:
+        g, u = r["arms"]["smollm2_grounded"]["key_fact_coverage"], r["arms"]["smollm2"]["key_fact_coverage"]
+        lines += ["", f"Grounding changes SmolLM2's key-fact coverage by {g - u:+.3f} ({u:.3f} -> {g:.3f})."]
+    lines += ["Coverage by subject: " + "; ".join(
+        f"{names[a]}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["arms"][a]["by_subject"].items()) for a in arms), END]
+    return "\n".join(lines)
+
+
+def write_section(section: str) -> None:
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        head = head.rstrip()
+        if head.endswith(TITLE):
+            head = head[: -len(TITLE)].rstrip()
+        text = f"{head}\n\n{section}{tail}"
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    RESULTS.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    home = Path(os.environ.get("AIVO_HOME", ".aivo"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smollm2", default=str(home / "tutor" / "smollm2-135m-instruct"))
+    parser.add_argument("--tiny", default=str(home / "tutor" / "tiny"), help="tiny model folder ('' to skip)")
+    parser.add_argument("--limit", type=int, default=0, help="first N questions (0 = all)")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", default=tempfile.mkdtemp(prefix="aivo-explanations-"))
+    parser.add_argument("--write-results", action="store_true")
+    args = parser.parse_args(argv)
+    for path in (args.smollm2, args.tiny):
+        if path and not Path(path).is_dir():
+            print(f"no model at {path}: run `aivo tutor init` (and `aivo tutor init-tiny`) first", file=sys.stderr)
+            return 2
+    command = "python benchmarks/tutor_explanations.py" + "".join(
+        f" --{n.replace('_', '-')} {getattr(args, n)}" for n in ("limit", "max_new_tokens", "concurrency", "threads")
+        if getattr(args, n) != parser.get_default(n))
+    result = run(args)
+    section = report(result, command, args)
+    print(section)
+    if args.write_results:
+        write_section(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The content library: parsing, passages, atomic storage, search, and grounding in generation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aivo.errors import DataError
+from aivo.tutor.content import ContentLibrary, parse_markdown, read_lessons, source_note, split_passages
+from aivo.tutor.schemas import GenerateRequest, StudentContextIn
+
+LESSONS = """# Photosynthesis
+subject: Science
+grade: 5
+skill: photosynthesis
+
+Plants make their own food in their leaves. They use sunlight, water and carbon dioxide to make sugar.
+
+# The water cycle
+subject: Science
+grade: 3
+skill: water cycle
+
+Water evaporates, condenses into clouds and falls as rain.
+"""
+
+
+def test_markdown_lessons_parse_with_metadata_and_errors(tmp_path):
+    lessons = parse_markdown(LESSONS, name="l.md")
+    assert [(x.title, x.grade, x.skill) for x in lessons] == [("Photosynthesis", 5, "photosynthesis"),
+                                                            ("The water cycle", 3, "water cycle")]
+    with pytest.raises(DataError, match="needs subject"):
+        parse_markdown("# Title\ngrade: 3\nskill: s\n\ntext", name="l.md")
+    with pytest.raises(DataError, match="before the first"):
+        parse_markdown("stray text\n# Title", name="l.md")
+    dup = tmp_path / "dup.jsonl"
+    row = {"id": "a", "title": "t", "subject": "s", "grade": "K", "skill": "k", "text": "x"}
+    dup.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(DataError, match="more than once"):
+        read_lessons(dup)
+    binary = tmp_path / "b.md"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_lessons(binary)
+
+
+def test_long_lessons_split_into_passages():
+    text = " ".join(f"Sentence number {i} says one more thing about the topic." for i in range(40))
+    lesson = parse_markdown(f"# Long\nsubject: S\ngrade: 4\nskill: k\n\n{text}", name="x")[0]
+    passages = split_passages(lesson)
+    assert len(passages) >= 4 and all(len(p.text.split()) <= 100 for p in passages)
+    assert " ".join(p.text for p in passages) == text
+
+
+def test_library_search_prefers_the_learners_grade_and_survives_reimport(tmp_path):
+    path = tmp_path / "lessons.md"
+    path.write_text(LESSONS)
+    library = ContentLibrary(tmp_path / "content")
+    assert library.is_empty() and library.search("anything") == []
+    report = library.import_file(path)
+    assert (report.lessons, report.replaced, report.library_lessons) == (2, 0, 2)
+    hits = library.search("How do plants make food?", grade=5, k=2, min_score=0.3)
+    assert hits[0].passage.title == "Photosynthesis" and len({h.passage.lesson_id for h in hits}) == len(hits)
+    assert library.import_file(path).replaced == 2 and len(library.lessons()) == 2
+    other = ContentLibrary(tmp_path / "content")  # another process sees the same library
+    assert len(other.lessons()) == 2
+    assert "Photosynthesis" in source_note(hits[:1]) and "model alone" in source_note([])
+
+
+def test_generation_is_grounded_and_names_its_sources(tutor_service, tmp_path):
+    prompt = "How do plants make their own food?"
+    ungrounded = tutor_service.generate(GenerateRequest(prompt=prompt, max_new_tokens=8, temperature=0))
+    assert not ungrounded.grounded and ungrounded.sources == [] and "model alone" in ungrounded.response
+    path = tmp_path / "lessons.md"
+    path.write_text(LESSONS)
+    tutor_service.content.import_file(path)
+    grounded = tutor_service.generate(GenerateRequest(prompt=prompt, max_new_tokens=8, temperature=0,
+                                                      context=StudentContextIn(grade="5")))
+    assert grounded.grounded and grounded.sources[0].title == "Photosynthesis"
+    assert grounded.response.endswith(grounded.source_note) and "Photosynthesis" in grounded.source_note
+    assert grounded.usage.prompt_tokens > ungrounded.usage.prompt_tokens  # the passage is in the prompt
+    assert grounded.explanation and grounded.source_note not in grounded.explanation
