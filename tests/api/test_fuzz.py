@@ -3,8 +3,9 @@ real `aivo serve` process on SQLite and on PostgreSQL, bounded in time for CI.
 
 Every run must end with no server error (5xx), no answer that breaks the OpenAPI document
 (status, content type, headers, body schema), no invalid input accepted, and no server log line
-of an unhandled error. Seeds vary from run to run unless FUZZ_SEED is set (FUZZ_SECONDS sets the
-budget per backend); a failure prints the seed and schemathesis' reproduction (curl) lines.
+of an unhandled error. The seed is fixed for CI; FUZZ_SEED=random (or a number) explores, and
+FUZZ_SECONDS sets the budget per backend. A failure prints the seed and schemathesis'
+reproduction (curl) lines.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from tests.api.conftest import BACKENDS, free_port, make_keys, make_settings, se
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 FUZZ_SECONDS = int(os.environ.get("FUZZ_SECONDS", "20"))  # per backend: the schemathesis time budget
-FUZZ_SEED = os.environ.get("FUZZ_SEED")  # read now: the suite's fixtures clear AIVO_* variables
+# A fixed seed keeps CI reproducible; FUZZ_SEED=random explores (read now: fixtures clear AIVO_*).
+FUZZ_SEED = os.environ.get("FUZZ_SEED", "234550425")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 TINY_TUTOR = dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1, train_steps=10,
                   learning_rate=5e-3, seed=0)
@@ -96,7 +98,7 @@ def served(request, tmp_path_factory):
 
 
 def test_fuzzing_finds_no_server_error_and_no_schema_violation(served, tmp_path):
-    seed = int(FUZZ_SEED) if FUZZ_SEED else random.randrange(2**31)
+    seed = random.randrange(2**31) if FUZZ_SEED == "random" else int(FUZZ_SEED)
     report = tmp_path / "report.json"
     command = [str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", f"{served.base}/openapi.json",
                "--checks", "all", "--max-time", str(FUZZ_SECONDS), "--seed", str(seed), "--workers", "2",

@@ -26,8 +26,8 @@ from aivo.api.openapi import install_docs, install_openapi
 from aivo.api.recommendation_cache import RecommendationCache
 from aivo.api.recommender import RecommenderPool
 from aivo.api.routers import dashboard, federated, health, interactions, learners, models, recommendations
-from aivo.api.routers import dashboard_learners, dashboard_models, dashboard_runs, drift, scheduler, trainer_jobs
-from aivo.api.routers import tutor_alerts
+from aivo.api.routers import dashboard_learners, dashboard_models, dashboard_runs, drift, federation, scheduler
+from aivo.api.routers import trainer_jobs, tutor_alerts
 from aivo.api.state import ApiHooks, ApiStats
 from aivo.api.tutor_mount import mount_tutor
 from aivo.clock import SYSTEM_CLOCK, Clock
@@ -47,6 +47,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     recommendations.router,
     models.router,
     federated.router,
+    federation.router,
     scheduler.router,
     trainer_jobs.router,
     drift.router,

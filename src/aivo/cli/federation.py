@@ -220,6 +220,18 @@ def certificates_cmd(host: list[str] = typer.Option(..., "--host", help="The coo
         f"server key (keep on the coordinator): {p['server_key']}", highlight=False, soft_wrap=True))
 
 
+@federation_app.command("register-brain")
+def register_brain_cmd(checkpoint: Path = typer.Argument(..., exists=True, file_okay=False,
+                                                         help="A checkpoint folder (`aivo train-main --out DIR`)."),
+                       actor: str | None = typer.Option(None, "--actor"), as_json: bool = JsonOption) -> None:
+    """Register and promote a Main Brain at the coordinator: the version the sites start from."""
+    from aivo.services.federation import default_actor, register_checkpoint  # start-up
+
+    version = register_checkpoint(registry=_registry(), path=checkpoint, actor=actor or default_actor())
+    emit({"version": version}, as_json=as_json, render=lambda r: console.print(
+        f"{r['version']} registered and promoted at the coordinator; sites install it in their next round"))
+
+
 @federation_app.command("enroll")
 def enroll_cmd(name: str = typer.Argument(..., help="The site's name (as it gave it to `aivo site init`)."),
                public_key: Path = typer.Option(..., "--public-key", exists=True, dir_okay=False,

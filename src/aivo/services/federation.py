@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from flwr.app import Message
 from flwr.common import bytes_to_ndarray
 
-from aivo.brain.checkpoint import to_state
+from aivo.brain.checkpoint import load_checkpoint, to_state
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings, get_settings
 from aivo.errors import ConfigError, ConflictError
@@ -48,7 +48,7 @@ from aivo.registry import (
 )
 from aivo.registry.tables import FederatedUpdate, Interaction
 from aivo.registry.sites import SiteRecord, enroll_site as _enroll, enrolled_keys, list_sites, revoke_site as _revoke
-from aivo.brain.versions import architecture_of, load_main_brain
+from aivo.brain.versions import architecture_of, load_main_brain, register_brain
 from aivo.services.site_identity import site_client_app
 from aivo.sites.coordinator import ActiveVersion, FederationOptions, RoundOutcome, run_federation
 from aivo.sites.identity import fingerprint, make_certificates, parse_public_key
@@ -291,7 +291,7 @@ def _check_coordinator(registry: Registry) -> None:
     with registry.session(read_only=True) as session:
         rows = session.scalar(sa.select(sa.func.count()).select_from(Interaction)) or 0
     if rows:
-        raise ConfigError(f"this registry holds {rows} interactions: a coordinator holds none (federated mode keeps "
+        raise ConflictError(f"this registry holds {rows} interactions: a coordinator holds none (federated mode keeps "
                           "learner data at the sites); use a separate AIVO_HOME for the coordinator")
 
 
@@ -392,9 +392,42 @@ def run_federation_deployment(*, registry: Registry, settings: Settings, options
     return report
 
 
+def submit_federation_run(*, registry: Registry, settings: Settings, options: FederationOptions, actor: str,
+                          superlink: str | None = None, root_certificates: Path | None = None,
+                          insecure: bool = False) -> str:
+    """Start a run on the SuperLink without waiting (`flwr run`, JSON output); returns its run id."""
+    _check_coordinator(registry)
+    certs = root_certificates or settings.federation_root_certificates
+    if not insecure and certs is None:
+        raise ConfigError("the SuperLink's CA certificate is needed (AIVO_FEDERATION_ROOT_CERTIFICATES)")
+    write_flower_config(settings, superlink=superlink or settings.superlink, root_certificates=certs,
+                        insecure=insecure)
+    done = subprocess.run([flower_bin("flwr"), "run", str(APP_DIR), "aivo", "--format", "json", "--run-config",
+                           f'{OPTIONS_KEY}="{encode_options(options)}" aivo-actor="{actor}"'],
+                          env=flower_env(settings), capture_output=True, text=True, timeout=300)
+    try:
+        result = json.loads(done.stdout)
+    except ValueError:
+        result = {}
+    if done.returncode != 0 or not result.get("run-id"):
+        raise ConfigError(f"the SuperLink did not start the run: {(done.stdout + done.stderr).strip()[-500:]}")
+    return str(result["run-id"])
+
+
 def _latest_round(registry: Registry) -> int:
     with registry.session(read_only=True) as session:
         return int(session.scalar(sa.select(sa.func.max(FederatedUpdate.id))) or 0)
+
+
+def register_checkpoint(*, registry: Registry, path: Path, actor: str) -> str:
+    """Register a Main Brain checkpoint (`aivo train-main --out DIR`) at the coordinator and
+    promote it: the federation's starting version. Returns the version name."""
+    _check_coordinator(registry)
+    brain = load_checkpoint(path)
+    record = register_brain(registry=registry, brain=brain, training_metrics=dict(brain.info.get("metrics") or {}),
+                            data_hash=brain.info.get("data_hash"), promote=True, actor=actor,
+                            reason=f"federation's starting version, from the checkpoint {path}")
+    return record.version
 
 
 # --- enrollment and status -----------------------------------------------------------------------------

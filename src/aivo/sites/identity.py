@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -69,7 +69,7 @@ def parse_public_key(text: str) -> ec.EllipticCurvePublicKey:
     """An OpenSSH public key line (`ecdsa-sha2-nistp384 AAAA... [comment]`); DataError if not."""
     try:
         key = serialization.load_ssh_public_key(text.strip().encode())
-    except (ValueError, UnicodeError) as exc:
+    except (ValueError, UnicodeError, UnsupportedAlgorithm) as exc:
         raise DataError(f"not an OpenSSH public key: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise DataError("a site key must be an elliptic-curve (NIST P-384) public key")

@@ -112,6 +112,20 @@ class _FixedNodes(LegacyStrategy):
         return None
 
 
+class _SecAggPlus(SecAggPlusWorkflow):
+    """Flower 1.42's workflow with one fix. A site that drops out before the share-keys stage
+    (killed while setting up, say) shared no keys and put no mask into anyone's vector, yet the
+    workflow still counts it as a dead sampled node and asks the others for its key shares, which
+    they never received: every site fails in the unmask stage (KeyError) and the round is lost.
+    After the share-keys stage only the sites that shared their keys count as sampled, so such a
+    site is simply absent; sites that drop later are unmasked as Flower intends."""
+
+    def share_keys_stage(self, grid, context, state) -> bool:
+        passed = super().share_keys_stage(grid, context, state)
+        state.sampled_node_ids = set(state.active_node_ids)
+        return passed and self._check_threshold(state)
+
+
 def _reason(failure) -> str:
     if isinstance(failure, BaseException) and failure.args:
         error = failure.args[0]
@@ -138,7 +152,7 @@ def secure_sum(*, grid, node_ids: Sequence[int], arrays: Sequence[np.ndarray], c
     context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({Key.CURRENT_ROUND: int(round_number)})
     context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
         ndarrays_to_parameters([np.asarray(a) for a in arrays]), True)
-    workflow = SecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=settings.threshold(len(node_ids)),
+    workflow = _SecAggPlus(num_shares=1.0, reconstruction_threshold=settings.threshold(len(node_ids)),
                                   max_weight=1.0, clipping_range=1.0, quantization_range=QUANTIZATION_RANGE,
                                   modulus_range=MODULUS_RANGE, timeout=settings.timeout)
     workflow(grid, context)

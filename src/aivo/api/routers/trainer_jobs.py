@@ -4,7 +4,7 @@ the embedded worker of `aivo serve`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Path, Query, Response
 
@@ -70,7 +70,7 @@ def create_job(body: TrainerJobCreate, registry: RegistryDep, settings: Settings
 @router.get("/trainer/jobs", response_model=TrainerJobPage, summary="List trainer jobs, newest first",
             responses={**ERROR_RESPONSES, **_INVALID})
 def list_jobs(registry: RegistryDep, key: ServiceKey,
-              status: Annotated[str | None, Query(description=f"One of {', '.join(JOB_STATUSES)}.")] = None,
+              status: Annotated[Literal[JOB_STATUSES] | None, Query()] = None,
               model: Annotated[str | None, Query(description="A model id, e.g. aivo-main-brain.")] = None,
               kind: Annotated[str | None, Query()] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
