@@ -71,3 +71,13 @@ def write_section(*, start: str, end: str, body: str, heading: str | None = None
         text = text.rstrip() + f"\n\n## {heading}\n\n{block}\n"
     with durable_file(RESULTS) as tmp:
         tmp.write_text(text.rstrip() + "\n", encoding="utf-8")
+
+
+def write_report(section: str, *, start: str, end: str) -> None:
+    """`write_section` for a report printed whole ("## Title", a blank line, then the block
+    between `start` and `end`)."""
+    heading = section.split("\n", 1)[0]
+    if not heading.startswith("## ") or start not in section or end not in section:
+        raise ValueError("a report is '## Title', a blank line, then its start ... end block")
+    write_section(heading=heading[3:], start=start, end=end, body=section.split(start, 1)[1].split(end, 1)[0])
+

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import RESULTS, machine, write_report  # noqa: E402
+
 START, END = "<!-- safety-benchmark:start -->", "<!-- safety-benchmark:end -->"
 TITLE = "## Tutor safety filter"
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "aivo" / "tutor" / "data" / "safety_classifier.json"
@@ -88,8 +89,7 @@ def report(result: dict, command: str) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cats = list(comb["recall"])
     lines = [TITLE, "", START,
-             f"Measured {now} on {platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python "
-             f"{platform.python_version()}; 1-minute load average {result['load'][0]:.1f} before, "
+             f"Measured {now} on {machine()}; 1-minute load average {result['load'][0]:.1f} before, "
              f"{result['load'][1]:.1f} after. Held-out split of `safety_labeled.jsonl`: {held['n']} messages "
              f"({comb['benign']} ordinary school questions, hard negatives included), never used for tuning; "
              f"classifier fitted on the {result['train_rows']} train messages (harm threshold "
@@ -119,20 +119,6 @@ def report(result: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        head = head.rstrip()
-        if head.endswith(TITLE):
-            head = head[: -len(TITLE)].rstrip()
-        text = f"{head}\n\n{section}{tail}"
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--refit", action="store_true", help="fit on train and rewrite the shipped classifier")
@@ -153,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(result, command)
     print(section)
     if args.write_results:
-        write_section(section)
+        write_report(section, start=START, end=END)
         print(f"\nupdated {RESULTS}")
     return 0 if all(meets_targets(result["heldout"]["combined"]).values()) else 1
 

@@ -19,14 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import machine, write_report  # noqa: E402
+
 START, END = "<!-- tutor-explanations:start -->", "<!-- tutor-explanations:end -->"
 TITLE = "## Tutor explanations: evaluation set"
 LESSONS = Path(__file__).resolve().parents[1] / "src" / "aivo" / "tutor" / "data" / "lessons"
@@ -90,8 +91,8 @@ def report(r: dict, command: str, args) -> str:
             ("completion tokens/s (all answers / wall time)", lambda a: f"{a['tokens_per_s']:.1f}"),
             ("blocked by the safety filter", lambda a: str(a["blocked"]))]
     lines = [TITLE, "", START,
-             f"Measured {now} on {platform.system()} {platform.machine()}, {os.cpu_count()} cores (shared), torch "
-             f"threads {args.threads}, Python {platform.python_version()}; 1-minute load average "
+             f"Measured {now} on {machine()} (shared), torch "
+             f"threads {args.threads}; 1-minute load average "
              f"{r['load'][0]:.1f} before and {r['load'][1]:.1f} after: timings are pessimistic. "
              f"{r['questions']} questions of `explanation_eval.jsonl` (grades 1-12; science, math, English, social "
              f"studies, health), greedy, at most {args.max_new_tokens} new tokens, {args.concurrency} requests in "
@@ -106,20 +107,6 @@ def report(r: dict, command: str, args) -> str:
     lines += ["Coverage by subject: " + "; ".join(
         f"{names[a]}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["arms"][a]["by_subject"].items()) for a in arms), END]
     return "\n".join(lines)
-
-
-def write_section(section: str) -> None:
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        head = head.rstrip()
-        if head.endswith(TITLE):
-            head = head[: -len(TITLE)].rstrip()
-        text = f"{head}\n\n{section}{tail}"
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(result, command, args)
     print(section)
     if args.write_results:
-        write_section(section)
+        write_report(section, start=START, end=END)
     return 0
 
 

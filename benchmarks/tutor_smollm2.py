@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import re
 import statistics
 import sys
@@ -32,9 +31,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import machine, write_report  # noqa: E402
 from tutor_benchmark import create_adapters, promote_main, rss_mib, run_requests  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START, END = "<!-- tutor-smollm2:start -->", "<!-- tutor-smollm2:end -->"
 TITLE = "## Tutor on SmolLM2-135M-Instruct (CPU)"
 PROMPTS = ["What is photosynthesis?", "What is a fraction?", "What is the water cycle?", "What is gravity?",
@@ -208,9 +207,9 @@ def report(r: dict, command: str) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     s1, s2, e, st = r["single"][1], r["single"][2], r["eight"], r["style"]
     lines = [TITLE, "", START,
-             f"Measured {now} on {platform.system()} {platform.machine()}, {os.cpu_count()} cores shared with other "
+             f"Measured {now} on {machine()} shared with other "
              f"jobs (1-minute load average {r['load'][0]:.1f} before, {r['load'][1]:.1f} after: these timings are "
-             f"pessimistic), Python {platform.python_version()}, float32. Greedy, {r['max_new_tokens']} new tokens "
+             f"pessimistic), float32. Greedy, {r['max_new_tokens']} new tokens "
              f"at most, grade-5 system prompt.",
              f"Reproduce: `{command}`", "",
              "| measure | value |", "|---|---|",
@@ -232,20 +231,6 @@ def report(r: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        head = head.rstrip()
-        if head.endswith(TITLE):
-            head = head[: -len(TITLE)].rstrip()
-        text = f"{head}\n\n{section}{tail}"
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     home = Path(os.environ.get("AIVO_HOME", ".aivo"))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -262,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(result, command)
     print(section)
     if args.write_results:
-        write_section(section)
+        write_report(section, start=START, end=END)
     return 0 if result["eight"]["ratio"] >= 2 else 1
 
 

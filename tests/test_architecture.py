@@ -6,8 +6,10 @@
     registry, data    ->  shared modules (config, errors, clock, logging_setup, utils, error_translation)
 
 A module may import its own package, any lower layer, and packages of its own layer as long as
-the packages' graph stays acyclic. Nothing imports `api` or `cli`; the interfaces (`api`, `cli`)
-reach the rest only through `services`. Tables are defined in `aivo.registry.tables` only. An
+the packages' graph stays acyclic. Nothing imports `api` or `cli`; the interfaces (`api`, `cli`,
+`flower_app`) call the rest only through `services` (from lower packages they may name types and
+constants, never import a function to call) and never open a registry transaction themselves.
+Tables are defined in `aivo.registry.tables` only. An
 import inside a function is allowed only when it is there for start-up time and says so in a
 comment containing "start-up" (on its line, on the line above, or above the block of imports it
 starts).
@@ -40,63 +42,6 @@ LAYERS: dict[str, int] = {
 INTERFACES = {"api", "cli", "flower_app"}
 STARTUP_MARKER = "start-up"
 
-# Known violations, removed as the code moves (issue 16); each list must shrink to empty.
-KNOWN_UPWARD: set[tuple[str, str]] = set()
-KNOWN_INTERFACE: set[tuple[str, str]] = {
-    ('aivo.api.app', 'aivo.registry'),
-    ('aivo.api.auth', 'aivo.registry'),
-    ('aivo.api.deps', 'aivo.registry'),
-    ('aivo.api.metrics', 'aivo.registry'),
-    ('aivo.api.routers.drift', 'aivo.training.runs'),
-    ('aivo.api.routers.health', 'aivo.registry'),
-    ('aivo.api.routers.models', 'aivo.registry'),
-    ('aivo.api.routers.models', 'aivo.training.runs'),
-    ('aivo.api.routers.scheduler', 'aivo.training.retraining'),
-    ('aivo.api.routers.scheduler', 'aivo.training.runs'),
-    ('aivo.api.routers.trainer_jobs', 'aivo.registry.api_keys'),
-    ('aivo.api.routers.trainer_jobs', 'aivo.training.jobs'),
-    ('aivo.api.routers.tutor', 'aivo.registry.tables'),
-    ('aivo.api.routers.tutor', 'aivo.tutor.schemas'),
-    ('aivo.api.schemas.common', 'aivo.data.schema'),
-    ('aivo.api.schemas.interactions', 'aivo.data.schema'),
-    ('aivo.api.state', 'aivo.registry'),
-    ('aivo.cli.brain', 'aivo.brain.config'),
-    ('aivo.cli.brain', 'aivo.registry'),
-    ('aivo.cli.data', 'aivo.data.readers'),
-    ('aivo.cli.data', 'aivo.data.schema'),
-    ('aivo.cli.data', 'aivo.data.simulator'),
-    ('aivo.cli.data', 'aivo.data.stats'),
-    ('aivo.cli.data', 'aivo.data.writers'),
-    ('aivo.cli.demo', 'aivo.brain.recommend'),
-    ('aivo.cli.demo', 'aivo.registry'),
-    ('aivo.cli.federated', 'aivo.privacy.planning'),
-    ('aivo.cli.federated', 'aivo.registry'),
-    ('aivo.cli.ops', 'aivo.registry'),
-    ('aivo.cli.ops', 'aivo.training.runs'),
-    ('aivo.cli.registry', 'aivo.data.privacy'),
-    ('aivo.cli.registry', 'aivo.registry'),
-    ('aivo.cli.registry', 'aivo.registry.migrate'),
-    ('aivo.cli.serve', 'aivo.registry'),
-    ('aivo.cli.serve', 'aivo.registry.api_keys'),
-    ('aivo.cli.tutor', 'aivo.tutor.assessment'),
-    ('aivo.cli.tutor', 'aivo.tutor.assessment_calibration'),
-    ('aivo.cli.tutor', 'aivo.tutor.engine'),
-    ('aivo.cli.tutor', 'aivo.tutor.evaluation'),
-    ('aivo.cli.tutor', 'aivo.tutor.schemas'),
-    ('aivo.cli.tutor', 'aivo.tutor.smollm2'),
-    ('aivo.cli.tutor', 'aivo.tutor.tiny_model'),
-}
-KNOWN_FUNCTION_IMPORTS: dict[str, int] = {
-    'aivo/cli/brain.py': 8,
-    'aivo/cli/data.py': 1,
-    'aivo/cli/demo.py': 6,
-    'aivo/cli/federated.py': 13,
-    'aivo/cli/ops.py': 18,
-    'aivo/cli/registry.py': 1,
-    'aivo/cli/serve.py': 13,
-    'aivo/cli/tutor.py': 16,
-    'aivo/services/reports.py': 1,
-}
 
 
 @dataclass(frozen=True)
@@ -107,6 +52,7 @@ class Import:
     line: int
     in_function: bool
     commented: bool  # a "start-up" comment on the line, above it, or above its block of imports
+    names: tuple[str, ...] = ()  # the names a `from ... import` takes (empty for `import module`)
 
 
 def _module_name(path: Path) -> str:
@@ -135,9 +81,9 @@ def _scan(text: str, *, module: str, path: str, is_package: bool = False) -> lis
             inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 if isinstance(child, ast.Import):
-                    targets = [alias.name for alias in child.names]
+                    targets, names = [alias.name for alias in child.names], ()
                 else:
-                    targets = [_resolve(child, module, is_package)]
+                    targets, names = [_resolve(child, module, is_package)], tuple(a.name for a in child.names)
                 own = " ".join(lines[child.lineno - 1:child.end_lineno])
                 above = lines[child.lineno - 2].strip() if child.lineno >= 2 else ""
                 commented = ((STARTUP_MARKER in own and "#" in own)
@@ -146,7 +92,7 @@ def _scan(text: str, *, module: str, path: str, is_package: bool = False) -> lis
                 if commented:
                     commented_ends.add(child.end_lineno)
                 for target in targets:
-                    found.append(Import(module, target, path, child.lineno, in_function, commented))
+                    found.append(Import(module, target, path, child.lineno, in_function, commented, names))
             visit(child, inside)
 
     visit(ast.parse(text, filename=path), False)
@@ -174,15 +120,8 @@ def _internal() -> list[Import]:
     return [i for i in IMPORTS if i.target == "aivo" or i.target.startswith("aivo.")]
 
 
-def _report(title: str, unexpected: set, stale: set) -> str:
-    lines = []
-    if unexpected:
-        lines.append(f"{title}:")
-        lines += [f"  {item}" for item in sorted(unexpected)]
-    if stale:
-        lines.append("fixed, remove from the known list:")
-        lines += [f"  {item}" for item in sorted(stale)]
-    return "\n".join(lines)
+def _report(title: str, violations) -> str:
+    return "\n".join([f"{title}:", *(f"  {item}" for item in sorted(violations))]) if violations else ""
 
 
 def test_every_package_has_a_layer():
@@ -198,8 +137,7 @@ def test_dependencies_point_down():
         source, target = _package(imp.source), _package(imp.target)
         if source != target and LAYERS[target] > LAYERS[source]:
             violations.add((imp.source, target))
-    message = _report("imports of a higher layer", violations - KNOWN_UPWARD, KNOWN_UPWARD - violations)
-    assert not message, message
+    assert not violations, _report("imports of a higher layer", violations)
 
 
 def test_packages_form_no_cycle():
@@ -228,30 +166,43 @@ def test_packages_form_no_cycle():
     assert not cycles, "package cycles:\n" + "\n".join(cycles)
 
 
-def test_interfaces_reach_the_rest_through_services():
-    """Routers and CLI commands call services (and shared modules), never a domain package or
-    the registry directly."""
+def _is_type_or_constant(name: str) -> bool:
+    return name[:1].isupper()  # classes (records, schemas, errors) and CONSTANTS; functions are lower case
+
+
+def test_interfaces_call_only_services():
+    """Routers and CLI commands call services (and shared modules): from a domain package or the
+    registry they may name types and constants (for annotations, schemas and messages), never
+    import a function or a module to call."""
     violations = set()
     for imp in _internal():
         source, target = _package(imp.source), _package(imp.target)
-        if source in INTERFACES and target != source and target != "services" and target not in SHARED:
-            violations.add((imp.source, imp.target))
-    message = _report("interface imports around the service layer", violations - KNOWN_INTERFACE,
-                      KNOWN_INTERFACE - violations)
-    assert not message, message
+        if source not in INTERFACES or target in (source, "services") or target in SHARED:
+            continue
+        called = [n for n in imp.names if not _is_type_or_constant(n)] if imp.names else ["<module>"]
+        for name in called:
+            violations.add((imp.source, f"{imp.target}.{name}"))
+    assert not violations, _report("interface imports of something to call around the service layer", violations)
+
+
+def _transactions_opened(path: Path) -> list[int]:
+    """Lines where a module calls `<registry>.run(...)` or `<registry>.session(...)`."""
+    return [node.lineno for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("run", "session") and "reg" in ast.unparse(node.func.value)]
+
+
+def test_interfaces_open_no_transaction():
+    """A router or a command never opens a registry session or transaction itself: the service
+    it calls owns the transaction."""
+    found = {f"{path.relative_to(SRC)}:{line}" for path in PACKAGE.rglob("*.py")
+             if _package(_module_name(path)) in INTERFACES for line in _transactions_opened(path)}
+    assert not found, _report("interfaces opening a registry transaction", found)
 
 
 def test_no_function_level_imports_except_for_start_up():
-    counts: dict[str, int] = defaultdict(int)
-    for imp in IMPORTS:
-        if imp.in_function and not imp.commented:
-            counts[imp.path] += 1
-    unexpected = {f"{path} ({n}, known {KNOWN_FUNCTION_IMPORTS.get(path, 0)})" for path, n in counts.items()
-                  if n > KNOWN_FUNCTION_IMPORTS.get(path, 0)}
-    stale = {f"{path} (known {n}, now {counts.get(path, 0)})" for path, n in KNOWN_FUNCTION_IMPORTS.items()
-             if counts.get(path, 0) < n}
-    message = _report("imports inside functions without a start-up comment", unexpected, stale)
-    assert not message, message
+    found = {f"{imp.path}:{imp.line}: {imp.target}" for imp in IMPORTS if imp.in_function and not imp.commented}
+    assert not found, _report("imports inside functions without a start-up comment", found)
 
 
 def _defines_tables(path: Path) -> bool:
@@ -277,11 +228,19 @@ def test_tables_live_in_the_registry():
     assert not outside, f"tables defined outside aivo/registry/tables: {sorted(outside)}"
 
 
-@pytest.mark.parametrize("rule", ["layers", "start-up"])
+@pytest.mark.parametrize("rule", ["layers", "start-up", "interfaces"])
 def test_the_checks_can_fail(rule, tmp_path):
     """The walker sees what it must see (a guard against a check that passes vacuously)."""
     if rule == "layers":
         assert any(i.source.startswith("aivo.services") and i.target.startswith("aivo.registry") for i in IMPORTS)
+        assert any(i.source.startswith("aivo.cli") and i.in_function and i.commented for i in IMPORTS)
+    elif rule == "interfaces":
+        code = "from aivo.registry import MainVersionRecord, open_registry\n\ndef f(reg):\n    reg.run(len)\n"
+        path = tmp_path / "x.py"
+        path.write_text(code)
+        (imp,) = _scan(code, module="aivo.cli.x", path="x.py")
+        assert [n for n in imp.names if not _is_type_or_constant(n)] == ["open_registry"]
+        assert _transactions_opened(path) == [4]
     else:
         code = ("def f():\n    import json\n\ndef g():\n    # start-up: heavy\n    import torch\n    import peft\n"
                 "    x = 1\n    import numpy\n\ndef h():\n    import safetensors  # start-up: loads torch\n")

@@ -19,6 +19,9 @@ from rich.console import Console
 
 from aivo.config import Settings, get_settings
 from aivo.logging_setup import configure_logging
+from aivo.registry import Registry
+from aivo.services.learners import learner_pseudonym
+from aivo.services.runtime import default_actor, open_registry
 
 app = typer.Typer(
     name="aivo",
@@ -48,6 +51,22 @@ def _root(
 
 def settings() -> Settings:
     return get_settings()
+
+
+def registry(*, threads: bool = False) -> Registry:
+    """The registry of the settings (schema checked); `threads`: also apply AIVO_NUM_THREADS to
+    torch (commands that train)."""
+    return open_registry(settings(), threads=threads)
+
+
+def current_user() -> str:
+    """Who runs the command (the OS user), for the audit log."""
+    return default_actor()
+
+
+def stored_learner(learner: str, is_pseudonym: bool) -> str:
+    """A LEARNER argument as stored: raw ids are pseudonymized with the secret key."""
+    return learner_pseudonym(settings=settings(), learner_id=learner, is_pseudonym=is_pseudonym)
 
 
 def _default(obj: Any) -> Any:

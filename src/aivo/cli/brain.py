@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from aivo.cli.app import JsonOption, app, console, emit, settings, to_jsonable
+from aivo.cli.app import JsonOption, app, console, current_user, emit, registry, settings, to_jsonable
+from aivo.errors import ConfigError
+from aivo.services.runtime import apply_threads
 
 
 def _metrics_table(title: str, rows: dict[str, dict | None]) -> Table:
@@ -48,10 +50,8 @@ def train_main(
 ) -> None:
     """Train the Main Brain (split 80/10/10 by learner), evaluate on its test part, and either save
     a checkpoint folder (--data FILE --out DIR) or register it as a main version (no --data)."""
-    from aivo.brain.config import config_from_settings, load_config_file
-    from aivo.services.main_brain import train_main_from_file
-    from aivo.services.runtime import apply_threads
-    from aivo.errors import ConfigError
+    # start-up: the Main Brain's libraries (torch) load only when the command runs
+    from aivo.services.main_brain import brain_config, train_main_from_file
 
     if data is None and out is not None:
         raise ConfigError("--out writes a checkpoint of a file's training: give --data FILE too, or omit --out "
@@ -63,10 +63,8 @@ def train_main(
         raise ConfigError(f"--promote must be always, never or if-better, got {promote!r}")
     cfg = settings()
     apply_threads(cfg)
-    overrides = load_config_file(config_file) if config_file else {}
-    overrides.update({"max_epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
-                      "patience": patience})
-    config = config_from_settings(cfg, **overrides)
+    config = brain_config(cfg, config_file=config_file, max_epochs=epochs, learning_rate=learning_rate,
+                          batch_size=batch_size, patience=patience)
     seed = cfg.seed if seed is None else seed
     if data is None:
         _train_registry_version(cfg, config=config, seed=seed, group_by=group_by, promote=promote, as_json=as_json)
@@ -87,11 +85,10 @@ def train_main(
 
 
 def _train_registry_version(cfg, *, config, seed: int, group_by: list[str], promote: str, as_json: bool) -> None:
-    from aivo.registry import default_actor, open_registry
-    from aivo.services.main_brain import train_main_version
+    from aivo.services.main_brain import train_main_version  # start-up: torch loads only when the command runs
 
-    report = train_main_version(registry=open_registry(cfg), settings=cfg, config=config, seed=seed,
-                                promote=promote, group_by=group_by, actor=default_actor(), progress=not as_json)
+    report = train_main_version(registry=registry(), settings=cfg, config=config, seed=seed,
+                                promote=promote, group_by=group_by, actor=current_user(), progress=not as_json)
 
     def render(r) -> None:
         verdict = "[green]promoted[/]" if r.promoted else "[yellow]not promoted[/]"
@@ -116,8 +113,7 @@ def evaluate_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Score every attempt but each learner's first, from the context serving reads; metrics overall and per group."""
-    from aivo.services.main_brain import evaluate_from_files
-    from aivo.services.runtime import apply_threads
+    from aivo.services.main_brain import evaluate_from_files  # start-up: torch loads only when the command runs
 
     apply_threads(settings())
     evaluation = evaluate_from_files(model_dir=model, data=data, group_by=group_by, data_format=data_format)

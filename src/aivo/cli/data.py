@@ -5,7 +5,6 @@ Other command modules reuse `data_app` (to add commands) and `parse_column_map` 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
@@ -13,13 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aivo.cli.app import JsonOption, app, console, emit, err_console, settings
-from aivo.data.readers import read_interactions, reader_names
 from aivo.data.schema import CORE_COLUMNS
-from aivo.data.stats import summarize_log
-from aivo.data.writers import check_output_path, write_interactions
-from aivo.errors import DataError
+from aivo.services.data import reader_names, simulate_to_file, summarize_file
 
-SIMULATE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
 data_app = typer.Typer(help="Import, inspect and simulate learner data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -63,8 +58,7 @@ def stats(
 ) -> None:
     """Summarize an interaction file: learners, items, skills, correct rate, lengths, and counts per
     subject, grade, item type and accommodation when the file has them."""
-    log = read_interactions(path, format=format, mapping=parse_column_map(column_map) or None)
-    result = summarize_log(log)
+    result = summarize_file(path, format=format, mapping=parse_column_map(column_map) or None)
 
     def render(r: dict) -> None:
         for note in r["notes"]:
@@ -121,48 +115,19 @@ def simulate(
     as_json: bool = JsonOption,
 ) -> None:
     """Simulate a synthetic K-12 cohort with known true probabilities (see docs/data.md)."""
-    from aivo.data.simulator import SimulatorConfig, oracle_metrics, simulate_cohort
-
-    check_output_path(out)
-    if out.suffix.lower() not in SIMULATE_SUFFIXES:
-        raise DataError(f"write the simulated log as {' or '.join(SIMULATE_SUFFIXES)} (it has string ids, "
-                        f"timestamps and extra columns)", path=str(out))
     options: dict = {"num_learners": learners, "interactions_per_learner": interactions}
     if subjects:
         options["subjects"] = tuple(s.strip() for s in subjects.split(",") if s.strip())
     if grades:
         options["grades"] = _parse_grades(grades)
-    config = SimulatorConfig(**options)
     seed = settings().seed if seed is None else seed
 
-    began = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=as_json) as progress:
         task = progress.add_task("simulating", total=interactions)
-        cohort = simulate_cohort(config=config, seed=seed,
-                                 progress=lambda done, total: progress.update(task, completed=done))
-        simulated = time.perf_counter()
-        progress.update(task, description=f"writing {out.name}")
-        write_interactions(cohort.log, out)
-        truth = [str(p) for p in cohort.save_truth(truth_dir)] if truth_dir else []
-    written = time.perf_counter()
-    oracle = oracle_metrics(cohort.log)
-    frame = cohort.log.frame
-    result = {
-        "out": str(out),
-        "seed": seed,
-        "learners": cohort.log.num_learners,
-        "interactions": cohort.log.num_interactions,
-        "skills": cohort.curriculum.num_skills,
-        "items": cohort.curriculum.num_items,
-        "correct_rate": round(float(frame["correct"].mean()), 4),
-        "oracle": {"auc": round(oracle.auc, 4), "log_loss": round(oracle.log_loss, 4),
-                   "accuracy": round(oracle.accuracy, 4)},
-        "accommodation": {str(k): int(v) for k, v in
-                          cohort.learners["accommodation"].value_counts().sort_index().items()},
-        "seconds": {"simulate": round(simulated - began, 2), "write": round(written - simulated, 2)},
-        "truth_files": truth,
-    }
+        result = simulate_to_file(out=out, seed=seed, truth_dir=truth_dir, **options,
+                                  progress=lambda done, total: progress.update(task, completed=done),
+                                  writing=lambda: progress.update(task, description=f"writing {out.name}"))
 
     def render(r: dict) -> None:
         console.print(f"wrote {r['interactions']:,} interactions of {r['learners']:,} learners to {r['out']} "

@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from aivo.cli.app import JsonOption, app, console, emit, settings, to_jsonable
+from aivo.brain.recommend import ItemSuggestion, Recommendation, SkillDecision
+from aivo.cli.app import JsonOption, app, console, emit, registry, settings, stored_learner, to_jsonable
+from aivo.cli.brain import _metrics_table
 
 
 def _render_recommendation(rec, *, title: str) -> None:
@@ -33,14 +35,11 @@ def recommend_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Next items at the target success rate and a LEVEL_UP/LEVEL_DOWN/STAY/REVIEW decision per skill."""
-    from aivo.registry import open_registry
-    from aivo.services.learners import pseudonym_for
+    # start-up: the Main Brain's libraries (torch) load only when the command runs
     from aivo.services.recommendations import recommend_for_learner
 
-    cfg = settings()
-    registry = open_registry(cfg)
-    rec = recommend_for_learner(registry=registry, settings=cfg, num_items=num_items,
-                                learner_id=pseudonym_for(settings=cfg, learner_id=learner))
+    rec = recommend_for_learner(registry=registry(), settings=settings(), num_items=num_items,
+                                learner_id=stored_learner(learner, False))
     emit(to_jsonable(rec.as_dict()), as_json=as_json,
          render=lambda _: _render_recommendation(rec, title=f"learner {learner}"))
 
@@ -57,7 +56,7 @@ def demo(
 ) -> None:
     """Simulate a cohort, store it, train and evaluate the Main Brain, clone and train learners
     locally, run one federated round with user-level DP, show recommendations."""
-    from aivo.services.demo import run_demo
+    from aivo.services.demo import run_demo  # start-up: torch loads only when the command runs
 
     cfg = settings()
     report = run_demo(settings=cfg, num_learners=learners, interactions_per_learner=interactions,
@@ -65,8 +64,6 @@ def demo(
                       num_personalized=min(personalize, learners), progress=not as_json)
 
     def render(_) -> None:
-        from aivo.cli.brain import _metrics_table
-
         r = report
         console.rule("AIVO demo")
         console.print(f"simulated {r.num_learners} learners x {r.interactions_per_learner} interactions "
@@ -86,8 +83,6 @@ def demo(
         if r.personalization:
             _render_personalization(r.personalization, r.federated)
         for raw_id, rec in r.recommendations.items():
-            from aivo.brain.recommend import ItemSuggestion, Recommendation, SkillDecision
-
             _render_recommendation(Recommendation(
                 learner_id=rec["learner_id"], target_success=rec["target_success"],
                 next_items=[ItemSuggestion(**i) for i in rec["next_items"]],

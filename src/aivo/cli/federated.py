@@ -1,7 +1,7 @@
 """`aivo clone`, `aivo train-local`, `aivo aggregate` and `aivo privacy report`.
 
-Thin: parse options, call one service function (aivo.personalization / aivo.federated /
-aivo.privacy), print a table or `--json`. Learner ids are raw ids (pseudonymized here) unless
+Thin: parse options, call one service function (aivo.services: clones, local_training,
+aggregation, privacy), print a table or `--json`. Learner ids are raw ids (pseudonymized here) unless
 `--pseudonym` says they are stored pseudonyms already.
 """
 
@@ -13,28 +13,14 @@ import math
 import typer
 from rich.table import Table
 
-from aivo.cli.app import JsonOption, app, console, emit, err_console, settings, to_jsonable
+from aivo.cli.app import (JsonOption, app, console, current_user, emit, err_console, registry, settings,
+                          stored_learner, to_jsonable)
+from aivo.privacy.planning import MEANINGLESS_EPSILON
 from aivo.errors import DataError
 
 PseudonymOption = typer.Option(False, "--pseudonym", help="LEARNER is already the stored pseudonym.")
 privacy_app = typer.Typer(help="User-level and record-level privacy figures.", no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
-
-
-def _pseudonym(learner: str, is_pseudonym: bool) -> str:
-    if is_pseudonym:
-        return learner
-    from aivo.services.learners import pseudonym_for
-
-    return pseudonym_for(settings=settings(), learner_id=learner)
-
-
-def _registry():
-    from aivo.services.runtime import apply_threads
-    from aivo.registry import open_registry
-
-    apply_threads(settings())
-    return open_registry(settings())
 
 
 def _fmt(value) -> str:
@@ -63,17 +49,16 @@ def clone_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Give a learner a personal model: a clone of the active Main Brain storing only personal parameters."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.clones import clone_learner, compare_clone, provision_clones
+    from aivo.services.learners import learners_all
 
     args = list(args or [])
-    reg = _registry()
+    reg = registry(threads=True)
     if all_learners:
         if args:
             raise DataError("give either LEARNER or --all, not both")
-        from aivo.registry import list_learners
-
-        with reg.session(read_only=True) as session:
-            ids = [r.learner_id for r in list_learners(session=session, limit=10_000_000)]
+        ids = [r.learner_id for r in learners_all(registry=reg)]
         result = provision_clones(registry=reg, settings=settings(), learner_ids=ids, batch_size=batch_size)
         emit(result.to_dict(), as_json=as_json, render=lambda r: console.print(
             f"{r['created']} clones of {r['main_version']} created ({r['existing']} learners already had one) "
@@ -81,12 +66,12 @@ def clone_cmd(
             f"{r['artifact']['size']}-byte personal-parameter artifact"))
         return
     if len(args) == 2 and args[0] == "compare":
-        comparison = compare_clone(registry=reg, settings=settings(), learner_id=_pseudonym(args[1], pseudonym))
+        comparison = compare_clone(registry=reg, settings=settings(), learner_id=stored_learner(args[1], pseudonym))
         emit(to_jsonable(comparison.to_dict()), as_json=as_json, render=_render_comparison)
         return
     if len(args) != 1:
         raise DataError("usage: aivo clone LEARNER | aivo clone compare LEARNER | aivo clone --all")
-    result = clone_learner(registry=reg, settings=settings(), learner_id=_pseudonym(args[0], pseudonym),
+    result = clone_learner(registry=reg, settings=settings(), learner_id=stored_learner(args[0], pseudonym),
                            tenant=tenant, reset=reset)
     emit(to_jsonable(result.to_dict()), as_json=as_json, render=lambda r: console.print(
         f"clone of {r['model']['source_version']} {'created' if r['created'] else 'reset'} "
@@ -137,27 +122,26 @@ def train_local_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Train a clone on that learner's own interactions; record the session and its update."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.local_training import local_config_from_settings, train_learner
+    from aivo.services.registry import learner_models
+    from tqdm.auto import tqdm
 
     cfg = settings()
     config = local_config_from_settings(cfg, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                                         proximal_mu=mu, personal_l2=personal_l2, seed=seed,
                                         fallback_confidence=fallback_confidence, refit_personal=refit,
                                         dp_noise_multiplier=dp_noise_multiplier, dp_clip_norm=dp_clip_norm)
-    reg = _registry()
+    reg = registry(threads=True)
     if all_learners == (learner is not None):
         raise DataError("give either LEARNER or --all")
     if not all_learners:
-        report = train_learner(registry=reg, settings=cfg, learner_id=_pseudonym(learner, pseudonym), config=config)
+        report = train_learner(registry=reg, settings=cfg, learner_id=stored_learner(learner, pseudonym), config=config)
         _warn_record_level(report.to_dict().get("record_epsilon"))
         emit(to_jsonable(report.to_dict()), as_json=as_json, render=_render_local)
         return
-    from aivo.registry import list_learner_models
-
-    with reg.session(read_only=True) as session:
-        ids = [m.learner_id for m in list_learner_models(session=session, kind="brain", limit=10_000_000)
-               if m.status != "inactive"]
-    from tqdm.auto import tqdm
+    ids = [m.learner_id for m in learner_models(registry=reg, kind="brain", limit=10_000_000)
+           if m.status != "inactive"]
 
     summary = {"trained": 0, "active": 0, "fallback": 0, "failed": 0, "errors": {}}
     for learner_id in tqdm(ids, desc="local training", unit="learner", disable=as_json):
@@ -175,8 +159,6 @@ def train_local_cmd(
 
 
 def _warn_record_level(epsilon: float | None) -> None:
-    from aivo.privacy.planning import MEANINGLESS_EPSILON
-
     if epsilon is not None and epsilon > MEANINGLESS_EPSILON:
         _warn([f"record-level DP-SGD epsilon {epsilon:.3g} is above {MEANINGLESS_EPSILON:g}: no meaningful "
                "record-level privacy; raise --dp-noise-multiplier (1.0 or more)"])
@@ -226,8 +208,8 @@ def aggregate_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Aggregate eligible learners' updates into a candidate Main Brain and promote it if the gate passes."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.aggregation import AggregationOptions, run_aggregation
-    from aivo.registry import default_actor
 
     options = AggregationOptions.from_settings(
         settings(), strategy=strategy, min_learners=min_learners, max_stale_days=max_stale,
@@ -238,7 +220,7 @@ def aggregate_cmd(
     _warn(options.plan().warnings)  # before anything runs
     if seed is not None and options.dp_enabled and not dry_run:
         _warn(["--seed makes the DP noise reproducible: only use it for testing"])
-    report = run_aggregation(registry=_registry(), options=options, actor=actor or default_actor())
+    report = run_aggregation(registry=registry(threads=True), options=options, actor=actor or current_user())
     emit(to_jsonable(report.to_dict()), as_json=as_json, render=_render_aggregation)
 
 
@@ -275,12 +257,12 @@ def privacy_report_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Each learner's user-level epsilon (ledger) and record-level DP-SGD epsilon, and totals."""
-    from aivo.privacy.planning import plan_from_settings
-    from aivo.services.privacy import privacy_report
+    # start-up: the service (and torch) loads only when the command runs
+    from aivo.services.privacy import privacy_plan, privacy_report
 
-    plan = plan_from_settings(settings())
-    ids = [_pseudonym(x, pseudonym) for x in learner] or None
-    report = privacy_report(registry=_registry(), plan=plan, learner_ids=ids, limit=limit)
+    plan = privacy_plan(settings())
+    ids = [stored_learner(x, pseudonym) for x in learner] or None
+    report = privacy_report(registry=registry(threads=True), plan=plan, learner_ids=ids, limit=limit)
     emit(to_jsonable(report.to_dict()), as_json=as_json, render=_render_privacy)
 
 

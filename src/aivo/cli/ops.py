@@ -1,6 +1,6 @@
 """Continuous-training operations: `aivo pipeline`, `aivo worker`, `aivo jobs`, `aivo scheduler`,
-`aivo drift`. Thin: parse options, call one service function from aivo.training / aivo.scheduler,
-print the result (`--json` for scripts)."""
+`aivo drift`. Thin: parse options, call one service function (aivo.services: pipeline, jobs,
+scheduler, drift), print the result (`--json` for scripts)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from aivo.cli.app import JsonOption, app, console, emit, settings, to_jsonable
+from aivo.cli.app import (JsonOption, app, console, current_user, emit, registry, settings, stored_learner,
+                          to_jsonable)
 from aivo.errors import DataError
 
 pipeline_app = typer.Typer(help="The continuous-training pipeline of the Main Brain.", no_args_is_help=True)
@@ -27,20 +28,6 @@ app.add_typer(worker_app, name="worker")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(drift_app, name="drift")
-
-
-def _registry():
-    from aivo.services.runtime import apply_threads
-    from aivo.registry import default_actor, open_registry  # noqa: F401
-
-    apply_threads(settings())
-    return open_registry(settings())
-
-
-def _actor() -> str:
-    from aivo.registry import default_actor
-
-    return default_actor()
 
 
 def _json_arg(value: str | None, what: str) -> dict[str, Any] | None:
@@ -86,23 +73,24 @@ def pipeline_run(
     as_json: bool = JsonOption,
 ) -> None:
     """Run the pipeline once in this process: collect, scrub, split, search, train, evaluate, gate."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.pipeline import PipelineConfig, run_pipeline
 
     cfg = settings()
-    registry = _registry()
+    reg = registry(threads=True)
     config = PipelineConfig.from_settings(cfg, hpo_trials=hpo_trials, hpo_timeout_s=hpo_timeout, seed=seed,
                                           brain=_json_arg(brain_config, "brain config") or {},
                                           harness=_json_arg(policy, "policy") or {}, tenant=tenant,
                                           promote="never" if no_promote else "gate")
     if as_json:
-        report = run_pipeline(registry=registry, settings=cfg, config=config, trigger=reason, actor=_actor())
+        report = run_pipeline(registry=reg, settings=cfg, config=config, trigger=reason, actor=current_user())
     else:
         with console.status("starting") as status:
             def progress(stage: str, fraction: float | None, message: str) -> None:
                 done = "" if fraction is None else f" {fraction:.0%}"
                 status.update(f"[bold]{stage}[/]{done}: {message[:120]}")
 
-            report = run_pipeline(registry=registry, settings=cfg, config=config, trigger=reason, actor=_actor(),
+            report = run_pipeline(registry=reg, settings=cfg, config=config, trigger=reason, actor=current_user(),
                                   report=progress)
 
     def render(r) -> None:
@@ -117,10 +105,10 @@ def pipeline_run(
 @pipeline_app.command("runs")
 def pipeline_runs(limit: int = typer.Option(20, "--limit", min=1), as_json: bool = JsonOption) -> None:
     """Recent pipeline runs, newest first."""
-    from aivo.training.runs import list_runs
+    # start-up: the service (and torch) loads only when the command runs
+    from aivo.services.pipeline import recent_runs
 
-    registry = _registry()
-    runs = registry.run(lambda s: list_runs(session=s, limit=limit), read_only=True)
+    runs = recent_runs(registry=registry(threads=True), limit=limit)
 
     def render(rows) -> None:
         table = Table(title="pipeline runs")
@@ -146,9 +134,10 @@ def worker_run(
     poll: float = typer.Option(1.0, "--poll", min=0.05, help="Seconds between queue polls when idle."),
 ) -> None:
     """Run queued trainer jobs until stopped (SIGTERM/SIGINT requeue the job in progress)."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.jobs import make_worker
 
-    worker = make_worker(registry=_registry(), settings=settings(), poll_s=poll,
+    worker = make_worker(registry=registry(threads=True), settings=settings(), poll_s=poll,
                          kinds=tuple(k.strip() for k in kinds.split(",")) if kinds else None)
     stop = threading.Event()
     _until_signal(stop)
@@ -186,15 +175,14 @@ def jobs_create(
     as_json: bool = JsonOption,
 ) -> None:
     """Queue a trainer job (a worker runs it)."""
-    from aivo.services.learners import pseudonym_for
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.jobs import submit_job
 
     cfg = settings()
-    learner_pseudonym = None
-    if learner is not None:
-        learner_pseudonym = learner if pseudonym else pseudonym_for(settings=cfg, learner_id=learner)
-    job = submit_job(registry=_registry(), settings=cfg, kind=kind, datasheet=_json_arg(datasheet, "datasheet"),
-                     created_by=_actor(), config=_json_arg(config, "config"), policy=_json_arg(policy, "policy"),
+    learner_pseudonym = None if learner is None else stored_learner(learner, pseudonym)
+    job = submit_job(registry=registry(threads=True), settings=cfg, kind=kind,
+                     datasheet=_json_arg(datasheet, "datasheet"),
+                     created_by=current_user(), config=_json_arg(config, "config"), policy=_json_arg(policy, "policy"),
                      priority=priority, reason=reason, learner_pseudonym=learner_pseudonym, max_attempts=max_attempts)
     emit(job.to_dict() if as_json else job, as_json=as_json, render=lambda j: console.print(_job_line(j)))
 
@@ -209,9 +197,11 @@ def jobs_list(
     as_json: bool = JsonOption,
 ) -> None:
     """Trainer jobs, newest first."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.jobs import find_jobs
 
-    page = find_jobs(registry=_registry(), status=status, model_id=model, kind=kind, limit=limit, offset=offset)
+    page = find_jobs(registry=registry(threads=True), status=status, model_id=model, kind=kind, limit=limit,
+                     offset=offset)
 
     def render(p) -> None:
         table = Table(title=f"trainer jobs ({p.total} in all)")
@@ -233,9 +223,10 @@ def jobs_list(
 def jobs_show(job_id: int = typer.Argument(..., help="Job id (from `aivo jobs list`)."),
               as_json: bool = JsonOption) -> None:
     """One trainer job: status, datasheet, progress, metrics, evaluation and lease."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.jobs import fetch_job
 
-    job = fetch_job(registry=_registry(), job_id=job_id)
+    job = fetch_job(registry=registry(threads=True), job_id=job_id)
 
     def render(j) -> None:
         for key, value in j.to_dict().items():
@@ -248,9 +239,10 @@ def jobs_show(job_id: int = typer.Argument(..., help="Job id (from `aivo jobs li
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: int = typer.Argument(...), as_json: bool = JsonOption) -> None:
     """Cancel a job: at once when queued; a running one stops within seconds."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.jobs import cancel
 
-    job = cancel(registry=_registry(), job_id=job_id)
+    job = cancel(registry=registry(threads=True), job_id=job_id)
     emit(job.to_dict() if as_json else job, as_json=as_json,
          render=lambda j: console.print(_job_line(j) + ("" if j.status == "cancelled" else " (stopping)")))
 
@@ -263,15 +255,16 @@ def jobs_evaluate(
     as_json: bool = JsonOption,
 ) -> None:
     """Queue the evaluation harness on a job's candidate; GET it with `--wait` or `aivo jobs show`."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.jobs import evaluation_status, request_evaluation
 
-    registry = _registry()
-    request_evaluation(registry=registry, job_id=job_id, created_by=_actor(), policy=_json_arg(policy, "policy"))
-    status = evaluation_status(registry=registry, job_id=job_id)
+    reg = registry(threads=True)
+    request_evaluation(registry=reg, job_id=job_id, created_by=current_user(), policy=_json_arg(policy, "policy"))
+    status = evaluation_status(registry=reg, job_id=job_id)
     deadline = time.monotonic() + wait
     while status.status == "pending" and time.monotonic() < deadline:
         time.sleep(0.5)
-        status = evaluation_status(registry=registry, job_id=job_id)
+        status = evaluation_status(registry=reg, job_id=job_id)
 
     def render(s) -> None:
         if s.status == "pending":
@@ -287,9 +280,10 @@ def jobs_evaluate(
 def jobs_promote(job_id: int = typer.Argument(...), reason: str | None = typer.Option(None, "--reason"),
                  as_json: bool = JsonOption) -> None:
     """Promote a job's candidate (only once its evaluation passed)."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.jobs import promote_job
 
-    job = promote_job(registry=_registry(), job_id=job_id, actor=_actor(), reason=reason)
+    job = promote_job(registry=registry(threads=True), job_id=job_id, actor=current_user(), reason=reason)
     emit(job.to_dict() if as_json else job, as_json=as_json, render=lambda j: console.print(_job_line(j)))
 
 
@@ -300,10 +294,11 @@ def scheduler_run(
                                 help="Also run one in-process trainer worker (embedded mode)."),
 ) -> None:
     """Run the scheduler until SIGTERM/SIGINT. Several may run: one leads, the others stand by."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.scheduler import make_scheduler
 
     cfg = settings()
-    scheduler = make_scheduler(registry=_registry(), settings=cfg, run_worker=worker).start()
+    scheduler = make_scheduler(registry=registry(threads=True), settings=cfg, run_worker=worker).start()
     console.print(f"scheduler {scheduler.instance_id} running (timezone {cfg.timezone}); stop with Ctrl-C",
                   highlight=False)
     stop = threading.Event()
@@ -315,9 +310,10 @@ def scheduler_run(
 @scheduler_app.command("status")
 def scheduler_status_cmd(as_json: bool = JsonOption) -> None:
     """Jobs with their next run and trigger, models training, last training, the lease holder."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.scheduler import scheduler_status
 
-    status = scheduler_status(registry=_registry(), settings=settings())
+    status = scheduler_status(registry=registry(threads=True), settings=settings())
 
     def render(doc) -> None:
         s = doc["scheduler"]
@@ -348,10 +344,11 @@ def scheduler_trigger(
     as_json: bool = JsonOption,
 ) -> None:
     """Queue training of a model now (a worker runs it)."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.scheduler import trigger_training
 
-    decision = trigger_training(registry=_registry(), settings=settings(), model_id=model_id, reason=reason,
-                                priority=priority, force=force, actor=_actor())
+    decision = trigger_training(registry=registry(threads=True), settings=settings(), model_id=model_id, reason=reason,
+                                priority=priority, force=force, actor=current_user())
     emit(decision.to_dict() if as_json else decision, as_json=as_json,
          render=lambda d: console.print(f"{d.model_id}: {d.status} - {d.reason}"
                                         + (f" (job {d.job.id})" if d.job else ""), highlight=False))
@@ -365,9 +362,11 @@ def drift_check(
     as_json: bool = JsonOption,
 ) -> None:
     """Score the active Main Brain's drift now and store the report."""
+    # start-up: the service (and torch) loads only when the command runs
     from aivo.services.drift import check_drift
 
-    report = check_drift(registry=_registry(), settings=settings(), window_days=window_days, schedule=schedule)
+    report = check_drift(registry=registry(threads=True), settings=settings(), window_days=window_days,
+                         schedule=schedule)
 
     def render(r) -> None:
         score = "n/a" if r.score is None else f"{r.score:.3f}"
@@ -387,9 +386,10 @@ def drift_reports(model: str = typer.Option("aivo-main-brain", "--model", help="
                   limit: int = typer.Option(10, "--limit", min=1, help="Most recent reports shown."),
                   as_json: bool = JsonOption) -> None:
     """Stored drift reports of a model, newest first (score and its three signals)."""
-    from aivo.services.drift import list_drift_reports
+    # start-up: the service (and torch) loads only when the command runs
+    from aivo.services.drift import drift_reports
 
-    reports = _registry().run(lambda s: list_drift_reports(session=s, model_id=model, limit=limit), read_only=True)
+    reports = drift_reports(registry=registry(threads=True), model_id=model, limit=limit)
 
     def render(rows) -> None:
         table = Table(title=f"drift reports of {model}")

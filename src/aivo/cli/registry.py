@@ -14,26 +14,11 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from aivo.cli.app import JsonOption, app, console, emit, err_console, settings
+from aivo.cli.app import (JsonOption, app, console, current_user, emit, err_console, registry, settings,
+                          stored_learner)
 from aivo.cli.data import MapOption, data_app, parse_column_map
-from aivo.registry import (
-    collect_garbage,
-    default_actor,
-    delete_learner,
-    export_learner,
-    get_main_version,
-    get_statistics,
-    import_interaction_file,
-    learner_model_history,
-    list_learner_models,
-    list_main_versions,
-    open_registry,
-    promote_main_version,
-    rollback_main_version,
-    upgrade_database,
-    verify_registry,
-)
-from aivo.registry.migrate import current_revision, head_revision
+from aivo.services import registry as registry_ops
+from aivo.services.learners import erase_learner, export_learner_data
 
 db_app = typer.Typer(help="Registry database schema.", no_args_is_help=True)
 registry_app = typer.Typer(help="Main versions, learner models, statistics, artifacts.", no_args_is_help=True)
@@ -45,14 +30,6 @@ app.add_typer(learner_app, name="learner")
 ActorOption = typer.Option(None, "--actor", help="Who is acting (default: the OS user).")
 PseudonymOption = typer.Option(False, "--pseudonym",
                                help="ID is already the stored pseudonym (not the raw learner id).")
-
-
-def _pseudonym(learner: str, is_pseudonym: bool) -> str:
-    if is_pseudonym:
-        return learner
-    from aivo.data.privacy import pseudonymize_learner_id
-
-    return pseudonymize_learner_id(learner, key=settings().resolved_secret_key())
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
@@ -77,10 +54,7 @@ def db_upgrade(
     as_json: bool = JsonOption,
 ) -> None:
     """Create or migrate the registry schema to the newest revision."""
-    reg = open_registry(check_schema=False)
-    result = upgrade_database(reg.engine, revision=revision)
-    out = {"database": reg.engine.url.render_as_string(hide_password=True), "from_revision": result.from_revision,
-           "to_revision": result.to_revision, "changed": result.changed}
+    out = registry_ops.upgrade_schema(settings=settings(), revision=revision)
     emit(out, as_json=as_json, render=lambda r: console.print(
         f"schema {'upgraded from ' + (r['from_revision'] or 'empty') if r['changed'] else 'already'} "
         f"at revision {r['to_revision']} ({r['database']})"))
@@ -89,10 +63,7 @@ def db_upgrade(
 @db_app.command("status")
 def db_status(as_json: bool = JsonOption) -> None:
     """Show the database's schema revision and the one this AIVO needs."""
-    reg = open_registry(check_schema=False)
-    current, head = current_revision(reg.engine), head_revision()
-    out = {"database": reg.engine.url.render_as_string(hide_password=True), "current_revision": current,
-           "head_revision": head, "up_to_date": current == head}
+    out = registry_ops.schema_status(settings=settings())
     emit(out, as_json=as_json, render=_kv)
 
 
@@ -100,9 +71,7 @@ def db_status(as_json: bool = JsonOption) -> None:
 @registry_app.command("stats")
 def registry_stats(as_json: bool = JsonOption) -> None:
     """Counts of versions, learners, models, sessions and updates; mean learner performance."""
-    reg = open_registry()
-    with reg.session(read_only=True) as session:
-        stats = get_statistics(session=session).to_dict()
+    stats = registry_ops.statistics(registry=registry()).to_dict()
     emit(stats, as_json=as_json, render=_kv)
 
 
@@ -115,14 +84,14 @@ def registry_list(
     as_json: bool = JsonOption,
 ) -> None:
     """List main versions (newest first), or learner models with --learners."""
-    reg = open_registry()
-    with reg.session(read_only=True) as session:
-        if learners:
-            rows = [m.to_dict() for m in list_learner_models(session=session, status=status, limit=limit,
-                                                             offset=offset)]
-        else:
-            rows = [v.to_dict() for v in list_main_versions(session=session, status=status, limit=limit,
-                                                            offset=offset)]
+    from aivo.services import models  # start-up: the Main Brain's libraries load only for this command
+
+    if learners:
+        rows = [m.to_dict() for m in registry_ops.learner_models(registry=registry(), status=status, limit=limit,
+                                                                 offset=offset)]
+    else:
+        rows = [v.to_dict() for v in models.list_versions(registry=registry(), status=status, limit=limit,
+                                                          offset=offset)]
 
     def render(items: list[dict]) -> None:
         if learners:
@@ -147,13 +116,13 @@ def registry_show(
     """Show a main version, or a learner model with its training history."""
     if (version is None) == (learner is None):
         raise typer.BadParameter("give either a VERSION or --learner ID", param_hint="VERSION")
-    reg = open_registry()
-    with reg.session(read_only=True) as session:
-        if version is not None:
-            out = get_main_version(session=session, version=version).to_dict()
-        else:
-            out = learner_model_history(session=session, learner_id=_pseudonym(learner, is_pseudonym),
-                                        kind=kind).to_dict()
+    if version is not None:
+        from aivo.services import models  # start-up: the Main Brain's libraries load only for this command
+
+        out = models.get_version(registry=registry(), version=version).to_dict()
+    else:
+        out = registry_ops.learner_history(registry=registry(), learner_id=stored_learner(learner, is_pseudonym),
+                                           kind=kind).to_dict()
 
     def render(r: dict) -> None:
         if "sessions" not in r:
@@ -175,9 +144,10 @@ def registry_promote(
     as_json: bool = JsonOption,
 ) -> None:
     """Make VERSION the active main version (the current one is archived). Audited."""
-    reg = open_registry()
-    out = reg.run(lambda s: promote_main_version(session=s, version=version, actor=actor or default_actor(),
-                                                 reason=reason).to_dict())
+    from aivo.services import models  # start-up: the Main Brain's libraries load only for this command
+
+    out = models.promote_version(registry=registry(), version=version, actor=actor or current_user(),
+                                 reason=reason).to_dict()
     emit(out, as_json=as_json, render=lambda r: console.print(f"[green]{r['version']}[/] is now active"))
 
 
@@ -189,9 +159,10 @@ def registry_rollback(
     as_json: bool = JsonOption,
 ) -> None:
     """Reactivate the previously active main version (or --to VERSION). Audited."""
-    reg = open_registry()
-    out = reg.run(lambda s: rollback_main_version(session=s, actor=actor or default_actor(), reason=reason,
-                                                  to_version=to).to_dict())
+    from aivo.services import models  # start-up: the Main Brain's libraries load only for this command
+
+    out = models.rollback_version(registry=registry(), actor=actor or current_user(), reason=reason,
+                                  to_version=to).to_dict()
     emit(out, as_json=as_json, render=lambda r: console.print(f"rolled back: [green]{r['version']}[/] is active"))
 
 
@@ -204,10 +175,8 @@ def registry_gc(
     as_json: bool = JsonOption,
 ) -> None:
     """Find unreferenced artifacts; delete them with --apply."""
-    reg = open_registry()
-    with reg.session() as session:
-        result = collect_garbage(session=session, store=reg.store, dry_run=not apply,
-                                 min_age_s=min_age_hours * 3600, actor=actor or default_actor()).to_dict()
+    result = registry_ops.garbage_collection(registry=registry(), apply=apply, min_age_s=min_age_hours * 3600,
+                                             actor=actor or current_user())
 
     def render(r: dict) -> None:
         verb = "deleted" if apply else "would delete (dry run; --apply to delete)"
@@ -224,9 +193,7 @@ def registry_verify(
     as_json: bool = JsonOption,
 ) -> None:
     """Check that every referenced artifact exists (and with --deep, is intact). Exit 6 if not."""
-    reg = open_registry()
-    with reg.session(read_only=True) as session:
-        check = verify_registry(session=session, store=reg.store, deep=deep).to_dict()
+    check = registry_ops.verify(registry=registry(), deep=deep)
 
     def render(r: dict) -> None:
         for problem in r["problems"]:
@@ -250,15 +217,13 @@ def learner_delete(
     as_json: bool = JsonOption,
 ) -> None:
     """Erase a learner: interactions, models, sessions and artifacts. Keeps an anonymous audit entry."""
-    pseudonym = _pseudonym(learner, is_pseudonym)
-    reg = open_registry()
+    learner_id = stored_learner(learner, is_pseudonym)
+    reg = registry()
     if not yes:
         if not sys.stdin.isatty():
             raise typer.BadParameter("refusing to erase without confirmation; pass --yes", param_hint="--yes")
         typer.confirm(f"Erase everything held about learner {learner}?", abort=True)
-    with reg.session() as session:
-        result = delete_learner(session=session, store=reg.store, learner_id=pseudonym,
-                                actor=actor or default_actor(), reason=reason)
+    result = erase_learner(registry=reg, learner_id=learner_id, actor=actor or current_user(), reason=reason)
     out = {"deleted": True, "rows_deleted": result.rows_deleted, "artifacts_deleted": result.artifacts_scheduled}
     emit(out, as_json=as_json, render=lambda r: console.print(
         f"learner erased: {sum(r['rows_deleted'].values())} rows, {r['artifacts_deleted']} artifacts"))
@@ -272,10 +237,8 @@ def learner_export(
     inline_artifacts: bool = typer.Option(False, "--inline-artifacts", help="Include artifact bytes (base64)."),
 ) -> None:
     """Write everything held about a learner as JSON."""
-    reg = open_registry()
-    with reg.session(read_only=True) as session:
-        document = export_learner(session=session, store=reg.store, learner_id=_pseudonym(learner, is_pseudonym),
-                                  inline_artifacts=inline_artifacts)
+    document = export_learner_data(registry=registry(), learner_id=stored_learner(learner, is_pseudonym),
+                                   inline_artifacts=inline_artifacts)
     text = json.dumps(document, indent=2)
     if out is None:
         sys.stdout.write(text + "\n")
@@ -297,12 +260,11 @@ def data_import(
 ) -> None:
     """Import interactions into the registry: learner ids pseudonymized, idempotent per (learner, order)."""
     cfg = settings()
-    reg = open_registry()
-    key = cfg.resolved_secret_key()
+    reg = registry()
+    cfg.resolved_secret_key()  # before the spinner: a missing key is reported at once
     with console.status(f"importing {path} ...", spinner="dots") if not as_json else nullcontext():
-        with reg.session() as session:
-            result = import_interaction_file(session=session, path=path, secret_key=key, format=format,
-                                             mapping=parse_column_map(column_map) or None, tenant=tenant)
+        result = registry_ops.import_file(registry=reg, settings=cfg, path=path, format=format,
+                                          mapping=parse_column_map(column_map) or None, tenant=tenant)
     def render(r: dict) -> None:
         console.print(f"imported {r['rows_inserted']} of {r['rows_read']} interactions ({r['rows_skipped']} already "
                       f"present); {r['learners']} learners ({r['learners_created']} new) in tenant {r['tenant']}")

@@ -6,8 +6,12 @@ import os
 import tempfile
 
 import typer
+from rich.table import Table
 
-from aivo.cli.app import JsonOption, app, console, emit, err_console, settings
+from aivo.cli.app import JsonOption, app, console, current_user, emit, err_console, registry, settings
+from aivo.services import api_keys
+from aivo.services.learners import learner_pseudonym
+from aivo.config import get_settings
 from aivo.errors import ConfigError
 
 apikey_app = typer.Typer(help="API keys: create (shown once), list, revoke, teacher class lists.",
@@ -21,12 +25,8 @@ PseudonymOption = typer.Option(False, "--pseudonym", help="Learner ids are store
 
 def _learner_pseudonyms(values: list[str], *, is_pseudonym: bool) -> list[str]:
     ids = [v.strip() for value in values for v in value.split(",") if v.strip()]
-    if is_pseudonym:
-        return ids
-    from aivo.services.learners import pseudonym_for
-
     cfg = settings()
-    return [pseudonym_for(settings=cfg, learner_id=i) for i in ids]
+    return [learner_pseudonym(settings=cfg, learner_id=i, is_pseudonym=is_pseudonym) for i in ids]
 
 
 @app.command("serve")
@@ -42,9 +42,7 @@ def serve(
 ) -> None:
     """Run the AIVO API (OpenAPI docs at /docs). With several workers the scheduler must run on
     its own: `aivo scheduler run`."""
-    import uvicorn
-
-    from aivo.registry import open_registry
+    import uvicorn  # start-up: the server loads only for `aivo serve`
 
     cfg = settings()
     host = host or cfg.api_host
@@ -54,15 +52,13 @@ def serve(
         raise ConfigError(f"the scheduler runs inside the API only with one worker (asked for {workers}); "
                           "drop --scheduler and run `aivo scheduler run` as its own process")
     cfg.resolved_secret_key()  # a missing or weak production key stops here, before the database is touched
-    open_registry(cfg)  # a missing or outdated schema stops here, with its message, before any worker starts
+    registry()  # a missing or outdated schema stops here, with its message, before any worker starts
     # Workers build their app from the environment (create_app() reads Settings): pass the choices on.
     os.environ["AIVO_API_WORKERS"] = str(workers)
     if scheduler is not None:
         os.environ["AIVO_SCHEDULER_ENABLED"] = "true" if scheduler else "false"
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aivo-metrics-")
-    from aivo.config import get_settings
-
     get_settings.cache_clear()
     in_api = get_settings().scheduler_enabled and workers == 1
     err_console.print(f"AIVO API on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}; "
@@ -81,13 +77,9 @@ def apikey_create(
     as_json: bool = JsonOption,
 ) -> None:
     """Create a key. The token is printed once and never stored: keep it now."""
-    from aivo.registry import default_actor, open_registry
-    from aivo.registry.api_keys import create_api_key
-
     pseudonyms = _learner_pseudonyms(learners, is_pseudonym=is_pseudonym)
-    registry = open_registry(settings())
-    created = registry.run(lambda session: create_api_key(session=session, role=role, tenant=tenant, name=name,
-                                                          learner_ids=pseudonyms, actor=default_actor()))
+    created = api_keys.create_key(registry=registry(), role=role, tenant=tenant, name=name, learner_ids=pseudonyms,
+                                  actor=current_user())
 
     def render(_) -> None:
         key = created.key
@@ -106,14 +98,7 @@ def apikey_list(
     as_json: bool = JsonOption,
 ) -> None:
     """Keys (never their tokens)."""
-    from rich.table import Table
-
-    from aivo.registry import open_registry
-    from aivo.registry.api_keys import list_api_keys
-
-    registry = open_registry(settings())
-    keys = registry.run(lambda session: list_api_keys(session=session, tenant=tenant,
-                                                      include_revoked=include_revoked), read_only=True)
+    keys = api_keys.keys(registry=registry(), tenant=tenant, include_revoked=include_revoked)
 
     def render(_) -> None:
         table = Table(title=f"{len(keys)} API key(s)")
@@ -136,24 +121,13 @@ def apikey_revoke(
     as_json: bool = JsonOption,
 ) -> None:
     """Revoke a key. Running API processes stop accepting it within AIVO_API_KEY_CACHE_S seconds."""
-    from aivo.registry import default_actor, open_registry
-    from aivo.registry.api_keys import revoke_api_key
-
-    registry = open_registry(settings())
-    record = registry.run(lambda session: revoke_api_key(session=session, key_id=key_id, actor=default_actor(),
-                                                         reason=reason))
+    record = api_keys.revoke_key(registry=registry(), key_id=key_id, actor=current_user(), reason=reason)
     emit(record.to_dict(), as_json=as_json, render=lambda _: console.print(f"revoked {record.key_id}"))
 
 
 def _relink(key_id: str, learners: list[str], is_pseudonym: bool, *, add: bool, as_json: bool) -> None:
-    from aivo.registry import default_actor, open_registry
-    from aivo.registry.api_keys import link_learners, unlink_learners
-
     pseudonyms = _learner_pseudonyms(learners, is_pseudonym=is_pseudonym)
-    registry = open_registry(settings())
-    change = link_learners if add else unlink_learners
-    count = registry.run(lambda session: change(session=session, key_id=key_id, learner_ids=pseudonyms,
-                                                actor=default_actor()))
+    count = api_keys.relink(registry=registry(), key_id=key_id, learner_ids=pseudonyms, actor=current_user(), add=add)
     verb = "linked" if add else "unlinked"
     emit({"key_id": key_id, verb: count}, as_json=as_json,
          render=lambda _: console.print(f"{verb} {count} learner(s) {'to' if add else 'from'} {key_id}"))

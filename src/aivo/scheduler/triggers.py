@@ -18,7 +18,6 @@ module translates it for APScheduler, whose own numbering starts at Monday = 0.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta

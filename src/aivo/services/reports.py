@@ -16,7 +16,7 @@ def write_training_report(*, path: Path, title: str, history: list[dict], evalua
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # start-up: after choosing the Agg backend
     except Exception as exc:  # plotting is a convenience; training must not fail for it
         log.warning("no training report: matplotlib unavailable (%s)", exc)
         return None

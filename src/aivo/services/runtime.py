@@ -3,8 +3,6 @@ calls a use case: the number of threads torch may use, the registry, who is acti
 
 from __future__ import annotations
 
-import torch
-
 from aivo.config import Settings, get_settings
 from aivo.registry import Registry, default_actor
 from aivo.registry import open_registry as _open_registry
@@ -15,6 +13,8 @@ __all__ = ["apply_threads", "default_actor", "open_registry"]
 def apply_threads(settings: Settings) -> None:
     """AIVO_NUM_THREADS (0: torch's default, every core)."""
     if settings.num_threads > 0:
+        import torch  # start-up: commands that never train do not load torch
+
         torch.set_num_threads(settings.num_threads)
 
 

