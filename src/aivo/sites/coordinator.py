@@ -482,16 +482,17 @@ def _train_secure(grid: ObservedGrid, ready: list[SiteRecord], shared, settings:
                                                                       timeout=options.round_timeout))
     for site in ready:
         error = grid.errors.get(site.node_id)
-        site.status, site.reason = ("rejected", _reason(error)) if error else ("accepted", "")
+        if result.arrays is not None and site.node_id in result.node_ids:
+            site.status = "accepted"  # its masked vector is in the sum
+        elif error:
+            site.status, site.reason = "rejected", _reason(error)
+        elif result.arrays is None:
+            site.status, site.reason = "dropped", "secure aggregation did not finish"
+        else:
+            site.status, site.reason = "dropped", ("no masked contribution within the round timeout (disconnected, "
+                                                   "killed or slow); the others' masks were removed with the shares")
     if result.arrays is None:
-        for site in ready:
-            if site.status == "accepted":
-                site.status, site.reason = "dropped", "secure aggregation did not finish"
         return None, []
-    if result.num_sites < sum(s.status == "accepted" for s in ready):
-        # Sites that answered the early stages but whose masked vector did not arrive in time.
-        missing = sum(s.status == "accepted" for s in ready) - result.num_sites
-        log.info("%d site(s) dropped out before sending their masked vector", missing)
     try:
         total = SitePayload.from_arrays(result.arrays, numel=spec.numel, scale=settings.payload_scale, rounded=True)
     except ValueError as exc:

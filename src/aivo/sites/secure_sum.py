@@ -76,6 +76,7 @@ class SecureSum:
     arrays: list[np.ndarray] | None  # the sum of the payloads (already multiplied back by the site count)
     num_sites: int  # sites whose masked vectors went into the sum
     failures: list[str] = field(default_factory=list)  # errors the sites or the protocol reported
+    node_ids: set[int] = field(default_factory=set)  # the nodes whose masked vectors went into the sum
 
 
 class _FixedNodes(LegacyStrategy):
@@ -97,7 +98,7 @@ class _FixedNodes(LegacyStrategy):
         if results:
             mean = parameters_to_ndarrays(results[0][1].parameters)
             self.result = SecureSum([np.asarray(a, dtype=np.float64) * len(results) for a in mean], len(results),
-                                    reasons)
+                                    reasons, {int(proxy.node_id) for proxy, _ in results})
         else:
             self.result = SecureSum(None, 0, reasons)
         return None, {}
