@@ -46,8 +46,24 @@ def arm(name: str, home: Path, model: Path, items, args) -> dict:
         service.close()
     out = Path(args.work) / f"answers-{name}.jsonl"
     out.write_text("".join(json.dumps(asdict(a)) + "\n" for a in report.answers))
+    out.with_suffix(".rate").write_text(str(report.tokens_per_s))
     print(f"{name}: {json.dumps(report.summary())}", flush=True)
     return report.summary()
+
+
+def reuse(path: Path, items) -> dict:
+    """An arm's report from the answers an earlier run wrote (same settings), restricted to
+    `items`; tokens/s and latencies are those of that run."""
+    from aivo.tutor.explanation_eval import AnswerScore, summarize
+
+    ids = {item["id"] for item in items}
+    scores = [AnswerScore(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    chosen = [s for s in scores if s.id in ids]
+    wall = sum(s.completion_tokens for s in scores) / max(1e-9, float(path.with_suffix(".rate").read_text())) \
+        if path.with_suffix(".rate").exists() else float("nan")
+    summary = summarize(chosen, wall_s=wall * len(chosen) / len(scores), model="smollm2-135m-instruct").summary()
+    summary["reused_from"] = str(path)
+    return summary
 
 
 def run(args) -> dict:
@@ -67,10 +83,14 @@ def run(args) -> dict:
     if library.is_empty():
         for path in sorted(LESSONS.glob("*.md")):
             library.import_file(path)
-    if args.tiny:
+    arms = args.arms.split(",")
+    if args.tiny and "tiny" in arms:
         results["tiny"] = arm("tiny", plain, Path(args.tiny), items, args)
-    results["smollm2"] = arm("smollm2", plain, Path(args.smollm2), items, args)
-    results["smollm2_grounded"] = arm("smollm2_grounded", grounded, Path(args.smollm2), items, args)
+    for name, home in (("smollm2", plain), ("smollm2_grounded", grounded)):
+        if name in arms:
+            results[name] = arm(name, home, Path(args.smollm2), items, args)
+        elif (work / f"answers-{name}.jsonl").exists():
+            results[name] = reuse(work / f"answers-{name}.jsonl", items)
     load.append(os.getloadavg()[0])
     return {"arms": results, "questions": len(items), "load": load, "lessons": len(library.lessons())}
 
@@ -115,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smollm2", default=str(home / "tutor" / "smollm2-135m-instruct"))
     parser.add_argument("--tiny", default=str(home / "tutor" / "tiny"), help="tiny model folder ('' to skip)")
     parser.add_argument("--limit", type=int, default=0, help="first N questions (0 = all)")
+    parser.add_argument("--arms", default="tiny,smollm2,smollm2_grounded",
+                        help="arms to run; others are read from answers-<arm>.jsonl in --work when present")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
@@ -126,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no model at {path}: run `aivo tutor init` (and `aivo tutor init-tiny`) first", file=sys.stderr)
             return 2
     command = "python benchmarks/tutor_explanations.py" + "".join(
-        f" --{n.replace('_', '-')} {getattr(args, n)}" for n in ("limit", "max_new_tokens", "concurrency", "threads")
+        f" --{n.replace('_', '-')} {getattr(args, n)}" for n in ("limit", "max_new_tokens", "concurrency", "threads",
+                                                                 "arms")
         if getattr(args, n) != parser.get_default(n))
     result = run(args)
     section = report(result, command, args)

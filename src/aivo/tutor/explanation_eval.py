@@ -153,7 +153,11 @@ def evaluate_explanations(*, service: "Tutor", items: list[dict] | None = None, 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         scores = list(pool.map(ask, items))
-    wall = time.perf_counter() - started
+    return summarize(scores, wall_s=time.perf_counter() - started, model=service.model_name)
+
+
+def summarize(scores: list[AnswerScore], *, wall_s: float, model: str) -> ExplanationReport:
+    """The report over answers (also over a subset of a run: pass that run's wall time)."""
     latencies = sorted(s.latency_s for s in scores)
     compliance: dict[str, list[bool]] = {}
     for s in scores:
@@ -163,13 +167,13 @@ def evaluate_explanations(*, service: "Tutor", items: list[dict] | None = None, 
     for s in scores:
         subjects.setdefault(s.subject, []).append(s.coverage)
     return ExplanationReport(
-        model=service.model_name, grounded_share=round(sum(s.grounded for s in scores) / len(scores), 4),
+        model=model, grounded_share=round(sum(s.grounded for s in scores) / len(scores), 4),
         questions=len(scores), key_fact_coverage=round(statistics.fmean(s.coverage for s in scores), 4),
         answers_with_contradiction=round(sum(s.contradiction for s in scores) / len(scores), 4),
         within_grade_band=round(sum(s.within_band for s in scores) / len(scores), 4),
         compliance={k: round(sum(v) / len(v), 4) for k, v in sorted(compliance.items())},
         latency_median_s=round(statistics.median(latencies), 3),
         latency_p95_s=round(latencies[int(0.95 * (len(latencies) - 1))], 3),
-        tokens_per_s=round(sum(s.completion_tokens for s in scores) / wall, 2), wall_s=round(wall, 1),
+        tokens_per_s=round(sum(s.completion_tokens for s in scores) / wall_s, 2), wall_s=round(wall_s, 1),
         blocked=sum(s.blocked for s in scores),
         by_subject={k: round(statistics.fmean(v), 4) for k, v in sorted(subjects.items())}, answers=scores)

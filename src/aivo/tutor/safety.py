@@ -259,10 +259,10 @@ class SafetyFilter:
     def __init__(self, classifier=None):
         self.classifier = classifier
 
-    def _classify(self, text: str) -> SafetyVerdict:
+    def _classify(self, text: str, *, output: bool = False) -> SafetyVerdict:
         if self.classifier is None or not text.strip():
             return SafetyVerdict(allowed=True)
-        flag = self.classifier.flag(text)
+        flag = self.classifier.flag(text, self_harm_threshold=not output)
         if flag is None:
             return SafetyVerdict(allowed=True)
         return SafetyVerdict(allowed=False, category=flag.category, refusal=refusal_for(flag.category),
@@ -303,7 +303,7 @@ class OutputMonitor:
         self._classified_upto += ends[-1]
         for sentence in re.split(r"(?<=[.!?])\s+|\n+", complete):
             if len(sentence.split()) >= 3:  # fragments ("1.", "Details:") carry no meaning of their own
-                verdict = self.filter._classify(sentence)
+                verdict = self.filter._classify(sentence, output=True)
                 if not verdict.allowed:
                     return verdict
         return SafetyVerdict(allowed=True)
@@ -314,4 +314,4 @@ class OutputMonitor:
             return verdict
         rest = self.text[self._classified_upto:]
         self._classified_upto = len(self.text)
-        return self.filter._classify(rest) if len(rest.split()) >= 3 else SafetyVerdict(allowed=True)
+        return self.filter._classify(rest, output=True) if len(rest.split()) >= 3 else SafetyVerdict(allowed=True)

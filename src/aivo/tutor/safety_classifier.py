@@ -161,7 +161,10 @@ class SafetyClassifier:
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)
 
-    def flags(self, texts: list[str]) -> list[Flag | None]:
+    def flags(self, texts: list[str], *, self_harm_threshold: bool = True) -> list[Flag | None]:
+        """A flag per text, or None. `self_harm_threshold=False` applies the harm threshold only:
+        the lower self-harm threshold is for learners' messages, where a miss costs most; on the
+        model's own sentences it withdrew ordinary explanations (2 of 121 in the evaluation set)."""
         probs = self.probabilities(texts)
         safe = self.classes.index(SAFE)
         harmful = [i for i, c in enumerate(self.classes) if c != SAFE]
@@ -169,7 +172,8 @@ class SafetyClassifier:
         for row in probs:
             harm = 1 - row[safe]
             best = max(harmful, key=lambda i: row[i])
-            if "self_harm" in self.classes and row[self.classes.index("self_harm")] >= self.self_harm_threshold:
+            if (self_harm_threshold and "self_harm" in self.classes
+                    and row[self.classes.index("self_harm")] >= self.self_harm_threshold):
                 best = self.classes.index("self_harm")
             elif harm < self.harm_threshold:
                 out.append(None)
@@ -178,8 +182,8 @@ class SafetyClassifier:
                             harm=round(float(harm), 4)))
         return out
 
-    def flag(self, text: str) -> Flag | None:
-        return self.flags([text])[0]
+    def flag(self, text: str, *, self_harm_threshold: bool = True) -> Flag | None:
+        return self.flags([text], self_harm_threshold=self_harm_threshold)[0]
 
 
 _CACHED: dict[str, SafetyClassifier] = {}
