@@ -1,7 +1,8 @@
 """A registry filled by the real services, for the dashboard's tests: interactions (timestamped
-over the last two days), a trained Main Brain with its curve and report image, clones trained
-locally, a federated round with user-level DP, a skipped federated job, a continuous-training
-pipeline job, two drift checks (one run without scheduling), and keys of every role.
+three weeks ago, and newer ones from another population), a trained Main Brain with its curve
+and report image, clones trained locally, a federated round with user-level DP, a skipped
+federated job, a continuous-training pipeline job, two drift checks (one run without
+scheduling), and keys of every role.
 
 Everything the dashboard shows is what these services wrote; the tests compare the pages with
 the rows."""
@@ -63,9 +64,10 @@ def make_settings(home: Path, **overrides) -> Settings:
 
 
 def timestamped_log(*, num_learners: int, seed: int, now: datetime):
-    """`random_log` with a grade per learner and timestamps over the last two days."""
+    """`random_log` with a grade per learner and timestamps from three weeks ago (before the
+    drift checks' seven-day window)."""
     frame = random_log(num_learners=num_learners, length=30, num_items=9, seed=seed).frame
-    start = now - timedelta(days=2)
+    start = now - timedelta(days=21)
     learner_index = frame["learner_id"].str[1:].astype(int)
     frame["timestamp"] = [start + timedelta(minutes=40 * int(i) + 3 * int(o))
                           for i, o in zip(learner_index, frame["order"])]
@@ -110,9 +112,19 @@ def seed(home: Path) -> Seeded:
                                   reason="nightly retraining").id
     worker.run_once()
 
-    # A check that finds drift (threshold set very low) but was told not to schedule anything, and
-    # one at the normal threshold that may schedule (the guards decide).
-    check_drift(registry=registry, settings=make_settings(home, drift_threshold=1e-6), schedule=False)
+    # Newer answers from another population (three items only, answers flipped), timestamped after
+    # the active version's activation: the drift checks compare them with what it was trained on.
+    activated = report.version.activated_at
+    shifted = random_log(num_learners=12, length=30, num_items=3, seed=5).frame
+    shifted["learner_id"] = "S" + shifted["learner_id"].astype(str)
+    shifted["correct"] = 1 - shifted["correct"]
+    span = (datetime.now(timezone.utc) - activated) / (len(shifted) + 1)
+    shifted["timestamp"] = pd.to_datetime([activated + span * (i + 1) for i in range(len(shifted))], utc=True)
+    with registry.session() as session:
+        import_interactions(session=session, log=make_log(shifted), secret_key=SECRET.encode(), tenant=TENANT)
+    # A check that finds drift but was told not to schedule anything (`aivo drift check
+    # --no-schedule`), and one that may schedule (the scheduler's guards decide).
+    check_drift(registry=registry, settings=settings, schedule=False)
     check_drift(registry=registry, settings=settings, schedule=True)
 
     specs = {"admin": ("admin", TENANT, ()), "service": ("service", TENANT, ()),
