@@ -1,6 +1,6 @@
 """A registry filled by the real services, for the dashboard's tests: interactions (timestamped
 three weeks ago, and newer ones from another population), a trained Main Brain with its curve
-and report image, clones trained locally, a federated round with user-level DP, a skipped
+and report image, clones trained locally, a federated round with user-level DP, a round across sites, a skipped
 federated job, a continuous-training pipeline job, two drift checks (one run without
 scheduling), and keys of every role.
 
@@ -27,7 +27,9 @@ from aivo.services.learners import pseudonym_for
 from aivo.services.main_brain import train_main_version
 from aivo.services.reports import write_training_report
 from aivo.services.drift import check_drift
+from aivo.services.federation import CoordinatorService, options_from_settings
 from aivo.services.jobs import make_worker, submit_job
+from aivo.sites.coordinator import RoundOutcome, SiteRecord
 from tests.brain.helpers import TINY, random_log, tiny_config
 
 SECRET = "dashboard-tests-secret-key-0123456789abcdef"
@@ -48,6 +50,7 @@ class Seeded:
     key_ids: dict[str, str] = field(default_factory=dict)
     version: str = ""
     round_id: int | None = None
+    site_round_id: int | None = None
     skipped_job: int | None = None
     pipeline_job: int | None = None
 
@@ -102,6 +105,18 @@ def seed(home: Path) -> Seeded:
     outcome = run_aggregation(registry=registry, actor="tests",
                               options=AggregationOptions.from_settings(settings, min_learners=3, seed=0))
     out.round_id = outcome.federated_update_id
+    # A round across sites, written by the coordinator's own commit (the Flower runtime that
+    # would produce the outcome is too slow for this suite): per-site participation and the
+    # round-level epsilon the coordinator's accountant computes.
+    across = RoundOutcome(
+        number=1, version_before=out.version, status="rejected",
+        message="candidate not promoted: held-out AUC fell", counts={"sites": 3, "contributing": 1, "rejected": 1,
+                                                                     "learners_accepted": 4},
+        sites=[SiteRecord(node_id=11, site="north-school", status="accepted"),
+               SiteRecord(node_id=12, site="south-school", status="rejected", reason="its sum holds NaN"),
+               SiteRecord(node_id=13, status="refused", reason="node not enrolled in this federation")])
+    out.site_round_id = CoordinatorService(registry=registry, actor="tests").commit_round(
+        across, options_from_settings(settings)).federated_update_id
 
     worker = make_worker(registry=registry, settings=settings, poll_s=0.1)
     out.skipped_job = submit_job(registry=registry, settings=settings, kind="federated", datasheet=SHEET,

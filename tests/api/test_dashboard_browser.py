@@ -190,8 +190,9 @@ def test_charts_draw_what_the_services_wrote(console):
     with _db(console) as s:  # plain copies of the rows (the session closes)
         versions = {v.version: SimpleNamespace(training_metrics=v.training_metrics)
                     for v in s.scalars(sa.select(MainModelVersion))}
-        rounds = [SimpleNamespace(status=r.status, metrics_before=r.metrics_before, metrics_after=r.metrics_after,
-                                  details=r.details, privacy=r.privacy) for r in s.scalars(sa.select(FederatedUpdate))]
+        rounds = [SimpleNamespace(id=r.id, status=r.status, metrics_before=r.metrics_before,
+                                  metrics_after=r.metrics_after, details=r.details, privacy=r.privacy)
+                  for r in s.scalars(sa.select(FederatedUpdate))]
         drift = [SimpleNamespace(score=r.score, drifted=r.drifted, action=r.action, signals=r.signals)
                  for r in s.scalars(sa.select(DriftReport).order_by(DriftReport.id))]
         ledger = [e for (e,) in s.execute(sa.select(PrivacyLedgerEntry.epsilon)) if e is not None]
@@ -210,7 +211,8 @@ def test_charts_draw_what_the_services_wrote(console):
     # from the fields the aggregation service writes (epsilon_one_round, epsilon_after_round_max).
     console.go("/dashboard/rounds")
     titles = console.titles()
-    (record,) = rounds
+    record = next(r for r in rounds if r.details.get("mode") != "sites")
+    across = next(r for r in rounds if r.details.get("mode") == "sites")
     assert any(t.startswith("AUC before the round") and format_value(record.metrics_before["auc"]) in t
                for t in titles)
     after = "candidate promoted" if record.status == "applied" else "candidate rejected by the gate"
@@ -222,6 +224,13 @@ def test_charts_draw_what_the_services_wrote(console):
                for t in titles)
     assert any(t.startswith("one round alone") and format_value(privacy["epsilon_one_round"]) in t for t in titles)
     assert f"budget: {format_value(seeded.settings.epsilon_budget)}" in titles
+    # The round across sites: the coordinator's round-level epsilon and each site's participation.
+    assert any(t.startswith("federation total") and format_value(across.privacy["epsilon_federation"]) in t
+               for t in titles)
+    sites = console.page.inner_text("main")
+    for site in across.details["sites"]:
+        assert (site.get("site") or f"node {site['node_id']}") in sites and site["status"] in sites
+    assert "node not enrolled in this federation" in sites
     note = console.page.inner_text("main")
     assert f"{len(ledger)} value(s), lowest {format_value(min(ledger))}, highest {format_value(max(ledger))}" in note
     # Drift: every stored score against the threshold it was judged by, and what was really done.
