@@ -1,7 +1,8 @@
 """A registry filled by the real services, for the dashboard's tests: interactions (timestamped
-over the last two days), a trained Main Brain with its curve and report image, clones trained
-locally, a federated round with user-level DP, a skipped federated job, a continuous-training
-pipeline job, two drift checks (one run without scheduling), and keys of every role.
+three weeks ago, and newer ones from another population), a trained Main Brain with its curve
+and report image, clones trained locally, a federated round with user-level DP, a round across sites, a skipped
+federated job, a continuous-training pipeline job, two drift checks (one run without
+scheduling), and keys of every role.
 
 Everything the dashboard shows is what these services wrote; the tests compare the pages with
 the rows."""
@@ -26,7 +27,9 @@ from aivo.services.learners import pseudonym_for
 from aivo.services.main_brain import train_main_version
 from aivo.services.reports import write_training_report
 from aivo.services.drift import check_drift
+from aivo.services.federation import CoordinatorService, options_from_settings
 from aivo.services.jobs import make_worker, submit_job
+from aivo.sites.coordinator import RoundOutcome, SiteRecord
 from tests.brain.helpers import TINY, random_log, tiny_config
 
 SECRET = "dashboard-tests-secret-key-0123456789abcdef"
@@ -47,6 +50,7 @@ class Seeded:
     key_ids: dict[str, str] = field(default_factory=dict)
     version: str = ""
     round_id: int | None = None
+    site_round_id: int | None = None
     skipped_job: int | None = None
     pipeline_job: int | None = None
 
@@ -63,9 +67,10 @@ def make_settings(home: Path, **overrides) -> Settings:
 
 
 def timestamped_log(*, num_learners: int, seed: int, now: datetime):
-    """`random_log` with a grade per learner and timestamps over the last two days."""
+    """`random_log` with a grade per learner and timestamps from three weeks ago (before the
+    drift checks' seven-day window)."""
     frame = random_log(num_learners=num_learners, length=30, num_items=9, seed=seed).frame
-    start = now - timedelta(days=2)
+    start = now - timedelta(days=21)
     learner_index = frame["learner_id"].str[1:].astype(int)
     frame["timestamp"] = [start + timedelta(minutes=40 * int(i) + 3 * int(o))
                           for i, o in zip(learner_index, frame["order"])]
@@ -100,6 +105,18 @@ def seed(home: Path) -> Seeded:
     outcome = run_aggregation(registry=registry, actor="tests",
                               options=AggregationOptions.from_settings(settings, min_learners=3, seed=0))
     out.round_id = outcome.federated_update_id
+    # A round across sites, written by the coordinator's own commit (the Flower runtime that
+    # would produce the outcome is too slow for this suite): per-site participation and the
+    # round-level epsilon the coordinator's accountant computes.
+    across = RoundOutcome(
+        number=1, version_before=out.version, status="rejected",
+        message="candidate not promoted: held-out AUC fell", counts={"sites": 3, "contributing": 1, "rejected": 1,
+                                                                     "learners_accepted": 4},
+        sites=[SiteRecord(node_id=11, site="north-school", status="accepted"),
+               SiteRecord(node_id=12, site="south-school", status="rejected", reason="its sum holds NaN"),
+               SiteRecord(node_id=13, status="refused", reason="node not enrolled in this federation")])
+    out.site_round_id = CoordinatorService(registry=registry, actor="tests").commit_round(
+        across, options_from_settings(settings)).federated_update_id
 
     worker = make_worker(registry=registry, settings=settings, poll_s=0.1)
     out.skipped_job = submit_job(registry=registry, settings=settings, kind="federated", datasheet=SHEET,
@@ -110,9 +127,19 @@ def seed(home: Path) -> Seeded:
                                   reason="nightly retraining").id
     worker.run_once()
 
-    # A check that finds drift (threshold set very low) but was told not to schedule anything, and
-    # one at the normal threshold that may schedule (the guards decide).
-    check_drift(registry=registry, settings=make_settings(home, drift_threshold=1e-6), schedule=False)
+    # Newer answers from another population (three items only, answers flipped), timestamped after
+    # the active version's activation: the drift checks compare them with what it was trained on.
+    activated = report.version.activated_at
+    shifted = random_log(num_learners=12, length=30, num_items=3, seed=5).frame
+    shifted["learner_id"] = "S" + shifted["learner_id"].astype(str)
+    shifted["correct"] = 1 - shifted["correct"]
+    span = (datetime.now(timezone.utc) - activated) / (len(shifted) + 1)
+    shifted["timestamp"] = pd.to_datetime([activated + span * (i + 1) for i in range(len(shifted))], utc=True)
+    with registry.session() as session:
+        import_interactions(session=session, log=make_log(shifted), secret_key=SECRET.encode(), tenant=TENANT)
+    # A check that finds drift but was told not to schedule anything (`aivo drift check
+    # --no-schedule`), and one that may schedule (the scheduler's guards decide).
+    check_drift(registry=registry, settings=settings, schedule=False)
     check_drift(registry=registry, settings=settings, schedule=True)
 
     specs = {"admin": ("admin", TENANT, ()), "service": ("service", TENANT, ()),

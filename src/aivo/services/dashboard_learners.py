@@ -104,7 +104,7 @@ def _mastery_over_time(brain, history) -> dict[str, list[MasteryPoint]]:
     if frame.empty:
         return {}
     prob = predict(brain=brain, log=history)
-    skills_of = [split_skills(s) for s in frame["skill_ids"]]
+    skills_of = [list(dict.fromkeys(split_skills(s))) for s in frame["skill_ids"]]  # each skill once
     counts: dict[str, int] = {}
     for skills in skills_of:
         for skill in skills:
@@ -179,7 +179,7 @@ def learner_page(*, registry: Registry, settings: Settings, pseudonym: str, cloc
 
 def export_learner_data(*, registry: Registry, key: VerifiedKey, pseudonym: str, actor: str,
                         clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
-    """Everything held about the learner (format aivo-learner-export). Audited: who exported, and
+    """Everything held about the learner (format aivo.learner-export/1). Audited: who exported, and
     the tenant and row counts (never the pseudonym)."""
 
     def work(session) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from aivo.services.api_keys import LearnerRef, learner_for_key
 from aivo.api.dashboard_ui import LEARNER_ROLES, SECURITY_HEADERS, FormDep, render
 from aivo.api.deps import AdminKey, ClockDep, RegistryDep, SettingsDep, require_roles, VerifiedKey
 from aivo.api.state import forget_learner
-from aivo.errors import AivoError, DataError
+from aivo.errors import AivoError, DataError, ForbiddenError, NotFoundError
 from aivo.services.dashboard_learners import (erase_learner, export_learner_data, find_pseudonym, learner_page,
                                               list_learner_rows)
 
@@ -30,7 +30,16 @@ ERASE_WORD = "ERASE"
 
 
 def _learner(registry, key: VerifiedKey, pseudonym: str) -> LearnerRef:
-    return learner_for_key(registry=registry, key=key, pseudonym=pseudonym)
+    """The learner if this key may see it, else the API's one rule's refusal in plain words."""
+    try:
+        return learner_for_key(registry=registry, key=key, pseudonym=pseudonym)
+    except NotFoundError:
+        raise NotFoundError("No learner with this id in your school.") from None
+    except ForbiddenError:
+        if key.role == "teacher":
+            raise ForbiddenError("This learner is not on your class list. Ask your school's AIVO administrator to "
+                                 "add them if they are in your class.") from None
+        raise ForbiddenError("Your access key cannot open learners' records.") from None
 
 
 def _list(request: Request, registry, key: VerifiedKey, page: int, *, error: str = "", status_code: int = 200,
