@@ -227,6 +227,9 @@ def main(argv=None) -> int:
     parser.add_argument("--runtimes", default="simulation,deployment")
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # as every site's worker runs (Ray gives each actor one CPU; AIVO_NUM_THREADS=1)
     began = datetime.now(timezone.utc)
     result = overhead(args) if args.what == "overhead" else scale(args)
     result["run"] = f"{began:%Y-%m-%d %H:%M} UTC, {machine()}"
