@@ -217,6 +217,38 @@ def scale(args) -> dict:
     return out
 
 
+def render(results: dict) -> str:
+    lines = []
+    o = results.get("overhead")
+    if o:
+        lines += [f"**Round time, Flower vs in-process** ({o['sites']} sites x {o['learners_per_site']} learners, "
+                  f"every learner sampled, user-level DP; run {o['run']}; `{o['command']}`). Target: Flower at most "
+                  "1.5x the in-process round.", "",
+                  "| runtime | round 1 (s) | round 2 (s) | vs in-process (round 2) | peak memory, all processes (MiB) |",
+                  "|---|---|---|---|---|",
+                  f"| in-process (direct calls, sites one after another) | | {o['in_process']['round_seconds']} | 1.00 "
+                  f"| {o['in_process']['peak_rss_mib']} |"]
+        for key, label in (("simulation", "Flower simulation runtime (Ray, 2 workers), no SecAgg"),
+                           ("simulation_secagg", "Flower simulation runtime, SecAgg+"),
+                           ("deployment", "SuperLink + SuperNodes on loopback, no SecAgg"),
+                           ("deployment_secagg", "SuperLink + SuperNodes on loopback, SecAgg+")):
+            if key in o:
+                r = o[key]["rounds"]
+                lines.append(f"| {label} | {r[0]['round_seconds']} | {r[-1]['round_seconds']} | "
+                             f"{o[key]['ratio_to_in_process']:.2f} | {o[key]['peak_rss_mib']} |")
+        lines.append("")
+    sc = results.get("scale")
+    if sc:
+        lines += [f"**Scale** (Flower simulation runtime, SecAgg+, {sc['learners_per_site']} learners per site; "
+                  f"run {sc['run']}; `{sc['command']}`)", "",
+                  "| sites | learners | round 1 (s) | round 2 (s) | peak memory, all processes (MiB) |", "|---|---|---|---|---|"]
+        for run in sc["runs"]:
+            r = run["rounds"]
+            lines.append(f"| {run['sites']} | {run['learners']} | {r[0]['round_seconds']} | {r[-1]['round_seconds']} "
+                         f"| {run['peak_rss_mib']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["overhead", "scale"])
@@ -227,6 +259,9 @@ def main(argv=None) -> int:
     parser.add_argument("--runtimes", default="simulation,deployment")
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # as every site's worker runs (Ray gives each actor one CPU; AIVO_NUM_THREADS=1)
     began = datetime.now(timezone.utc)
     result = overhead(args) if args.what == "overhead" else scale(args)
     result["run"] = f"{began:%Y-%m-%d %H:%M} UTC, {machine()}"
@@ -237,8 +272,7 @@ def main(argv=None) -> int:
     (out / f"{args.what}.json").write_text(json.dumps(result, indent=1))
     if args.write_results:
         results = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
-        write_section(heading="Federation across sites (Flower)", start=START, end=END,
-                      body="```json\n" + json.dumps(results, indent=1) + "\n```")
+        write_section(heading="Federation across sites (Flower)", start=START, end=END, body=render(results))
     return 0
 
 

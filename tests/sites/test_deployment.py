@@ -127,7 +127,7 @@ def test_deployment_runtime_with_tls_authentication_and_a_sigkilled_supernode(tm
         killer.start()
         options = FederationOptions(rounds=3, min_sites=2, secure_aggregation=True, dp_enabled=True,
                                     noise_multiplier=1.0, sample_rate=1.0, seed=4, gate_margin=1.0,
-                                    round_timeout=120, wait_for_sites=180, local_epochs=1)
+                                    round_timeout=120, wait_for_sites=180, local_epochs=1, epsilon_budget=100.0)
         report = run_federation_deployment(registry=fed.registry, settings=fed.settings, options=options,
                                            actor="tests", superlink=superlink_address,
                                            root_certificates=certs.ca_certificate, timeout=1500)

@@ -49,6 +49,7 @@ class SiteRoundRecord:
     seconds: float
     created_at: datetime
     details: dict
+    settings: dict  # the round's settings as the site received them
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -128,7 +129,7 @@ def record_site_round(*, session: Session, round_ref: str, version: str, status:
 def _site_round(row: SiteRound) -> SiteRoundRecord:
     return SiteRoundRecord(row.id, row.round_ref, row.version, row.status, row.reason, row.num_pool, row.num_sampled,
                            row.num_accepted, row.weight_total, row.payload_norm, row.payload_artifact_sha256,
-                           row.seconds, row.created_at, dict(row.details or {}))
+                           row.seconds, row.created_at, dict(row.details or {}), dict(row.settings or {}))
 
 
 def list_site_rounds(*, session: Session, limit: int = 50) -> list[SiteRoundRecord]:

@@ -94,8 +94,10 @@ class LightSite:
 
     def _heavy(self):
         if self._service is None:
+            from aivo.services.runtime import apply_threads  # start-up: see the module doc
             from aivo.services.site import SiteService  # start-up: see the module doc
 
+            apply_threads(self.settings)  # AIVO_NUM_THREADS: a site's worker shares its host's cores
             self._service = SiteService(registry=self.registry, settings=self.settings)
         return self._service
 
