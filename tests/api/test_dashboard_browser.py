@@ -419,6 +419,16 @@ def test_a_teacher_sees_the_class_only(console):
     console.check_console(403)  # the refused pages above
 
 
+def test_a_counsellor_sees_the_safety_alerts_only(console):
+    console.sign_out()
+    console.sign_in("counsellor")
+    assert console.page.url.endswith("/dashboard/alerts")
+    assert console.page.inner_text("header nav").split() == ["Safety", "alerts"]
+    response = console.page.goto(console.base + "/dashboard/learners")
+    assert response.status == 403
+    console.check_console(403)
+
+
 def test_sign_out_ends_the_session_and_back_shows_nothing_cached(console):
     console.sign_out()
     console.sign_in("admin")

@@ -142,6 +142,18 @@ def test_a_revoked_key_ends_its_sessions_and_idle_sessions_expire(api):
             resolve_dashboard_session(session=session, session_id=session_id, idle=idle, clock=clock)
 
 
+def test_empty_pages_say_what_to_do_next(api):
+    """This registry has a version but no round, drift check or job yet."""
+    with api.client("admin") as c:
+        expected = {"/dashboard/rounds": "aivo aggregate", "/dashboard/drift": "aivo drift check",
+                    "/dashboard/runs": "POST /trainer/jobs", "/dashboard/audit": "main.promote"}
+        for path, hint in expected.items():
+            page = c.get(path, headers=HTML)
+            assert page.status_code == 200 and hint in page.text, path
+        assert c.get("/dashboard/rounds", params={"range": "1y"}, headers=HTML).status_code == 422
+        assert c.get("/dashboard/models/no-such-version", headers=HTML).status_code == 404
+
+
 def test_programs_may_still_send_their_key_in_a_header(api):
     with api.client("service") as c:
         page = c.get("/dashboard", headers=HTML)

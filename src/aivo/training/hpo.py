@@ -149,7 +149,7 @@ def search_hyperparameters(*, train: InteractionLog, validation: InteractionLog,
             if report:
                 done = min(record.epoch / max(config.max_epochs, 1), 1.0)
                 auc = "n/a" if record.validation_auc is None else f"{record.validation_auc:.4f}"
-                report("training", (number + done) / planned,
+                report("searching", (number + done) / planned,
                        f"trial {number + 1}/{planned}, epoch {record.epoch}: validation AUC {auc}",
                        trial=number + 1, trials=planned, epoch=record.epoch, max_epochs=config.max_epochs,
                        validation_auc=record.validation_auc, train_loss=round(record.train_loss, 6))

@@ -106,15 +106,15 @@ def set_job_status(*, session: Session, job_id: int, worker_id: str, status: str
 
 
 def finish_job(*, session: Session, job_id: int, worker_id: str, status: str, result: dict[str, Any] | None = None,
-               error: str | None = None, requeue: bool = False, log: list[dict[str, Any]] | None = None,
+               error: str | None = None, requeue: bool = False, log_lines: list[dict[str, Any]] | None = None,
                clock: Clock = SYSTEM_CLOCK, **fields: Any) -> bool:
     """End the worker's hold on a job: succeeded, failed, cancelled, or back to queued (`requeue`,
     e.g. on a graceful shutdown). Extra `fields` (candidate_version, evaluation, ...) are stored
-    with it; `log` (the run's progress messages) stays in its progress. Returns False when the
+    with it; `log_lines` (the run's progress messages) stay in its progress as `log`. Returns False when the
     worker had already lost the job (nothing is written)."""
     now = clock.now()
     values: dict[str, Any] = {"updated_at": now, "lease_expires_at": None, **fields}
-    kept = {"log": list(log)} if log else {}
+    kept = {"log": list(log_lines)} if log_lines else {}
     if requeue:
         values.update(status="queued", worker_id=None, error=error,
                       progress={"stage": "queued", "fraction": 0.0, "message": error or "requeued", **kept})

@@ -156,7 +156,7 @@ class Worker:
         log_lines = ctx.progress.get("log")
         return self.registry.run(lambda session: finish_job(session=session, job_id=ctx.job.id,
                                                             worker_id=self.worker_id, clock=self.clock,
-                                                            log=log_lines, **values))
+                                                            log_lines=log_lines, **values))
 
     def _run(self, ctx: JobContext) -> None:
         job = ctx.job
