@@ -1,2 +1,2 @@
-"""Federated aggregation: strategies, user-level DP, the streaming round loop and the
-aggregation service (eligibility, ledger, gate, registry records)."""
+"""Federated aggregation: strategies (a checked registry), user-level DP, streaming aggregation,
+the gate, and a round's steps over one plan (`round.py`); `aivo.services.aggregation` runs them."""

@@ -1,1 +1,1 @@
-"""APScheduler wiring: when things run. What runs lives in `aivo.training`."""
+"""APScheduler wiring: when things run. What a firing does is given to it (`aivo.services.scheduler`)."""
