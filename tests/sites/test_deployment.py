@@ -121,6 +121,10 @@ def test_deployment_runtime_with_tls_authentication_and_a_sigkilled_supernode(tm
                                   str(certs.ca_certificate), "--port", str(_free_port())], _env(home),
                                  logs / f"{name}.log")
             processes.append(nodes[name])
+        deadline = time.monotonic() + 300  # every enrolled site connected (activated) before the run
+        while not all("SuperNode ID:" in (logs / f"{n}.log").read_text(errors="replace") for n in fed.names):
+            assert time.monotonic() < deadline, "the SuperNodes did not connect"
+            time.sleep(1)
         killed: dict = {}
         killer = threading.Thread(target=_kill_when_training,
                                   args=(logs / "school-c.log", nodes["school-c"], 2, killed), daemon=True)
