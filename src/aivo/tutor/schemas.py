@@ -7,7 +7,7 @@ chat-completions format (/v1/chat/completions).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
@@ -25,7 +25,8 @@ class StudentContextIn(_Request):
     """Who is asking. `disability` (seed design) and `accommodations` may both be given."""
 
     model_config = ConfigDict(extra="ignore")
-    student_id: str | None = Field(None, max_length=64, description="The learner's pseudonym; selects the adapter.")
+    student_id: str | None = Field(None, max_length=64, description="The learner's id as the school's systems know "
+                                                                    "it (or the stored pseudonym); selects the adapter.")
     grade: str | int = Field("5", description="K or 1-12.")
     subject: str | None = Field(None, max_length=100)
     learning_style: str | None = Field(None, description="visual, auditory, reading_writing or kinesthetic.")
@@ -207,9 +208,11 @@ class CloneStatusResponse(BaseModel):
 
 # --- /v1/chat/completions (OpenAI-compatible) -------------------------------------------------
 class ContentPart(_Request):
+    """Only text parts are supported (images, audio and files are refused)."""
+
     model_config = ConfigDict(extra="ignore")
-    type: str
-    text: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    type: Literal["text"]
+    text: str = Field(..., max_length=MAX_PROMPT_CHARS)
 
 
 class ChatMessage(_Request):
@@ -218,20 +221,12 @@ class ChatMessage(_Request):
 
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] | None = Field(...)
+    content: str | list[ContentPart] = Field(..., max_length=MAX_PROMPT_CHARS)
 
     @field_validator("content")
     @classmethod
     def _text_only(cls, content):
-        if content is None:
-            raise ValueError("content is required")
-        if isinstance(content, list):
-            kinds = sorted({p.type for p in content if p.type != "text"})
-            if kinds:
-                raise ValueError(f"only text content parts are supported, got {', '.join(kinds)}")
-            text = "\n".join(p.text or "" for p in content)
-        else:
-            text = content
+        text = "\n".join(p.text for p in content) if isinstance(content, list) else content
         if len(text) > MAX_PROMPT_CHARS:
             raise ValueError(f"a message may have at most {MAX_PROMPT_CHARS} characters")
         return text
@@ -249,18 +244,34 @@ class StreamOptions(_Request):
     include_usage: bool = False
 
 
+StopSequence = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class ResponseFormatText(_Request):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+
+
 class ChatCompletionRequest(_Request):
-    model_config = ConfigDict(extra="ignore")
+    """OpenAI's request, restricted to what AIVO implements: other fields are refused (400)."""
+
+    model_config = ConfigDict(extra="forbid")
     model: str = Field("aivo-tutor", description='"aivo-tutor" (base) or "aivo-tutor:<learner id>" (that '
                                                  "learner's adapter).")
-    messages: list[ChatMessage] = Field(..., min_length=1, max_length=100)
+    messages: list[ChatMessage] = Field(..., min_length=1, max_length=100, json_schema_extra={
+        "contains": {"type": "object", "properties": {"role": {"const": "user"}}, "required": ["role"]}})
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(None, ge=1, le=4096)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     n: int = Field(1, ge=1, le=1, description="Only one choice is generated.")
-    stop: str | list[str] | None = Field(None, description="Up to 4 sequences; generation stops before them.")
+    stop: StopSequence | list[StopSequence] | None = Field(
+        None, max_length=4, description="Up to 4 sequences; generation stops before them.")
+    metadata: dict[str, str] | None = Field(None, description="Accepted and ignored (OpenAI's field).")
+    response_format: ResponseFormatText | None = Field(None, description='Only {"type": "text"}.')
+    logprobs: Literal[False] | None = Field(None, description="Log probabilities are not returned.")
+    store: bool | None = Field(None, description="Accepted and ignored: AIVO stores no completions.")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -269,17 +280,15 @@ class ChatCompletionRequest(_Request):
 
     @field_validator("messages")
     @classmethod
-    def _ends_with_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if messages[-1].role != "user":
-            raise ValueError("the last message must come from the user")
+    def _has_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if not any(m.role == "user" for m in messages):
+            raise ValueError("at least one message must come from the user")
         return messages
 
     @field_validator("stop")
     @classmethod
     def _stops(cls, stop):
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if len(stops) > 4 or any(not s or len(s) > 100 for s in stops):
-            raise ValueError("stop takes at most 4 non-empty sequences of at most 100 characters")
         return stops or None
 
     # Set by the API after its access check: the learner `model` names, as stored (pseudonym).
@@ -362,3 +371,17 @@ class TutorHealth(BaseModel):
     adapter_cache_capacity: int
     batches: int
     mean_batch_size: float
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorResponse(BaseModel):
+    """OpenAI's error shape, which its clients parse."""
+
+    error: OpenAIError
+

@@ -19,19 +19,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from aivo.errors import AivoError, NotFoundError
 from aivo.registry.tables import DEFAULT_TENANT
 from aivo.services.tutor import BASE_MODEL_ALIAS, TutorService, parse_model_name
-from aivo.tutor.schemas import (AssessRequest, AssessResponse, ChatCompletionRequest, ChatCompletionResponse,
-                                CloneStartRequest, CloneStartResponse, CloneStatusResponse, GenerateRequest,
-                                GenerateResponse, OpenAIErrorResponse, OpenAIModel, OpenAIModelList,
-                                TutorHealth, UNSUPPORTED_CHAT_FIELDS)
+from aivo.tutor.schemas import (UNSUPPORTED_CHAT_FIELDS, AssessRequest, AssessResponse, ChatCompletionRequest,
+                                ChatCompletionResponse, CloneStartRequest, CloneStartResponse, CloneStatusResponse,
+                                GenerateRequest, GenerateResponse, OpenAIErrorResponse, OpenAIModel, OpenAIModelList,
+                                TutorHealth)
 
 # (request, learner_id) -> the learner id to use (e.g. the pseudonym of a raw id), or None to keep
 # it as given; raise AuthError/ForbiddenError/NotFoundError to refuse.
@@ -69,25 +70,57 @@ def openai_error(status_code: int, message: str, *, param: str | None = None, co
                                    "param": param, "code": code}}, status_code=status_code)
 
 
-def parse_chat_request(body: Any) -> ChatCompletionRequest | JSONResponse:
-    """The request, or a 400 in OpenAI's shape: invalid fields, and fields AIVO does not implement
-    (tools, response_format other than text, logprobs, n > 1, ...), which are never silently ignored."""
-    if not isinstance(body, dict):
-        return openai_error(400, "the request body must be a JSON object")
-    for name in UNSUPPORTED_CHAT_FIELDS:
-        value = body.get(name)
-        if value in (None, False, [], {}) or (name == "response_format" and value == {"type": "text"}):
-            continue
-        return openai_error(400, f"'{name}' is not supported by the AIVO tutor", param=name, code="unsupported_parameter")
-    if isinstance(body.get("n"), int) and body["n"] > 1:
-        return openai_error(400, "only n=1 is supported: one choice per request", param="n",
-                            code="unsupported_parameter")
-    try:
-        return ChatCompletionRequest.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first.get("loc", ())) or None
-        return openai_error(400, f"{param + ': ' if param else ''}{first.get('msg', 'invalid request')}", param=param)
+_UNSUPPORTED = {**{name: f"'{name}' is not supported by the AIVO tutor" for name in UNSUPPORTED_CHAT_FIELDS},
+                "response_format": "'response_format' is not supported by the AIVO tutor (only {\"type\": \"text\"})",
+                "logprobs": "'logprobs' is not supported by the AIVO tutor",
+                "n": "only n=1 is supported: one choice per request"}
+
+
+def validation_error_as_openai(exc: RequestValidationError) -> JSONResponse:
+    """A 400 in OpenAI's shape: unsupported fields (tools, response_format other than text,
+    logprobs, n > 1, ...) are named as such, other problems by their field."""
+    errors = exc.errors()
+    for error in errors:
+        loc = [p for p in error.get("loc", ()) if p != "body"]
+        if loc and loc[0] in _UNSUPPORTED:
+            return openai_error(400, _UNSUPPORTED[loc[0]], param=str(loc[0]), code="unsupported_parameter")
+    for error in errors:  # a union's first branch (str) would hide the real problem of a part list
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        if "content" in loc and loc[-1] == "type" and error.get("type") == "literal_error":
+            return openai_error(400, f"only text content parts are supported, got {error.get('input')!r}",
+                                param=".".join(loc), code="unsupported_parameter")
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    message = first.get("msg", "invalid request")
+    if first.get("type") == "json_invalid":
+        message, param = "the request body is not valid JSON", None
+    return openai_error(400, f"{param + ': ' if param else ''}{message}", param=param)
+
+
+class OpenAIRoute(APIRoute):
+    """Routes of the OpenAI-compatible surface: validation errors answer in OpenAI's shape."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route(request: Request):
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return validation_error_as_openai(exc)
+
+        return route
+
+
+def _openai_errors(*codes: int) -> dict:
+    both = {"application/json": {"schema": {"anyOf": [{"$ref": "#/components/schemas/OpenAIErrorResponse"},
+                                                      {"$ref": "#/components/schemas/ErrorResponse"}]}}}
+    out: dict = {400: {"model": OpenAIErrorResponse, "description": "Invalid or unsupported fields (OpenAI's shape)."}}
+    for code in codes:
+        out[code] = {"description": "OpenAI's error shape from the tutor; the API's own shape from the server "
+                                    "around it.", "content": both}
+    return out
 
 
 def create_tutor_router(*, get_service: Callable[..., TutorService] = service_from_app_state,
@@ -130,12 +163,9 @@ def create_tutor_router(*, get_service: Callable[..., TutorService] = service_fr
 
         return EventSourceResponse(sse(), sep="\n")
 
-    async def chat_completions(request: Request, service: ServiceDep,
-                               payload: Annotated[Any, Body(description="OpenAI's chat-completions request (see "
-                                                                        "docs/tutor.md for what is supported).")]):
-        body = parse_chat_request(payload)
-        if isinstance(body, JSONResponse):
-            return body
+    openai = APIRouter(route_class=OpenAIRoute)
+
+    async def chat_completions(body: ChatCompletionRequest, request: Request, service: ServiceDep):
         learner_id = None
         try:
             with http_errors():
@@ -160,26 +190,20 @@ def create_tutor_router(*, get_service: Callable[..., TutorService] = service_fr
     chat_doc = dict(summary="OpenAI-compatible chat completions",
                     responses={200: {"model": ChatCompletionResponse, "content": {"text/event-stream": {}},
                                      "description": "JSON, or chat.completion.chunk events ending with [DONE]."},
-                               **{code: {"model": OpenAIErrorResponse, "description": what} for code, what in (
-                                   (400, "OpenAI-shaped error: invalid or unsupported fields."),
-                                   (403, "OpenAI-shaped error: the key may not act for this learner."),
-                                   (404, "OpenAI-shaped error: unknown model or learner."),
-                                   (409, "OpenAI-shaped error: not possible now."),
-                                   (422, "OpenAI-shaped error: a value the tutor cannot use."),
-                                   (503, "OpenAI-shaped error: the tutor model is not available."))}})
+                               **_openai_errors(403, 404, 409, 502, 503)})
     # /openai/v1 is the base URL for OpenAI clients (`/v1/models` is the Main Brain's list);
     # /v1/chat/completions stays for existing callers.
-    router.add_api_route("/openai/v1/chat/completions", chat_completions, methods=["POST"], **chat_doc)
-    router.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"], **chat_doc)
+    openai.add_api_route("/openai/v1/chat/completions", chat_completions, methods=["POST"], **chat_doc)
+    openai.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"], **chat_doc)
 
-    @router.get("/openai/v1/models", response_model=OpenAIModelList, summary="OpenAI-compatible model list")
+    @openai.get("/openai/v1/models", response_model=OpenAIModelList, summary="OpenAI-compatible model list")
     async def openai_models(service: ServiceDep) -> OpenAIModelList:
         """The base tutor model. A learner's adapter is `aivo-tutor:<learner id>` (not listed: the list
         would disclose which learners exist)."""
         return OpenAIModelList(data=[OpenAIModel(id=BASE_MODEL_ALIAS, created=int(service.now().timestamp()))])
 
-    @router.get("/openai/v1/models/{model_id:path}", response_model=OpenAIModel, summary="One OpenAI model",
-                responses={404: {"description": "OpenAI-shaped error."}})
+    @openai.get("/openai/v1/models/{model_id:path}", response_model=OpenAIModel, summary="One OpenAI model",
+                responses=_openai_errors(403, 404))
     async def openai_model(model_id: str, request: Request, service: ServiceDep):
         learner_id = None
         try:
@@ -189,6 +213,8 @@ def create_tutor_router(*, get_service: Callable[..., TutorService] = service_fr
         except HTTPException as exc:
             return openai_error(exc.status_code, str(exc.detail), code="model_not_found")
         return OpenAIModel(id=model_id, created=int(service.now().timestamp()))
+
+    router.include_router(openai)
 
     @router.post("/v1/assess", response_model=AssessResponse, summary="Assess a free-text answer")
     async def assess(body: AssessRequest, request: Request, service: ServiceDep) -> AssessResponse:
