@@ -160,6 +160,19 @@ def test_programs_may_still_send_their_key_in_a_header(api):
     assert page.status_code == 200 and "<svg" in page.text
 
 
+def test_every_page_answers_on_this_backend(api):
+    learner = api.pseudonym("L003")
+    with api.client("admin") as c:
+        for path in ("/dashboard", "/dashboard/models", "/dashboard/models/aivo-main-v1", "/dashboard/runs",
+                     "/dashboard/rounds", "/dashboard/drift", "/dashboard/learners", f"/dashboard/learners/{learner}",
+                     "/dashboard/audit", "/dashboard/alerts", "/dashboard/models/rollback",
+                     "/dashboard/models/aivo-main-v1/promote", f"/dashboard/learners/{learner}/erase",
+                     "/dashboard?range=7d"):
+            page = c.get(path, headers=HTML)
+            assert page.status_code == 200, (path, page.text[:300])
+            assert page.headers["cache-control"] == "no-store"
+
+
 def test_docs_and_redoc_load_nothing_from_elsewhere(api):
     for path in ("/docs", "/redoc"):
         page = httpx.get(api.base + path)

@@ -3,7 +3,7 @@ stored or logged), list the learners a key may see, and a learner's page: predic
 skill over time, what to do next and why, the clone and how it compares with the main model on
 the learner's held-out interactions, and the privacy spent. Export and erasure are audited.
 
-Who sees whom is decided by the API's one access rule (aivo.api.auth.learner_for_key): a teacher
+Who sees whom is decided by the one access rule (aivo.services.api_keys.learner_for_key): a teacher
 key sees its class list only; admin and service keys their tenant; export and erasure are for
 admin keys. The functions here take a pseudonym that rule already admitted.
 """

@@ -12,12 +12,12 @@ still send their key in a header.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from aivo.api import dashboard_charts as charts
 from aivo.api.auth import SESSION_COOKIE
@@ -25,7 +25,7 @@ from aivo.api.dashboard_ui import (MAX_FORM_BYTES, SECURITY_HEADERS, STATIC, For
                                    landing_page, render)
 from aivo.api.deps import AdminKey, ClockDep, CurrentKey, RegistryDep, SettingsDep, require_roles, VerifiedKey
 from aivo.errors import AivoError
-from aivo.services.dashboard import RANGES, audit_entries, overview, time_range
+from aivo.services.dashboard import audit_entries, overview, time_range
 from aivo.services.dashboard_sessions import (check_token, login_csrf_token, login_nonce, sign_in, sign_out)
 from aivo.services.tutor_alerts import alerts_for_key
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["dashboard"])
 LOGIN_COOKIE = "aivo_login"  # the sign-in form's nonce (10 minutes), for its CSRF token
 AlertReaderKey = Annotated[VerifiedKey, Depends(require_roles("admin", "counsellor", "teacher"))]
-RangeQuery = Annotated[str, Query(pattern="^(" + "|".join(RANGES) + ")$", description="Time range of the charts.")]
+RangeQuery = Annotated[Literal["24h", "7d", "30d", "90d", "all"], Query(description="Time range of the charts.")]
 
 
 def _login_page(request: Request, *, error: str = "", status_code: int = 200) -> Response:
@@ -88,7 +88,8 @@ def static_file(name: Annotated[str, Path(pattern=r"^[a-z0-9_-]+\.(css|svg|png)$
     return FileResponse(path, headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
 
 
-@router.get("/dashboard", summary="Operator dashboard (HTML)", include_in_schema=True)
+@router.get("/dashboard", summary="Operator dashboard (HTML)", response_class=HTMLResponse,
+            responses={303: {"description": "A teacher or counsellor key: to its own page."}})
 def dashboard(request: Request, registry: RegistryDep, settings: SettingsDep, clock: ClockDep, key: CurrentKey,
               range: RangeQuery = "all") -> Response:  # noqa: A002 (the query parameter's name)
     """The overview: registry figures, what is running, versions, rounds, privacy and drift at a
@@ -115,7 +116,7 @@ def dashboard(request: Request, registry: RegistryDep, settings: SettingsDep, cl
                   sessions_chart=charts.sessions_chart(data.sessions_per_day, window))
 
 
-@router.get("/dashboard/alerts", summary="Tutor safety alerts (HTML)")
+@router.get("/dashboard/alerts", summary="Tutor safety alerts (HTML)", response_class=HTMLResponse)
 def alerts_page(request: Request, registry: RegistryDep, key: AlertReaderKey, clock: ClockDep) -> Response:
     """Open safety alerts of the school (admin, counsellor; a teacher sees its class list's).
     Acknowledge with POST /v1/tutor/alerts/{id}/acknowledge."""

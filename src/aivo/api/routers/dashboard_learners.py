@@ -2,8 +2,8 @@
 never lands in a URL or an access log; pseudonymized here), the class or school list, a
 learner's page, and export and erasure behind confirmation pages (admin keys; audited).
 
-Who may see a learner is the API's one rule (aivo.api.auth.learner_for_key): a teacher key its
-class list, admin and service keys their tenant; another tenant's learner is "not found"."""
+Who may see a learner is the one access rule (aivo.services.api_keys.learner_for_key): a teacher
+key its class list, admin and service keys their tenant; another tenant's learner is "not found"."""
 
 from __future__ import annotations
 
