@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from federated_common import machine, write_section  # noqa: E402
+from bench import machine, write_section  # noqa: E402
 
 START, END = "<!-- federated-sites:start -->", "<!-- federated-sites:end -->"
 

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import machine, write_report  # noqa: E402
+from bench import load_average, machine, write_report  # noqa: E402
 
 START, END = "<!-- tutor-explanations:start -->", "<!-- tutor-explanations:end -->"
 TITLE = "## Tutor explanations: evaluation set"
@@ -76,7 +76,7 @@ def run(args) -> dict:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     items = load_explanation_set()[: args.limit or None]
-    load = [os.getloadavg()[0]]
+    load = [load_average()]
     results = {}
     plain, grounded = work / "home-plain", work / "home-grounded"
     library = ContentLibrary(grounded / "tutor" / "content")
@@ -91,7 +91,7 @@ def run(args) -> dict:
             results[name] = arm(name, home, Path(args.smollm2), items, args)
         elif (work / f"answers-{name}.jsonl").exists():
             results[name] = reuse(work / f"answers-{name}.jsonl", items)
-    load.append(os.getloadavg()[0])
+    load.append(load_average())
     return {"arms": results, "questions": len(items), "load": load, "lessons": len(library.lessons())}
 
 

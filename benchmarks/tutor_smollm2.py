@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import machine, write_report  # noqa: E402
+from bench import load_average, machine, write_report  # noqa: E402
 from tutor_benchmark import create_adapters, promote_main, rss_mib, run_requests  # noqa: E402
 
 START, END = "<!-- tutor-smollm2:start -->", "<!-- tutor-smollm2:end -->"
@@ -175,7 +175,7 @@ def run(args) -> dict:
 
     model = Path(args.model)
     work = Path(tempfile.mkdtemp(prefix="aivo-smollm2-bench-"))
-    load = [os.getloadavg()[0]]
+    load = [load_average()]
     result: dict = {"single": {}, "max_new_tokens": args.max_new_tokens}
     for threads in (1, 2):
         torch.set_num_threads(threads)
@@ -197,7 +197,7 @@ def run(args) -> dict:
     promote_main(Settings(home=home))
     result["style"] = style_shift(home, model, 1, args.max_new_tokens)
     print(f"style: {result['style']}", flush=True)
-    load.append(os.getloadavg()[0])
+    load.append(load_average())
     result["load"] = load
     result["parameters"] = 134_515_008
     return result
