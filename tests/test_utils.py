@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from aivo.utils import durable_file, gc_paused, read_ahead
+from aivo.utils import durable_file, durable_folder, gc_paused, read_ahead
 
 
 def test_durable_file_replaces_whole_or_not_at_all(tmp_path):
@@ -52,6 +52,24 @@ def test_a_writer_killed_midway_leaves_the_old_file(tmp_path):
             "    os._exit(9)\n")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9
     assert target.read_text() == "old"
+
+
+def test_durable_folder_replaces_a_whole_folder_or_leaves_the_old_one(tmp_path):
+    target = tmp_path / "models" / "tiny"  # the parent is created
+    with durable_folder(target) as staging:
+        assert staging.parent == target.parent and not target.exists()
+        (staging / "sub").mkdir()
+        (staging / "weights").write_text("first")
+        (staging / "sub" / "config").write_text("{}")
+    assert (target / "weights").read_text() == "first" and (target / "sub" / "config").exists()
+    with durable_folder(target) as staging:
+        (staging / "weights").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["weights"]  # replaced, not merged
+    with pytest.raises(RuntimeError):
+        with durable_folder(target) as staging:
+            (staging / "weights").write_text("half of the third")
+            raise RuntimeError("the writer failed")
+    assert (target / "weights").read_text() == "second" and list(target.parent.iterdir()) == [target]
 
 
 def test_read_ahead_keeps_order_and_bounds_work_ahead():

@@ -1,4 +1,4 @@
-"""Small helpers shared across layers: durable file writes, reading ahead in threads, pausing the
+"""Small helpers shared across layers: durable file and folder writes, reading ahead in threads, pausing the
 garbage collector."""
 
 from __future__ import annotations
@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import os
 import secrets
+import shutil
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -43,6 +45,38 @@ def durable_file(target: str | Path, *, temp_dir: str | Path | None = None, crea
         fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)  # gone after the rename; left behind by an exception
+
+
+@contextmanager
+def durable_folder(target: str | Path) -> Iterator[Path]:
+    """`durable_file` for a folder of files (a model written by `save_pretrained`): fill the
+    folder this yields (a fresh one next to `target`); on success its files and itself are
+    fsynced, an existing `target` is removed, the new folder renamed into its place and the
+    parent fsynced. On an exception the new folder is removed and `target` is left as it was.
+    A crash between the removal and the rename leaves no `target`: callers find the folder
+    missing and write it again."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield staging
+        for path in sorted(staging.rglob("*"), reverse=True):  # files before their folders
+            if path.is_file():
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            else:
+                fsync_dir(path)
+        fsync_dir(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def fsync_dir(path: str | Path) -> None:
