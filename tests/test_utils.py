@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from aivo.utils import durable_file, durable_folder, gc_paused, read_ahead
+from aivo.utils import durable_file, durable_folder, gc_paused, read_ahead, restrict_to_owner
 
 
 def test_durable_file_replaces_whole_or_not_at_all(tmp_path):
@@ -70,6 +70,18 @@ def test_durable_folder_replaces_a_whole_folder_or_leaves_the_old_one(tmp_path):
             (staging / "weights").write_text("half of the third")
             raise RuntimeError("the writer failed")
     assert (target / "weights").read_text() == "second" and list(target.parent.iterdir()) == [target]
+
+
+def test_restrict_to_owner_takes_group_and_other_bits_off(tmp_path):
+    loose, folder = tmp_path / "aivo.db", tmp_path / "artifacts"
+    loose.write_text("")
+    folder.mkdir()
+    os.chmod(loose, 0o664)
+    os.chmod(folder, 0o755)
+    assert restrict_to_owner(loose) == 0o600 and stat.S_IMODE(loose.stat().st_mode) == 0o600
+    assert restrict_to_owner(folder) == 0o700 and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert restrict_to_owner(loose) is None  # already private: nothing changes
+    assert restrict_to_owner(tmp_path / "missing") is None
 
 
 def test_read_ahead_keeps_order_and_bounds_work_ahead():

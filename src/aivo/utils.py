@@ -1,4 +1,4 @@
-"""Small helpers shared across layers: durable file and folder writes, reading ahead in threads, pausing the
+"""Small helpers shared across layers: durable file and folder writes, owner-only permissions, reading ahead in threads, pausing the
 garbage collector."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import gc
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 import threading
 from collections import deque
@@ -86,6 +87,20 @@ def fsync_dir(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def restrict_to_owner(path: str | Path) -> int | None:
+    """Take the group and other permission bits off `path` when this user owns it. Returns the
+    new mode, or None when nothing changed (missing, already private, or another user's)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if not info.st_mode & 0o077 or info.st_uid != os.getuid():
+        return None
+    mode = stat.S_IMODE(info.st_mode) & 0o700
+    os.chmod(path, mode)
+    return mode
 
 
 def read_ahead(func, items, *, depth: int = 4, workers: int = 2):
