@@ -64,6 +64,19 @@ KIND = "brain"  # the learner-model kind whose updates are aggregated
 NO_HELD_OUT = "no held-out interactions to evaluate on"
 
 
+def round_settings(settings: Settings) -> dict[str, Any]:
+    """The AIVO_* settings every round of aggregation takes, by option name: strategy, DP, gate
+    and which layers are shared. An embedded round (`AggregationOptions.from_settings`) and a
+    round across sites (`aivo.services.federation.options_from_settings`) both start from them."""
+    return dict(
+        strategy=settings.aggregation_strategy, server_learning_rate=settings.server_learning_rate,
+        dp_enabled=settings.enable_differential_privacy, noise_multiplier=settings.noise_multiplier,
+        clip_norm=settings.clip_norm, sample_rate=settings.sampling_rate, delta=settings.delta,
+        epsilon_budget=settings.epsilon_budget, accountant=settings.accountant, weight_cap=settings.dp_weight_cap,
+        reservoir_size=settings.reservoir_size, gate_margin=settings.gate_margin,
+        holdout_fraction=settings.holdout_fraction, freeze_layers=settings.freeze_layers)
+
+
 @dataclass(frozen=True)
 class AggregationOptions:
     strategy: str = "fedavg"
@@ -126,14 +139,8 @@ class AggregationOptions:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> "AggregationOptions":
         values: dict[str, Any] = dict(
-            strategy=settings.aggregation_strategy, min_learners=settings.min_learners,
-            max_stale_days=settings.max_stale_days, server_learning_rate=settings.server_learning_rate,
-            dp_enabled=settings.enable_differential_privacy, noise_multiplier=settings.noise_multiplier,
-            clip_norm=settings.clip_norm, sample_rate=settings.sampling_rate, delta=settings.delta,
-            epsilon_budget=settings.epsilon_budget, accountant=settings.accountant, weight_cap=settings.dp_weight_cap,
-            reservoir_size=settings.reservoir_size, gate_margin=settings.gate_margin,
-            gate_max_learners=settings.gate_max_learners, holdout_fraction=settings.holdout_fraction,
-            freeze_layers=settings.freeze_layers)
+            round_settings(settings), min_learners=settings.min_learners, max_stale_days=settings.max_stale_days,
+            gate_max_learners=settings.gate_max_learners)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
