@@ -42,7 +42,7 @@ from aivo.errors import ConfigError, ConflictError
 from aivo.federated.aggregate import AggregationOutcome, aggregate_updates
 from aivo.federated.dp import PrivateStrategy, UserLevelDP, poisson_sample
 from aivo.federated.gate import GateData, GateDecision, decide, load_gate_data, score
-from aivo.federated.strategies import Strategy, make_strategy, strategy_options
+from aivo.federated.strategies import Strategy, make_strategy
 from aivo.federated.updates import RejectedUpdate, UpdateSpec, stream_updates
 from aivo.personalization.parts import partition_parameters
 from aivo.privacy.ledger import charge_round, get_ledgers, split_by_budget
@@ -116,10 +116,8 @@ class AggregationOptions:
         # The reservoir size has a service-wide default (AIVO_RESERVOIR_SIZE), given only to the
         # strategies that take one; any other option a user passes is an error for a strategy
         # that does not take it.
-        takes = strategy_options(self.strategy)
         return make_strategy(self.strategy, trim_fraction=self.trim_fraction, proximal_mu=self.proximal_mu,
-                             reservoir_size=self.reservoir_size if "reservoir_size" in takes else None,
-                             score_metric=self.score_metric)
+                             score_metric=self.score_metric, defaults={"reservoir_size": self.reservoir_size})
 
     def user_level_dp(self) -> UserLevelDP:
         return UserLevelDP(noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm,

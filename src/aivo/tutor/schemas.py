@@ -327,19 +327,6 @@ class OpenAIModelList(BaseModel):
     data: list[OpenAIModel]
 
 
-class OpenAIErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class OpenAIErrorResponse(BaseModel):
-    """An error in OpenAI's shape, which its clients parse."""
-
-    error: OpenAIErrorDetail
-
-
 class ChatChoiceMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
