@@ -38,13 +38,16 @@ def arm(name: str, home: Path, model: Path, items, args) -> dict:
     from aivo.tutor.explanation_eval import evaluate_explanations
     from aivo.services.tutor import TutorService
 
-    service = TutorService(settings=Settings(home=home, brain_model=str(model), num_threads=args.threads))
+    grounding = {"tutor_content_top_k": args.top_k, "tutor_content_layout": args.layout} \
+        if args.top_k is not None else {"tutor_content_layout": args.layout}
+    service = TutorService(settings=Settings(home=home, brain_model=str(model), num_threads=args.threads,
+                                             **grounding))
     try:
         report = evaluate_explanations(service=service, items=items, max_new_tokens=args.max_new_tokens,
                                        concurrency=args.concurrency)
     finally:
         service.close()
-    out = Path(args.work) / f"answers-{name}.jsonl"
+    out = Path(args.work) / f"answers-{name}{args.tag}.jsonl"
     out.write_text("".join(json.dumps(asdict(a)) + "\n" for a in report.answers))
     out.with_suffix(".rate").write_text(str(report.tokens_per_s))
     print(f"{name}: {json.dumps(report.summary())}", flush=True)
@@ -66,6 +69,19 @@ def reuse(path: Path, items) -> dict:
     return summary
 
 
+def select_questions(items: list[dict], which: str) -> list[dict]:
+    """"all"; "test": the first 60 (science and math, the set the grounding figures are reported on);
+    "dev": every other question after those (English, social studies, math, health), the only ones
+    used to choose how the lessons are quoted (layout, passages per question)."""
+    if which == "all":
+        return items
+    if which == "test":
+        return items[:60]
+    if which == "dev":
+        return items[60::2]
+    raise SystemExit(f"--questions must be all, test or dev, not {which!r}")
+
+
 def run(args) -> dict:
     import torch
 
@@ -75,7 +91,7 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    items = load_explanation_set()[: args.limit or None]
+    items = select_questions(load_explanation_set(), args.questions)[: args.limit or None]
     load = [load_average()]
     results = {}
     plain, grounded = work / "home-plain", work / "home-grounded"
@@ -89,8 +105,8 @@ def run(args) -> dict:
     for name, home in (("smollm2", plain), ("smollm2_grounded", grounded)):
         if name in arms:
             results[name] = arm(name, home, Path(args.smollm2), items, args)
-        elif (work / f"answers-{name}.jsonl").exists():
-            results[name] = reuse(work / f"answers-{name}.jsonl", items)
+        elif (work / f"answers-{name}{args.tag}.jsonl").exists():
+            results[name] = reuse(work / f"answers-{name}{args.tag}.jsonl", items)
     load.append(load_average())
     return {"arms": results, "questions": len(items), "load": load, "lessons": len(library.lessons())}
 
@@ -137,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="first N questions (0 = all)")
     parser.add_argument("--arms", default="tiny,smollm2,smollm2_grounded",
                         help="arms to run; others are read from answers-<arm>.jsonl in --work when present")
+    parser.add_argument("--questions", default="all", help="all, test (first 60) or dev (see select_questions)")
+    parser.add_argument("--layout", default="system", choices=("system", "user"),
+                        help="where the grounded arm quotes the lessons (AIVO_TUTOR_CONTENT_LAYOUT)")
+    parser.add_argument("--top-k", type=int, default=None, help="passages per question (default: the setting's)")
+    parser.add_argument("--tag", default="", help="suffix of the answer files (to keep variants apart)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
@@ -148,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no model at {path}: run `aivo tutor init` (and `aivo tutor init-tiny`) first", file=sys.stderr)
             return 2
     command = "python benchmarks/tutor_explanations.py" + "".join(
-        f" --{n.replace('_', '-')} {getattr(args, n)}" for n in ("limit", "max_new_tokens", "concurrency", "threads",
-                                                                 "arms")
+        f" --{n.replace('_', '-')} {getattr(args, n)}" for n in ("questions", "limit", "max_new_tokens",
+                                                                 "concurrency", "threads", "arms", "layout", "top_k")
         if getattr(args, n) != parser.get_default(n))
     result = run(args)
     section = report(result, command, args)

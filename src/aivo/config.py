@@ -201,6 +201,10 @@ class Settings(BaseSettings):
     tutor_content_min_score: float = Field(
         0.45, ge=-1, le=1, validation_alias=_env("TUTOR_CONTENT_MIN_SCORE"),
         description="Lowest cosine similarity for a retrieved passage to be used.")
+    tutor_content_layout: Literal["system", "user"] = Field(
+        "system", validation_alias=_env("TUTOR_CONTENT_LAYOUT"),
+        description="Where the retrieved passages are quoted: system (in the system prompt) or user (in the "
+                    "learner's turn, right before the question).")
     tutor_safety_classifier: bool = Field(
         True, validation_alias=_env("TUTOR_SAFETY_CLASSIFIER"),
         description="Combine the learned safety classifier with the lexical rules.")

@@ -81,3 +81,21 @@ def test_generation_is_grounded_and_names_its_sources(tutor_service, tmp_path):
     assert grounded.response.endswith(grounded.source_note) and "Photosynthesis" in grounded.source_note
     assert grounded.usage.prompt_tokens > ungrounded.usage.prompt_tokens  # the passage is in the prompt
     assert grounded.explanation and grounded.source_note not in grounded.explanation
+
+
+def test_grounded_messages_quote_the_passages_where_the_layout_says(tmp_path):
+    from aivo.tutor.content import Hit, Passage, grounded_messages
+
+    passage = Passage(passage_id="p#1", lesson_id="p", title="Photosynthesis", subject="Science", grade=5,
+                      skill="plants", text="Plants make sugar from light, water and carbon dioxide.")
+    hits = [Hit(passage=passage, score=0.8)]
+    messages = [{"role": "system", "content": "You are AIVO."}, {"role": "user", "content": "How do plants eat?"}]
+    system = grounded_messages(messages, hits, layout="system")
+    assert "carbon dioxide" in system[0]["content"] and system[1] == messages[1]
+    user = grounded_messages(messages, hits, layout="user")
+    assert user[0] == messages[0] and user[1]["content"].endswith("How do plants eat?")
+    assert user[1]["content"].index("carbon dioxide") < user[1]["content"].index("How do plants eat?")
+    assert messages[1]["content"] == "How do plants eat?"  # the caller's list is not changed
+    assert grounded_messages(messages, [], layout="user") == messages
+    with pytest.raises(ValueError, match="layout"):
+        grounded_messages(messages, hits, layout="sideways")

@@ -363,7 +363,8 @@ def commit(plan: RoundPlan, *, registry: Registry, message: str) -> None:
                      "warnings": list(plan.privacy.warnings)}, clock=clock)
         charged = charge_round(session=session, eligible=plan.pool, sampled=plan.sampled, private=options.dp_enabled,
                                noise_multiplier=options.noise_multiplier, sample_rate=options.sample_rate,
-                               delta=options.delta, accountant=options.accountant, kind=KIND, clock=clock)
+                               delta=options.delta, accountant=options.accountant, kind=KIND, clock=clock,
+                               skip_erased=True)  # the pool was read from this registry
         # Learners erased while the round ran are not charged (nothing of theirs remains).
         plan.erased_during_round = (len(plan.pool) if options.dp_enabled else len(set(plan.sampled))) - charged
         write_audit(session=session, actor=plan.actor, action="federated.aggregate",

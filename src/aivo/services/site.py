@@ -204,7 +204,7 @@ class SiteService:
             charge_round(session=session, eligible=pool, sampled=sampled if settings.dp else outcome.accepted_learners,
                          private=settings.dp, noise_multiplier=settings.noise_multiplier,
                          sample_rate=settings.sample_rate, delta=settings.delta, accountant=settings.accountant,
-                         kind=KIND, clock=self.clock)
+                         kind=KIND, clock=self.clock, skip_erased=True)  # the pool was read from this registry
             record_site_round(
                 session=session, round_ref=settings.round_id, version=settings.version, status="sent",
                 num_pool=len(pool), num_sampled=len(sampled), num_accepted=outcome.num_accepted,

@@ -336,10 +336,29 @@ class ContentLibrary:
 
 
 def grounding_instructions(hits: list[Hit]) -> str:
-    """The system-prompt block that quotes the retrieved passages."""
+    """The system-prompt block that quotes the retrieved passages (the "system" layout)."""
     quoted = "\n".join(f"[{i + 1}] {h.passage.title}: {h.passage.text}" for i, h in enumerate(hits))
     return ("Use these lessons from the school's library. Explain using their facts, and do not say anything "
             "that disagrees with them.\n" + quoted)
+
+
+def grounded_messages(messages: list[dict[str, str]], hits: list[Hit], *, layout: str = "system") -> list[dict[str, str]]:
+    """The chat messages with the retrieved passages quoted in them.
+
+    - "system": every passage appended to the system prompt (the first layout);
+    - "user": the passages quoted in the learner's turn, right before the question.
+    """
+    if not hits:
+        return messages
+    out = [dict(m) for m in messages]
+    if layout == "system":
+        out[0]["content"] = out[0]["content"] + "\n\n" + grounding_instructions(hits)
+        return out
+    if layout == "user":
+        quoted = "\n\n".join(f"Lesson \"{h.passage.title}\": {h.passage.text}" for h in hits)
+        out[-1]["content"] = (f"{quoted}\n\nUsing the lesson above, answer this question: {out[-1]['content']}")
+        return out
+    raise ValueError(f"unknown grounding layout {layout!r}")
 
 
 def source_note(hits: list[Hit]) -> str:

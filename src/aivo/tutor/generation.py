@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from aivo.errors import AivoError, NotFoundError
 from aivo.tutor.accommodations import shape_response
-from aivo.tutor.content import Hit, grounding_instructions, source_note
+from aivo.tutor.content import Hit, grounded_messages, source_note
 from aivo.tutor.frontdoor import Tutor
 from aivo.tutor.prompting import StudentContext, build_messages
 from aivo.tutor.readability import readability_report
@@ -110,9 +110,8 @@ def prepare(service: "Tutor", request: GenerateRequest) -> PreparedGeneration:
         service.report_blocked_input(learner_id=context.student_id, verdict=verdict, text=request.prompt)
         return PreparedGeneration(context=context, verdict=verdict)
     hits = service.retrieve(request.prompt, context=context)
-    messages = build_messages(context=context, prompt=request.prompt)
-    if hits:
-        messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + grounding_instructions(hits)}
+    messages = grounded_messages(build_messages(context=context, prompt=request.prompt), hits,
+                                 layout=service.settings.tutor_content_layout)
     params = service.params(temperature=request.temperature, top_p=request.top_p,
                             max_new_tokens=request.max_new_tokens, seed=request.seed)
     stream = service.submit_messages(messages=messages, adapter=service.learner_adapter(context.student_id),
