@@ -50,10 +50,12 @@ from aivo.data.simulator.curriculum import Curriculum, build_curriculum
 from aivo.data.splits import split_by_learner
 from aivo.errors import ConfigError
 from aivo.services.recommendations import candidate_rows, next_items, policy_catalog
+from aivo.services.reports import write_policy_plot
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINTS = (50, 100, 200)
+DEFAULT_POLICIES = ("fixed-curriculum", "random-in-grade", "mastery-bkt", "aivo-target", "aivo-gain")
 PLACEMENT_ITEMS = 3  # one per subject
 ITEM_SECONDS = 60.0  # time from one answer to the next within a session
 Progress = Callable[[str, int, int], None]  # (arm, step, steps)
@@ -61,7 +63,7 @@ Progress = Callable[[str, int, int], None]  # (arm, step, steps)
 
 @dataclass(frozen=True)
 class PolicyEvaluationSpec:
-    policies: tuple[str, ...] = ("fixed-curriculum", "random-in-grade", "mastery-bkt", "aivo-target", "aivo-gain")
+    policies: tuple[str, ...] = DEFAULT_POLICIES
     learner_models: tuple[str, ...] = ("simulator", "bkt-forgetting")
     num_learners: int = 1000
     checkpoints: tuple[int, ...] = DEFAULT_CHECKPOINTS
@@ -407,3 +409,51 @@ def evaluate_policies(spec: PolicyEvaluationSpec, *, cache_dir: Path | None = No
     summary = summarize(arms, spec)
     summary["brains"] = brains
     return PolicyEvaluation(spec=spec, summary=summary, arms=arms, brains=brains)
+
+
+LATEST = "latest.json"
+
+
+def save_report(result: PolicyEvaluation, *, folder: Path, out: Path | None = None,
+                plot: Path | None = None) -> list[Path]:
+    """Write the summary as `folder/latest.json` (the dashboard's panel reads it), and to `out`
+    and the mastery-vs-items plot to `plot` when given."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result.summary, indent=1, default=_plain)
+    written = []
+    for path in (folder / LATEST, out):
+        if path is None:
+            continue
+        path = Path(path)
+        if path.exists() and path.is_dir():
+            raise ConfigError(f"{path}: is a folder; --out names the JSON file to write")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        written.append(path)
+    if plot is not None:
+        drawn = write_policy_plot(path=Path(plot), summary=result.summary)
+        if drawn is not None:
+            written.append(drawn)
+    return written
+
+
+def latest_report(folder: Path) -> dict[str, Any] | None:
+    """The summary `save_report` wrote last into `folder`, or None."""
+    path = Path(folder) / LATEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
