@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aivo.brain.bkt import BKTParams
+from aivo.brain.memory import MemoryModel
 from aivo.errors import ConfigError
 
 NO_SKILL = -1
@@ -96,7 +97,7 @@ class LearnerStates:
     recent_items: np.ndarray = field(init=False)  # (N, W) last W item rows (-1 none), newest last
     recent_correct: np.ndarray = field(init=False)  # (N, W)
     item_attempts: np.ndarray = field(init=False)  # (N, J)
-    streak: np.ndarray = field(init=False)  # (N, K) right answers in a row on each skill
+    memory: MemoryModel = field(init=False)  # FSRS stability per (learner, skill): predicted forgetting
     steps: int = 0
     bkt_known: np.ndarray | None = None  # (N, K) P(known) under fitted BKT (mastery-bkt)
 
@@ -107,7 +108,7 @@ class LearnerStates:
         self.recent_items = np.full((n, w), -1, dtype=np.int64)
         self.recent_correct = np.zeros((n, w), dtype=np.int8)
         self.item_attempts = np.zeros((n, self.num_items), dtype=np.int32)
-        self.streak = np.zeros((n, k), dtype=np.int64)
+        self.memory = MemoryModel(n, k)
 
     @property
     def num_learners(self) -> int:
@@ -131,13 +132,21 @@ class LearnerStates:
                                 known * slip / np.maximum(1 - p, 1e-9))
                 updated = post + (1 - post) * learn
                 self.bkt_known[rr, ss] = np.where(np.isfinite(updated), updated, known)
-            self.streak[rr, ss] = np.where(correct[has] == 1, self.streak[rr, ss] + 1, 0)
+            self.memory.review(rr, ss, correct[has], np.asarray(day, dtype=np.float64)[has])
             self.attempts[rr, ss] += 1
             self.last_day[rr, ss] = day[has]
         self.recent_items = np.concatenate([self.recent_items[:, 1:], rows[:, None]], axis=1)
         self.recent_correct = np.concatenate([self.recent_correct[:, 1:], correct[:, None]], axis=1)
         self.item_attempts[n, rows] += 1
         self.steps += 1
+
+    def recent_skill_counts(self, catalog: PolicyCatalog) -> np.ndarray:
+        """(N, K) how many of the last `recent_window` attempts were on each skill (first skill)."""
+        counts = np.zeros((self.num_learners, catalog.num_skills))
+        seen = self.recent_items >= 0
+        learner = np.repeat(np.arange(self.num_learners), self.recent_window).reshape(self.recent_items.shape)
+        np.add.at(counts, (learner[seen], catalog.item_skill[self.recent_items[seen]]), 1.0)
+        return counts
 
     def recently_right(self, rows: np.ndarray) -> np.ndarray:
         """(N, C) whether candidate rows were answered right in the last `recent_window` attempts."""
@@ -146,16 +155,6 @@ class LearnerStates:
             item, right = self.recent_items[:, w], self.recent_correct[:, w] == 1
             hit |= (rows == item[:, None]) & right[:, None]
         return hit
-
-
-INITIAL_REVIEW_DAYS = 2.0  # a skill answered right twice in a row is due for review after 2 days,
-LEARNED_STREAK = 2  # 4 days after three right answers in a row, 8 after four, ...
-
-
-def review_interval(streak: np.ndarray) -> np.ndarray:
-    """Days until a skill answered right `streak` times in a row is reviewed (inf: not learned)."""
-    return np.where(streak >= LEARNED_STREAK, INITIAL_REVIEW_DAYS * 2.0 ** np.maximum(streak - LEARNED_STREAK, 0),
-                    np.inf)
 
 
 @dataclass
@@ -290,12 +289,16 @@ class AivoGain(Policy):
                    "prerequisite readiness), reviews before predicted forgetting, item nearest the target success")
     needs_predictions = True
 
-    def __init__(self, target_success: float = 0.7, mastery: float = 0.85, review: bool = True):
-        self.target_success, self.mastery, self.review = target_success, mastery, review
+    def __init__(self, target_success: float = 0.7, mastery: float = 0.85, review: bool = True,
+                 retention: float = 0.9, spacing: float = 0.5):
+        self.target_success, self.mastery, self.review, self.retention = target_success, mastery, review, retention
+        self.spacing = spacing  # interleaving: each of the last `recent_window` attempts on a skill scales its gain
 
     def skill_scores(self, step: StepInput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per learner: (N, K) predicted mastery of every skill with scored items (NaN: none),
-        (N, K) expected gain of practising it, (N, K) due for review."""
+        """Per learner: (N, K) predicted mastery now (the Main Brain's mean P(correct) over the
+        skill's scored items times the FSRS probability of recall since the skill was last
+        practised; NaN: no scored item), (N, K) expected gain of practising it, (N, K) due for
+        review (a mastered skill whose probability of recall fell below `retention`)."""
         cat, st = step.catalog, step.states
         n, k = st.num_learners, cat.num_skills
         rows, p, valid = step.candidates, step.p_correct, step.valid
@@ -305,36 +308,40 @@ class AivoGain(Policy):
         learner = np.repeat(np.arange(n), rows.shape[1]).reshape(rows.shape)
         np.add.at(sums, (learner[valid], skill[valid]), p[valid])
         np.add.at(counts, (learner[valid], skill[valid]), 1.0)
-        mastery = np.where(counts > 0, sums / np.maximum(counts, 1.0), np.nan)
+        brain = np.where(counts > 0, sums / np.maximum(counts, 1.0), np.nan)
+        recall = np.nan_to_num(st.memory.retrievability(step.day), nan=1.0)  # never practised: the Brain alone
+        mastery = brain * recall
         pre = cat.prerequisite
         pre_mastery = np.where(pre[None, :] >= 0, mastery[:, np.maximum(pre, 0)], 1.0)
         readiness = np.clip(np.nan_to_num(pre_mastery, nan=1.0) / self.mastery, 0.0, 1.0)
-        gain = (1.0 - np.nan_to_num(mastery, nan=1.0)) * readiness
-        interval = review_interval(st.streak)
-        since = step.day[:, None] - np.nan_to_num(st.last_day, nan=np.inf)
-        due = self.review & (since >= interval) & (np.nan_to_num(mastery, nan=1.0) < self.mastery)
+        gain = (1.0 - np.nan_to_num(mastery, nan=1.0)) * readiness * self.spacing ** st.recent_skill_counts(cat)
+        due = self.review & (np.nan_to_num(brain, nan=0.0) >= self.mastery) & (recall < self.retention)
         return mastery, gain, due
 
     def _skill_choice(self, step: StepInput) -> np.ndarray:
         cat, st = step.catalog, step.states
         _, gain, due = self.skill_scores(step)
+        recall = np.nan_to_num(st.memory.retrievability(step.day), nan=1.0)
         out = np.empty(st.num_learners, dtype=np.int64)
         for grade in np.unique(st.grade):
             learners = np.flatnonzero(st.grade == grade)
             skills = cat.grade_skills(int(grade))
+            if not len(skills):
+                out[learners] = -1
+                continue
             g = gain[np.ix_(learners, skills)]
             d = due[np.ix_(learners, skills)]
-            # a due review first (the one longest overdue), else the largest gain (teaching order on ties)
-            overdue = np.where(d, step.day[learners, None] - st.last_day[np.ix_(learners, skills)]
-                               - review_interval(st.streak[np.ix_(learners, skills)]), -np.inf)
-            pick = np.where(d.any(axis=1), np.argmax(overdue, axis=1), np.argmax(g, axis=1))
+            # a due review first (the one closest to being forgotten), else the largest gain
+            # (teaching order on ties)
+            forgotten = np.where(d, -recall[np.ix_(learners, skills)], -np.inf)
+            pick = np.where(d.any(axis=1), np.argmax(forgotten, axis=1), np.argmax(g, axis=1))
             out[learners] = skills[pick]
         return out
 
     def _item_gap(self, step: StepInput, skills: np.ndarray) -> np.ndarray:
         cat = step.catalog
         rows, p, valid = step.candidates, step.p_correct, step.valid
-        in_skill = valid & (cat.item_skill[rows] == skills[:, None])
+        in_skill = valid & (cat.item_skill[rows] == skills[:, None]) & (skills[:, None] >= 0)
         skip = step.states.recently_right(rows) & in_skill
         all_skipped = (~in_skill | skip).all(axis=1)
         usable = in_skill & (~skip | all_skipped[:, None])

@@ -175,6 +175,8 @@ class ArmResult:
     curve_items: np.ndarray  # (S,)
     seconds: float
     recommend_seconds: float  # time spent choosing items (predictions + policy), all learners, all steps
+    item_ids: np.ndarray  # (N, steps) the items practised, in order
+    pre_test: np.ndarray  # (N,) expected post-test score before any practice
 
 
 def session_days(rng: np.random.Generator, num_learners: int, steps: int, *, session_length: float,
@@ -193,20 +195,47 @@ def session_days(rng: np.random.Generator, num_learners: int, steps: int, *, ses
     return days
 
 
+@dataclass
+class ClosedLoopCohort:
+    """The simulated learners of an arm and everything random about their practice that is not
+    the policy's choice: the same for every policy (paired comparisons)."""
+
+    learners: Any  # SimulatedLearners
+    config: SimulatorConfig
+    days: np.ndarray  # (N, steps) when each answer is given (days after config.start_date)
+    grade: np.ndarray  # (N,)
+    profile: np.ndarray  # (N,) accommodation profile
+    answer_rng: np.random.Generator
+    policy_rng: np.random.Generator
+
+
+def closed_loop_cohort(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: str) -> ClosedLoopCohort:
+    n, steps = spec.num_learners, spec.steps
+    learner_seq, schedule_seq, answer_seq, policy_seq = np.random.SeedSequence([spec.seed, 1]).spawn(4)
+    config = _simulator_config(spec, n, steps)
+    model = build_learner_model(learner_model, spec.learner_model_options.get(learner_model))
+    learners = model.draw(config=config, curriculum=prepared.curriculum, rng=np.random.default_rng(learner_seq))
+    days = session_days(np.random.default_rng(schedule_seq), n, steps, session_length=config.session_length,
+                        gap_days=config.session_gap_days, start_day=learners.start_day)
+    return ClosedLoopCohort(learners=learners, config=config, days=days,
+                            grade=np.asarray(config.grades)[learners.grade_index],
+                            profile=np.asarray(config.profiles, dtype=object)[learners.profile_index],
+                            answer_rng=np.random.default_rng(answer_seq), policy_rng=np.random.default_rng(policy_seq))
+
+
+def placement_rows(catalog, grade: np.ndarray) -> np.ndarray:
+    """(N, PLACEMENT_ITEMS) the placement items of each learner: the first item of the first
+    grade-level skill of each subject."""
+    return np.stack([_placement_row(catalog, g) for g in np.asarray(grade).tolist()])
+
+
 def run_arm(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: str, policy_name: str, *,
             progress: Progress | None = None) -> ArmResult:
     began = time.perf_counter()
-    brain, curriculum, config = prepared.brain, prepared.curriculum, prepared.config
+    brain, curriculum = prepared.brain, prepared.curriculum
     n, steps = spec.num_learners, spec.steps
-    learner_seq, schedule_seq, answer_seq, policy_seq = np.random.SeedSequence([spec.seed, 1]).spawn(4)
-    sim_config = _simulator_config(spec, n, steps)
-    model = build_learner_model(learner_model, spec.learner_model_options.get(learner_model))
-    learners = model.draw(config=sim_config, curriculum=curriculum, rng=np.random.default_rng(learner_seq))
-    days = session_days(np.random.default_rng(schedule_seq), n, steps, session_length=sim_config.session_length,
-                        gap_days=sim_config.session_gap_days, start_day=learners.start_day)
-    answer_rng, policy_rng = np.random.default_rng(answer_seq), np.random.default_rng(policy_seq)
-    grade = np.asarray(sim_config.grades)[learners.grade_index]
-    profile = np.asarray(sim_config.profiles, dtype=object)[learners.profile_index]
+    cohort = closed_loop_cohort(spec, prepared, learner_model)
+    learners, days, grade, sim_config = cohort.learners, cohort.days, cohort.grade, cohort.config
 
     items = catalog_frame(brain)
     catalog = policy_catalog(brain, prepared.knowledge)
@@ -226,8 +255,9 @@ def run_arm(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: 
 
     # post-test items: every item of the learner's grade (simulator indices), grouped by skill
     per_skill = sim_config.items_per_skill
-    grade_skills = curriculum.skills.index[curriculum.skills["grade"] == 0].size  # skills per grade
-    first_skill = np.searchsorted(curriculum.skills["grade"].to_numpy(), grade)  # skills are grade-major
+    skill_grade = curriculum.skills["grade"].to_numpy()
+    grade_skills = int((skill_grade == skill_grade[0]).sum())  # skills per grade
+    first_skill = np.searchsorted(skill_grade, grade)  # skills are grade-major
     test_items = (first_skill[:, None] * per_skill + np.arange(grade_skills * per_skill)[None, :])
 
     def post_test(day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -235,7 +265,7 @@ def run_arm(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: 
         skill_p = p.reshape(n, grade_skills, per_skill).mean(axis=2)
         return p.mean(axis=1), skill_p
 
-    placement = np.stack([_placement_row(catalog, g) for g in grade])  # (N, 3)
+    placement = placement_rows(catalog, grade)
     score0, skill0 = post_test(days[:, 0])
     mastered_at = np.where(skill0 >= spec.mastery_p, 0, -1)  # items practised when first mastered (-1 not yet)
     initially = skill0 >= spec.mastery_p
@@ -243,6 +273,7 @@ def run_arm(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: 
     curve_items = [0]
     immediate, delayed, mastered = {}, {}, {}
     recommend_seconds = 0.0
+    trajectory = np.empty((n, steps), dtype=np.int64)
     for t in range(steps):
         day = days[:, t]
         if t < PLACEMENT_ITEMS:
@@ -251,9 +282,10 @@ def run_arm(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: 
             tick = time.perf_counter()
             p = predictor.predict(candidates) if predictor is not None else None
             rows = next_items(policy=policy, catalog=catalog, states=states, day=day, candidates=candidates,
-                              valid=valid, p_correct=p, rng=policy_rng, num_items=1)[:, 0]
+                              valid=valid, p_correct=p, rng=cohort.policy_rng, num_items=1)[:, 0]
             recommend_seconds += time.perf_counter() - tick
-        response = learners.respond(sim_index[rows], day, answer_rng)
+        trajectory[:, t] = rows
+        response = learners.respond(sim_index[rows], day, cohort.answer_rng)
         correct = response.correct.astype(np.int8)
         states.record(catalog, rows, correct, day)
         if predictor is not None:
@@ -278,10 +310,11 @@ def run_arm(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: 
                                 np.where(learned, mastered_at, 0).sum(axis=1) / np.maximum(learned.sum(axis=1), 1),
                                 np.nan)
     newly_mastered = learned.sum(axis=1) / np.maximum((~initially).sum(axis=1), 1)
-    return ArmResult(learner_model=learner_model, policy=policy_name, grade=grade, profile=profile,
+    return ArmResult(learner_model=learner_model, policy=policy_name, grade=grade, profile=cohort.profile,
                      immediate=immediate, delayed=delayed, mastered=mastered, items_to_mastery=items_to_mastery,
                      newly_mastered=newly_mastered, curve=np.stack(curve, axis=1), curve_items=np.array(curve_items),
-                     seconds=time.perf_counter() - began, recommend_seconds=recommend_seconds)
+                     seconds=time.perf_counter() - began, recommend_seconds=recommend_seconds,
+                     item_ids=catalog.item_ids[trajectory], pre_test=score0)
 
 
 def _rows_per_grade(rows_by_grade: dict[int, np.ndarray], grade: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -338,6 +371,7 @@ def summarize(arms: Sequence[ArmResult], spec: PolicyEvaluationSpec, *, referenc
         for name, arm in by_policy.items():
             table[name] = {
                 "post_test": {str(k): mean_ci(v) for k, v in arm.immediate.items()},
+                "learning_gain": {str(k): mean_ci(v - arm.pre_test) for k, v in arm.immediate.items()},
                 "delayed_post_test": {str(k): mean_ci(v) for k, v in arm.delayed.items()},
                 "skills_mastered": {str(k): mean_ci(v) for k, v in arm.mastered.items()},
                 "items_to_mastery": mean_ci(arm.items_to_mastery),
@@ -359,11 +393,16 @@ def summarize(arms: Sequence[ArmResult], spec: PolicyEvaluationSpec, *, referenc
                     continue
                 a, b = f.immediate[focus_items], arm.immediate[focus_items]
                 ca, cb = mean_ci(a), mean_ci(b)
+                ga, gb = mean_ci(a - f.pre_test), mean_ci(b - arm.pre_test)
                 effects[name] = {"cohens_d": cohens_d(a, b), "difference": mean_ci(a - b),
-                                 "non_overlapping_ci": bool(ca["low"] > cb["high"])}
+                                 "non_overlapping_ci": bool(ca["low"] > cb["high"]),
+                                 "gain_cohens_d": cohens_d(a - f.pre_test, b - arm.pre_test),
+                                 "gain_non_overlapping_ci": bool(ga["low"] > gb["high"])}
                 beats[name] = effects[name]["non_overlapping_ci"]
             entry["effects"] = {"items": focus_items, "policy": focus, "against": effects,
-                                "beats_every_baseline": all(beats.values()) if beats else None}
+                                "beats_every_baseline": all(beats.values()) if beats else None,
+                                "beats_every_baseline_on_gain": all(e["gain_non_overlapping_ci"]
+                                                                    for e in effects.values()) if effects else None}
             if reference in by_policy:
                 r = by_policy[reference]
                 diff = f.immediate[focus_items] - r.immediate[focus_items]
