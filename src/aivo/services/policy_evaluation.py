@@ -75,6 +75,7 @@ class PolicyEvaluationSpec:
     mastery_p: float = 0.8
     check_every: int = 5
     learner_model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    simulator: dict[str, Any] = field(default_factory=dict)  # SimulatorConfig fields (curriculum, sessions)
 
     def __post_init__(self) -> None:
         known = policy_names()
@@ -116,7 +117,11 @@ class PreparedBrain:
 
 
 def _simulator_config(spec: PolicyEvaluationSpec, num_learners: int, interactions: int) -> SimulatorConfig:
-    return SimulatorConfig(num_learners=num_learners, interactions_per_learner=interactions)
+    try:
+        return SimulatorConfig(**{**spec.simulator, "num_learners": num_learners,
+                                  "interactions_per_learner": interactions})
+    except TypeError as exc:
+        raise ConfigError(f"simulator settings: {exc}") from None
 
 
 def prepare_brain(spec: PolicyEvaluationSpec, learner_model: str, *, cache_dir: Path | None = None) -> PreparedBrain:
@@ -125,6 +130,7 @@ def prepare_brain(spec: PolicyEvaluationSpec, learner_model: str, *, cache_dir: 
     config = _simulator_config(spec, spec.brain_learners, spec.brain_interactions)
     model = build_learner_model(learner_model, spec.learner_model_options.get(learner_model))
     key = hashlib.sha256(json.dumps({"model": learner_model, "options": asdict(model.options), "seed": spec.seed,
+                                     "simulator": spec.simulator,
                                      "n": spec.brain_learners, "m": spec.brain_interactions,
                                      "epochs": spec.brain_epochs}, sort_keys=True, default=str).encode()).hexdigest()[:12]
     folder = Path(cache_dir) / f"brain-{learner_model}-{key}" if cache_dir is not None else None
