@@ -79,7 +79,8 @@ def report(summary: dict, *, command: str, began: str, load_before: str, load_af
                   "skills mastered after 100", "items to mastery", "ms per learner-step (batched)"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for name, row in entry["policies"].items():
-            cells = [f"`{name}`"] + [_ci(row["post_test"][str(n)]) for n in ns]
+            label = f"`{name}`" + (f" ({row['learners']:,} learners)" if row["learners"] != spec["num_learners"] else "")
+            cells = [label] + [_ci(row["post_test"][str(n)]) for n in ns]
             cells.append(_ci(row["learning_gain"]["100"], 4) if "100" in row["learning_gain"] else "-")
             cells.append(_ci(row["delayed_post_test"][str(ns[-1])]))
             cells.append(_ci(row["skills_mastered"]["100"]) if "100" in row["skills_mastered"] else "-")
@@ -89,10 +90,11 @@ def report(summary: dict, *, command: str, began: str, load_before: str, load_af
         effects = entry.get("effects")
         if effects:
             lines += ["", f"`{effects['policy']}` against each policy after {effects['items']} items: ", "",
-                      "| against | difference (paired, 95% CI) | Cohen's d | CIs of the post-test apart | "
+                      "| against | difference (95% CI; paired unless marked) | Cohen's d | CIs of the post-test apart | "
                       "CIs of the gain apart |", "|---|---|---|---|---|"]
             for name, e in effects["against"].items():
-                lines.append(f"| `{name}` | {_ci(e['difference'], 4)} | {e['cohens_d']:+.3f} | "
+                mark = "" if e["difference"].get("paired", True) else " (unpaired)"
+                lines.append(f"| `{name}` | {_ci(e['difference'], 4)}{mark} | {e['cohens_d']:+.3f} | "
                              f"{'yes' if e['non_overlapping_ci'] else 'no'} | "
                              f"{'yes' if e['gain_non_overlapping_ci'] else 'no'} |")
             verdict = "met" if effects["beats_every_baseline"] else "MISSED"
@@ -129,6 +131,8 @@ def main() -> None:
     parser.add_argument("--brain-interactions", type=int, default=150)
     parser.add_argument("--brain-epochs", type=int, default=8)
     parser.add_argument("--cache", type=Path, default=OUT / "policy_brains")
+    parser.add_argument("--policy-learners", default="",
+                        help="Fewer learners for costly arms, e.g. aivo-target=250 (those arms are compared unpaired)")
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -136,7 +140,8 @@ def main() -> None:
         policies=tuple(args.policies.split(",")), learner_models=tuple(args.models.split(",")),
         num_learners=args.learners, checkpoints=tuple(int(x) for x in args.items.split(",")), seed=args.seed,
         brain_learners=args.brain_learners, brain_interactions=args.brain_interactions,
-        brain_epochs=args.brain_epochs)
+        brain_epochs=args.brain_epochs,
+        policy_learners={k: int(v) for k, v in (p.split("=") for p in args.policy_learners.split(",") if p)})
     began = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load_before = _uptime()
     tick = time.perf_counter()

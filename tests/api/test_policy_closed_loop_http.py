@@ -106,3 +106,32 @@ def test_the_api_refuses_an_unknown_policy_and_the_setting_refuses_one_too(tmp_p
     assert make_settings(tmp_path / "h2", None).recommendation_policy == "aivo-gain"
     with pytest.raises(ValueError, match="recommendation_policy|RECOMMENDATION_POLICY"):
         make_settings(tmp_path / "h3", None, recommendation_policy="random-in-grade")
+
+
+def test_the_dashboard_shows_the_last_closed_loop_evaluation(tmp_path):
+    from aivo.services.policy_evaluation import evaluate_policies, save_report
+    from aivo.services.dashboard_models import POLICY_REPORT
+
+    torch.set_num_threads(1)
+    settings = make_settings(tmp_path / "home", None)
+    registry = open_registry(settings)
+    with registry.session() as session:
+        token = create_api_key(session=session, role="admin", tenant=DEFAULT_TENANT, name="k", learner_ids=(),
+                               actor="tests").token
+    app = create_app(settings)
+    with ServerThread(app) as base:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}", "Accept": "text/html"}
+        before = httpx.get(f"{base}/dashboard/models", headers=headers)
+        assert before.status_code == 200 and "No closed-loop evaluation yet" in before.text
+        spec = PolicyEvaluationSpec(policies=("fixed-curriculum", "aivo-gain"), learner_models=("bkt-forgetting",),
+                                    num_learners=6, checkpoints=(10,), seed=1, brain_learners=60,
+                                    brain_interactions=30, brain_epochs=1, check_every=5, simulator=SMALL_WORLD)
+        result = evaluate_policies(spec)
+        written = save_report(result, folder=settings.home / POLICY_REPORT.parent)
+        assert written == [settings.home / POLICY_REPORT]
+        page = httpx.get(f"{base}/dashboard/models", headers=headers)
+    assert page.status_code == 200
+    assert "learner model <code>bkt-forgetting</code> (6 learners per policy)" in page.text
+    assert "<svg" in page.text and "aivo-gain: " in page.text and "fixed-curriculum: " in page.text

@@ -76,6 +76,7 @@ class PolicyEvaluationSpec:
     check_every: int = 5
     learner_model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     simulator: dict[str, Any] = field(default_factory=dict)  # SimulatorConfig fields (curriculum, sessions)
+    policy_learners: dict[str, int] = field(default_factory=dict)  # fewer learners for a costly arm (unpaired then)
 
     def __post_init__(self) -> None:
         known = policy_names()
@@ -88,6 +89,9 @@ class PolicyEvaluationSpec:
             raise ConfigError("name at least one learner model")
         for name in self.learner_models:  # unknown names and invalid options fail here, before any work
             build_learner_model(name, self.learner_model_options.get(name))
+        for name, value in self.policy_learners.items():
+            if name not in self.policies or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"policy_learners: {name!r} must be an evaluated policy with a positive number")
         for name in ("num_learners", "brain_learners", "brain_interactions", "brain_epochs", "check_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -102,6 +106,9 @@ class PolicyEvaluationSpec:
     @property
     def steps(self) -> int:
         return max(self.checkpoints)
+
+    def learners_for(self, policy: str) -> int:
+        return self.policy_learners.get(policy, self.num_learners)
 
 
 # --- the Main Brain and what it knows, trained on a separate simulated history -------------------
@@ -215,8 +222,11 @@ class ClosedLoopCohort:
     policy_rng: np.random.Generator
 
 
-def closed_loop_cohort(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: str) -> ClosedLoopCohort:
-    n, steps = spec.num_learners, spec.steps
+def closed_loop_cohort(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: str,
+                       num_learners: int | None = None) -> ClosedLoopCohort:
+    """The learners of an arm: `num_learners` (default `spec.num_learners`) drawn with the spec's
+    seed; arms with the same number of learners get the same learners."""
+    n, steps = num_learners or spec.num_learners, spec.steps
     learner_seq, schedule_seq, answer_seq, policy_seq = np.random.SeedSequence([spec.seed, 1]).spawn(4)
     config = _simulator_config(spec, n, steps)
     model = build_learner_model(learner_model, spec.learner_model_options.get(learner_model))
@@ -239,8 +249,8 @@ def run_arm(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: 
             progress: Progress | None = None) -> ArmResult:
     began = time.perf_counter()
     brain, curriculum = prepared.brain, prepared.curriculum
-    n, steps = spec.num_learners, spec.steps
-    cohort = closed_loop_cohort(spec, prepared, learner_model)
+    n, steps = spec.learners_for(policy_name), spec.steps
+    cohort = closed_loop_cohort(spec, prepared, learner_model, n)
     learners, days, grade, sim_config = cohort.learners, cohort.days, cohort.grade, cohort.config
 
     items = catalog_frame(brain)
@@ -358,6 +368,18 @@ def mean_ci(values: np.ndarray) -> dict[str, float]:
     return {"mean": round(mean, 5), "low": round(mean - half, 5), "high": round(mean + half, 5), "n": int(len(v))}
 
 
+def difference_ci(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Mean of a - b with a 95% CI: paired when both arms hold the same learners (same length),
+    else the unpaired (Welch) interval."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) == len(b):
+        return {**mean_ci(a - b), "paired": True}
+    mean = float(a.mean() - b.mean())
+    half = 1.96 * math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    return {"mean": round(mean, 5), "low": round(mean - half, 5), "high": round(mean + half, 5),
+            "n": int(min(len(a), len(b))), "paired": False}
+
+
 def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2.0)
@@ -383,8 +405,9 @@ def summarize(arms: Sequence[ArmResult], spec: PolicyEvaluationSpec, *, referenc
                 "items_to_mastery": mean_ci(arm.items_to_mastery),
                 "newly_mastered_share": mean_ci(arm.newly_mastered),
                 "seconds": round(arm.seconds, 1),
+                "learners": int(len(arm.grade)),
                 "recommend_ms_per_learner_step": round(1000 * arm.recommend_seconds
-                                                       / max(1, spec.num_learners * (spec.steps - PLACEMENT_ITEMS)), 4),
+                                                       / max(1, len(arm.grade) * (spec.steps - PLACEMENT_ITEMS)), 4),
                 "curve": {"items": arm.curve_items.tolist(),
                           "mean": [round(float(x), 5) for x in arm.curve.mean(axis=0)],
                           "half_width": [round(float(1.96 * x / math.sqrt(arm.curve.shape[0])), 5)
@@ -400,7 +423,7 @@ def summarize(arms: Sequence[ArmResult], spec: PolicyEvaluationSpec, *, referenc
                 a, b = f.immediate[focus_items], arm.immediate[focus_items]
                 ca, cb = mean_ci(a), mean_ci(b)
                 ga, gb = mean_ci(a - f.pre_test), mean_ci(b - arm.pre_test)
-                effects[name] = {"cohens_d": cohens_d(a, b), "difference": mean_ci(a - b),
+                effects[name] = {"cohens_d": cohens_d(a, b), "difference": difference_ci(a, b),
                                  "non_overlapping_ci": bool(ca["low"] > cb["high"]),
                                  "gain_cohens_d": cohens_d(a - f.pre_test, b - arm.pre_test),
                                  "gain_non_overlapping_ci": bool(ga["low"] > gb["high"])}
@@ -409,7 +432,7 @@ def summarize(arms: Sequence[ArmResult], spec: PolicyEvaluationSpec, *, referenc
                                 "beats_every_baseline": all(beats.values()) if beats else None,
                                 "beats_every_baseline_on_gain": all(e["gain_non_overlapping_ci"]
                                                                     for e in effects.values()) if effects else None}
-            if reference in by_policy:
+            if reference in by_policy and len(by_policy[reference].grade) == len(f.grade):
                 r = by_policy[reference]
                 diff = f.immediate[focus_items] - r.immediate[focus_items]
                 groups = {}
