@@ -105,3 +105,26 @@ def test_aivo_gain_reviews_a_mastered_skill_before_it_is_forgotten():
     late = step(cat, states, p, day=30.0)
     _, _, due = policy.skill_scores(late)
     assert due[0, 0] and cat.item_skill[policy.choose(late)[0]] == 0
+
+
+def test_replaying_a_history_equals_recording_it_answer_by_answer():
+    cat = catalog()
+    cat = PolicyCatalog(**{**{f: getattr(cat, f) for f in ("item_ids", "item_skill", "item_grade", "item_subject",
+                                                            "skill_ids", "skill_grade", "skill_subject",
+                                                            "skill_position", "prerequisite")},
+                           "item_skill_set": [(int(s),) if s % 3 == 0 else (int(s), int(s) - 1)
+                                              for s in cat.item_skill]})  # two-skill items too
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, cat.num_items, 37)
+    correct = rng.integers(0, 2, 37)
+    day = np.cumsum(rng.choice([0.001, 0.5, 2.5], 37))
+    stepwise = LearnerStates(grade=np.array([3]), num_skills=cat.num_skills, num_items=cat.num_items)
+    for r, c, d in zip(rows, correct, day):
+        stepwise.record(cat, np.array([r]), np.array([c]), np.array([d]))
+    replayed = LearnerStates.from_history(cat, 3, rows, correct, day)
+    for name in ("attempts", "last_day", "recent_items", "recent_correct", "item_attempts"):
+        assert np.array_equal(getattr(stepwise, name), getattr(replayed, name), equal_nan=True), name
+    for name in ("stability", "difficulty", "last_day"):
+        assert np.allclose(getattr(stepwise.memory, name), getattr(replayed.memory, name), equal_nan=True), name
+    assert stepwise.steps == replayed.steps == 37
+    assert np.array_equal(stepwise.recent_skill_counts(cat), replayed.recent_skill_counts(cat))

@@ -195,17 +195,14 @@ def _days(values) -> np.ndarray:
 def learner_states(catalog: PolicyCatalog, history: pd.DataFrame, grade: int) -> LearnerStates:
     """One learner's record (for the policies) from its stored history; items outside the catalog
     are left out."""
-    states = LearnerStates(grade=np.array([grade]), num_skills=catalog.num_skills, num_items=catalog.num_items)
     if not len(history):
-        return states
+        return LearnerStates(grade=np.array([grade]), num_skills=catalog.num_skills, num_items=catalog.num_items)
     history = history.sort_values("order")
     rows = pd.Index(catalog.item_ids).get_indexer(history["item_id"].astype(str).to_numpy())
     days = _days(history["timestamp"]) if "timestamp" in history.columns else np.full(len(history), np.nan)
-    correct = history["correct"].to_numpy(dtype=np.int8)
-    for row, answer, day in zip(rows.tolist(), correct.tolist(), days.tolist()):
-        if row >= 0:
-            states.record(catalog, np.array([row]), np.array([answer], dtype=np.int8), np.array([day]))
-    return states
+    known = rows >= 0
+    return LearnerStates.from_history(catalog, grade, rows[known], history["correct"].to_numpy(dtype=np.int8)[known],
+                                      days[known])
 
 
 def _learner_grade(history: pd.DataFrame) -> int | None:
