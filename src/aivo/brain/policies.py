@@ -412,10 +412,12 @@ class AivoGain(Policy):
         if num_items == 1:
             return first[:, None]
         rest = AivoTarget(self.target_success).ranking(step, num_items + 1)
-        out = np.empty((len(first), num_items), dtype=np.int64)
+        width = min(num_items, max(1, rest.shape[1]))
+        out = np.empty((len(first), width), dtype=np.int64)
         for i in range(len(first)):
             others = [r for r in rest[i].tolist() if r != first[i]]
-            out[i] = ([int(first[i])] + others)[:num_items]
+            picked = ([int(first[i])] + others)[:width]
+            out[i] = picked + [picked[-1]] * (width - len(picked))  # only when fewer candidates than asked
         return out
 
 
