@@ -258,6 +258,11 @@ def run_arm(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: 
     sim_index = pd.Index(curriculum.items["item_id"].astype(str)).get_indexer(catalog.item_ids)
     if (sim_index < 0).any():
         raise ConfigError("the Main Brain's catalog names items this curriculum does not have")
+    missing = [int(g) for g in np.unique(grade) if not len(catalog.grade_skills(int(g)))
+               or not len(catalog.grade_items(int(g)))]
+    if missing:
+        raise ConfigError(f"the Main Brain's training history holds no skill of grade(s) {missing}: train it on more "
+                          "learners (--brain-learners, --brain-interactions)")
     policy = build_policy(policy_name)
     states = LearnerStates(grade=grade, num_skills=catalog.num_skills, num_items=catalog.num_items)
     if policy_name == "mastery-bkt":
