@@ -77,6 +77,10 @@ class Settings(BaseSettings):
                                   description="Serve the item whose predicted success is closest to this.")
     mastery_level_up: float = Field(0.85, gt=0, lt=1, validation_alias=_env("MASTERY_LEVEL_UP"))
     mastery_level_down: float = Field(0.45, gt=0, lt=1, validation_alias=_env("MASTERY_LEVEL_DOWN"))
+    recommendation_policy: Literal["aivo-gain", "aivo-target"] = Field(
+        "aivo-gain", validation_alias=_env("RECOMMENDATION_POLICY"),
+        description="Policy of the recommendations API when a request names none: aivo-gain (largest expected "
+                    "gain in mastery, reviews before forgetting) or aivo-target (closest to the target success).")
 
     # --- personalization and federated learning ---------------------------------------
     freeze_layers: str = Field("encoder", validation_alias=_env("FREEZE_LAYERS"),
