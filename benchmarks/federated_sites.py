@@ -1,22 +1,37 @@
-"""Federation across sites on Flower: round time against the in-process round, and scale.
+"""Federation across sites on Flower: accuracy against the in-process federation, round time, scale.
 
-Sites are made from the simulator (`aivo.services.federation_setup.simulated_cohort_sites`: a
-curriculum cohort trains the coordinator's Main Brain, `--learners-per-site` learners per site,
-each site its own SQLite registry with clones). Every arm runs the same site code
-(`SiteService.contribute` / `.evaluate`) and the same coordinator code:
+Every arm runs the same site code (`SiteService.contribute` / `.evaluate`, behind the site's
+ClientApp) and the same coordinator code (`aivo.sites.coordinator.run_federation`: sites, version,
+train, server step, federated evaluation, gate, commit into the coordinator's registry):
 
-* **in-process**: the coordinator calls each site's handler directly, one after another (no
-  Flower, no secure aggregation): today's in-process round, moved to sites;
+* **in-process**: `DirectGrid` hands each message straight to the site's ClientApp in this
+  process, one site after another (no Flower runtime, no network, no secure aggregation);
 * **simulation**: `simulate_federation` (Flower's simulation runtime, Ray), with SecAgg+ and without;
 * **deployment**: a real `flower-superlink` and one `flower-supernode` per site on loopback
   (insecure: TLS costs are not what is measured), `run_federation_deployment`.
 
+Parts (each runs alone and writes benchmarks/out/federated_sites/<part>.json; `--write-results`
+renders every saved part into RESULTS.md):
+
+* `assist2015`: ASSIST2015's client learners (federated_assist2015's split: 80% of the training
+  learners) over `--sites` sites, split at random or by the skill each learner practised most; the
+  coordinator starts from the Main Brain pre-trained on the curriculum learners. The in-process
+  federation and Flower (simulation runtime, SecAgg+) run the same rounds with the same settings
+  and seed; the test AUC of each final Main Brain on test.csv is compared (target: within 0.002),
+  with DP off and at a target epsilon (sigma calibrated for `--rounds` steps at rate `--q`).
+* `overhead`: round time through Flower against the in-process round (target: at most 1.5x).
+* `scale`: Flower's simulation runtime from 10 to 100 sites: time per round and peak memory.
+
 A round's time is the coordinator's (sites, train, aggregate, evaluate), for the second round of a
 run (the first also loads the sites' Python in Flower's workers); peak memory is the highest
-resident memory of this process plus every process it started (sampled every 0.2 s).
+resident memory of this process plus every process it started (sampled every 0.2 s). Every part
+records the 1-minute load average before and after: the machine is shared.
 
+    python benchmarks/federated_sites.py assist2015 --splits random --dp off,8 --write-results
+    python benchmarks/federated_sites.py assist2015 --splits skills --dp off,8 --write-results
     python benchmarks/federated_sites.py overhead --sites 10 --learners-per-site 1000 --write-results
-    python benchmarks/federated_sites.py scale --sites 10,100 --learners-per-site 100 --write-results
+    python benchmarks/federated_sites.py scale --sites-list 10,100 --learners-per-site 100 --write-results
+    python benchmarks/federated_sites.py report --write-results
 """
 
 from __future__ import annotations
@@ -33,7 +48,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 HERE = Path(__file__).resolve().parent
@@ -295,6 +309,24 @@ def assist_copy(pristine: Path, target: Path):
     return settings, open_registry(settings), existing_site_homes(target / "sites")
 
 
+def capped(opts):
+    """`opts` with every learner's weight capped into [0, 1] although secure aggregation is off.
+    Flower's arm runs with SecAgg+, which caps the weights (a site's payload must fit a range fixed
+    before the round; `FederationOptions.capped_weights`); the in-process arm has no secure sum, so
+    without this it would weight learners by their raw example counts: not the same aggregate."""
+    from dataclasses import dataclass
+
+    from aivo.sites.coordinator import FederationOptions
+
+    @dataclass(frozen=True)
+    class CappedWeights(FederationOptions):
+        @property
+        def capped_weights(self) -> bool:
+            return True
+
+    return CappedWeights(**opts.to_dict())
+
+
 def assist_arm(pristine: Path, work: Path, runtime: str, args, dp: str, test) -> dict:
     from aivo.brain.versions import clear_cache, load_main_brain
     from aivo.privacy.accountants import noise_multiplier_for
@@ -309,6 +341,8 @@ def assist_arm(pristine: Path, work: Path, runtime: str, args, dp: str, test) ->
                    local_epochs=args.local_epochs, local_learning_rate=args.local_lr,
                    server_learning_rate=args.server_lr, gate_margin=0.0, seed=args.seed,
                    epsilon_budget=float(dp) * 1.01 if dp != "off" else 1e9)
+    if runtime == "in_process" and not args.no_secagg:
+        opts = capped(opts)  # the weighting SecAgg+ imposes on the Flower arm (see `capped`)
     load_before = loads()
     started = time.perf_counter()
     with PeakMemory() as mem:
@@ -330,7 +364,9 @@ def assist2015(args) -> dict:
     from federated_assist2015 import load_split, metrics_of
 
     _, test, _, _, _ = load_split()
+    os.environ["AIVO_GATE_MAX_LEARNERS"] = str(args.site_gate_learners)  # every site's (and Ray worker's) setting
     out = {"sites": args.sites, "rounds": args.rounds, "q": args.q, "clip": args.clip,
+           "site_gate_learners": args.site_gate_learners,
            "local_epochs": args.local_epochs, "local_lr": args.local_lr, "server_lr": args.server_lr,
            "seed": args.seed, "pretrained_test": metrics_of(assist_brain(), test), "parts": {}}
     for split in args.splits.split(","):
@@ -396,8 +432,10 @@ def render(results: dict) -> str:
                   f"(test AUC {a['pretrained_test']['auc']:.4f}). Both runtimes run the same coordinator and site "
                   f"code with the same settings and seed: {a['rounds']} rounds, q {a['q']:g}, clip {a['clip']:g}, "
                   f"local {a['local_epochs']} epoch(s) SGD {a['local_lr']:g}, server SGD {a['server_lr']:g}, FedAvg, "
-                  "gate margin 0; in-process = direct calls to each site, no secure aggregation; Flower = the "
-                  "simulation runtime with SecAgg+. Test AUC on test.csv. Target: |difference| <= 0.002.", "",
+                  f"gate margin 0, each site scoring {a.get('site_gate_learners', 1000)} learners' held-out tails per "
+                  "round; in-process = direct calls to each site, no secure aggregation, with the learners' weights "
+                  "capped into [0, 1] as SecAgg+ requires; Flower = the simulation runtime with SecAgg+. Test AUC on "
+                  "test.csv. Target: |difference| <= 0.002.", "",
                   "| split | DP | in-process test AUC | Flower test AUC | difference | target met | rounds applied "
                   "(in-process / Flower) | epsilon | time in-process / Flower (s), load before / after |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -425,12 +463,14 @@ def main(argv=None) -> int:
     parser.add_argument("--runtimes", default="simulation,deployment")
     parser.add_argument("--splits", default="random,skills", help="assist2015: random and/or skills")
     parser.add_argument("--dp", default="off,8", help="assist2015: off and/or target epsilons")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--q", type=float, default=0.2)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument("--local-lr", type=float, default=3.0)
-    parser.add_argument("--server-lr", type=float, default=10.0)
+    parser.add_argument("--server-lr", type=float, default=1.0)
+    parser.add_argument("--site-gate-learners", type=int, default=300,
+                        help="assist2015: AIVO_GATE_MAX_LEARNERS of every site (held-out learners scored per round)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-secagg", action="store_true", help="assist2015: Flower without SecAgg+")
     parser.add_argument("--write-results", action="store_true")
