@@ -203,6 +203,20 @@ def flower_rounds(kind, settings, registry, homes, opts) -> list[dict]:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+PART_DEFAULTS = {"assist2015": {"q": 0.2, "local_epochs": 1, "site_gate_learners": 300},
+                 "overhead": {"q": 1.0}, "scale": {"q": 1.0}}
+
+
+def workload(args) -> dict:
+    """What each round does (recorded with the timings)."""
+    from aivo.config import Settings
+
+    defaults = Settings(home=Path(tempfile.gettempdir()), database_url=None, artifact_url=None)
+    return {"q": args.q, "local_epochs": args.local_epochs or defaults.local_epochs,
+            "site_gate_learners": args.site_gate_learners or defaults.gate_max_learners,
+            "interactions_per_learner": args.interactions}
+
+
 def loads() -> float:
     return round(load_average(), 1)
 
@@ -211,13 +225,14 @@ def overhead(args) -> dict:
     root = Path(tempfile.mkdtemp(prefix="aivo_fed_sites_"))
     try:
         settings, registry, homes, build_s = build(root, args.sites, args.learners_per_site, args.interactions)
-        out = {"sites": args.sites, "learners_per_site": args.learners_per_site, "build_seconds": round(build_s, 1)}
+        out = {"sites": args.sites, "learners_per_site": args.learners_per_site, "build_seconds": round(build_s, 1),
+               **workload(args)}
         arms = [("in_process", "direct", False)] + [
             (f"{k}{'_secagg' if s else ''}", k, s) for k in args.runtimes.split(",") if k for s in (False, True)]
         for key, kind, secure in arms:
             load_before = loads()
             with PeakMemory() as mem:
-                opts = options(settings, 2, secure)
+                opts = options(settings, 2, secure, sample_rate=args.q, local_epochs=args.local_epochs)
                 rounds = (direct_rounds(settings, registry, homes, opts) if kind == "direct"
                           else flower_rounds(kind, settings, registry, homes, opts))
             out[key] = {"rounds": rounds, "peak_rss_mib": round(mem.mib), "load_before": load_before,
@@ -233,14 +248,15 @@ def overhead(args) -> dict:
 
 
 def scale(args) -> dict:
-    out = {"learners_per_site": args.learners_per_site, "runs": []}
+    out = {"learners_per_site": args.learners_per_site, "runs": [], **workload(args)}
     for sites in [int(x) for x in args.sites_list.split(",")]:
         root = Path(tempfile.mkdtemp(prefix="aivo_fed_scale_"))
         try:
             settings, registry, homes, build_s = build(root, sites, args.learners_per_site, args.interactions)
             load_before = loads()
             with PeakMemory() as mem:
-                rounds = flower_rounds("simulation", settings, registry, homes, options(settings, 2, True))
+                opts = options(settings, 2, True, sample_rate=args.q, local_epochs=args.local_epochs)
+                rounds = flower_rounds("simulation", settings, registry, homes, opts)
             out["runs"].append({"sites": sites, "learners": sites * args.learners_per_site, "rounds": rounds,
                                 "peak_rss_mib": round(mem.mib), "build_seconds": round(build_s, 1),
                                 "load_before": load_before, "load_after": loads()})
@@ -364,7 +380,6 @@ def assist2015(args) -> dict:
     from federated_assist2015 import load_split, metrics_of
 
     _, test, _, _, _ = load_split()
-    os.environ["AIVO_GATE_MAX_LEARNERS"] = str(args.site_gate_learners)  # every site's (and Ray worker's) setting
     out = {"sites": args.sites, "rounds": args.rounds, "q": args.q, "clip": args.clip,
            "site_gate_learners": args.site_gate_learners,
            "local_epochs": args.local_epochs, "local_lr": args.local_lr, "server_lr": args.server_lr,
@@ -387,6 +402,14 @@ def assist2015(args) -> dict:
     return out
 
 
+def work(part: dict) -> str:
+    q = part.get("q", 1.0)
+    return (f"{'every learner' if q == 1 else f'learners sampled with q {q:g}'}, user-level DP, "
+            f"{part.get('interactions_per_learner', 60)} simulated interactions per learner, "
+            f"{part.get('local_epochs', 5)} local epoch(s), each site scoring up to "
+            f"{part.get('site_gate_learners', 1000)} learners' held-out tails")
+
+
 def render(results: dict) -> str:
     lines = ["Every timing below was taken on a 2-core machine shared with other engineers' jobs: the 1-minute "
              "load average before and after each run is given next to it, and timings at a load above 2 are "
@@ -394,7 +417,7 @@ def render(results: dict) -> str:
     o = results.get("overhead")
     if o:
         lines += [f"**Round time, Flower vs in-process** ({o['sites']} sites x {o['learners_per_site']} learners, "
-                  f"every learner sampled, user-level DP; run {o['run']}; `{o['command']}`). Target: Flower at most "
+                  f"{work(o)}; run {o['run']}; `{o['command']}`). Target: Flower at most "
                   "1.5x the in-process round. A round's time is the coordinator's (sites, train, aggregate, "
                   "evaluate); round 2 is the steady state (round 1 also starts Flower's workers).", "",
                   "| runtime | round 1 (s) | round 2 (s) | vs in-process (round 2) | peak memory, all processes (MiB) "
@@ -412,8 +435,8 @@ def render(results: dict) -> str:
         lines.append("")
     sc = results.get("scale")
     if sc:
-        lines += [f"**Scale** (Flower simulation runtime, SecAgg+, user-level DP, every learner sampled, "
-                  f"{sc['learners_per_site']} learners per site; run {sc['run']}; `{sc['command']}`)", "",
+        lines += [f"**Scale** (Flower simulation runtime, SecAgg+, {sc['learners_per_site']} learners per site, "
+                  f"{work(sc)}; run {sc['run']}; `{sc['command']}`)", "",
                   "| sites | learners | round 1 (s) | round 2 (s) | round 2 stages (s) | peak memory, all processes (MiB) "
                   "| load before / after |", "|---|---|---|---|---|---|---|"]
         for run in sc["runs"]:
@@ -464,17 +487,24 @@ def main(argv=None) -> int:
     parser.add_argument("--splits", default="random,skills", help="assist2015: random and/or skills")
     parser.add_argument("--dp", default="off,8", help="assist2015: off and/or target epsilons")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--q", type=float, default=0.2)
+    parser.add_argument("--q", type=float, default=None, help="sampling rate (assist2015: 0.2; others: 1)")
     parser.add_argument("--clip", type=float, default=1.0)
-    parser.add_argument("--local-epochs", type=int, default=1)
+    parser.add_argument("--local-epochs", type=int, default=None,
+                        help="local epochs (assist2015: 1; others: AIVO_LOCAL_EPOCHS, 5)")
     parser.add_argument("--local-lr", type=float, default=3.0)
     parser.add_argument("--server-lr", type=float, default=1.0)
-    parser.add_argument("--site-gate-learners", type=int, default=300,
-                        help="assist2015: AIVO_GATE_MAX_LEARNERS of every site (held-out learners scored per round)")
+    parser.add_argument("--site-gate-learners", type=int, default=None,
+                        help="AIVO_GATE_MAX_LEARNERS of every site: held-out learners it scores per round "
+                             "(assist2015: 300; others: the default, 1000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-secagg", action="store_true", help="assist2015: Flower without SecAgg+")
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args(argv)
+    for key, value in PART_DEFAULTS.get(args.what, {}).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.site_gate_learners is not None:
+        os.environ["AIVO_GATE_MAX_LEARNERS"] = str(args.site_gate_learners)  # every site's (and Ray worker's) setting
     import torch
 
     torch.set_num_threads(1)  # as every site's worker runs (Ray gives each actor one CPU; AIVO_NUM_THREADS=1)
