@@ -203,7 +203,7 @@ def flower_rounds(kind, settings, registry, homes, opts) -> list[dict]:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-PART_DEFAULTS = {"assist2015": {"q": 0.2, "local_epochs": 1, "site_gate_learners": 300},
+PART_DEFAULTS = {"assist2015": {"q": 0.1, "local_epochs": 1, "site_gate_learners": 200},
                  "overhead": {"q": 1.0}, "scale": {"q": 1.0}}
 
 
@@ -355,7 +355,7 @@ def assist_arm(pristine: Path, work: Path, runtime: str, args, dp: str, test) ->
     opts = options(settings, args.rounds, runtime == "flower" and not args.no_secagg, min_sites=len(homes),
                    dp_enabled=dp != "off", noise_multiplier=sigma or 1.0, sample_rate=args.q, clip_norm=args.clip,
                    local_epochs=args.local_epochs, local_learning_rate=args.local_lr,
-                   server_learning_rate=args.server_lr, gate_margin=0.0, seed=args.seed,
+                   server_learning_rate=args.server_lr, gate_margin=args.gate_margin, seed=args.seed,
                    epsilon_budget=float(dp) * 1.01 if dp != "off" else 1e9)
     if runtime == "in_process" and not args.no_secagg:
         opts = capped(opts)  # the weighting SecAgg+ imposes on the Flower arm (see `capped`)
@@ -372,7 +372,7 @@ def assist_arm(pristine: Path, work: Path, runtime: str, args, dp: str, test) ->
            "load_after": loads()}
     registry.engine.dispose()
     shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({k: v for k, v in out.items() if k != "rounds"}), flush=True)
+    print(json.dumps(out), flush=True)
     return out
 
 
@@ -381,7 +381,7 @@ def assist2015(args) -> dict:
 
     _, test, _, _, _ = load_split()
     out = {"sites": args.sites, "rounds": args.rounds, "q": args.q, "clip": args.clip,
-           "site_gate_learners": args.site_gate_learners,
+           "site_gate_learners": args.site_gate_learners, "gate_margin": args.gate_margin,
            "local_epochs": args.local_epochs, "local_lr": args.local_lr, "server_lr": args.server_lr,
            "seed": args.seed, "pretrained_test": metrics_of(assist_brain(), test), "parts": {}}
     for split in args.splits.split(","):
@@ -455,7 +455,7 @@ def render(results: dict) -> str:
                   f"(test AUC {a['pretrained_test']['auc']:.4f}). Both runtimes run the same coordinator and site "
                   f"code with the same settings and seed: {a['rounds']} rounds, q {a['q']:g}, clip {a['clip']:g}, "
                   f"local {a['local_epochs']} epoch(s) SGD {a['local_lr']:g}, server SGD {a['server_lr']:g}, FedAvg, "
-                  f"gate margin 0, each site scoring {a.get('site_gate_learners', 1000)} learners' held-out tails per "
+                  f"gate margin {a.get('gate_margin', 0):g}, each site scoring {a.get('site_gate_learners', 1000)} learners' held-out tails per "
                   "round; in-process = direct calls to each site, no secure aggregation, with the learners' weights "
                   "capped into [0, 1] as SecAgg+ requires; Flower = the simulation runtime with SecAgg+. Test AUC on "
                   "test.csv. Target: |difference| <= 0.002.", "",
@@ -486,13 +486,15 @@ def main(argv=None) -> int:
     parser.add_argument("--runtimes", default="simulation,deployment")
     parser.add_argument("--splits", default="random,skills", help="assist2015: random and/or skills")
     parser.add_argument("--dp", default="off,8", help="assist2015: off and/or target epsilons")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--q", type=float, default=None, help="sampling rate (assist2015: 0.2; others: 1)")
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--local-epochs", type=int, default=None,
                         help="local epochs (assist2015: 1; others: AIVO_LOCAL_EPOCHS, 5)")
     parser.add_argument("--local-lr", type=float, default=3.0)
-    parser.add_argument("--server-lr", type=float, default=1.0)
+    parser.add_argument("--server-lr", type=float, default=0.3)
+    parser.add_argument("--gate-margin", type=float, default=1.0,
+                        help="assist2015: the gate's margin (1: every round's candidate is promoted)")
     parser.add_argument("--site-gate-learners", type=int, default=None,
                         help="AIVO_GATE_MAX_LEARNERS of every site: held-out learners it scores per round "
                              "(assist2015: 300; others: the default, 1000)")
