@@ -217,6 +217,10 @@ def workload(args) -> dict:
             "interactions_per_learner": args.interactions}
 
 
+def command() -> str:
+    return "python benchmarks/federated_sites.py " + " ".join(sys.argv[1:])
+
+
 def loads() -> float:
     return round(load_average(), 1)
 
@@ -393,10 +397,16 @@ def assist2015(args) -> dict:
             print(json.dumps(built), flush=True)
             for dp in args.dp.split(","):
                 part = {"split": split, "built": built}
-                for runtime in ("in_process", "flower"):
-                    part[runtime] = assist_arm(root / "pristine", root / runtime, runtime, args, dp, test)
+                began, load_before = datetime.now(timezone.utc), loads()
+                for runtime in ("in_process", "flower"):  # a fresh copy and folder per arm (sites cache their registry)
+                    part[runtime] = assist_arm(root / "pristine", root / f"{runtime}-{dp}", runtime, args, dp, test)
                 part["difference"] = round(part["flower"]["test"]["auc"] - part["in_process"]["test"]["auc"], 4)
                 out["parts"][f"{split}-dp{dp}"] = part
+                save = {**out, "parts": {f"{split}-dp{dp}": part}, "command": command(),
+                        "run": (f"{began:%Y-%m-%d %H:%M} UTC, {machine()}; 1-minute load average {load_before} at the "
+                                f"start, {loads()} at the end")}
+                (HERE / "out" / "federated_sites" / f"assist2015-{split}-dp{dp}.json").write_text(
+                    json.dumps(save, indent=1))
         finally:
             shutil.rmtree(root, ignore_errors=True)
     return out
@@ -448,8 +458,7 @@ def render(results: dict) -> str:
         lines.append("")
     a = results.get("assist2015")
     if a:
-        lines += [f"**ASSIST2015 across {a['sites']} sites: Flower against the in-process federation** (run {a['run']}; "
-                  f"`{a['command']}`). The client learners of the ASSIST2015 federated benchmark (80% of the "
+        lines += [f"**ASSIST2015 across {a['sites']} sites: Flower against the in-process federation.** The client learners of the ASSIST2015 federated benchmark (80% of the "
                   "training learners) are split over the sites at random or by the skill each learner practised most; "
                   "the coordinator starts from the Main Brain pre-trained on the curriculum learners "
                   f"(test AUC {a['pretrained_test']['auc']:.4f}). Both runtimes run the same coordinator and site "
@@ -472,6 +481,8 @@ def render(results: dict) -> str:
                          f"{p['difference']:+.4f} | {'yes' if abs(p['difference']) <= 0.002 else 'NO'} | {applied} | "
                          f"{'' if eps is None else f'{eps:.2f}'} | {i['seconds']} ({i['load_before']} / "
                          f"{i['load_after']}), {f['seconds']} ({f['load_before']} / {f['load_after']}) |")
+        lines += ["", "Runs (each part can be rerun alone with its command):", ""]
+        lines += [f"- {key}: {p['run']}; `{p['command']}`" for key, p in a["parts"].items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -521,15 +532,16 @@ def main(argv=None) -> int:
         result["command"] = "python benchmarks/federated_sites.py " + " ".join(
             argv if argv is not None else sys.argv[1:])
         print(json.dumps(result, indent=1))
-        name = args.what if args.what != "assist2015" else f"assist2015-{args.splits}-{args.dp}".replace(",", "+")
-        (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+        if args.what != "assist2015":  # assist2015 saves each split and DP setting as it finishes
+            (out / f"{args.what}.json").write_text(json.dumps(result, indent=1))
     if args.write_results or args.what == "report":
         results = {}
         for path in sorted(out.glob("*.json")):
             data = json.loads(path.read_text())
             if path.stem.startswith("assist2015"):
                 merged = results.setdefault("assist2015", {**data, "parts": {}})
-                merged["parts"].update(data["parts"])
+                for key, part in data["parts"].items():
+                    merged["parts"][key] = {**part, "run": data["run"], "command": data["command"]}
             else:
                 results[path.stem] = data
         body = render(results)
