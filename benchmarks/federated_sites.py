@@ -217,6 +217,18 @@ def workload(args) -> dict:
             "interactions_per_learner": args.interactions}
 
 
+def result_name(args) -> str:
+    return "overhead-" + args.runtimes.replace(",", "+") if args.what == "overhead" else args.what
+
+
+def partial(args, out: dict) -> None:
+    path = HERE / "out" / "federated_sites" / f"{result_name(args)}.json"
+    path.write_text(json.dumps({**out, "command": command(), "run": f"{START_TIME}; not finished"}, indent=1))
+
+
+START_TIME = ""
+
+
 def command() -> str:
     return "python benchmarks/federated_sites.py " + " ".join(sys.argv[1:])
 
@@ -236,12 +248,14 @@ def overhead(args) -> dict:
         for key, kind, secure in arms:
             load_before = loads()
             with PeakMemory() as mem:
-                opts = options(settings, 2, secure, sample_rate=args.q, local_epochs=args.local_epochs)
+                opts = options(settings, 2, secure, sample_rate=args.q, local_epochs=args.local_epochs,
+                               min_sites=len(homes), wait_for_sites=900)  # every site in every round
                 rounds = (direct_rounds(settings, registry, homes, opts) if kind == "direct"
                           else flower_rounds(kind, settings, registry, homes, opts))
             out[key] = {"rounds": rounds, "peak_rss_mib": round(mem.mib), "load_before": load_before,
                         "load_after": loads()}
             print(json.dumps({key: out[key]}), flush=True)
+            partial(args, out)  # what is measured so far survives a later arm's failure
         base = out["in_process"]["rounds"][-1]["round_seconds"]
         for key, value in out.items():
             if isinstance(value, dict) and "rounds" in value:
@@ -259,12 +273,14 @@ def scale(args) -> dict:
             settings, registry, homes, build_s = build(root, sites, args.learners_per_site, args.interactions)
             load_before = loads()
             with PeakMemory() as mem:
-                opts = options(settings, 2, True, sample_rate=args.q, local_epochs=args.local_epochs)
+                opts = options(settings, 2, True, sample_rate=args.q, local_epochs=args.local_epochs,
+                               min_sites=len(homes), wait_for_sites=900)
                 rounds = flower_rounds("simulation", settings, registry, homes, opts)
             out["runs"].append({"sites": sites, "learners": sites * args.learners_per_site, "rounds": rounds,
                                 "peak_rss_mib": round(mem.mib), "build_seconds": round(build_s, 1),
                                 "load_before": load_before, "load_after": loads()})
             print(json.dumps(out["runs"][-1]), flush=True)
+            partial(args, out)
         finally:
             shutil.rmtree(root, ignore_errors=True)
     return out
@@ -424,14 +440,15 @@ def render(results: dict) -> str:
     lines = ["Every timing below was taken on a 2-core machine shared with other engineers' jobs: the 1-minute "
              "load average before and after each run is given next to it, and timings at a load above 2 are "
              "pessimistic (rerun each part alone on a quiet machine with the command shown).", ""]
-    o = results.get("overhead")
-    if o:
+    for o in [v for k, v in sorted(results.items()) if k.startswith("overhead")]:
+        if "in_process" not in o or not o["in_process"].get("rounds"):
+            continue
         lines += [f"**Round time, Flower vs in-process** ({o['sites']} sites x {o['learners_per_site']} learners, "
                   f"{work(o)}; run {o['run']}; `{o['command']}`). Target: Flower at most "
                   "1.5x the in-process round. A round's time is the coordinator's (sites, train, aggregate, "
                   "evaluate); round 2 is the steady state (round 1 also starts Flower's workers).", "",
-                  "| runtime | round 1 (s) | round 2 (s) | vs in-process (round 2) | peak memory, all processes (MiB) "
-                  "| load before / after |", "|---|---|---|---|---|---|"]
+                  "| runtime | round 1 (s) | round 2 (s) | round 2 stages (s) | vs in-process (round 2) "
+                  "| peak memory, all processes (MiB) | load before / after |", "|---|---|---|---|---|---|---|"]
         for key, label in (("in_process", "in-process (direct calls, sites one after another, no SecAgg)"),
                            ("simulation", "Flower simulation runtime (Ray, 2 workers), no SecAgg"),
                            ("simulation_secagg", "Flower simulation runtime, SecAgg+"),
@@ -439,8 +456,10 @@ def render(results: dict) -> str:
                            ("deployment_secagg", "SuperLink + SuperNodes on loopback, SecAgg+")):
             if key in o:
                 r = o[key]["rounds"]
-                lines.append(f"| {label} | {r[0]['round_seconds']} | {r[-1]['round_seconds']} | "
-                             f"{o[key]['ratio_to_in_process']:.2f} | {o[key]['peak_rss_mib']} | "
+                stages = ", ".join(f"{k} {v}" for k, v in (r[-1].get("seconds") or {}).items())
+                lines.append(f"| {label} | {r[0]['round_seconds']} | {r[-1]['round_seconds']} | {stages} | "
+                             f"{r[-1]['round_seconds'] / o['in_process']['rounds'][-1]['round_seconds']:.2f} | "
+                             f"{o[key]['peak_rss_mib']} | "
                              f"{o[key].get('load_before', '')} / {o[key].get('load_after', '')} |")
         lines.append("")
     sc = results.get("scale")
@@ -451,7 +470,7 @@ def render(results: dict) -> str:
                   "| load before / after |", "|---|---|---|---|---|---|---|"]
         for run in sc["runs"]:
             r = run["rounds"]
-            stages = ", ".join(f"{k} {v}" for k, v in r[-1]["seconds"].items()) if r[-1].get("seconds") else ""
+            stages = ", ".join(f"{k} {v}" for k, v in (r[-1].get("seconds") or {}).items())
             lines.append(f"| {run['sites']} | {run['learners']} | {r[0]['round_seconds']} | {r[-1]['round_seconds']} "
                          f"| {stages} | {run['peak_rss_mib']} | {run.get('load_before', '')} / "
                          f"{run.get('load_after', '')} |")
@@ -526,6 +545,8 @@ def main(argv=None) -> int:
     if args.what != "report":
         began = datetime.now(timezone.utc)
         load_before = loads()
+        global START_TIME
+        START_TIME = f"{began:%Y-%m-%d %H:%M} UTC, {machine()}; 1-minute load average {load_before} at the start"
         result = {"overhead": overhead, "scale": scale, "assist2015": assist2015}[args.what](args)
         result["run"] = (f"{began:%Y-%m-%d %H:%M} UTC, {machine()}; 1-minute load average {load_before} at the start, "
                          f"{loads()} at the end")
@@ -533,7 +554,7 @@ def main(argv=None) -> int:
             argv if argv is not None else sys.argv[1:])
         print(json.dumps(result, indent=1))
         if args.what != "assist2015":  # assist2015 saves each split and DP setting as it finishes
-            (out / f"{args.what}.json").write_text(json.dumps(result, indent=1))
+            (out / f"{result_name(args)}.json").write_text(json.dumps(result, indent=1))
     if args.write_results or args.what == "report":
         results = {}
         for path in sorted(out.glob("*.json")):
