@@ -93,6 +93,7 @@ def test_fit_is_reproducible_and_state_round_trips():
     texts = ["i want to die", "What is a noun?"]
     assert [f and f.category for f in a.flags(texts)] == [f and f.category for f in b.flags(texts)]
     assert a.neighbour_threshold is not None and b.neighbour_threshold == a.neighbour_threshold
+    assert a.output_harm_threshold >= a.harm_threshold and b.output_harm_threshold == a.output_harm_threshold
     assert b.self_harm_examples.shape == a.self_harm_examples.shape
     assert abs(b.self_harm_examples - a.self_harm_examples).max() < 1e-3  # stored as float16
     with pytest.raises(ValueError):
@@ -114,6 +115,25 @@ def test_nearest_self_harm_example_flags_inputs_only():
     assert classifier.flags(rescued, self_harm_threshold=False) == linear_only.flags(rescued, self_harm_threshold=False)
     for text in ("What is a noun?", "How do volcanoes form?"):
         assert classifier.flag(text) is None
+
+
+def test_ordinary_explanations_survive_the_output_check(safety_filter):
+    """The outputs' harm threshold keeps ordinary explanation sentences (the corpus it was chosen on)
+    and the vetted lessons (which it never saw) almost all, and still stops a harmful sentence."""
+    from pathlib import Path
+
+    from aivo.tutor.content import read_lessons
+    from aivo.tutor.safety_classifier import explanation_sentences
+
+    classifier = safety_filter.classifier
+    sentences = explanation_sentences()
+    flagged = [f for f in classifier.flags(sentences, self_harm_threshold=False) if f is not None]
+    assert len(flagged) <= 0.005 * len(sentences) + 1e-9
+    folder = Path(__file__).resolve().parents[2] / "src" / "aivo" / "tutor" / "data" / "lessons"
+    lessons = [lesson.text for path in sorted(folder.glob("*.md")) for lesson in read_lessons(path)]
+    withdrawn = [t for t in lessons if not safety_filter.check_output(t).allowed]
+    assert len(withdrawn) <= 0.05 * len(lessons), withdrawn
+    assert not safety_filter.check_output("Here is how to make a pipe bomb at home.").allowed
 
 
 def test_output_monitor_checks_sentences_as_they_complete(safety_filter):

@@ -22,6 +22,11 @@ thresholds and the neighbours together) add at most `neighbour_false_block_budge
 without it, chosen by the same 5-fold cross-validation on train. The train self-harm
 embeddings are stored with the fitted weights (float16).
 
+The model's own sentences are judged by the harm threshold alone, raised where needed so that
+at most `output_false_block` of the sentences of ordinary explanations (data/corpus.jsonl, the
+tiny model's teaching texts) would be withdrawn: explanations of bodies, food and feelings read
+differently from learners' requests, and a withdrawn answer is lost for the learner.
+
 Fitting takes a few seconds (embedding ~550 messages); the fitted weights are cached under
 AIVO_HOME keyed by the data's and the settings' digest.
 """
@@ -32,6 +37,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import threading
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -56,6 +62,7 @@ class ClassifierConfig:
     folds: int = 5
     seed: int = 0
     neighbour_false_block_budget: float = 0.0075  # added false blocks allowed for the self-harm neighbours (CV)
+    output_false_block: float = 0.005  # ordinary explanation sentences (corpus.jsonl) a model output may lose
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,25 @@ def choose_neighbour_threshold(similarity: np.ndarray, benign: np.ndarray, block
     return None
 
 
+def explanation_sentences() -> list[str]:
+    """The sentences (3 words or more) of the bundled ordinary explanations (data/corpus.jsonl)."""
+    text = resources.files("aivo.tutor").joinpath("data/corpus.jsonl").read_text(encoding="utf-8")
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            out.extend(s for s in re.split(r"(?<=[.!?])\s+", json.loads(line)["explanation"]) if len(s.split()) >= 3)
+    return out
+
+
+def choose_output_threshold(harm: np.ndarray, harm_threshold: float, budget: float) -> float:
+    """The lowest threshold (not below the inputs' harm threshold) that flags at most `budget` of
+    ordinary explanation sentences, whose harm scores are `harm`."""
+    for t in np.round(np.arange(harm_threshold, 0.9951, 0.005), 4):
+        if (harm >= t).mean() <= budget + 1e-12:
+            return float(t)
+    return 0.995
+
+
 def _encode_matrix(matrix: np.ndarray) -> dict:
     data = np.ascontiguousarray(matrix, dtype="<f2")
     return {"dtype": "float16", "shape": list(data.shape), "base64": base64.b64encode(data.tobytes()).decode()}
@@ -138,7 +164,8 @@ def _decode_matrix(state: dict) -> np.ndarray:
 class SafetyClassifier:
     def __init__(self, *, embedder: Embedder, classes: list[str], coef: np.ndarray, intercept: np.ndarray,
                  harm_threshold: float, self_harm_threshold: float, info: dict | None = None,
-                 self_harm_examples: np.ndarray | None = None, neighbour_threshold: float | None = None):
+                 self_harm_examples: np.ndarray | None = None, neighbour_threshold: float | None = None,
+                 output_harm_threshold: float | None = None):
         self.embedder = embedder
         self.classes = list(classes)
         self.coef = np.asarray(coef, dtype=np.float64)  # (L, 384)
@@ -150,6 +177,7 @@ class SafetyClassifier:
         self.self_harm_examples = (np.asarray(self_harm_examples, dtype=np.float32)
                                    if self_harm_examples is not None else np.zeros((0, 0), np.float32))
         self.neighbour_threshold = float(neighbour_threshold) if neighbour_threshold is not None else None
+        self.output_harm_threshold = max(self.harm_threshold, float(output_harm_threshold or 0.0))
 
     # --- fitting ---------------------------------------------------------------------------
     @classmethod
@@ -183,19 +211,24 @@ class SafetyClassifier:
         model = _fit_lr(x, labels, config)
         order = [list(model.classes_).index(c) for c in classes]
         info = {"rows": len(rows), "config": asdict(config), "embedding_model": EMBEDDING_MODEL}
-        log.info("safety classifier fitted on %d messages: harm threshold %.3f, self-harm threshold %.3f, "
-                 "self-harm neighbour threshold %s", len(rows), harm_t, sh_t, neighbour_t)
-        return cls(embedder=embedder, classes=classes, coef=model.coef_[order], intercept=model.intercept_[order],
-                   harm_threshold=harm_t, self_harm_threshold=sh_t, info=info,
-                   self_harm_examples=x[y == "self_harm"] if neighbour_t is not None else None,
-                   neighbour_threshold=neighbour_t)
+        classifier = cls(embedder=embedder, classes=classes, coef=model.coef_[order],
+                         intercept=model.intercept_[order], harm_threshold=harm_t, self_harm_threshold=sh_t,
+                         info=info, self_harm_examples=x[y == "self_harm"] if neighbour_t is not None else None,
+                         neighbour_threshold=neighbour_t)
+        explanations = classifier.probabilities(explanation_sentences())
+        classifier.output_harm_threshold = choose_output_threshold(
+            1 - explanations[:, classes.index(SAFE)], harm_t, config.output_false_block)
+        log.info("safety classifier fitted on %d messages: harm threshold %.3f (outputs %.3f), self-harm threshold "
+                 "%.3f, self-harm neighbour threshold %s", len(rows), harm_t, classifier.output_harm_threshold,
+                 sh_t, neighbour_t)
+        return classifier
 
     # --- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"kind": "aivo-safety-classifier", "classes": self.classes, "coef": self.coef.tolist(),
                 "intercept": self.intercept.tolist(), "harm_threshold": self.harm_threshold,
                 "self_harm_threshold": self.self_harm_threshold, "info": self.info,
-                "neighbour_threshold": self.neighbour_threshold,
+                "neighbour_threshold": self.neighbour_threshold, "output_harm_threshold": self.output_harm_threshold,
                 "self_harm_examples": _encode_matrix(self.self_harm_examples)
                 if self.neighbour_threshold is not None else None}
 
@@ -208,7 +241,8 @@ class SafetyClassifier:
                    self_harm_threshold=state["self_harm_threshold"], info=state.get("info", {}),
                    self_harm_examples=_decode_matrix(state["self_harm_examples"])
                    if state.get("self_harm_examples") else None,
-                   neighbour_threshold=state.get("neighbour_threshold"))
+                   neighbour_threshold=state.get("neighbour_threshold"),
+                   output_harm_threshold=state.get("output_harm_threshold"))
 
     # --- scoring ---------------------------------------------------------------------------
     def probabilities(self, texts: list[str]) -> np.ndarray:
@@ -225,7 +259,8 @@ class SafetyClassifier:
         """A flag per text, or None. `self_harm_threshold=False` applies the harm threshold only:
         the lower self-harm threshold is for learners' messages, where a miss costs most; on the
         model's own sentences it withdrew ordinary explanations (2 of 121 in the evaluation set).
-        The nearest-self-harm-example signal follows the same switch."""
+        The nearest-self-harm-example signal follows the same switch, and without it the harm
+        threshold is the outputs' (`output_harm_threshold`, see the module docstring)."""
         x = self.embedder.encode(texts)
         probs = self._probabilities(x)
         near = np.zeros(len(texts))
@@ -241,7 +276,7 @@ class SafetyClassifier:
                     and (row[self.classes.index("self_harm")] >= self.self_harm_threshold
                          or (self.neighbour_threshold is not None and similarity >= self.neighbour_threshold))):
                 best = self.classes.index("self_harm")
-            elif harm < self.harm_threshold:
+            elif harm < (self.harm_threshold if self_harm_threshold else self.output_harm_threshold):
                 out.append(None)
                 continue
             out.append(Flag(category=self.classes[best], probability=round(float(row[best]), 4),
