@@ -209,6 +209,10 @@ class Settings(BaseSettings):
         "system", validation_alias=_env("TUTOR_CONTENT_LAYOUT"),
         description="Where the retrieved passages are quoted: system (in the system prompt) or user (in the "
                     "learner's turn, right before the question).")
+    tutor_content_quote: int = Field(
+        2, ge=0, le=5, validation_alias=_env("TUTOR_CONTENT_QUOTE"),
+        description="Sentences of the best-matching lesson passage that open a grounded answer, verbatim, "
+                    "before the model's explanation (0: the model's text alone).")
     tutor_safety_classifier: bool = Field(
         True, validation_alias=_env("TUTOR_SAFETY_CLASSIFIER"),
         description="Combine the learned safety classifier with the lexical rules.")
