@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # --- Main Brain training ----------------------------------------------------------
     max_seq_len: int = Field(200, ge=2, validation_alias=_env("MAX_SEQ_LEN"),
                              description="Histories longer than this are cut into chunks.")
-    learning_rate: float = Field(1e-3, gt=0, validation_alias=_env("LEARNING_RATE", seed_name="DEFAULT_LEARNING_RATE"))
+    learning_rate: float = Field(2e-3, gt=0, validation_alias=_env("LEARNING_RATE", seed_name="DEFAULT_LEARNING_RATE"))
     batch_size: int = Field(64, ge=1, validation_alias=_env("BATCH_SIZE", seed_name="DEFAULT_BATCH_SIZE"))
     max_epochs: int = Field(30, ge=1, validation_alias=_env("MAX_EPOCHS", seed_name="DEFAULT_EPOCHS"))
     early_stopping_patience: int = Field(3, ge=1, validation_alias=_env("EARLY_STOPPING_PATIENCE",
