@@ -149,8 +149,8 @@ def report(r: dict, command: str, args) -> str:
              f"Measured {now} on {machine()} (shared), torch "
              f"threads {args.threads}; 1-minute load average "
              f"{r['load'][0]:.1f} before and {r['load'][1]:.1f} after: timings are pessimistic. "
-             f"{r['questions']} questions of `explanation_eval.jsonl` (grades 1-12; science, math, English, social "
-             f"studies, health), greedy, at most {args.max_new_tokens} new tokens, {args.concurrency} requests in "
+             f"{r['questions']} questions of `explanation_eval.jsonl` ({args.questions}: "
+             f"{', '.join(sorted({k for a in r['arms'].values() for k in a['by_subject']}))}), greedy, at most {args.max_new_tokens} new tokens, {args.concurrency} requests in "
              f"flight; grounded arm: {r['lessons']} vetted lessons of `tutor/data/lessons/` imported.",
              f"Reproduce: `{command}`", "",
              "| measure | " + " | ".join(names[a] for a in arms) + " |", "|---|" + "---|" * len(arms)]
