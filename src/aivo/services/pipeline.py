@@ -45,6 +45,7 @@ from aivo.training.jobs import TrainerJobRecord
 from aivo.training.kinds import JobKind
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID, PipelineRunRecord, finish_run, list_runs, start_run
 from aivo.training.splits import stable_split
+from aivo.utils import integral
 
 log = logging.getLogger(__name__)
 GATE_METRIC = "auc"
@@ -348,7 +349,7 @@ _BRAIN_INT_BOUNDS = {"max_seq_len": 4096, "max_skills_per_interaction": 64, "emb
 
 
 def _whole_number(value: Any, where: str, low: int, high: int) -> int:
-    number = int(value) if isinstance(value, float) and value.is_integer() else value
+    number = integral(value)  # 12.0 is 12, as in request bodies (one rule: aivo.utils)
     if not isinstance(number, int) or isinstance(number, bool) or not low <= number <= high:
         raise DataError(f"{where} must be a whole number from {low:,} to {high:,}, got {str(value)[:40]!r}")
     return number
