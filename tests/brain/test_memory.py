@@ -7,7 +7,7 @@ import pytest
 
 from aivo.brain.memory import FSRS6_DEFAULT_PARAMETERS, MemoryModel
 
-fsrs = pytest.importorskip("fsrs")
+import fsrs  # noqa: E402  (a dev dependency: the reference implementation)
 
 
 def test_stability_difficulty_and_recall_match_the_fsrs_package():
