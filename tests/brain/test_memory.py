@@ -2,12 +2,11 @@
 
 from datetime import datetime, timedelta, timezone
 
+import fsrs  # a dev dependency: the reference implementation
 import numpy as np
 import pytest
 
 from aivo.brain.memory import FSRS6_DEFAULT_PARAMETERS, MemoryModel
-
-fsrs = pytest.importorskip("fsrs")
 
 
 def test_stability_difficulty_and_recall_match_the_fsrs_package():

@@ -75,7 +75,8 @@ def write_policy_plot(*, path: Path, summary: dict) -> Path | None:
         for name, row in entry["policies"].items():
             curve = row["curve"]
             xs, ys, half = curve["items"], curve["mean"], curve["half_width"]
-            line, = ax.plot(xs, ys, label=name, linewidth=2.2 if name == "aivo-gain" else 1.4)
+            label = name if row.get("learners", n) == n else f"{name} ({row['learners']:,} other learners)"
+            line, = ax.plot(xs, ys, label=label, linewidth=2.2 if name == "aivo-gain" else 1.4)
             ax.fill_between(xs, [y - h for y, h in zip(ys, half)], [y + h for y, h in zip(ys, half)],
                             color=line.get_color(), alpha=0.15, linewidth=0)
         ax.set_title(f"learner model: {model} ({n} learners per policy)")
