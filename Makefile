@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/federated_assist2015.py --arms pretrained,centralized,fed,dp8,dp4,dp1 --write-results
 	$(BIN)/python benchmarks/personalization_simulated.py --write-results
 	$(BIN)/python benchmarks/federated_cost.py --write-results
+	$(BIN)/python benchmarks/federated_sites.py assist2015 --splits random --dp off,8 --write-results
+	$(BIN)/python benchmarks/federated_sites.py assist2015 --splits skills --dp off,8 --write-results
 	$(BIN)/python benchmarks/federated_sites.py overhead --sites 10 --learners-per-site 1000 --write-results
 	$(BIN)/python benchmarks/federated_sites.py scale --sites-list 10,100 --learners-per-site 100 --write-results
 	$(BIN)/python benchmarks/api_recommendations.py --write-results

@@ -1,22 +1,37 @@
-"""Federation across sites on Flower: round time against the in-process round, and scale.
+"""Federation across sites on Flower: accuracy against the in-process federation, round time, scale.
 
-Sites are made from the simulator (`aivo.services.federation_setup.simulated_cohort_sites`: a
-curriculum cohort trains the coordinator's Main Brain, `--learners-per-site` learners per site,
-each site its own SQLite registry with clones). Every arm runs the same site code
-(`SiteService.contribute` / `.evaluate`) and the same coordinator code:
+Every arm runs the same site code (`SiteService.contribute` / `.evaluate`, behind the site's
+ClientApp) and the same coordinator code (`aivo.sites.coordinator.run_federation`: sites, version,
+train, server step, federated evaluation, gate, commit into the coordinator's registry):
 
-* **in-process**: the coordinator calls each site's handler directly, one after another (no
-  Flower, no secure aggregation): today's in-process round, moved to sites;
+* **in-process**: `DirectGrid` hands each message straight to the site's ClientApp in this
+  process, one site after another (no Flower runtime, no network, no secure aggregation);
 * **simulation**: `simulate_federation` (Flower's simulation runtime, Ray), with SecAgg+ and without;
 * **deployment**: a real `flower-superlink` and one `flower-supernode` per site on loopback
   (insecure: TLS costs are not what is measured), `run_federation_deployment`.
 
+Parts (each runs alone and writes benchmarks/out/federated_sites/<part>.json; `--write-results`
+renders every saved part into RESULTS.md):
+
+* `assist2015`: ASSIST2015's client learners (federated_assist2015's split: 80% of the training
+  learners) over `--sites` sites, split at random or by the skill each learner practised most; the
+  coordinator starts from the Main Brain pre-trained on the curriculum learners. The in-process
+  federation and Flower (simulation runtime, SecAgg+) run the same rounds with the same settings
+  and seed; the test AUC of each final Main Brain on test.csv is compared (target: within 0.002),
+  with DP off and at a target epsilon (sigma calibrated for `--rounds` steps at rate `--q`).
+* `overhead`: round time through Flower against the in-process round (target: at most 1.5x).
+* `scale`: Flower's simulation runtime from 10 to 100 sites: time per round and peak memory.
+
 A round's time is the coordinator's (sites, train, aggregate, evaluate), for the second round of a
 run (the first also loads the sites' Python in Flower's workers); peak memory is the highest
-resident memory of this process plus every process it started (sampled every 0.2 s).
+resident memory of this process plus every process it started (sampled every 0.2 s). Every part
+records the 1-minute load average before and after: the machine is shared.
 
+    python benchmarks/federated_sites.py assist2015 --splits random --dp off,8 --write-results
+    python benchmarks/federated_sites.py assist2015 --splits skills --dp off,8 --write-results
     python benchmarks/federated_sites.py overhead --sites 10 --learners-per-site 1000 --write-results
-    python benchmarks/federated_sites.py scale --sites 10,100 --learners-per-site 100 --write-results
+    python benchmarks/federated_sites.py scale --sites-list 10,100 --learners-per-site 100 --write-results
+    python benchmarks/federated_sites.py report --write-results
 """
 
 from __future__ import annotations
@@ -33,7 +48,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 HERE = Path(__file__).resolve().parent
@@ -189,6 +203,36 @@ def flower_rounds(kind, settings, registry, homes, opts) -> list[dict]:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+PART_DEFAULTS = {"assist2015": {"q": 0.1, "local_epochs": 1, "site_gate_learners": 200},
+                 "overhead": {"q": 1.0}, "scale": {"q": 1.0}}
+
+
+def workload(args) -> dict:
+    """What each round does (recorded with the timings)."""
+    from aivo.config import Settings
+
+    defaults = Settings(home=Path(tempfile.gettempdir()), database_url=None, artifact_url=None)
+    return {"q": args.q, "local_epochs": args.local_epochs or defaults.local_epochs,
+            "site_gate_learners": args.site_gate_learners or defaults.gate_max_learners,
+            "interactions_per_learner": args.interactions}
+
+
+def result_name(args) -> str:
+    return "overhead-" + args.runtimes.replace(",", "+") if args.what == "overhead" else args.what
+
+
+def partial(args, out: dict) -> None:
+    path = HERE / "out" / "federated_sites" / f"{result_name(args)}.json"
+    path.write_text(json.dumps({**out, "command": command(), "run": f"{START_TIME}; not finished"}, indent=1))
+
+
+START_TIME = ""
+
+
+def command() -> str:
+    return "python benchmarks/federated_sites.py " + " ".join(sys.argv[1:])
+
+
 def loads() -> float:
     return round(load_average(), 1)
 
@@ -197,18 +241,21 @@ def overhead(args) -> dict:
     root = Path(tempfile.mkdtemp(prefix="aivo_fed_sites_"))
     try:
         settings, registry, homes, build_s = build(root, args.sites, args.learners_per_site, args.interactions)
-        out = {"sites": args.sites, "learners_per_site": args.learners_per_site, "build_seconds": round(build_s, 1)}
+        out = {"sites": args.sites, "learners_per_site": args.learners_per_site, "build_seconds": round(build_s, 1),
+               **workload(args)}
         arms = [("in_process", "direct", False)] + [
             (f"{k}{'_secagg' if s else ''}", k, s) for k in args.runtimes.split(",") if k for s in (False, True)]
         for key, kind, secure in arms:
             load_before = loads()
             with PeakMemory() as mem:
-                opts = options(settings, 2, secure)
+                opts = options(settings, 2, secure, sample_rate=args.q, local_epochs=args.local_epochs,
+                               min_sites=len(homes), wait_for_sites=900)  # every site in every round
                 rounds = (direct_rounds(settings, registry, homes, opts) if kind == "direct"
                           else flower_rounds(kind, settings, registry, homes, opts))
             out[key] = {"rounds": rounds, "peak_rss_mib": round(mem.mib), "load_before": load_before,
                         "load_after": loads()}
             print(json.dumps({key: out[key]}), flush=True)
+            partial(args, out)  # what is measured so far survives a later arm's failure
         base = out["in_process"]["rounds"][-1]["round_seconds"]
         for key, value in out.items():
             if isinstance(value, dict) and "rounds" in value:
@@ -219,18 +266,21 @@ def overhead(args) -> dict:
 
 
 def scale(args) -> dict:
-    out = {"learners_per_site": args.learners_per_site, "runs": []}
+    out = {"learners_per_site": args.learners_per_site, "runs": [], **workload(args)}
     for sites in [int(x) for x in args.sites_list.split(",")]:
         root = Path(tempfile.mkdtemp(prefix="aivo_fed_scale_"))
         try:
             settings, registry, homes, build_s = build(root, sites, args.learners_per_site, args.interactions)
             load_before = loads()
             with PeakMemory() as mem:
-                rounds = flower_rounds("simulation", settings, registry, homes, options(settings, 2, True))
+                opts = options(settings, 2, True, sample_rate=args.q, local_epochs=args.local_epochs,
+                               min_sites=len(homes), wait_for_sites=900)
+                rounds = flower_rounds("simulation", settings, registry, homes, opts)
             out["runs"].append({"sites": sites, "learners": sites * args.learners_per_site, "rounds": rounds,
                                 "peak_rss_mib": round(mem.mib), "build_seconds": round(build_s, 1),
                                 "load_before": load_before, "load_after": loads()})
             print(json.dumps(out["runs"][-1]), flush=True)
+            partial(args, out)
         finally:
             shutil.rmtree(root, ignore_errors=True)
     return out
@@ -295,6 +345,24 @@ def assist_copy(pristine: Path, target: Path):
     return settings, open_registry(settings), existing_site_homes(target / "sites")
 
 
+def capped(opts):
+    """`opts` with every learner's weight capped into [0, 1] although secure aggregation is off.
+    Flower's arm runs with SecAgg+, which caps the weights (a site's payload must fit a range fixed
+    before the round; `FederationOptions.capped_weights`); the in-process arm has no secure sum, so
+    without this it would weight learners by their raw example counts: not the same aggregate."""
+    from dataclasses import dataclass
+
+    from aivo.sites.coordinator import FederationOptions
+
+    @dataclass(frozen=True)
+    class CappedWeights(FederationOptions):
+        @property
+        def capped_weights(self) -> bool:
+            return True
+
+    return CappedWeights(**opts.to_dict())
+
+
 def assist_arm(pristine: Path, work: Path, runtime: str, args, dp: str, test) -> dict:
     from aivo.brain.versions import clear_cache, load_main_brain
     from aivo.privacy.accountants import noise_multiplier_for
@@ -307,8 +375,10 @@ def assist_arm(pristine: Path, work: Path, runtime: str, args, dp: str, test) ->
     opts = options(settings, args.rounds, runtime == "flower" and not args.no_secagg, min_sites=len(homes),
                    dp_enabled=dp != "off", noise_multiplier=sigma or 1.0, sample_rate=args.q, clip_norm=args.clip,
                    local_epochs=args.local_epochs, local_learning_rate=args.local_lr,
-                   server_learning_rate=args.server_lr, gate_margin=0.0, seed=args.seed,
+                   server_learning_rate=args.server_lr, gate_margin=args.gate_margin, seed=args.seed,
                    epsilon_budget=float(dp) * 1.01 if dp != "off" else 1e9)
+    if runtime == "in_process" and not args.no_secagg:
+        opts = capped(opts)  # the weighting SecAgg+ imposes on the Flower arm (see `capped`)
     load_before = loads()
     started = time.perf_counter()
     with PeakMemory() as mem:
@@ -322,7 +392,7 @@ def assist_arm(pristine: Path, work: Path, runtime: str, args, dp: str, test) ->
            "load_after": loads()}
     registry.engine.dispose()
     shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({k: v for k, v in out.items() if k != "rounds"}), flush=True)
+    print(json.dumps(out), flush=True)
     return out
 
 
@@ -331,6 +401,7 @@ def assist2015(args) -> dict:
 
     _, test, _, _, _ = load_split()
     out = {"sites": args.sites, "rounds": args.rounds, "q": args.q, "clip": args.clip,
+           "site_gate_learners": args.site_gate_learners, "gate_margin": args.gate_margin,
            "local_epochs": args.local_epochs, "local_lr": args.local_lr, "server_lr": args.server_lr,
            "seed": args.seed, "pretrained_test": metrics_of(assist_brain(), test), "parts": {}}
     for split in args.splits.split(","):
@@ -342,27 +413,42 @@ def assist2015(args) -> dict:
             print(json.dumps(built), flush=True)
             for dp in args.dp.split(","):
                 part = {"split": split, "built": built}
-                for runtime in ("in_process", "flower"):
-                    part[runtime] = assist_arm(root / "pristine", root / runtime, runtime, args, dp, test)
+                began, load_before = datetime.now(timezone.utc), loads()
+                for runtime in ("in_process", "flower"):  # a fresh copy and folder per arm (sites cache their registry)
+                    part[runtime] = assist_arm(root / "pristine", root / f"{runtime}-{dp}", runtime, args, dp, test)
                 part["difference"] = round(part["flower"]["test"]["auc"] - part["in_process"]["test"]["auc"], 4)
                 out["parts"][f"{split}-dp{dp}"] = part
+                save = {**out, "parts": {f"{split}-dp{dp}": part}, "command": command(),
+                        "run": (f"{began:%Y-%m-%d %H:%M} UTC, {machine()}; 1-minute load average {load_before} at the "
+                                f"start, {loads()} at the end")}
+                (HERE / "out" / "federated_sites" / f"assist2015-{split}-dp{dp}.json").write_text(
+                    json.dumps(save, indent=1))
         finally:
             shutil.rmtree(root, ignore_errors=True)
     return out
+
+
+def work(part: dict) -> str:
+    q = part.get("q", 1.0)
+    return (f"{'every learner' if q == 1 else f'learners sampled with q {q:g}'}, user-level DP, "
+            f"{part.get('interactions_per_learner', 60)} simulated interactions per learner, "
+            f"{part.get('local_epochs', 5)} local epoch(s), each site scoring up to "
+            f"{part.get('site_gate_learners', 1000)} learners' held-out tails")
 
 
 def render(results: dict) -> str:
     lines = ["Every timing below was taken on a 2-core machine shared with other engineers' jobs: the 1-minute "
              "load average before and after each run is given next to it, and timings at a load above 2 are "
              "pessimistic (rerun each part alone on a quiet machine with the command shown).", ""]
-    o = results.get("overhead")
-    if o:
+    for o in [v for k, v in sorted(results.items()) if k.startswith("overhead")]:
+        if "in_process" not in o or not o["in_process"].get("rounds"):
+            continue
         lines += [f"**Round time, Flower vs in-process** ({o['sites']} sites x {o['learners_per_site']} learners, "
-                  f"every learner sampled, user-level DP; run {o['run']}; `{o['command']}`). Target: Flower at most "
+                  f"{work(o)}; run {o['run']}; `{o['command']}`). Target: Flower at most "
                   "1.5x the in-process round. A round's time is the coordinator's (sites, train, aggregate, "
                   "evaluate); round 2 is the steady state (round 1 also starts Flower's workers).", "",
-                  "| runtime | round 1 (s) | round 2 (s) | vs in-process (round 2) | peak memory, all processes (MiB) "
-                  "| load before / after |", "|---|---|---|---|---|---|"]
+                  "| runtime | round 1 (s) | round 2 (s) | round 2 stages (s) | vs in-process (round 2) "
+                  "| peak memory, all processes (MiB) | load before / after |", "|---|---|---|---|---|---|---|"]
         for key, label in (("in_process", "in-process (direct calls, sites one after another, no SecAgg)"),
                            ("simulation", "Flower simulation runtime (Ray, 2 workers), no SecAgg"),
                            ("simulation_secagg", "Flower simulation runtime, SecAgg+"),
@@ -370,34 +456,37 @@ def render(results: dict) -> str:
                            ("deployment_secagg", "SuperLink + SuperNodes on loopback, SecAgg+")):
             if key in o:
                 r = o[key]["rounds"]
-                lines.append(f"| {label} | {r[0]['round_seconds']} | {r[-1]['round_seconds']} | "
-                             f"{o[key]['ratio_to_in_process']:.2f} | {o[key]['peak_rss_mib']} | "
+                stages = ", ".join(f"{k} {v}" for k, v in (r[-1].get("seconds") or {}).items())
+                lines.append(f"| {label} | {r[0]['round_seconds']} | {r[-1]['round_seconds']} | {stages} | "
+                             f"{r[-1]['round_seconds'] / o['in_process']['rounds'][-1]['round_seconds']:.2f} | "
+                             f"{o[key]['peak_rss_mib']} | "
                              f"{o[key].get('load_before', '')} / {o[key].get('load_after', '')} |")
         lines.append("")
     sc = results.get("scale")
     if sc:
-        lines += [f"**Scale** (Flower simulation runtime, SecAgg+, user-level DP, every learner sampled, "
-                  f"{sc['learners_per_site']} learners per site; run {sc['run']}; `{sc['command']}`)", "",
+        lines += [f"**Scale** (Flower simulation runtime, SecAgg+, {sc['learners_per_site']} learners per site, "
+                  f"{work(sc)}; run {sc['run']}; `{sc['command']}`)", "",
                   "| sites | learners | round 1 (s) | round 2 (s) | round 2 stages (s) | peak memory, all processes (MiB) "
                   "| load before / after |", "|---|---|---|---|---|---|---|"]
         for run in sc["runs"]:
             r = run["rounds"]
-            stages = ", ".join(f"{k} {v}" for k, v in r[-1]["seconds"].items()) if r[-1].get("seconds") else ""
+            stages = ", ".join(f"{k} {v}" for k, v in (r[-1].get("seconds") or {}).items())
             lines.append(f"| {run['sites']} | {run['learners']} | {r[0]['round_seconds']} | {r[-1]['round_seconds']} "
                          f"| {stages} | {run['peak_rss_mib']} | {run.get('load_before', '')} / "
                          f"{run.get('load_after', '')} |")
         lines.append("")
     a = results.get("assist2015")
     if a:
-        lines += [f"**ASSIST2015 across {a['sites']} sites: Flower against the in-process federation** (run {a['run']}; "
-                  f"`{a['command']}`). The client learners of the ASSIST2015 federated benchmark (80% of the "
+        lines += [f"**ASSIST2015 across {a['sites']} sites: Flower against the in-process federation.** The client learners of the ASSIST2015 federated benchmark (80% of the "
                   "training learners) are split over the sites at random or by the skill each learner practised most; "
                   "the coordinator starts from the Main Brain pre-trained on the curriculum learners "
                   f"(test AUC {a['pretrained_test']['auc']:.4f}). Both runtimes run the same coordinator and site "
                   f"code with the same settings and seed: {a['rounds']} rounds, q {a['q']:g}, clip {a['clip']:g}, "
                   f"local {a['local_epochs']} epoch(s) SGD {a['local_lr']:g}, server SGD {a['server_lr']:g}, FedAvg, "
-                  "gate margin 0; in-process = direct calls to each site, no secure aggregation; Flower = the "
-                  "simulation runtime with SecAgg+. Test AUC on test.csv. Target: |difference| <= 0.002.", "",
+                  f"gate margin {a.get('gate_margin', 0):g}, each site scoring {a.get('site_gate_learners', 1000)} learners' held-out tails per "
+                  "round; in-process = direct calls to each site, no secure aggregation, with the learners' weights "
+                  "capped into [0, 1] as SecAgg+ requires; Flower = the simulation runtime with SecAgg+. Test AUC on "
+                  "test.csv. Target: |difference| <= 0.002.", "",
                   "| split | DP | in-process test AUC | Flower test AUC | difference | target met | rounds applied "
                   "(in-process / Flower) | epsilon | time in-process / Flower (s), load before / after |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -411,6 +500,8 @@ def render(results: dict) -> str:
                          f"{p['difference']:+.4f} | {'yes' if abs(p['difference']) <= 0.002 else 'NO'} | {applied} | "
                          f"{'' if eps is None else f'{eps:.2f}'} | {i['seconds']} ({i['load_before']} / "
                          f"{i['load_after']}), {f['seconds']} ({f['load_before']} / {f['load_after']}) |")
+        lines += ["", "Runs (each part can be rerun alone with its command):", ""]
+        lines += [f"- {key}: {p['run']}; `{p['command']}`" for key, p in a["parts"].items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -425,16 +516,27 @@ def main(argv=None) -> int:
     parser.add_argument("--runtimes", default="simulation,deployment")
     parser.add_argument("--splits", default="random,skills", help="assist2015: random and/or skills")
     parser.add_argument("--dp", default="off,8", help="assist2015: off and/or target epsilons")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--q", type=float, default=0.2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--q", type=float, default=None, help="sampling rate (assist2015: 0.2; others: 1)")
     parser.add_argument("--clip", type=float, default=1.0)
-    parser.add_argument("--local-epochs", type=int, default=1)
+    parser.add_argument("--local-epochs", type=int, default=None,
+                        help="local epochs (assist2015: 1; others: AIVO_LOCAL_EPOCHS, 5)")
     parser.add_argument("--local-lr", type=float, default=3.0)
-    parser.add_argument("--server-lr", type=float, default=10.0)
+    parser.add_argument("--server-lr", type=float, default=0.3)
+    parser.add_argument("--gate-margin", type=float, default=1.0,
+                        help="assist2015: the gate's margin (1: every round's candidate is promoted)")
+    parser.add_argument("--site-gate-learners", type=int, default=None,
+                        help="AIVO_GATE_MAX_LEARNERS of every site: held-out learners it scores per round "
+                             "(assist2015: 300; others: the default, 1000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-secagg", action="store_true", help="assist2015: Flower without SecAgg+")
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args(argv)
+    for key, value in PART_DEFAULTS.get(args.what, {}).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.site_gate_learners is not None:
+        os.environ["AIVO_GATE_MAX_LEARNERS"] = str(args.site_gate_learners)  # every site's (and Ray worker's) setting
     import torch
 
     torch.set_num_threads(1)  # as every site's worker runs (Ray gives each actor one CPU; AIVO_NUM_THREADS=1)
@@ -443,21 +545,24 @@ def main(argv=None) -> int:
     if args.what != "report":
         began = datetime.now(timezone.utc)
         load_before = loads()
+        global START_TIME
+        START_TIME = f"{began:%Y-%m-%d %H:%M} UTC, {machine()}; 1-minute load average {load_before} at the start"
         result = {"overhead": overhead, "scale": scale, "assist2015": assist2015}[args.what](args)
         result["run"] = (f"{began:%Y-%m-%d %H:%M} UTC, {machine()}; 1-minute load average {load_before} at the start, "
                          f"{loads()} at the end")
         result["command"] = "python benchmarks/federated_sites.py " + " ".join(
             argv if argv is not None else sys.argv[1:])
         print(json.dumps(result, indent=1))
-        name = args.what if args.what != "assist2015" else f"assist2015-{args.splits}-{args.dp}".replace(",", "+")
-        (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+        if args.what != "assist2015":  # assist2015 saves each split and DP setting as it finishes
+            (out / f"{result_name(args)}.json").write_text(json.dumps(result, indent=1))
     if args.write_results or args.what == "report":
         results = {}
         for path in sorted(out.glob("*.json")):
             data = json.loads(path.read_text())
             if path.stem.startswith("assist2015"):
                 merged = results.setdefault("assist2015", {**data, "parts": {}})
-                merged["parts"].update(data["parts"])
+                for key, part in data["parts"].items():
+                    merged["parts"][key] = {**part, "run": data["run"], "command": data["command"]}
             else:
                 results[path.stem] = data
         body = render(results)

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import load_average, machine, write_report  # noqa: E402
+from bench import machine, write_report  # noqa: E402
 
 START, END = "<!-- tutor-explanations:start -->", "<!-- tutor-explanations:end -->"
 TITLE = "## Tutor explanations: evaluation set"
@@ -92,7 +92,7 @@ def run(args) -> dict:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     items = select_questions(load_explanation_set(), args.questions)[: args.limit or None]
-    load = [load_average()]
+    load = [os.getloadavg()[0]]
     results = {}
     plain, grounded = work / "home-plain", work / "home-grounded"
     library = ContentLibrary(grounded / "tutor" / "content")
@@ -107,8 +107,27 @@ def run(args) -> dict:
             results[name] = arm(name, home, Path(args.smollm2), items, args)
         elif (work / f"answers-{name}{args.tag}.jsonl").exists():
             results[name] = reuse(work / f"answers-{name}{args.tag}.jsonl", items)
-    load.append(load_average())
-    return {"arms": results, "questions": len(items), "load": load, "lessons": len(library.lessons())}
+    load.append(os.getloadavg()[0])
+    return {"arms": results, "questions": len(items), "load": load, "lessons": len(library.lessons()),
+            "quote_only": quote_only_coverage(library, items) if "smollm2_grounded" in results else None}
+
+
+def quote_only_coverage(library, items) -> float:
+    """Key-fact coverage of the quoted lesson sentences alone (what the grounded answer opens
+    with, AIVO_TUTOR_CONTENT_QUOTE), to tell the lesson's part from the model's."""
+    import statistics
+
+    from aivo.config import Settings
+    from aivo.tutor.explanation_eval import fact_stated
+
+    settings = Settings()
+    scores = []
+    for item in items:
+        hits = library.search(item["question"], grade=item["grade"], subject=item["subject"],
+                              k=settings.tutor_content_top_k, min_score=settings.tutor_content_min_score)
+        quote = library.quote(item["question"], hits, sentences=settings.tutor_content_quote)
+        scores.append(sum(fact_stated(quote, f) for f in item["key_facts"]) / len(item["key_facts"]))
+    return round(statistics.fmean(scores), 4)
 
 
 def report(r: dict, command: str, args) -> str:
@@ -130,8 +149,8 @@ def report(r: dict, command: str, args) -> str:
              f"Measured {now} on {machine()} (shared), torch "
              f"threads {args.threads}; 1-minute load average "
              f"{r['load'][0]:.1f} before and {r['load'][1]:.1f} after: timings are pessimistic. "
-             f"{r['questions']} questions of `explanation_eval.jsonl` (grades 1-12; science, math, English, social "
-             f"studies, health), greedy, at most {args.max_new_tokens} new tokens, {args.concurrency} requests in "
+             f"{r['questions']} questions of `explanation_eval.jsonl` ({args.questions}: "
+             f"{', '.join(sorted({k for a in r['arms'].values() for k in a['by_subject']}))}), greedy, at most {args.max_new_tokens} new tokens, {args.concurrency} requests in "
              f"flight; grounded arm: {r['lessons']} vetted lessons of `tutor/data/lessons/` imported.",
              f"Reproduce: `{command}`", "",
              "| measure | " + " | ".join(names[a] for a in arms) + " |", "|---|" + "---|" * len(arms)]
@@ -140,6 +159,9 @@ def report(r: dict, command: str, args) -> str:
     if "smollm2" in r["arms"] and "smollm2_grounded" in r["arms"]:
         g, u = r["arms"]["smollm2_grounded"]["key_fact_coverage"], r["arms"]["smollm2"]["key_fact_coverage"]
         lines += ["", f"Grounding changes SmolLM2's key-fact coverage by {g - u:+.3f} ({u:.3f} -> {g:.3f})."]
+    if r.get("quote_only") is not None:
+        lines += [f"The quoted lesson sentences alone (what a grounded answer opens with) cover {r['quote_only']:.3f} "
+                  "of the key facts; the rest of the grounded figure is the model's text after them."]
     lines += ["Coverage by subject: " + "; ".join(
         f"{names[a]}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["arms"][a]["by_subject"].items()) for a in arms), END]
     return "\n".join(lines)

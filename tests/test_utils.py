@@ -129,3 +129,21 @@ def test_gc_paused_nests_and_restores():
         assert not gc.isenabled()  # was off before: stays off
     finally:
         gc.enable()
+
+
+def test_json_int_takes_whole_numbers_written_as_floats_and_nothing_else():
+    """JSON Schema's integer includes 12.0; strict request models (API and tutor) agree."""
+    from pydantic import ValidationError
+
+    from aivo.tutor.schemas import ChatCompletionRequest, GenerateRequest
+
+    request = GenerateRequest.model_validate_json('{"prompt": "hi", "max_new_tokens": 8.0, "seed": 3.0, '
+                                                  '"context": {"grade": 5.0}}')
+    assert (request.max_new_tokens, request.seed, request.context.grade) == (8, 3, 5)
+    assert type(request.max_new_tokens) is int and type(request.context.grade) is int
+    for bad in ('8.5', '"8"', 'true', '1e400'):
+        with pytest.raises(ValidationError):
+            GenerateRequest.model_validate_json('{"prompt": "hi", "max_new_tokens": ' + bad + '}')
+    chat = ChatCompletionRequest.model_validate_json(
+        '{"model": "aivo-tutor", "messages": [{"role": "user", "content": "hi"}], "n": 1.0, "max_tokens": 4.0}')
+    assert (chat.n, chat.max_tokens) == (1, 4)

@@ -1,5 +1,5 @@
-"""Small helpers shared across layers: durable file and folder writes, owner-only permissions, reading ahead in threads, pausing the
-garbage collector."""
+"""Small helpers shared across layers: durable file and folder writes, owner-only permissions, reading ahead in
+threads, pausing the garbage collector, the whole-number type of strict request models."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
 
 
 @contextmanager
@@ -148,3 +151,16 @@ def gc_paused():
             _gc_pauses -= 1
             if _gc_pauses == 0 and _gc_was_enabled:
                 gc.enable()
+
+
+def integral(value: Any) -> Any:
+    """A JSON number with no fractional part (`12.0`) is the integer 12: JSON Schema's "integer"
+    accepts it, so strict request models must too. `12.5`, true/false and "12" are left as they
+    are for the strict integer check to refuse."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# The one integer type of strict request bodies (API and tutor): what JSON Schema calls an integer.
+JsonInt = Annotated[int, BeforeValidator(integral)]

@@ -238,6 +238,25 @@ def test_baseline_parses_strictly(api):
     assert r.status_code == 422 and "reset_clone" in r.json()["detail"]
 
 
+def test_whole_numbers_written_as_floats_are_integers_on_every_endpoint(api):
+    """JSON Schema's integer includes 12.0 (schemathesis' stateful run found the baseline refusing
+    it); 12.5, "12" and true stay refused (test above). Stored as the integers they are."""
+    body = ('{"interactions": [{"learner_id": "b-float", "item_id": "q", "correct": 1.0, "order": 12.0, '
+            '"grade": 10.0}]}')
+    baseline = '{"answers": [{"item_id": "q1", "correct": 0.0, "order": 3.0, "grade": 4.0}]}'
+    with api.client("service") as c:
+        r = c.post("/v1/interactions", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 201, r.text
+        r = c.post("/v1/learners/b-float2/baseline", content=baseline, headers={"content-type": "application/json"})
+        assert r.status_code not in (400, 422), r.text
+        assert c.post("/v1/learners/b-float3/baseline", headers={"content-type": "application/json"},
+                      content=baseline.replace("3.0", "3.5")).status_code == 422
+    with api.client("admin") as c:
+        rows = c.get("/v1/learners/b-float/export").json()["data"]["interactions"]
+    assert [(row["position"], row["correct"], row["grade"]) for row in rows] == [(12, 1, 10)]
+    assert all(type(rows[0][k]) is int for k in ("position", "correct", "grade"))
+
+
 # --- 9, 10: logs without raw ids; keep-alive after a 500 ------------------------------------------------
 
 def test_a_bug_is_logged_with_the_route_and_pseudonym_and_keeps_the_connection(api, monkeypatch, caplog):

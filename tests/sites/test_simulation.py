@@ -231,3 +231,41 @@ def test_bad_sites_are_rejected_with_reasons_and_a_slow_site_times_out(tmp_path,
         (record,) = list_federated_updates(session=session)
     stored = {s.get("site"): s for s in record.details["sites"]}
     assert "NaN or Inf" in stored["school-c"]["reason"]  # the reasons are in the round record
+
+
+def test_a_round_that_loses_too_many_sites_ends_cleanly_and_the_next_round_works(tmp_path, small_world, monkeypatch):
+    """SecAgg+ over 3 sites survives the loss of one; when two drop in round 1 (they decline after
+    sharing their keys) the round ends `failed` with nothing promoted, and round 2 promotes."""
+    fed = make_federation(tmp_path, small_world, num_sites=3, learners_per_site=6)
+    homes = [str(h) for h in fed.homes]
+
+    def handler_for(context):
+        site = site_for(settings_for_site(homes[int(context.node_config["partition-id"])]))
+        if site.settings.site_name == "school-a":
+            return site
+
+        class DeclinesRoundOne:
+            status, install, evaluate = site.status, site.install, site.evaluate
+
+            def contribute(self, *, settings, shared):
+                if settings.round_id == "1":
+                    raise SiteRefusal("this site is gone for round 1 (test)")
+                return site.contribute(settings=settings, shared=shared)
+
+        return DeclinesRoundOne()
+
+    options = options_from_settings(fed.settings, rounds=2, min_sites=2, secure_aggregation=True, dp_enabled=True,
+                                    sample_rate=1.0, seed=4, round_timeout=300, gate_margin=1.0)
+    _patched_app(monkeypatch, handler_for)
+    report = simulate_federation(registry=fed.registry, settings=fed.settings, site_homes=fed.homes,
+                                 options=options, actor="tests")
+    first, second = report.rounds
+    assert first["status"] == "failed" and first["version_after"] is None, first["message"]
+    assert first["counts"]["ready"] == 3 and first["counts"].get("contributing", 0) == 0
+    assert sorted(s["status"] for s in first["sites"]) == ["dropped", "rejected", "rejected"]
+    assert all("gone for round 1" in s["reason"] for s in first["sites"] if s["status"] == "rejected")
+    assert second["status"] == "applied" and second["counts"]["contributing"] == 3, second["message"]
+    assert report.version_after == second["version_after"] != report.version_before
+    with fed.registry.session(read_only=True) as session:
+        records = list_federated_updates(session=session)
+    assert sorted((r.status, r.version_after is None) for r in records) == [("applied", False), ("failed", True)]

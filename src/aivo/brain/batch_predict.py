@@ -68,12 +68,15 @@ class EncodedCatalog:
 
 class _HeadParts(nn.Module):
     """The correctness head of a MainBrain rewritten as per-learner + per-item + per-pair terms
-    (the same function as `MainBrain.correct_logit`)."""
+    (the same function as `MainBrain.correct_logit`): the state and the learner-level history
+    features enter once per learner, the question and its expected rate once per item, and only
+    the per-key history features and the evidence match once per (learner, item)."""
 
     def __init__(self, brain: TrainedBrain, catalog: EncodedCatalog):
         super().__init__()
         model, config = brain.model, brain.config
         self.model = model
+        self.use_features = config.use_history_features
         with torch.no_grad():
             item = torch.from_numpy(catalog.item)
             skills = torch.from_numpy(catalog.skills)
@@ -85,11 +88,17 @@ class _HeadParts(nn.Module):
             hs = config.hidden_dim + config.evidence_dim * len(config.evidence_decays)
             d, f = config.embed_dim, NUM_FEATURES
             w = first.weight  # (hh, inputs)
-            self.w_state, self.w_question = w[:, :hs], w[:, hs:hs + d]
-            self.w_features = w[:, hs + d:hs + d + f]
-            self.w_matched = w[:, hs + d + f:]
+            self.w_state = w[:, :hs]
+            w_features = w[:, hs + d:hs + d + f]
+            keys = 3 * PER_KEY
+            self.w_shared = w_features[:, keys:f - 1]  # learner-level columns
+            item_pre = question @ w[:, hs:hs + d].T
+            if self.use_features:  # the candidate's own expected rate (last column) is a property of the item
+                logodds = torch.from_numpy(catalog.logodds.astype(np.float32))
+                item_pre = item_pre + logodds[:, None] * w_features[:, f - 1]
+            self.item_pre = item_pre  # (J, hh)
+            self.w_pair = torch.cat([w_features[:, :keys], w[:, hs + d + f:]], dim=1).T.contiguous()  # (24 + E, hh)
             self.bias = first.bias
-            self.item_pre = question @ self.w_question.T  # (J, hh)
             self.evidence = bool(config.evidence_dim)
             if self.evidence:
                 if model.head.evidence_query is not None:
@@ -112,16 +121,24 @@ class _HeadParts(nn.Module):
             self.second = model.head.correct[3]
 
     @torch.no_grad()
-    def logits(self, state: torch.Tensor, cand: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """state (N, Hs), cand (N, C) catalog rows, features (N, C, F) -> (N, C) logits."""
-        pre = (state @ self.w_state.T + self.bias)[:, None, :] + self.item_pre[cand]
-        pre = pre + features @ self.w_features.T
+    def logits(self, state: torch.Tensor, cand: torch.Tensor, key_features: torch.Tensor,
+               shared: torch.Tensor) -> torch.Tensor:
+        """state (N, Hs), cand (N, C) catalog rows, key_features (N, C, 24), shared (N, 8)
+        learner-level features -> (N, C) logits."""
+        learner = state @ self.w_state.T + self.bias
+        if self.use_features:
+            learner = learner + shared @ self.w_shared.T
         linear = self.item_linear[cand]
         if self.evidence:
             matched = self.query[cand] * state[:, None, self.hidden_dim:]
-            pre = pre + matched @ self.w_matched.T
+            pair = torch.cat([key_features, matched], dim=-1)
             linear = linear + matched.sum(-1)
-        out = self.second(F.gelu(pre)).squeeze(-1) + linear
+        else:
+            pair = key_features
+        pre = pair @ self.w_pair
+        pre += learner[:, None, :]
+        pre += self.item_pre[cand]
+        out = (F.gelu(pre) @ self.second.weight[0]) + self.second.bias[0] + linear
         readout = state[:, :self.readout.shape[0]] @ self.readout  # (N,)
         return out * self.scale + self.item_offset[cand] + readout[:, None]
 
@@ -190,8 +207,10 @@ class BatchPredictor:
         self.recurrent[idx] = self.model.encoder.initial_state.detach()
         self.evidence_sums[idx] = 0.0
 
-    def _features(self, learners: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """(L,) learners x (L, C) catalog rows -> (L, C, F) features of those items as the next step."""
+    def _features(self, learners: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(L,) learners x (L, C) catalog rows -> the features of those items as the next step:
+        (L, C, 24) per-key columns and (L, 8) learner-level columns (the last column, the
+        item's expected rate, is `catalog.logodds`)."""
         cat = self.catalog
         position = self.length[learners].astype(np.float64)[:, None]
         parts = []
@@ -213,11 +232,11 @@ class BatchPredictor:
             self.cum_residual[learners] / (pos + prior), self.ema_outcome[learners], self.ema_residual[learners],
             self.ability_mean[learners], np.sqrt(self.ability_var[learners]),
         ], axis=-1)  # (L, 8)
-        out = np.concatenate([*parts, np.broadcast_to(shared[:, None, :], (*rows.shape, shared.shape[1])),
-                              cat.logodds[rows][..., None]], axis=-1)
+        keys = np.concatenate(parts, axis=-1).astype(np.float32)
+        shared = shared.astype(np.float32)
         if not self.config.use_history_features:
-            out = np.zeros_like(out)
-        return out.astype(np.float32)
+            return np.zeros_like(keys), np.zeros_like(shared)
+        return keys, shared
 
     def _state(self) -> torch.Tensor:
         """(N, H + E) the encoder state for each learner's next step."""
@@ -247,8 +266,9 @@ class BatchPredictor:
         for start in range(0, self.n, self.chunk_size):
             learners = np.arange(start, min(start + self.chunk_size, self.n))
             sub = np.ascontiguousarray(rows[learners])
-            feats = torch.from_numpy(self._features(learners, sub))
-            logit = self.head.logits(state[learners], torch.from_numpy(sub), feats)
+            keys, shared = self._features(learners, sub)
+            logit = self.head.logits(state[learners], torch.from_numpy(sub), torch.from_numpy(keys),
+                                     torch.from_numpy(shared))
             out[learners] = torch.sigmoid(logit).double().numpy()
         return out
 
@@ -286,7 +306,10 @@ class BatchPredictor:
 
     def _step(self, learners: np.ndarray, rows: np.ndarray, correct: np.ndarray) -> None:
         cat, model, c = self.catalog, self.model, self.config
-        feats = self._features(learners, rows[:, None])[:, 0]  # (L, F) the row's own features
+        keys, shared = self._features(learners, rows[:, None])  # the row's own features
+        feats = np.concatenate([keys[:, 0], shared, cat.logodds[rows, None].astype(np.float32)], axis=-1)
+        if not c.use_history_features:
+            feats = np.zeros_like(feats)
         item = torch.from_numpy(cat.item[rows])[:, None]
         skills = torch.from_numpy(cat.skills[rows])[:, None]
         item_type = torch.from_numpy(cat.item_type[rows])[:, None]

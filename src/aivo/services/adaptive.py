@@ -114,7 +114,8 @@ def analyze_learner(*, registry: Registry, settings: Settings, learner_pk: int, 
         snapshot = session.scalar(sa.select(LearnerSnapshot).where(LearnerSnapshot.learner_id == learner_pk))
         old = (dict(snapshot.decisions), dict(snapshot.mastery)) if snapshot is not None else None
     recommendation = recommend_with_brain(brain=brain, learner_id=learner_id, history=history,
-                                          policy=policy_from_settings(settings), now=clock.now())
+                                          policy=policy_from_settings(settings), now=clock.now(),
+                                       policy_name=settings.recommendation_policy)
     decisions, mastery = _summary(recommendation)
     reasons = [] if old is None else compare_snapshots(old_decisions=old[0], old_mastery=old[1],
                                                        new_decisions=decisions, new_mastery=mastery, config=config)

@@ -36,7 +36,7 @@ from aivo.config import Settings
 from aivo.errors import AivoError, ConfigError
 from aivo.federated.aggregate import accumulate_updates
 from aivo.federated.dp import CappedWeights, poisson_sample
-from aivo.federated.gate import held_out_predictions, load_gate_data
+from aivo.federated.gate import load_gate_data
 from aivo.federated.strategies import make_strategy
 from aivo.federated.updates import LearnerUpdate, UpdateSpec
 from aivo.personalization.local import LocalTrainingConfig
@@ -258,10 +258,11 @@ class SiteService:
                               holdout_fraction=settings.holdout_fraction)
         if data is None:
             return MetricSums.empty(bins), MetricSums.empty(bins)
-        both = ~np.isnan(predict(brain=brain, log=data.log)) & ~np.isnan(predict(brain=model, log=data.log))
-        y, before = held_out_predictions(brain, data, keep=both)
-        _, after = held_out_predictions(model, data, keep=both)
-        return MetricSums.of(y, before, bins=bins), MetricSums.of(y, after, bins=bins)
+        # Each model scores the site's rows once; both are compared on the held-out rows both can score.
+        before, after = predict(brain=brain, log=data.log), predict(brain=model, log=data.log)
+        rows = data.scored_rows & ~np.isnan(before) & ~np.isnan(after)
+        y = data.log.frame["correct"].to_numpy()[rows]
+        return MetricSums.of(y, before[rows], bins=bins), MetricSums.of(y, after[rows], bins=bins)
 
 
 # --- status ------------------------------------------------------------------------------------------

@@ -301,6 +301,18 @@ class ContentLibrary:
             with open(tmp_vectors, "wb") as handle:
                 np.save(handle, vectors.astype(np.float32))
 
+    def quote(self, question: str, hits: list[Hit], *, sentences: int) -> str:
+        """The `sentences` sentences of the best hit's passage closest to `question`, in the
+        passage's own order ("" without hits): vetted text that opens a grounded answer."""
+        if not hits or sentences <= 0:
+            return ""
+        parts = [s for s in re.split(r"(?<=[.!?])\s+", hits[0].passage.text) if len(s.split()) >= 3]
+        if len(parts) <= sentences:
+            return " ".join(parts)
+        vectors = self.embedder.encode(parts + [question])
+        order = np.argsort(-(vectors[:-1] @ vectors[-1]), kind="stable")[:sentences]
+        return " ".join(parts[i] for i in sorted(order))
+
     def search(self, query: str, *, grade: int | None = None, subject: str | None = None, k: int = 3,
                min_score: float = 0.0) -> list[Hit]:
         """The `k` passages closest to `query` (at most one per lesson), above `min_score`.

@@ -1,7 +1,7 @@
 """Models and types shared by several routers.
 
 Request bodies derive from `RequestModel`: strict JSON types (`"5"` is not 5, `0` is not false,
-a number is not a date), finite numbers only (NaN, Infinity and `1e400` are refused) and no
+a number is not a date; `5.0` is 5 wherever the schema says integer: `aivo.utils.JsonInt`), finite numbers only (NaN, Infinity and `1e400` are refused) and no
 unknown fields. Every string of a request (body, path, query) is free of NUL characters: the
 `RequestGuard` middleware refuses them (422) and the OpenAPI document says so on every string
 (see aivo.api.openapi).
