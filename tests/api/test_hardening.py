@@ -385,3 +385,19 @@ def test_a_nul_escape_split_across_two_chunks_of_a_streamed_body_is_refused(api)
     assert status == 422 and "NUL" in body["detail"], body
     status, body = send([b'{"reason": "a\\\\u00', b'00b"}'])  # "a\\u0000b": a backslash, then text
     assert status == 404, body  # read as text, reached the route
+
+
+@pytest.mark.parametrize("body", ['{"rounds": "3"}', '{"rounds": true}', '{"rounds": 1.5}', '{"min_sites": 1e30}',
+                                  '{"min_sites": 100000000000000000000}', '{"rounds": 1, "junk": 1}',
+                                  '{"secure_aggregation": "false"}'])
+def test_a_federation_run_parses_strictly_and_bounds_its_numbers(api, body):
+    """POST /v1/federation/runs was the one request body outside the strict models: "3" and true
+    were 3 and 1, unknown fields were dropped and min_sites had no upper bound."""
+    with api.client("admin") as c:
+        r = c.post("/v1/federation/runs", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (body, r.text)
+        # a whole number written as a float is that number: the body is valid, and this registry
+        # (which holds interactions) cannot coordinate
+        valid = c.post("/v1/federation/runs", content='{"rounds": 2.0, "min_sites": 3.0}',
+                       headers={"content-type": "application/json"})
+        assert valid.status_code == 409, valid.text
