@@ -73,6 +73,7 @@ def test_bad_config_and_thresholds_are_rejected_at_submission(registry, settings
     ({"hpo_trials": "4"}, "config.hpo_trials"), ({"hpo_timeout_s": 1e308}, "config.hpo_timeout_s"),
     ({"improvement_threshold": float("inf")}, "config.improvement_threshold"),
     ({"fractions": [2, -1, 0]}, "config.fractions"), ({"fractions": [0.9, 0.1]}, "config.fractions"),
+    ({"fractions": [0.5, 0.5, 0.5]}, "config.fractions must sum to 1"),
     ({"tenant": 5}, "config.tenant"), ({"split_salt": ""}, "config.split_salt"),
     ({"since": "0001-01-01T00:00:00+14:00"}, "years 1900-2099"),
     ({"brain": {"embed_dim": 2**40}}, "config.brain.embed_dim must be a whole number"),

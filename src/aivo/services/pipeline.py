@@ -381,6 +381,8 @@ def _checked_config(config: dict[str, Any]) -> dict[str, Any]:
             raise DataError(f"config.fractions must be three numbers (train, validation, test), got "
                             f"{str(fractions)[:60]!r}")
         values["fractions"] = tuple(_finite_number(f, "config.fractions", 0.0, 1.0) for f in fractions)
+        if not math.isclose(sum(values["fractions"]), 1.0, abs_tol=1e-6) or values["fractions"][0] <= 0:
+            raise DataError(f"config.fractions must sum to 1 with a positive training share, got {list(fractions)}")
     brain = values.get("brain")
     if brain is not None:
         if not isinstance(brain, dict):

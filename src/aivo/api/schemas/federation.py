@@ -7,6 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from aivo.api.schemas.common import RequestModel
+from aivo.utils import JsonInt
+
+MAX_SITES = 10_000  # sites of one federation a run may wait for
+
 # The shape of a site's key line, as the OpenAPI document states it and the request model checks it
 # (ASCII classes only: Python and JSON Schema regexes read them alike): an elliptic-curve key type,
 # blanks, then the key's base64. Whether the base64 holds a valid key only the key parser can tell
@@ -63,9 +68,11 @@ class FederationStatusPublic(BaseModel):
     interactions: int = Field(description="Interaction rows held by the coordinator (0 in federated mode).")
 
 
-class FederationRunCreate(BaseModel):
-    rounds: int = Field(1, ge=1, le=1000)
-    min_sites: int = Field(2, ge=1)
+class FederationRunCreate(RequestModel):
+    # Strict and bounded like every request body (issue 14): "3" and true are not 3, unknown fields
+    # are refused, 3.0 is 3 (JSON Schema's integer), and min_sites has an upper bound.
+    rounds: JsonInt = Field(1, ge=1, le=1000)
+    min_sites: JsonInt = Field(2, ge=1, le=MAX_SITES, description="Connected sites to wait for before each round.")
     secure_aggregation: bool = True
     reason: str = Field("", max_length=500)
 
