@@ -39,6 +39,8 @@ def test_a_run_is_refused_on_a_registry_that_holds_interactions(api):
     with api.client("admin") as admin:
         response = admin.post("/v1/federation/runs", json={"rounds": 1})
         openapi = admin.get("/openapi.json").json()
+        one_site = admin.post("/v1/federation/runs", json={"rounds": 1, "min_sites": 1})  # secure by default
+    assert one_site.status_code == 422 and "at least 2 sites" in one_site.json()["detail"], one_site.text
     assert response.status_code == 409, response.text
     assert "a coordinator holds none" in response.json()["detail"]
     # the 409 and the key line's pattern are in the OpenAPI document (schemathesis found both missing)

@@ -216,7 +216,8 @@ def test_extra_keeps_json_types(api):
 @pytest.mark.parametrize("fields", ['"response_time_s": Infinity', '"response_time_s": 1e400',
                                     '"response_time_s": NaN', '"extra": {"x": NaN}', '"extra": {"x": -Infinity}',
                                     '"extra": {"x": "' + "y" * 1025 + '"}', '"grade": false',
-                                    '"extra": {"p_true": 0.5}', '"extra": {"correct": 1}'])
+                                    '"extra": {"p_true": 0.5}', '"extra": {"correct": 1}',
+                                    '"extra": {"x": 9223372036854775999}', '"extra": {"x": 1e20}'])
 def test_non_finite_numbers_big_values_and_coercions_are_refused(api, fields):
     body = '{"interactions": [{"learner_id": "b-inf", "item_id": "q", "correct": 1, "order": 0, ' + fields + "}]}"
     with api.client("service") as c:

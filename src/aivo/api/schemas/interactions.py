@@ -27,7 +27,9 @@ def _extra_value(value: Any) -> Any:
     if isinstance(value, int) and _INT64[0] <= value <= _INT64[1]:
         return value
     if isinstance(value, float) and math.isfinite(value):
-        return value
+        # JSON Schema counts 1e20 as an integer: a whole number must fit 64 bits however it is written
+        if not value.is_integer() or _INT64[0] <= value <= _INT64[1]:
+            return value
     if isinstance(value, str) and len(value) <= MAX_EXTRA_TEXT:
         return value
     raise ValueError(f"an 'extra' value is text of at most {MAX_EXTRA_TEXT} characters, a whole number within "
@@ -36,7 +38,7 @@ def _extra_value(value: Any) -> Any:
 
 ExtraValue = Annotated[Any, PlainValidator(_extra_value), WithJsonSchema({"anyOf": [
     {"type": "string", "maxLength": MAX_EXTRA_TEXT}, {"type": "integer", "minimum": _INT64[0], "maximum": _INT64[1]},
-    {"type": "number"}, {"type": "boolean"}, {"type": "null"}]})]
+    {"type": "number", "not": {"type": "integer"}}, {"type": "boolean"}, {"type": "null"}]})]
 
 
 def _not_bool(value: Any) -> Any:
