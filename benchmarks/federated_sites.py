@@ -461,6 +461,7 @@ def render(results: dict) -> str:
                              f"{r[-1]['round_seconds'] / o['in_process']['rounds'][-1]['round_seconds']:.2f} | "
                              f"{o[key]['peak_rss_mib']} | "
                              f"{o[key].get('load_before', '')} / {o[key].get('load_after', '')} |")
+        lines += ["", o["note"]] if o.get("note") else []
         lines.append("")
     sc = results.get("scale")
     if sc:
