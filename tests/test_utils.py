@@ -147,3 +147,6 @@ def test_json_int_takes_whole_numbers_written_as_floats_and_nothing_else():
     chat = ChatCompletionRequest.model_validate_json(
         '{"model": "aivo-tutor", "messages": [{"role": "user", "content": "hi"}], "n": 1.0, "max_tokens": 4.0}')
     assert (chat.n, chat.max_tokens) == (1, 4)
+    with pytest.raises(ValidationError):  # a number is not false either (Literal[False] alone let 0 through)
+        ChatCompletionRequest.model_validate_json(
+            '{"model": "aivo-tutor", "messages": [{"role": "user", "content": "hi"}], "logprobs": 0}')

@@ -9,12 +9,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
 
 from aivo.utils import JsonInt
 
 MAX_PROMPT_CHARS = 8000
 MAX_SEED = 2**32 - 1
+
+
+def _json_false(value):
+    if not isinstance(value, bool):
+        raise ValueError("must be false (a boolean), or left out")
+    return value
 
 
 class _Request(BaseModel):
@@ -272,7 +278,9 @@ class ChatCompletionRequest(_Request):
         None, max_length=4, description="Up to 4 sequences; generation stops before them.")
     metadata: dict[str, str] | None = Field(None, description="Accepted and ignored (OpenAI's field).")
     response_format: ResponseFormatText | None = Field(None, description='Only {"type": "text"}.')
-    logprobs: Literal[False] | None = Field(None, description="Log probabilities are not returned.")
+    # Literal[False] alone lets 0 through (0 == False): JSON's 0 is a number, not false
+    logprobs: Annotated[Literal[False], BeforeValidator(_json_false)] | None = Field(
+        None, description="Log probabilities are not returned.")
     store: bool | None = Field(None, description="Accepted and ignored: AIVO stores no completions.")
     stream: bool = False
     stream_options: StreamOptions | None = None
