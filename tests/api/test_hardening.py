@@ -422,3 +422,15 @@ def test_whole_numbers_in_extra_are_held_to_64_bits_however_written(api, value, 
     assert {"type": "number", "not": {"type": "integer"}} in branches
     integer = next(b for b in branches if b.get("type") == "integer")
     assert int(integer["maximum"]) == integer["maximum"] == 2**63 - 1024  # published exactly as enforced
+
+
+@pytest.mark.parametrize("path,methods", [("/v1/learners/L001", {"GET", "DELETE"}),
+                                          ("/v1/federation/sites", {"GET", "POST"}),
+                                          (f"/trainer/jobs/{2**31 - 1}", {"GET", "DELETE"})])
+def test_a_405_lists_every_method_of_the_path(api, path, methods):
+    """Paths served by two routes answered `Allow: GET` only (schemathesis' Allow header check)."""
+    with api.client("admin") as c:
+        r = c.request("OPTIONS", path)
+    assert r.status_code == 405
+    allowed = {m.strip() for m in r.headers["allow"].split(",")}
+    assert methods <= allowed and "OPTIONS" not in allowed
