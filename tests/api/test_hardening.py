@@ -338,12 +338,13 @@ def test_numbers_inside_job_options_are_finite_and_bounded(api, body):
     """A job's config and policy are free-form JSON: `allow_inf_nan=False` did not reach into them
     (NaN/Infinity were queued, and PostgreSQL's JSONB cannot hold them), nor did any bound."""
     with api.client("admin") as c:
+        jobs_before = c.get("/trainer/jobs").json()["total"]  # a baseline earlier in this module queues one
         r = c.post("/trainer/jobs", content=body % json.dumps(_SHEET), headers={"content-type": "application/json"})
         assert r.status_code == 422, r.text
         evaluate = c.post(f"/trainer/jobs/{2**31 - 1}/evaluate", content='{"policy": {"thresholds": {"auc": NaN}}}',
                           headers={"content-type": "application/json"})
         assert evaluate.status_code == 422 and "finite" in evaluate.json()["detail"], evaluate.text
-        assert c.get("/trainer/jobs").json()["total"] == 0
+        assert c.get("/trainer/jobs").json()["total"] == jobs_before
 
 
 @pytest.mark.parametrize("method,path,body", [
@@ -402,3 +403,36 @@ def test_a_federation_run_parses_strictly_and_bounds_its_numbers(api, body):
         valid = c.post("/v1/federation/runs", content='{"rounds": 2.0, "min_sites": 3.0}',
                        headers={"content-type": "application/json"})
         assert valid.status_code == 409, valid.text
+
+
+@pytest.mark.parametrize("value,status", [("1e30", 422), ("9223372036854775999", 422), ("-1e19", 422),
+                                          ("9223372036854775807", 422), ("9223372036854774784", 201), ("2.5", 201),
+                                          ("12.0", 201)])
+def test_whole_numbers_in_extra_are_held_to_64_bits_however_written(api, value, status):
+    """The schema said any JSON number (so 2^63 + 191) was valid and the server refused it (the
+    fuzzer found it); now schema and server agree: a whole number, as an integer or written as a
+    float, fits in 64 bits."""
+    row = '{"learner_id": "b-x64", "item_id": "q", "correct": 1, "order": %d, "extra": {"n": %s}}'
+    with api.client("service") as c:
+        order = abs(hash(value)) % 1000
+        r = c.post("/v1/interactions", content='{"interactions": [' + row % (order, value) + "]}",
+                   headers={"content-type": "application/json"})
+        assert r.status_code == status, r.text
+        spec = c.get("/openapi.json").json()
+    extra = spec["components"]["schemas"]["AttemptFields"]["properties"]["extra"]["anyOf"][0]
+    branches = extra["additionalProperties"]["anyOf"]
+    assert {"type": "number", "not": {"type": "integer"}} in branches
+    integer = next(b for b in branches if b.get("type") == "integer")
+    assert int(integer["maximum"]) == integer["maximum"] == 2**63 - 1024  # published exactly as enforced
+
+
+@pytest.mark.parametrize("path,methods", [("/v1/learners/L001", {"GET", "DELETE"}),
+                                          ("/v1/federation/sites", {"GET", "POST"}),
+                                          (f"/trainer/jobs/{2**31 - 1}", {"GET", "DELETE"})])
+def test_a_405_lists_every_method_of_the_path(api, path, methods):
+    """Paths served by two routes answered `Allow: GET` only (schemathesis' Allow header check)."""
+    with api.client("admin") as c:
+        r = c.request("OPTIONS", path)
+    assert r.status_code == 405
+    allowed = {m.strip() for m in r.headers["allow"].split(",")}
+    assert methods <= allowed and "OPTIONS" not in allowed

@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from aivo.api.dashboard_ui import error_page, wants_html
 from aivo.api.deps import pseudonym_from_raw
@@ -83,6 +84,26 @@ def unexpected_error(scope: dict, exc: Exception) -> tuple[int, str]:
     return 500, "internal server error (logged on the server)"
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of the path, for a 405's `Allow` (RFC 9110): Starlette lists only the methods
+    of the first route whose path matches, and a path served by two routes (GET and DELETE of
+    /v1/learners/{learner_id}) then answered `Allow: GET` (the fuzzer's Allow header check)."""
+    methods: set[str] = set()
+
+    def collect(routes) -> None:
+        for route in routes:
+            if route.matches(request.scope)[0] == Match.NONE:
+                continue
+            methods.update(getattr(route, "methods", None) or ())
+            # an included router (FastAPI wraps them) holds its own routes, matched on the full path
+            inner = getattr(route, "routes", None) or getattr(getattr(route, "original_router", None), "routes", None)
+            if inner:
+                collect(inner)
+
+    collect(request.app.router.routes)
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AivoError)
     async def aivo_error(request: Request, exc: AivoError) -> JSONResponse:
@@ -107,9 +128,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
         if wants_html(request):
             return error_page(request, exc.status_code, "There is no such page." if exc.status_code == 404 else detail)
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
     # Exceptions nothing above answers reach aivo.api.middleware.CatchAll (`unexpected_error`): an
     # `Exception` handler here would run in Starlette's ServerErrorMiddleware, which re-raises

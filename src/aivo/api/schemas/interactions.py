@@ -16,7 +16,9 @@ MAX_RESPONSE_TIME_S = 86_400.0  # a day: longer is a logging mistake, not an ans
 # `extra` may not hold what the interaction has fields for, nor the simulator's evaluation-only truth.
 RESERVED_EXTRA_KEYS = tuple(sorted({*CORE_COLUMNS, "extra", *EVALUATION_ONLY_COLUMNS}))
 ExtraKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-_INT64 = (-(2**63), 2**63 - 1)
+# 64-bit whole numbers, bounded by values a double holds exactly: FastAPI writes the OpenAPI document's
+# minimum/maximum as floats, and 2^63 - 1 would be published as 2^63 (which the server refuses).
+_INT64 = (-(2**63), 2**63 - 1024)
 
 
 def _extra_value(value: Any) -> Any:
@@ -26,10 +28,9 @@ def _extra_value(value: Any) -> Any:
         return value
     if isinstance(value, int) and _INT64[0] <= value <= _INT64[1]:
         return value
-    if isinstance(value, float) and math.isfinite(value):
-        # JSON Schema counts 1e20 as an integer: a whole number must fit 64 bits however it is written
-        if not value.is_integer() or _INT64[0] <= value <= _INT64[1]:
-            return value
+    if isinstance(value, float) and math.isfinite(value) and (
+            not value.is_integer() or _INT64[0] <= value <= _INT64[1]):
+        return value  # a whole number written as a float (1e30) is held to the integers' 64 bits too
     if isinstance(value, str) and len(value) <= MAX_EXTRA_TEXT:
         return value
     raise ValueError(f"an 'extra' value is text of at most {MAX_EXTRA_TEXT} characters, a whole number within "
@@ -38,6 +39,7 @@ def _extra_value(value: Any) -> Any:
 
 ExtraValue = Annotated[Any, PlainValidator(_extra_value), WithJsonSchema({"anyOf": [
     {"type": "string", "maxLength": MAX_EXTRA_TEXT}, {"type": "integer", "minimum": _INT64[0], "maximum": _INT64[1]},
+    # JSON Schema's "number" includes every integer: the integers' bounds hold for all of them
     {"type": "number", "not": {"type": "integer"}}, {"type": "boolean"}, {"type": "null"}]})]
 
 
