@@ -107,7 +107,7 @@ async def _mixed(*, base: str, token: str, learners: list[str], first_order: int
 
         async def sample_load() -> None:
             while True:
-                out["loads"].append(round(os.getloadavg()[0], 2))
+                out["loads"].append(round(load_average(), 2))
                 await asyncio.sleep(5)
 
         workers = [asyncio.create_task(worker()) for _ in range(concurrency)]

@@ -202,7 +202,7 @@ def prepare(home: Path, env: dict[str, str], args) -> tuple[list[str], dict]:
 def run(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="aivo-rec-bench-") as tmp:
         home = Path(tmp) / "home"
-        env = aivo_env(home, None)
+        env = aivo_env(home, None, AIVO_RECOMMENDATION_POLICY=args.policy)
         learners, model = prepare(home, env, args)
         token = create_key(env=env)
         learners_file = Path(tmp) / "learners.json"
@@ -241,7 +241,8 @@ def report(r: dict, args, command: str) -> str:
         f"average {r['load_before']:.1f} before and {r['load_after']:.1f} after the measured minute.",
         f"Reproduce: `{command}`", "",
         f"Data: {args.learners:,} simulated learners, {m['rows']:,} interactions; Main Brain {m['version']} "
-        f"({args.epochs} epochs, test AUC {m['test_auc']:.3f}). Each request asks for a random learner.", "",
+        f"({args.epochs} epochs, test AUC {m['test_auc']:.3f}). Each request asks for a random learner; the "
+        f"server's recommendation policy is `{args.policy}` (AIVO_RECOMMENDATION_POLICY).", "",
         "| measure | value |", "|---|---|",
         f"| rate, duration, clients | {args.rate:g} requests/s for {args.duration:g} s, {args.concurrency} "
         f"concurrent connections ({r['achieved_rps']:.1f} requests/s achieved) |",
@@ -270,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interactions", type=int, default=60)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policy", default="aivo-gain", choices=["aivo-gain", "aivo-target"],
+                        help="The server's recommendation policy (AIVO_RECOMMENDATION_POLICY).")
     parser.add_argument("--write-results", action="store_true")
     # load generator mode (internal)
     parser.add_argument("--load-generator", action="store_true", help=argparse.SUPPRESS)
@@ -282,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         return load_generator(args)
     command = "python benchmarks/api_recommendations.py" + "".join(
         f" --{name} {getattr(args, name)}" for name in
-        ("rate", "duration", "concurrency", "warmup", "cold", "workers", "learners", "interactions", "epochs", "seed")
+        ("rate", "duration", "concurrency", "warmup", "cold", "workers", "learners", "interactions", "epochs", "seed",
+         "policy")
         if getattr(args, name) != parser.get_default(name))
     result = run(args)
     section = report(result, args, command)

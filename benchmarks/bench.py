@@ -1,6 +1,6 @@
 """What every benchmark script shares: the machine it ran on, and its own section of RESULTS.md.
 
-    from bench import RESULTS, load_average, machine, peak_rss_mib, write_section
+    from bench import KT_DATA, RESULTS, load_average, machine, peak_rss_mib, write_section
 
     write_section(heading="Simulator", start=START, end=END, body=text)
 
@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from aivo.utils import durable_file  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
+KT_DATA = HERE.parent.parent / "shared" / "data" / "kt"  # the shared KT data sets (never copied into the repository)
 
 
 def cpu_model() -> str:

@@ -43,8 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from bench import load_average, machine, peak_rss_mib, write_section  # noqa: E402
-from federated_common import KT, per_learner  # noqa: E402
+from bench import KT_DATA, load_average, machine, peak_rss_mib, write_section  # noqa: E402
 
 OUT = HERE / "out" / "federated_assist2015"
 START, END = "<!-- federated-assist2015:start -->", "<!-- federated-assist2015:end -->"
@@ -67,8 +66,8 @@ def load_split(seed: int = 0):
     from aivo.data.kt_format import read_kt_lines
     from aivo.data.splits import split_learner_ids
 
-    train = read_kt_lines(KT / "assist2015" / "train.csv")
-    test = read_kt_lines(KT / "assist2015" / "test.csv")
+    train = read_kt_lines(KT_DATA / "assist2015" / "train.csv")
+    test = read_kt_lines(KT_DATA / "assist2015" / "test.csv")
     clients, rest, _ = split_learner_ids(train.frame["learner_id"].unique(), fractions=(0.8, 0.2, 0.0), seed=seed)
     curriculum, validation, _ = split_learner_ids(rest, fractions=(0.75, 0.25, 0.0), seed=seed)
     return train, test, clients, curriculum, validation
@@ -112,6 +111,7 @@ def federated_arm(name: str, args) -> dict:
     from aivo.federated.updates import LearnerUpdate, UpdateSpec
     from aivo.personalization.batched import shared_updates
     from aivo.personalization.parts import partition_parameters
+    from aivo.personalization.round_updates import split_encoded
     from aivo.privacy.accountants import epsilon_for, noise_multiplier_for
 
     arm = {**ARMS[name], **{k: v for k, v in vars(args).items() if k in ARMS[name] and v is not None}}
@@ -120,7 +120,7 @@ def federated_arm(name: str, args) -> dict:
     partition = partition_parameters(brain.model, frozen_prefixes="encoder")
     client_log = train.select_learners(clients)
     encoded = encode_log(client_log, vocab=brain.vocab, tables=brain.tables, config=brain.config)
-    chunks = per_learner(encoded, client_log.frame["learner_id"].to_numpy(dtype=object))
+    chunks = split_encoded(encoded, client_log.frame["learner_id"].to_numpy(dtype=object))
     lengths = np.array([lc.encoded.correct.shape[0] for lc in chunks])
     num_clients = len(chunks)
     params = dict(brain.model.named_parameters())

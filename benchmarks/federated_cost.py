@@ -40,8 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from bench import load_average, machine, peak_rss_mib, write_section  # noqa: E402
-from federated_common import KT  # noqa: E402
+from bench import KT_DATA, load_average, machine, peak_rss_mib, write_section  # noqa: E402
 
 START, END = "<!-- federated-cost:start -->", "<!-- federated-cost:end -->"
 SECRET = "federated-cost-benchmark-secret-key"
@@ -61,7 +60,7 @@ def _brain(workdir: Path):
     if (path / "main_brain.safetensors").exists():
         return load_checkpoint(path)
     torch.manual_seed(0)
-    log = read_kt_lines(KT / "assist2015" / "train.csv")
+    log = read_kt_lines(KT_DATA / "assist2015" / "train.csv")
     ids = log.frame["learner_id"].unique()
     result = train_main_brain(train=log.select_learners(ids[:2000]), validation=log.select_learners(ids[2000:2500]),
                               config=PLANS["assist2015"].config.replace(max_epochs=1), seed=0)
@@ -151,7 +150,7 @@ def local_training(workdir: Path, count: int) -> dict:
     from aivo.brain.versions import register_brain
 
     brain = _brain(workdir)
-    log = read_kt_lines(KT / "assist2015" / "train.csv")
+    log = read_kt_lines(KT_DATA / "assist2015" / "train.csv")
     sizes = log.frame.groupby("learner_id").size()
     chosen = sizes[sizes >= 100].index[-count:]
     frame = log.frame[log.frame["learner_id"].isin(chosen)].groupby("learner_id", sort=False).head(100)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -33,19 +32,14 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE))
 
-from bench import RESULTS, machine, write_section  # noqa: E402
+from bench import KT_DATA, RESULTS, load_average, machine, peak_rss_mib, write_section  # noqa: E402
 
-KT_DATA = REPO.parent / "shared" / "data" / "kt"
 DATASETS = ("statics", "assist2015", "synthetic5")
 TARGETS = {"statics": 0.84, "assist2015": 0.74, "synthetic5": 0.83}
 DKT_REFERENCE = {"statics": 0.830, "assist2015": 0.732, "synthetic5": 0.822}
 START, END = "<!-- kt-benchmark:start -->", "<!-- kt-benchmark:end -->"
 HEADING = "## Main Brain: knowledge tracing"
 KEPT = HERE / "out" / "kt"
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # --- workers (run in a subprocess) ---------------------------------------------------------
@@ -378,14 +372,14 @@ def main() -> None:
     command = "python " + " ".join([str(Path(__file__).relative_to(REPO)), *sys.argv[1:]])
     if args.report:  # what reproduces the table; each row's details hold the command that measured it
         command = "python " + str(Path(__file__).relative_to(REPO))
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     results: dict[str, dict] = {}
     for dataset in [] if args.report else args.datasets:
         models = (["simulated"] if dataset == "simulated"
                   else ([] if args.no_ours else ["ours"]) + ([] if args.no_dkt else ["dkt"]))
         for model in models:
             print(f"[{datetime.now():%H:%M:%S}] {dataset} / {model} ...", flush=True)
-            before = os.getloadavg()[0]
+            before = load_average()
             out = run_child(dataset, model, args.seed, args.threads)
             out.update(measured=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", load_before=round(before, 2),
                        command=command)
@@ -400,7 +394,7 @@ def main() -> None:
             results.setdefault(dataset, {})[key] = json.loads(kept.read_text())
     results = {d: results[d] for d in (*DATASETS, "simulated") if d in results}
     text = render(results, command=command, threads=args.threads, load_before=load_before,
-                  load_after=os.getloadavg()[0])
+                  load_after=load_average())
     print("\n" + text)
     if not args.no_write:
         write_section(heading=HEADING[3:], start=START, end=END, body=text)

@@ -29,6 +29,8 @@ class BenchmarkPlan:
 
 # Shared by all plans: the "residual" evidence memory (factor vectors scaled by answer - expected)
 # and an exponential moving average of the weights; both raised validation AUC on every data set.
+# Since issue 15 these (with evidence_normalize="mean") are also BrainConfig's defaults, chosen by
+# benchmarks/kt_default_cv.py; they stay spelled out here so that a plan does not move with them.
 _COMMON = dict(evidence_kind="residual", weight_average_decay=0.99, learning_rate=2e-3)
 
 PLANS: dict[str, BenchmarkPlan] = {

@@ -34,7 +34,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
+from bench import RESULTS, machine, write_section  # noqa: E402
+
 KEPT = HERE / "out" / "kt_defaults" / "cv"
+START, END = "<!-- kt-defaults-cv:start -->", "<!-- kt-defaults-cv:end -->"
 DATASETS = ("statics", "assist2015", "synthetic5")
 
 # The knobs that differ between candidates, spelled out in full for every candidate.
@@ -228,7 +231,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--report", action="store_true", help="Only print the table of the kept results.")
+    parser.add_argument("--write", action="store_true",
+                        help="Also put the table into benchmarks/RESULTS.md (kt-defaults-cv block).")
     args = parser.parse_args()
+    command = "python " + " ".join([str(Path(__file__).relative_to(HERE.parent)), *sys.argv[1:]])
     jobs = runs_needed(args.candidates, args.datasets, args.folds, load_kept())
     # longest first (assist2015, then statics, then synthetic5) so the two workers finish together
     jobs.sort(key=lambda j: DATASETS.index(j[1]) if j[1] != "assist2015" else -1)
@@ -247,8 +253,33 @@ def main() -> None:
                     print(f"[{done}/{len(jobs)} {time.perf_counter() - started:.0f}s] {c} {d} fold {f}: "
                           f"val AUC {r['validation_auc']:.4f}, best epoch {r['best_epoch']}/{r['epochs_run']}, "
                           f"{r['seconds']:.0f}s", flush=True)
-    _, text = table(candidate_results(load_kept()), candidates=args.candidates or None)
+    results = candidate_results(load_kept())
+    rows, text = table(results, candidates=args.candidates or None)
     print("\n" + text)
+    if args.write:
+        write_section(start=START, end=END, body=render(rows, text, results, command))
+        print(f"\nwrote {RESULTS}")
+
+
+def render(rows: list[dict], text: str, results: list[dict], command: str) -> str:
+    """The RESULTS.md block: how the table was made, the table, and every candidate's settings."""
+    used = [r for r in results if r["candidate"] in {row["candidate"] for row in rows}]
+    trained = {(r["run_name"], r["dataset"], r["fold"]): r for r in used}.values()
+    measured = sorted(r["measured"] for r in trained)
+    loads = [r["load_before"] for r in trained]
+    settings = "\n".join(f"* {row['candidate']}: {json.dumps(row['settings'])}" for row in rows)
+    return (f"Rendered {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from the kept results "
+            f"(benchmarks/out/kt_defaults/cv/); machine: {machine()}; runs measured {measured[0]} to "
+            f"{measured[-1]}, 1-minute load average before a run {min(loads):.1f} to {max(loads):.1f} (the 2 cores "
+            "were shared with other jobs: the seconds are pessimistic; the AUCs do not depend on the load).\n"
+            f"Reproduce: `{command}`\n\n"
+            "Validation AUC of the held-out fold of the training learners (test.csv is never read); a fold "
+            "trains on the other learners with early stopping on the held-out ones, one torch thread. The "
+            "same folds and seeds for every candidate; candidates are ranked per (data set, fold). A "
+            "patience-3 candidate is read off the validation curve of its patience-5 sibling (same training: "
+            "the stopping rule only reads the curve). Columns: mean validation AUC (mean seconds per fold).\n\n"
+            + text.strip() + "\n\nCandidates (the knobs that differ; every other field is BrainConfig's "
+            "default):\n\n" + settings)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE))
 
-from bench import RESULTS, machine, write_section  # noqa: E402
+from bench import KT_DATA, RESULTS, machine, write_section  # noqa: E402
 
-KT_DATA = REPO.parent / "shared" / "data" / "kt"
 DATASETS = ("statics", "assist2015", "synthetic5")
 KEPT = HERE / "out" / "kt_defaults" / "flow"
 START, END = "<!-- kt-default:start -->", "<!-- kt-default:end -->"

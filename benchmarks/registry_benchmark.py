@@ -174,7 +174,7 @@ def run_backend(name: str, url: str, store_dir: Path, args) -> dict:
     seeded = _seed(engine, store, learners=args.learners, sessions_per_learner=args.sessions_per_learner, rng=rng)
     seed_s = time.perf_counter() - t0
     clock = FrozenClock(NOW)
-    out: dict = {"backend": name, "seed_s": seed_s, "load_before": os.getloadavg()[0], **seeded}
+    out: dict = {"backend": name, "seed_s": seed_s, "load_before": load_average(), **seeded}
 
     # Context for the registration figures: what one durable commit costs right now on this disk
     # (a logged table, so PostgreSQL flushes its WAL; SQLite with synchronous=NORMAL does not sync).
@@ -250,7 +250,7 @@ def run_backend(name: str, url: str, store_dir: Path, args) -> dict:
         loaded = load_interactions(session=s)
     out["load_s"] = time.perf_counter() - t0
     assert loaded.num_interactions == n
-    out["load_after"] = os.getloadavg()[0]
+    out["load_after"] = load_average()
     with session_scope(engine) as s:
         s.execute(sa.text("DROP TABLE bench_probe"))
     engine.dispose()

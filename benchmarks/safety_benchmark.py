@@ -18,7 +18,6 @@ ordinary school questions <= 3%.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections import defaultdict
@@ -26,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import RESULTS, machine, write_report  # noqa: E402
+from bench import RESULTS, load_average, machine, write_report  # noqa: E402
 
 START, END = "<!-- safety-benchmark:start -->", "<!-- safety-benchmark:end -->"
 TITLE = "## Tutor safety filter"
@@ -130,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from aivo.tutor.safety_classifier import default_classifier, load_labeled_rows, write_shipped_classifier
 
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     classifier = write_shipped_classifier(SHIPPED) if args.refit else default_classifier()
     heldout = load_labeled_rows(("heldout",))
     result = {"heldout": evaluate(heldout, classifier), "classifier": classifier,
-              "train_rows": len(load_labeled_rows(("train",))), "load": (load_before, os.getloadavg()[0])}
+              "train_rows": len(load_labeled_rows(("train",))), "load": (load_before, load_average())}
     command = "python benchmarks/safety_benchmark.py" + (" --refit" if args.refit else "")
     section = report(result, command)
     print(section)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from aivo.data.readers import read_interactions  # noqa: E402
 from aivo.data.simulator import SimulatorConfig, oracle_metrics, simulate_cohort  # noqa: E402
 from aivo.data.writers import write_interactions  # noqa: E402
-from bench import RESULTS, machine, write_section  # noqa: E402
+from bench import RESULTS, load_average, machine, peak_rss_mib, write_section  # noqa: E402
 
 START, END = "<!-- simulator-benchmark:start -->", "<!-- simulator-benchmark:end -->"
 TARGET_S = 30.0
@@ -41,7 +40,7 @@ def _timed(fn):
 
 def run(learners: int, interactions: int, seed: int, repeats: int) -> dict:
     config = SimulatorConfig(num_learners=learners, interactions_per_learner=interactions)
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     times, first = [], None
     for _ in range(repeats):
         cohort, seconds = _timed(lambda: simulate_cohort(config=config, seed=seed))
@@ -64,7 +63,7 @@ def run(learners: int, interactions: int, seed: int, repeats: int) -> dict:
         "learners": learners, "interactions": interactions, "rows": first.log.num_interactions, "seed": seed,
         "simulate_best_s": min(times), "simulate_median_s": statistics.median(times), "repeats": repeats,
         "oracle_auc": oracle.auc, "oracle_log_loss": oracle.log_loss, "correct_rate": oracle.positive_rate,
-        "oracle_s": oracle_s, "load_before": load_before, "load_after": os.getloadavg()[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **io,
+        "oracle_s": oracle_s, "load_before": load_before, "load_after": load_average(), "peak_rss_mb": peak_rss_mib(), **io,
     }
 
 

@@ -19,7 +19,6 @@ design's shape): serving cost does not depend on what an adapter learned.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import RESULTS, machine, write_section  # noqa: E402
+from bench import RESULTS, load_average, machine, write_section  # noqa: E402
 START, END = "<!-- tutor-benchmark:start -->", "<!-- tutor-benchmark:end -->"
 PROMPTS = ["What is photosynthesis?", "What is a fraction?", "What is the water cycle?", "What is gravity?",
            "What is a noun?", "What is a ratio?", "What is an ecosystem?", "What is erosion?"]
@@ -247,7 +246,7 @@ def run(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     work = Path(tempfile.mkdtemp(prefix="aivo-tutor-bench-"))
     model_dir = Path(args.model) if args.model else work / "tiny"
     build_s = None
@@ -271,7 +270,7 @@ def run(args) -> dict:
                                                     args.max_new_tokens)
     result["hundred_16"] = bench_hundred_learners(home, model_dir, learners, args.threads, 16, args.max_new_tokens)
     result["assess"] = bench_assessment()
-    result["load_avg"] = (load_before, os.getloadavg()[0])
+    result["load_avg"] = (load_before, load_average())
     return result
 
 

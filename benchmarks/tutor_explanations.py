@@ -38,13 +38,16 @@ def arm(name: str, home: Path, model: Path, items, args) -> dict:
     from aivo.tutor.explanation_eval import evaluate_explanations
     from aivo.services.tutor import TutorService
 
-    service = TutorService(settings=Settings(home=home, brain_model=str(model), num_threads=args.threads))
+    grounding = {"tutor_content_top_k": args.top_k, "tutor_content_layout": args.layout} \
+        if args.top_k is not None else {"tutor_content_layout": args.layout}
+    service = TutorService(settings=Settings(home=home, brain_model=str(model), num_threads=args.threads,
+                                             **grounding))
     try:
         report = evaluate_explanations(service=service, items=items, max_new_tokens=args.max_new_tokens,
                                        concurrency=args.concurrency)
     finally:
         service.close()
-    out = Path(args.work) / f"answers-{name}.jsonl"
+    out = Path(args.work) / f"answers-{name}{args.tag}.jsonl"
     out.write_text("".join(json.dumps(asdict(a)) + "\n" for a in report.answers))
     out.with_suffix(".rate").write_text(str(report.tokens_per_s))
     print(f"{name}: {json.dumps(report.summary())}", flush=True)
@@ -66,6 +69,19 @@ def reuse(path: Path, items) -> dict:
     return summary
 
 
+def select_questions(items: list[dict], which: str) -> list[dict]:
+    """"all"; "test": the first 60 (science and math, the set the grounding figures are reported on);
+    "dev": every other question after those (English, social studies, math, health), the only ones
+    used to choose how the lessons are quoted (layout, passages per question)."""
+    if which == "all":
+        return items
+    if which == "test":
+        return items[:60]
+    if which == "dev":
+        return items[60::2]
+    raise SystemExit(f"--questions must be all, test or dev, not {which!r}")
+
+
 def run(args) -> dict:
     import torch
 
@@ -75,7 +91,7 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    items = load_explanation_set()[: args.limit or None]
+    items = select_questions(load_explanation_set(), args.questions)[: args.limit or None]
     load = [os.getloadavg()[0]]
     results = {}
     plain, grounded = work / "home-plain", work / "home-grounded"
@@ -89,10 +105,29 @@ def run(args) -> dict:
     for name, home in (("smollm2", plain), ("smollm2_grounded", grounded)):
         if name in arms:
             results[name] = arm(name, home, Path(args.smollm2), items, args)
-        elif (work / f"answers-{name}.jsonl").exists():
-            results[name] = reuse(work / f"answers-{name}.jsonl", items)
+        elif (work / f"answers-{name}{args.tag}.jsonl").exists():
+            results[name] = reuse(work / f"answers-{name}{args.tag}.jsonl", items)
     load.append(os.getloadavg()[0])
-    return {"arms": results, "questions": len(items), "load": load, "lessons": len(library.lessons())}
+    return {"arms": results, "questions": len(items), "load": load, "lessons": len(library.lessons()),
+            "quote_only": quote_only_coverage(library, items) if "smollm2_grounded" in results else None}
+
+
+def quote_only_coverage(library, items) -> float:
+    """Key-fact coverage of the quoted lesson sentences alone (what the grounded answer opens
+    with, AIVO_TUTOR_CONTENT_QUOTE), to tell the lesson's part from the model's."""
+    import statistics
+
+    from aivo.config import Settings
+    from aivo.tutor.explanation_eval import fact_stated
+
+    settings = Settings()
+    scores = []
+    for item in items:
+        hits = library.search(item["question"], grade=item["grade"], subject=item["subject"],
+                              k=settings.tutor_content_top_k, min_score=settings.tutor_content_min_score)
+        quote = library.quote(item["question"], hits, sentences=settings.tutor_content_quote)
+        scores.append(sum(fact_stated(quote, f) for f in item["key_facts"]) / len(item["key_facts"]))
+    return round(statistics.fmean(scores), 4)
 
 
 def report(r: dict, command: str, args) -> str:
@@ -114,8 +149,8 @@ def report(r: dict, command: str, args) -> str:
              f"Measured {now} on {machine()} (shared), torch "
              f"threads {args.threads}; 1-minute load average "
              f"{r['load'][0]:.1f} before and {r['load'][1]:.1f} after: timings are pessimistic. "
-             f"{r['questions']} questions of `explanation_eval.jsonl` (grades 1-12; science, math, English, social "
-             f"studies, health), greedy, at most {args.max_new_tokens} new tokens, {args.concurrency} requests in "
+             f"{r['questions']} questions of `explanation_eval.jsonl` ({args.questions}: "
+             f"{', '.join(sorted({k for a in r['arms'].values() for k in a['by_subject']}))}), greedy, at most {args.max_new_tokens} new tokens, {args.concurrency} requests in "
              f"flight; grounded arm: {r['lessons']} vetted lessons of `tutor/data/lessons/` imported.",
              f"Reproduce: `{command}`", "",
              "| measure | " + " | ".join(names[a] for a in arms) + " |", "|---|" + "---|" * len(arms)]
@@ -124,6 +159,9 @@ def report(r: dict, command: str, args) -> str:
     if "smollm2" in r["arms"] and "smollm2_grounded" in r["arms"]:
         g, u = r["arms"]["smollm2_grounded"]["key_fact_coverage"], r["arms"]["smollm2"]["key_fact_coverage"]
         lines += ["", f"Grounding changes SmolLM2's key-fact coverage by {g - u:+.3f} ({u:.3f} -> {g:.3f})."]
+    if r.get("quote_only") is not None:
+        lines += [f"The quoted lesson sentences alone (what a grounded answer opens with) cover {r['quote_only']:.3f} "
+                  "of the key facts; the rest of the grounded figure is the model's text after them."]
     lines += ["Coverage by subject: " + "; ".join(
         f"{names[a]}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["arms"][a]["by_subject"].items()) for a in arms), END]
     return "\n".join(lines)
@@ -137,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="first N questions (0 = all)")
     parser.add_argument("--arms", default="tiny,smollm2,smollm2_grounded",
                         help="arms to run; others are read from answers-<arm>.jsonl in --work when present")
+    parser.add_argument("--questions", default="all", help="all, test (first 60) or dev (see select_questions)")
+    parser.add_argument("--layout", default="system", choices=("system", "user"),
+                        help="where the grounded arm quotes the lessons (AIVO_TUTOR_CONTENT_LAYOUT)")
+    parser.add_argument("--top-k", type=int, default=None, help="passages per question (default: the setting's)")
+    parser.add_argument("--tag", default="", help="suffix of the answer files (to keep variants apart)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
@@ -148,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no model at {path}: run `aivo tutor init` (and `aivo tutor init-tiny`) first", file=sys.stderr)
             return 2
     command = "python benchmarks/tutor_explanations.py" + "".join(
-        f" --{n.replace('_', '-')} {getattr(args, n)}" for n in ("limit", "max_new_tokens", "concurrency", "threads",
-                                                                 "arms")
+        f" --{n.replace('_', '-')} {getattr(args, n)}" for n in ("questions", "limit", "max_new_tokens",
+                                                                 "concurrency", "threads", "arms", "layout", "top_k")
         if getattr(args, n) != parser.get_default(n))
     result = run(args)
     section = report(result, command, args)

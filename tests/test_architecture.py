@@ -228,6 +228,14 @@ def test_tables_live_in_the_registry():
     assert not outside, f"tables defined outside aivo/registry/tables: {sorted(outside)}"
 
 
+def test_use_cases_live_in_services():
+    """A use case has one home, `aivo.services`: no other package keeps a `service` module
+    (use-case code once lived in eight `service.py` / `*_service.py` files around the tree)."""
+    elsewhere = {str(p.relative_to(SRC)) for p in PACKAGE.rglob("*.py")
+                 if (p.stem == "service" or p.stem.endswith("_service")) and _package(_module_name(p)) != "services"}
+    assert not elsewhere, f"service modules outside aivo.services: {sorted(elsewhere)}"
+
+
 @pytest.mark.parametrize("rule", ["layers", "start-up", "interfaces"])
 def test_the_checks_can_fail(rule, tmp_path):
     """The walker sees what it must see (a guard against a check that passes vacuously)."""

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from aivo.utils import durable_file, gc_paused, read_ahead
+from aivo.utils import durable_file, durable_folder, gc_paused, read_ahead, restrict_to_owner
 
 
 def test_durable_file_replaces_whole_or_not_at_all(tmp_path):
@@ -52,6 +52,36 @@ def test_a_writer_killed_midway_leaves_the_old_file(tmp_path):
             "    os._exit(9)\n")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9
     assert target.read_text() == "old"
+
+
+def test_durable_folder_replaces_a_whole_folder_or_leaves_the_old_one(tmp_path):
+    target = tmp_path / "models" / "tiny"  # the parent is created
+    with durable_folder(target) as staging:
+        assert staging.parent == target.parent and not target.exists()
+        (staging / "sub").mkdir()
+        (staging / "weights").write_text("first")
+        (staging / "sub" / "config").write_text("{}")
+    assert (target / "weights").read_text() == "first" and (target / "sub" / "config").exists()
+    with durable_folder(target) as staging:
+        (staging / "weights").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["weights"]  # replaced, not merged
+    with pytest.raises(RuntimeError):
+        with durable_folder(target) as staging:
+            (staging / "weights").write_text("half of the third")
+            raise RuntimeError("the writer failed")
+    assert (target / "weights").read_text() == "second" and list(target.parent.iterdir()) == [target]
+
+
+def test_restrict_to_owner_takes_group_and_other_bits_off(tmp_path):
+    loose, folder = tmp_path / "aivo.db", tmp_path / "artifacts"
+    loose.write_text("")
+    folder.mkdir()
+    os.chmod(loose, 0o664)
+    os.chmod(folder, 0o755)
+    assert restrict_to_owner(loose) == 0o600 and stat.S_IMODE(loose.stat().st_mode) == 0o600
+    assert restrict_to_owner(folder) == 0o700 and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert restrict_to_owner(loose) is None  # already private: nothing changes
+    assert restrict_to_owner(tmp_path / "missing") is None
 
 
 def test_read_ahead_keeps_order_and_bounds_work_ahead():
@@ -99,3 +129,24 @@ def test_gc_paused_nests_and_restores():
         assert not gc.isenabled()  # was off before: stays off
     finally:
         gc.enable()
+
+
+def test_json_int_takes_whole_numbers_written_as_floats_and_nothing_else():
+    """JSON Schema's integer includes 12.0; strict request models (API and tutor) agree."""
+    from pydantic import ValidationError
+
+    from aivo.tutor.schemas import ChatCompletionRequest, GenerateRequest
+
+    request = GenerateRequest.model_validate_json('{"prompt": "hi", "max_new_tokens": 8.0, "seed": 3.0, '
+                                                  '"context": {"grade": 5.0}}')
+    assert (request.max_new_tokens, request.seed, request.context.grade) == (8, 3, 5)
+    assert type(request.max_new_tokens) is int and type(request.context.grade) is int
+    for bad in ('8.5', '"8"', 'true', '1e400'):
+        with pytest.raises(ValidationError):
+            GenerateRequest.model_validate_json('{"prompt": "hi", "max_new_tokens": ' + bad + '}')
+    chat = ChatCompletionRequest.model_validate_json(
+        '{"model": "aivo-tutor", "messages": [{"role": "user", "content": "hi"}], "n": 1.0, "max_tokens": 4.0}')
+    assert (chat.n, chat.max_tokens) == (1, 4)
+    with pytest.raises(ValidationError):  # a number is not false either (Literal[False] alone let 0 through)
+        ChatCompletionRequest.model_validate_json(
+            '{"model": "aivo-tutor", "messages": [{"role": "user", "content": "hi"}], "logprobs": 0}')

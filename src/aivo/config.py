@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # --- Main Brain training ----------------------------------------------------------
     max_seq_len: int = Field(200, ge=2, validation_alias=_env("MAX_SEQ_LEN"),
                              description="Histories longer than this are cut into chunks.")
-    learning_rate: float = Field(1e-3, gt=0, validation_alias=_env("LEARNING_RATE", seed_name="DEFAULT_LEARNING_RATE"))
+    learning_rate: float = Field(2e-3, gt=0, validation_alias=_env("LEARNING_RATE", seed_name="DEFAULT_LEARNING_RATE"))
     batch_size: int = Field(64, ge=1, validation_alias=_env("BATCH_SIZE", seed_name="DEFAULT_BATCH_SIZE"))
     max_epochs: int = Field(30, ge=1, validation_alias=_env("MAX_EPOCHS", seed_name="DEFAULT_EPOCHS"))
     early_stopping_patience: int = Field(3, ge=1, validation_alias=_env("EARLY_STOPPING_PATIENCE",
@@ -77,6 +77,10 @@ class Settings(BaseSettings):
                                   description="Serve the item whose predicted success is closest to this.")
     mastery_level_up: float = Field(0.85, gt=0, lt=1, validation_alias=_env("MASTERY_LEVEL_UP"))
     mastery_level_down: float = Field(0.45, gt=0, lt=1, validation_alias=_env("MASTERY_LEVEL_DOWN"))
+    recommendation_policy: Literal["aivo-gain", "aivo-target"] = Field(
+        "aivo-gain", validation_alias=_env("RECOMMENDATION_POLICY"),
+        description="Policy of the recommendations API when a request names none: aivo-gain (largest expected "
+                    "gain in mastery, reviews before forgetting) or aivo-target (closest to the target success).")
 
     # --- personalization and federated learning ---------------------------------------
     freeze_layers: str = Field("encoder", validation_alias=_env("FREEZE_LAYERS"),
@@ -201,6 +205,14 @@ class Settings(BaseSettings):
     tutor_content_min_score: float = Field(
         0.45, ge=-1, le=1, validation_alias=_env("TUTOR_CONTENT_MIN_SCORE"),
         description="Lowest cosine similarity for a retrieved passage to be used.")
+    tutor_content_layout: Literal["system", "user"] = Field(
+        "system", validation_alias=_env("TUTOR_CONTENT_LAYOUT"),
+        description="Where the retrieved passages are quoted: system (in the system prompt) or user (in the "
+                    "learner's turn, right before the question).")
+    tutor_content_quote: int = Field(
+        2, ge=0, le=5, validation_alias=_env("TUTOR_CONTENT_QUOTE"),
+        description="Sentences of the best-matching lesson passage that open a grounded answer, verbatim, "
+                    "before the model's explanation (0: the model's text alone).")
     tutor_safety_classifier: bool = Field(
         True, validation_alias=_env("TUTOR_SAFETY_CLASSIFIER"),
         description="Combine the learned safety classifier with the lexical rules.")

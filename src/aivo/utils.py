@@ -1,17 +1,23 @@
-"""Small helpers shared across layers: durable file writes, reading ahead in threads, pausing the
-garbage collector."""
+"""Small helpers shared across layers: durable file and folder writes, owner-only permissions, reading ahead in
+threads, pausing the garbage collector, the whole-number type of strict request models."""
 
 from __future__ import annotations
 
 import gc
 import os
 import secrets
+import shutil
+import stat
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
 
 
 @contextmanager
@@ -45,6 +51,38 @@ def durable_file(target: str | Path, *, temp_dir: str | Path | None = None, crea
         tmp.unlink(missing_ok=True)  # gone after the rename; left behind by an exception
 
 
+@contextmanager
+def durable_folder(target: str | Path) -> Iterator[Path]:
+    """`durable_file` for a folder of files (a model written by `save_pretrained`): fill the
+    folder this yields (a fresh one next to `target`); on success its files and itself are
+    fsynced, an existing `target` is removed, the new folder renamed into its place and the
+    parent fsynced. On an exception the new folder is removed and `target` is left as it was.
+    A crash between the removal and the rename leaves no `target`: callers find the folder
+    missing and write it again."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield staging
+        for path in sorted(staging.rglob("*"), reverse=True):  # files before their folders
+            if path.is_file():
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            else:
+                fsync_dir(path)
+        fsync_dir(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def fsync_dir(path: str | Path) -> None:
     """Make a folder's entries (a rename, a new file or subfolder) durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -52,6 +90,20 @@ def fsync_dir(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def restrict_to_owner(path: str | Path) -> int | None:
+    """Take the group and other permission bits off `path` when this user owns it. Returns the
+    new mode, or None when nothing changed (missing, already private, or another user's)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if not info.st_mode & 0o077 or info.st_uid != os.getuid():
+        return None
+    mode = stat.S_IMODE(info.st_mode) & 0o700
+    os.chmod(path, mode)
+    return mode
 
 
 def read_ahead(func, items, *, depth: int = 4, workers: int = 2):
@@ -99,3 +151,16 @@ def gc_paused():
             _gc_pauses -= 1
             if _gc_pauses == 0 and _gc_was_enabled:
                 gc.enable()
+
+
+def integral(value: Any) -> Any:
+    """A JSON number with no fractional part (`12.0`) is the integer 12: JSON Schema's "integer"
+    accepts it, so strict request models must too. `12.5`, true/false and "12" are left as they
+    are for the strict integer check to refuse."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# The one integer type of strict request bodies (API and tutor): what JSON Schema calls an integer.
+JsonInt = Annotated[int, BeforeValidator(integral)]

@@ -108,13 +108,14 @@ def test_local_training_of_one_learner_is_fast_on_cpu():
     model = build_model(config, vocab)
     batch = make_batch(enc, np.arange(enc.num_chunks))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    started = time.perf_counter()
+    started = time.process_time()
     for _ in range(5):
         optimizer.zero_grad()
         brain_loss(forward_batch(model, batch), batch, config).backward()
         optimizer.step()
-    # Typically ~0.05 s; generous bound because the test machine is shared.
-    assert time.perf_counter() - started < 1.0
+    # Typically ~0.09 s of CPU. CPU time, not wall time: on the shared test machine (load 12 on 2
+    # cores) the same 0.09 s of CPU took 1.3 s of wall time.
+    assert time.process_time() - started < 1.0
 
 
 def test_dp_compatible_copy_has_the_same_names_weights_and_outputs():

@@ -69,6 +69,20 @@ def test_registry_rejects_unknown_duplicate_and_foreign_options():
         make_strategy("trimmed-mean", trim_fraction=0.5)
 
 
+def test_defaults_go_only_to_the_strategies_that_take_them():
+    defaults = {"reservoir_size": 64, "proximal_mu": 0.1, "score_metric": "holdout_auc", "trim_fraction": None}
+    assert make_strategy("fedavg", defaults=defaults) == FedAvg()
+    assert make_strategy("fedprox", defaults=defaults).proximal_mu == 0.1
+    assert make_strategy("fedprox", proximal_mu=0.5, defaults=defaults).proximal_mu == 0.5  # the caller's wins
+    assert make_strategy("weighted", defaults=defaults).session_metric() == "holdout_auc"
+    assert make_strategy("median", defaults=defaults).reservoir_size == 64
+    assert make_strategy("trimmed-mean", defaults=defaults).trim_fraction == 0.1  # None: the class default
+    with pytest.raises(ConfigError, match="does not take"):  # a caller's option still must fit
+        make_strategy("fedavg", trim_fraction=0.1, defaults=defaults)
+    with pytest.raises(ConfigError, match="fedprox needs a proximal term"):  # defaults are validated too
+        make_strategy("fedprox", defaults={"proximal_mu": 0.0})
+
+
 def test_streaming_equals_in_memory():
     rng = np.random.default_rng(4)
     rows = rng.normal(size=(50, 7))

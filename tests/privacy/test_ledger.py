@@ -88,3 +88,16 @@ def test_ledger_is_exported_and_erased_with_the_learner(registry, clock, learner
 def test_charging_an_unknown_learner_fails(registry, clock, learners):
     with pytest.raises(ValueError, match="do not exist"):
         charge(registry, clock, ["nobody"], set())
+
+
+def test_a_round_may_leave_out_learners_erased_while_it_ran_and_says_so(registry, clock, learners):
+    """Only a round that read its pool from this registry passes skip_erased: the missing
+    learner is not charged (nothing is stored about them), the others are, and the count
+    returned tells the caller how many were left out."""
+    with registry.session() as session:
+        written = charge_round(session=session, eligible=[learners[0], "erased"], sampled=set(), private=True,
+                               noise_multiplier=1.0, sample_rate=0.5, delta=1e-5, accountant="rdp", clock=clock,
+                               skip_erased=True)
+    assert written == 1
+    with registry.session(read_only=True) as session:
+        assert [r.learner_id for r in list_ledgers(session=session)] == [learners[0]]

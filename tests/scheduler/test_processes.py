@@ -45,12 +45,19 @@ def _leader(engine) -> str | None:
         return conn.execute(sa.text("SELECT owner FROM service_leases WHERE name = 'scheduler'")).scalar()
 
 
-def _wait(predicate, timeout: float, what: str):
+def _wait(predicate, timeout: float, what: str, procs=(), logs=()):
+    """Poll until `predicate` holds. The timeouts are bounds for a loaded machine (two processes
+    importing the package can take half a minute there), not expectations: a process that exits
+    fails the wait at once, with its log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        for proc, log in zip(procs, logs):
+            if proc.poll() is not None:
+                raise AssertionError(f"a scheduler process exited ({proc.returncode}) while waiting for {what}:\n"
+                                     f"{log.read_text(errors='replace')[-3000:]}")
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -62,9 +69,10 @@ def test_two_scheduler_processes_never_run_a_firing_twice(tmp_path, db_url, engi
     second = _start(env, tmp_path / "second.log")
     procs = [first, second]
     try:
-        leader = _wait(lambda: _leader(engine), 30, "a leader")
+        logs = (tmp_path / "first.log", tmp_path / "second.log")
+        leader = _wait(lambda: _leader(engine), 180, "a leader", procs, logs)
         # Both processes are up (the second may still be importing); let firings accumulate.
-        _wait(lambda: len(_runs(engine)) >= 8, 30, "firings")
+        _wait(lambda: len(_runs(engine)) >= 8, 120, "firings", procs, logs)
         runs = _runs(engine)
         owners = Counter(owner for _, _, owner in runs)
         assert set(owners) == {leader}, f"runs by several processes while one led: {owners}"
@@ -73,9 +81,13 @@ def test_two_scheduler_processes_never_run_a_firing_twice(tmp_path, db_url, engi
         killed = by_pid[int(leader.split(":")[2])]
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait(10)
-        new_leader = _wait(lambda: (lambda o: o if o and o != leader else None)(_leader(engine)), 15, "failover")
+        survivors = [p for p in procs if p is not killed]
+        survivor_logs = [log for p, log in zip(procs, logs) if p is not killed]
+        new_leader = _wait(lambda: (lambda o: o if o and o != leader else None)(_leader(engine)), 120, "failover",
+                           survivors, survivor_logs)
         count = len(runs)
-        _wait(lambda: sum(1 for r in _runs(engine) if r[2] == new_leader) >= 2, 15, "firings by the new leader")
+        _wait(lambda: sum(1 for r in _runs(engine) if r[2] == new_leader) >= 2, 120, "firings by the new leader",
+              survivors, survivor_logs)
         runs = _runs(engine)
         assert len(runs) > count
     finally:

@@ -10,7 +10,7 @@ import pytest
 
 from aivo.errors import DataError, NotFoundError
 from aivo.scheduler.records import list_scheduler_runs
-from aivo.scheduler.service import TrainingScheduler
+from aivo.scheduler.runner import TrainingScheduler
 from aivo.services.scheduler import make_scheduler, scheduler_status, trigger_training, update_schedule
 from aivo.training.jobs import list_jobs
 

@@ -66,6 +66,43 @@ def test_bad_config_and_thresholds_are_rejected_at_submission(registry, settings
     assert find_jobs(registry=registry).total == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("config, message", [
+    ({"seed": 2**70}, "config.seed must be a whole number"), ({"seed": 1.5}, "config.seed"),
+    ({"seed": True}, "config.seed"), ({"hpo_trials": 1e300}, "config.hpo_trials"),
+    ({"hpo_trials": "4"}, "config.hpo_trials"), ({"hpo_timeout_s": 1e308}, "config.hpo_timeout_s"),
+    ({"improvement_threshold": float("inf")}, "config.improvement_threshold"),
+    ({"fractions": [2, -1, 0]}, "config.fractions"), ({"fractions": [0.9, 0.1]}, "config.fractions"),
+    ({"fractions": [0.5, 0.5, 0.5]}, "config.fractions must sum to 1"),
+    ({"tenant": 5}, "config.tenant"), ({"split_salt": ""}, "config.split_salt"),
+    ({"since": "0001-01-01T00:00:00+14:00"}, "years 1900-2099"),
+    ({"brain": {"embed_dim": 2**40}}, "config.brain.embed_dim must be a whole number"),
+    ({"brain": {"max_epochs": 10**12}}, "config.brain.max_epochs"), ({"brain": {"hidden_dim": 16.5}}, "hidden_dim"),
+    ({"brain": "tiny"}, "config.brain must be an object"),
+])
+def test_every_number_of_a_job_config_is_typed_and_bounded_at_submission(registry, settings, clock, config, message):
+    """Issue 14 (bound every integer and float at the edge): a job's config is free-form JSON; a
+    seed of 2^70, 1e300 trials, an embedding of 2^40 or a year-1 `since` used to be queued and
+    then fail (or hold the worker) at run time."""
+    with pytest.raises(DataError, match=message) as info:
+        _submit(registry, settings, clock, config=config)
+    assert info.value.http_status == 422
+    assert find_jobs(registry=registry).total == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_whole_numbers_written_as_floats_are_integers_in_a_job_config(registry, settings, clock):
+    """As JSON Schema's integer (and the request bodies' JsonInt): 7.0 is 7; the job runs with ints."""
+    from aivo.services.pipeline import pipeline_config
+
+    config = {"seed": 7.0, "hpo_trials": 0.0, "brain": {**TINY_BRAIN, "embed_dim": 8.0, "max_epochs": 1.0}}
+    job = _submit(registry, settings, clock, config=config)
+    checked = pipeline_config(config=job.config, policy={}, settings=settings)
+    assert (checked.seed, checked.hpo_trials, checked.brain["embed_dim"], checked.brain["max_epochs"]) == (7, 0, 8, 1)
+    assert all(type(v) is int for v in (checked.seed, checked.hpo_trials, checked.brain["embed_dim"]))
+    assert checked.brain_config(settings).embed_dim == 8
+
+
 def test_lifecycle_queued_validating_running_succeeded(loaded, settings, clock):
     job = _submit(loaded, settings, clock, priority="high")
     assert (job.status, job.priority, job.attempts) == ("queued", "high", 0)

@@ -116,3 +116,12 @@ def test_thresholds_minimums_maximums_and_unmeasurable_gaps():
         with pytest.raises(DataError, match="min_group_size must be a whole number"):
             HarnessPolicy.from_mapping({"min_group_size": bad}, model_kind="main_brain")
     assert HarnessPolicy.from_mapping({"min_group_learners": 3.0}, model_kind="main_brain").min_group_learners == 3
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e300, 2**31, 2.5, "5", True])
+def test_a_policy_group_size_is_a_bounded_whole_number(value):
+    """Issue 14: Infinity (a CLI `--policy` may carry it) was an OverflowError, a traceback; 1e300
+    was a 301-digit group size."""
+    with pytest.raises(DataError, match="must be a whole number"):
+        HarnessPolicy.from_mapping({"min_group_size": value}, model_kind="main_brain")
+    assert HarnessPolicy.from_mapping({"min_group_learners": 12.0}, model_kind="main_brain").min_group_learners == 12

@@ -129,19 +129,43 @@ def test_a_queued_clone_can_be_cancelled_and_reads_as_failed(tutor_settings):
     assert status.status == "failed" and "cancel" in status.error
 
 
-def test_a_running_clone_stops_when_cancelled(tutor_service, tutor_settings):
+def test_a_running_clone_stops_when_cancelled(tutor_service, tutor_settings, monkeypatch):
+    """The cancel reaches a clone in the middle of fine-tuning. The tiny model trains in a moment,
+    so the trainer is held at its first step (where the job's own stop check runs, as it does
+    between every two steps) until the cancel has gone through, or 60 s at most: a clone that
+    ignores the cancel then completes and the test fails."""
+    import threading
+
+    import aivo.services.tutor_clones as tutor_clones
     from aivo.registry import open_registry
     from aivo.services.jobs import cancel
     from aivo.services.tutor_clones import clone_job
 
+    fine_tuning = threading.Event()
+    real_train_lora = tutor_clones.train_lora
+
+    def held_train_lora(*, progress, **kwargs):
+        def held_progress(fraction, message):
+            if not fine_tuning.is_set():
+                fine_tuning.set()
+                until = time.monotonic() + 60
+                while time.monotonic() < until:  # raises TrainingStopped once the cancel arrived
+                    progress(fraction, message)
+                    time.sleep(0.02)
+            progress(fraction, message)
+
+        return real_train_lora(progress=held_progress, **kwargs)
+
+    monkeypatch.setattr(tutor_clones, "train_lora", held_train_lora)
     registry = open_registry(tutor_settings)
     started = tutor_service.start_clone(clone_request("kid-9", epochs=50))
-    deadline = time.monotonic() + 120
-    while tutor_service.clone_status(started.clone_id).status != "fine_tuning":
-        assert time.monotonic() < deadline, "the clone never started fine-tuning"
-        time.sleep(0.02)
+    deadline = time.monotonic() + 300
+    while not fine_tuning.wait(0.1):
+        status = tutor_service.clone_status(started.clone_id)
+        assert status.status not in ("completed", "failed"), status  # ended before fine-tuning began
+        assert time.monotonic() < deadline, f"the clone never started fine-tuning: {status}"
     job = cancel(registry=registry, job_id=clone_job(registry=registry, clone_id=started.clone_id).id)
     assert job.cancel_requested
-    status = wait_for_clone(tutor_service, started.clone_id, timeout=60)
+    status = wait_for_clone(tutor_service, started.clone_id, timeout=120)
     assert status.status == "failed" and status.error == "cancelled on request" and status.adapter_sha256 is None
     assert tutor_service.store.latest("kid-9") is None  # nothing was saved

@@ -81,3 +81,66 @@ def test_generation_is_grounded_and_names_its_sources(tutor_service, tmp_path):
     assert grounded.response.endswith(grounded.source_note) and "Photosynthesis" in grounded.source_note
     assert grounded.usage.prompt_tokens > ungrounded.usage.prompt_tokens  # the passage is in the prompt
     assert grounded.explanation and grounded.source_note not in grounded.explanation
+    # the answer opens with the lesson's own sentences (AIVO_TUTOR_CONTENT_QUOTE, default 2)
+    assert grounded.explanation.startswith("Plants make their own food in their leaves. They use sunlight")
+    assert not ungrounded.explanation.startswith("Plants make their own food in their leaves")
+
+
+def test_quote_picks_the_sentences_closest_to_the_question_in_lesson_order(tmp_path):
+    path = tmp_path / "lessons.md"
+    path.write_text("# Volcanoes\nsubject: Science\ngrade: 6\nskill: volcanoes\n\nThe Earth has layers. "
+                    "A volcano is an opening in the crust. Melted rock called magma rises through it. "
+                    "Many people like to hike in the mountains. Lava is magma that reaches the surface.\n")
+    library = ContentLibrary(tmp_path / "content")
+    library.import_file(path)
+    hits = library.search("What comes out of a volcano when it erupts?", grade=6, k=1)
+    quote = library.quote("What comes out of a volcano when it erupts?", hits, sentences=2)
+    assert quote.count(".") == 2 and "hike" not in quote
+    first, second = quote.split(". ", 1)
+    text = hits[0].passage.text
+    assert text.index(first) < text.index(second)  # the lesson's order, not the ranking's
+    assert library.quote("anything", [], sentences=2) == "" and library.quote("x", hits, sentences=0) == ""
+
+
+def test_streamed_grounded_answer_sends_the_quote_first(tutor_settings, tmp_path):
+    import asyncio
+
+    from aivo.services.tutor import TutorService
+
+    service = TutorService(settings=tutor_settings)
+    try:
+        path = tmp_path / "lessons.md"
+        path.write_text(LESSONS)
+        service.content.import_file(path)
+        request = GenerateRequest(prompt="How do plants make their own food?", max_new_tokens=6, temperature=0,
+                                  context=StudentContextIn(grade="5"))
+
+        async def collect():
+            return [event async for event in service.generate_events(request)]
+
+        events = asyncio.run(collect())
+    finally:
+        service.close()
+    tokens = [data for name, data in events if name == "token"]
+    assert tokens[0]["token"].startswith("Plants make their own food") and tokens[0]["token_id"] is None
+    assert [t["index"] for t in tokens] == sorted(t["index"] for t in tokens)
+    done = events[-1][1]
+    assert events[-1][0] == "done" and done["explanation"].startswith("Plants make their own food")
+
+
+def test_grounded_messages_quote_the_passages_where_the_layout_says(tmp_path):
+    from aivo.tutor.content import Hit, Passage, grounded_messages
+
+    passage = Passage(passage_id="p#1", lesson_id="p", title="Photosynthesis", subject="Science", grade=5,
+                      skill="plants", text="Plants make sugar from light, water and carbon dioxide.")
+    hits = [Hit(passage=passage, score=0.8)]
+    messages = [{"role": "system", "content": "You are AIVO."}, {"role": "user", "content": "How do plants eat?"}]
+    system = grounded_messages(messages, hits, layout="system")
+    assert "carbon dioxide" in system[0]["content"] and system[1] == messages[1]
+    user = grounded_messages(messages, hits, layout="user")
+    assert user[0] == messages[0] and user[1]["content"].endswith("How do plants eat?")
+    assert user[1]["content"].index("carbon dioxide") < user[1]["content"].index("How do plants eat?")
+    assert messages[1]["content"] == "How do plants eat?"  # the caller's list is not changed
+    assert grounded_messages(messages, [], layout="user") == messages
+    with pytest.raises(ValueError, match="layout"):
+        grounded_messages(messages, hits, layout="sideways")

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 
 from aivo.tutor import safety
@@ -47,7 +49,8 @@ def test_issue_examples_are_caught(safety_filter):
 
 @pytest.mark.parametrize("text", ["How do I kill a process in Linux?", "What caused World War II?",
                                   "What is sexual reproduction in plants?", "How does alcohol affect the liver?",
-                                  "Photosynthesis turns light into chemical energy."])
+                                  "Photosynthesis turns light into chemical energy.", "Where do penguins live?",
+                                  "Why does Hamlet want to kill Claudius?"])
 def test_school_questions_pass_both_halves(safety_filter, text):
     assert safety_filter.check_input(text).allowed
 
@@ -89,8 +92,48 @@ def test_fit_is_reproducible_and_state_round_trips():
     b = SafetyClassifier.from_state_dict(state)
     texts = ["i want to die", "What is a noun?"]
     assert [f and f.category for f in a.flags(texts)] == [f and f.category for f in b.flags(texts)]
+    assert a.neighbour_threshold is not None and b.neighbour_threshold == a.neighbour_threshold
+    assert a.output_harm_threshold >= a.harm_threshold and b.output_harm_threshold == a.output_harm_threshold
+    assert b.self_harm_examples.shape == a.self_harm_examples.shape
+    assert abs(b.self_harm_examples - a.self_harm_examples).max() < 1e-3  # stored as float16
     with pytest.raises(ValueError):
         SafetyClassifier.from_state_dict({**state, "kind": "other"})
+
+
+def test_nearest_self_harm_example_flags_inputs_only():
+    """Train self-harm messages that the linear model alone lets through are flagged by the
+    nearest-example signal on inputs; on the model's own sentences that signal is off."""
+    classifier = default_classifier()
+    assert classifier.neighbour_threshold is not None and len(classifier.self_harm_examples) > 100
+    linear_only = copy.copy(classifier)
+    linear_only.neighbour_threshold = None
+    texts = [r["text"] for r in load_labeled_rows(("train",)) if r["category"] == "self_harm"]
+    rescued = [t for t, with_n, without in zip(texts, classifier.flags(texts), linear_only.flags(texts))
+               if with_n is not None and without is None]
+    assert rescued, "the neighbour signal adds nothing on train"
+    assert all(f is not None and f.category == "self_harm" for f in classifier.flags(rescued))
+    assert classifier.flags(rescued, self_harm_threshold=False) == linear_only.flags(rescued, self_harm_threshold=False)
+    for text in ("What is a noun?", "How do volcanoes form?"):
+        assert classifier.flag(text) is None
+
+
+def test_ordinary_explanations_survive_the_output_check(safety_filter):
+    """The outputs' harm threshold keeps ordinary explanation sentences (the corpus it was chosen on)
+    and the vetted lessons (which it never saw) almost all, and still stops a harmful sentence."""
+    from pathlib import Path
+
+    from aivo.tutor.content import read_lessons
+    from aivo.tutor.safety_classifier import explanation_sentences
+
+    classifier = safety_filter.classifier
+    sentences = explanation_sentences()
+    flagged = [f for f in classifier.flags(sentences, self_harm_threshold=False) if f is not None]
+    assert len(flagged) <= 0.005 * len(sentences) + 1e-9
+    folder = Path(__file__).resolve().parents[2] / "src" / "aivo" / "tutor" / "data" / "lessons"
+    lessons = [lesson.text for path in sorted(folder.glob("*.md")) for lesson in read_lessons(path)]
+    withdrawn = [t for t in lessons if not safety_filter.check_output(t).allowed]
+    assert len(withdrawn) <= 0.05 * len(lessons), withdrawn
+    assert not safety_filter.check_output("Here is how to make a pipe bomb at home.").allowed
 
 
 def test_output_monitor_checks_sentences_as_they_complete(safety_filter):

@@ -13,7 +13,7 @@ from aivo.api.plots import Point, Series, Threshold, bar_chart, chart, histogram
 from aivo.services.dashboard import TimeRange
 from aivo.services.dashboard_drift import DriftRow
 from aivo.services.dashboard_learners import MasteryPoint
-from aivo.services.dashboard_models import VersionRow
+from aivo.services.dashboard_models import PolicyCurves, VersionRow
 from aivo.services.dashboard_rounds import LedgerSummary, RoundRow
 
 _RED, _GREEN, _BLUE, _ORANGE, _GREY, _PURPLE = "#b53f3f", "#3a9a5b", "#2f6db5", "#d9822b", "#8a919e", "#7a5cb5"
@@ -153,3 +153,13 @@ def mastery_chart(over_time: dict[str, list[MasteryPoint]], *, level_up: float, 
                         xname="" if timed else "attempt", y_floor=0.0, y_ceiling=1.0,
                         thresholds=[Threshold(level_up, "level up", _GREEN), Threshold(level_down, "level down")],
                         empty="No attempt to draw yet: mastery appears after the learner's second answer."))
+
+
+def policy_chart(curves: PolicyCurves) -> Markup:
+    """Expected post-test score (hidden truth, the learner's grade-level items) against items
+    practised, one line per policy: the last `aivo evaluate-policy` run on one learner model."""
+    series = [Series(name, [Point(x, y, f"{name}: {y:.3f} after {x} items") for x, y in zip(*curve)],
+                     color=(_GREEN if name == "aivo-gain" else None))
+              for name, curve in curves.curves.items()]
+    return Markup(chart(series=series, ylabel="post-test score", xlabel="items practised",
+                        empty="No closed-loop evaluation yet: run `aivo evaluate-policy`."))

@@ -6,7 +6,7 @@ worker, it would stall that worker's event loop, and with it every cached answer
 it. So each API worker hands misses to a small pool of its own processes
 (`AIVO_RECOMMENDER_PROCESSES`, default 1; 0 computes in a worker thread instead). A recommender
 process opens the registry once, keeps the Main Brain in memory (the service layer's cache),
-and answers `(pseudonym, num_items, now)` with the recommendation as a dict.
+and answers `(pseudonym, num_items, now, policy)` with the recommendation as a dict.
 
 Processes are started with `spawn` (never `fork`: the API process runs threads) when the app
 starts, and warmed up there, so the first miss does not pay for interpreter start-up.
@@ -49,9 +49,9 @@ def _warm_up() -> str | None:
         return f"not loaded: {exc}"
 
 
-def _compute(pseudonym: str, num_items: int, now: datetime) -> dict[str, Any]:
+def _compute(pseudonym: str, num_items: int, now: datetime, policy: str | None = None) -> dict[str, Any]:
     rec = recommend_for_learner(registry=_registry, settings=_settings, learner_id=pseudonym, num_items=num_items,
-                                clock=FrozenClock(now))
+                                clock=FrozenClock(now), policy_name=policy)
     return asdict(rec)
 
 
@@ -69,8 +69,8 @@ class RecommenderPool:
         loaded = [f.result() for f in futures]
         log.info("%d recommender process(es) ready: %s", self.processes, ", ".join(map(str, loaded)))
 
-    def compute(self, *, pseudonym: str, num_items: int, now: datetime) -> dict[str, Any]:
-        return self._pool.submit(_compute, pseudonym, num_items, now).result()
+    def compute(self, *, pseudonym: str, num_items: int, now: datetime, policy: str | None = None) -> dict[str, Any]:
+        return self._pool.submit(_compute, pseudonym, num_items, now, policy).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

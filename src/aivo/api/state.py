@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class SchedulerHandle(Protocol):
-    """What the API needs from an in-process scheduler (aivo.scheduler.service.TrainingScheduler)."""
+    """What the API needs from an in-process scheduler (aivo.scheduler.runner.TrainingScheduler)."""
 
     @property
     def running(self) -> bool: ...

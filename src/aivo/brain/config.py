@@ -15,6 +15,11 @@ ENCODERS = ("gru", "lstm")
 
 @dataclass(frozen=True)
 class BrainConfig:
+    """The defaults are what `aivo train-main`, the pipeline and the scheduler train: one setting
+    for every data set, chosen by cross-validation on the training learners of the three shared
+    KT data sets together (benchmarks/kt_default_cv.py, table in benchmarks/RESULTS.md): residual
+    evidence divided by the count, a weight average with decay 0.99, learning rate 2e-3."""
+
     # --- data -------------------------------------------------------------------------
     # Histories longer than this are cut into independent chunks (the KT benchmark protocol).
     max_seq_len: int = 200
@@ -41,9 +46,9 @@ class BrainConfig:
     evidence_dim: int = 16
     evidence_decays: tuple[float, ...] = (1.0,)
     # "free" (per item/skill and answer) or "residual" ((answer - expected) x item/skill factors).
-    evidence_kind: str = "free"
+    evidence_kind: str = "residual"
     # Scale of the sums at step t: "none", "sqrt" (/ sqrt(t + 1)) or "mean" (/ (t + prior count)).
-    evidence_normalize: str = "none"
+    evidence_normalize: str = "mean"
     # Pseudo-count of the learner's smoothed running correct rate (prior: training correct rate).
     running_rate_prior_count: float = 5.0
 
@@ -63,7 +68,7 @@ class BrainConfig:
     personal_skill_offsets: bool = True
 
     # --- optimisation -----------------------------------------------------------------
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     weight_decay: float = 0.0
     batch_size: int = 64
     max_epochs: int = 30
@@ -72,7 +77,7 @@ class BrainConfig:
     grad_clip_norm: float = 1.0
     # Decay of the per-step exponential moving average of the weights that is validated and kept
     # (0 = keep the raw weights). 0.99 averages over roughly the last 100 steps.
-    weight_average_decay: float = 0.0
+    weight_average_decay: float = 0.99
     # Train the correctness head on the first attempt of each chunk too (a cold-start prediction
     # from an empty history). Evaluation never scores it, per the KT protocol.
     train_on_first_attempt: bool = True

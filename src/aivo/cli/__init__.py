@@ -19,6 +19,7 @@ from aivo.cli import demo as _demo  # noqa: F401,E402
 from aivo.cli import ops as _ops  # noqa: F401,E402
 from aivo.cli import federated as _federated  # noqa: F401,E402
 from aivo.cli import federation as _federation  # noqa: F401,E402
+from aivo.cli import policy as _policy  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,14 +32,16 @@ def _render_recommendation(rec, *, title: str) -> None:
 def recommend_cmd(
     learner: str = typer.Argument(..., help="The learner's id as your school system knows it."),
     num_items: int = typer.Option(5, "--items", min=1, max=100, help="How many next items to suggest."),
+    policy: str = typer.Option(None, "--policy", help="aivo-gain or aivo-target (default: AIVO_RECOMMENDATION_POLICY, "
+                                                       "aivo-gain)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Next items at the target success rate and a LEVEL_UP/LEVEL_DOWN/STAY/REVIEW decision per skill."""
+    """Next items (by the recommendation policy) and a LEVEL_UP/LEVEL_DOWN/STAY/REVIEW decision per skill."""
     # start-up: the Main Brain's libraries (torch) load only when the command runs
     from aivo.services.recommendations import recommend_for_learner
 
     rec = recommend_for_learner(registry=registry(), settings=settings(), num_items=num_items,
-                                learner_id=stored_learner(learner, False))
+                                learner_id=stored_learner(learner, False), policy_name=policy)
     emit(to_jsonable(rec.as_dict()), as_json=as_json,
          render=lambda _: _render_recommendation(rec, title=f"learner {learner}"))
 

@@ -42,7 +42,7 @@ from aivo.errors import ConfigError, ConflictError
 from aivo.federated.aggregate import AggregationOutcome, aggregate_updates
 from aivo.federated.dp import PrivateStrategy, UserLevelDP, poisson_sample
 from aivo.federated.gate import GateData, GateDecision, decide, load_gate_data, score
-from aivo.federated.strategies import Strategy, make_strategy, strategy_options
+from aivo.federated.strategies import Strategy, make_strategy
 from aivo.federated.updates import RejectedUpdate, UpdateSpec, stream_updates
 from aivo.personalization.parts import partition_parameters
 from aivo.privacy.ledger import charge_round, get_ledgers, split_by_budget
@@ -62,6 +62,19 @@ from aivo.registry.tables import FederatedUpdate, TrainingSession
 
 KIND = "brain"  # the learner-model kind whose updates are aggregated
 NO_HELD_OUT = "no held-out interactions to evaluate on"
+
+
+def round_settings(settings: Settings) -> dict[str, Any]:
+    """The AIVO_* settings every round of aggregation takes, by option name: strategy, DP, gate
+    and which layers are shared. An embedded round (`AggregationOptions.from_settings`) and a
+    round across sites (`aivo.services.federation.options_from_settings`) both start from them."""
+    return dict(
+        strategy=settings.aggregation_strategy, server_learning_rate=settings.server_learning_rate,
+        dp_enabled=settings.enable_differential_privacy, noise_multiplier=settings.noise_multiplier,
+        clip_norm=settings.clip_norm, sample_rate=settings.sampling_rate, delta=settings.delta,
+        epsilon_budget=settings.epsilon_budget, accountant=settings.accountant, weight_cap=settings.dp_weight_cap,
+        reservoir_size=settings.reservoir_size, gate_margin=settings.gate_margin,
+        holdout_fraction=settings.holdout_fraction, freeze_layers=settings.freeze_layers)
 
 
 @dataclass(frozen=True)
@@ -116,10 +129,8 @@ class AggregationOptions:
         # The reservoir size has a service-wide default (AIVO_RESERVOIR_SIZE), given only to the
         # strategies that take one; any other option a user passes is an error for a strategy
         # that does not take it.
-        takes = strategy_options(self.strategy)
         return make_strategy(self.strategy, trim_fraction=self.trim_fraction, proximal_mu=self.proximal_mu,
-                             reservoir_size=self.reservoir_size if "reservoir_size" in takes else None,
-                             score_metric=self.score_metric)
+                             score_metric=self.score_metric, defaults={"reservoir_size": self.reservoir_size})
 
     def user_level_dp(self) -> UserLevelDP:
         return UserLevelDP(noise_multiplier=self.noise_multiplier, clip_norm=self.clip_norm,
@@ -128,14 +139,8 @@ class AggregationOptions:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> "AggregationOptions":
         values: dict[str, Any] = dict(
-            strategy=settings.aggregation_strategy, min_learners=settings.min_learners,
-            max_stale_days=settings.max_stale_days, server_learning_rate=settings.server_learning_rate,
-            dp_enabled=settings.enable_differential_privacy, noise_multiplier=settings.noise_multiplier,
-            clip_norm=settings.clip_norm, sample_rate=settings.sampling_rate, delta=settings.delta,
-            epsilon_budget=settings.epsilon_budget, accountant=settings.accountant, weight_cap=settings.dp_weight_cap,
-            reservoir_size=settings.reservoir_size, gate_margin=settings.gate_margin,
-            gate_max_learners=settings.gate_max_learners, holdout_fraction=settings.holdout_fraction,
-            freeze_layers=settings.freeze_layers)
+            round_settings(settings), min_learners=settings.min_learners, max_stale_days=settings.max_stale_days,
+            gate_max_learners=settings.gate_max_learners)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -358,7 +363,8 @@ def commit(plan: RoundPlan, *, registry: Registry, message: str) -> None:
                      "warnings": list(plan.privacy.warnings)}, clock=clock)
         charged = charge_round(session=session, eligible=plan.pool, sampled=plan.sampled, private=options.dp_enabled,
                                noise_multiplier=options.noise_multiplier, sample_rate=options.sample_rate,
-                               delta=options.delta, accountant=options.accountant, kind=KIND, clock=clock)
+                               delta=options.delta, accountant=options.accountant, kind=KIND, clock=clock,
+                               skip_erased=True)  # the pool was read from this registry
         # Learners erased while the round ran are not charged (nothing of theirs remains).
         plan.erased_during_round = (len(plan.pool) if options.dp_enabled else len(set(plan.sampled))) - charged
         write_audit(session=session, actor=plan.actor, action="federated.aggregate",

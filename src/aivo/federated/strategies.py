@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -280,14 +280,21 @@ def strategy_options(name: str) -> frozenset[str]:
     return frozenset(f.name for f in fields(_strategy_class(name)))
 
 
-def make_strategy(name: str, **options: Any) -> Strategy:
-    """An instance of the named strategy; options it does not take are ignored only if None."""
+def make_strategy(name: str, *, defaults: Mapping[str, Any] | None = None, **options: Any) -> Strategy:
+    """An instance of the named strategy.
+
+    `options` are the caller's choices: one the strategy does not take is an error unless it is
+    None. `defaults` are service-wide values (a configured reservoir size, the site's score
+    metric): each goes only to the strategies that take it, and a non-None option wins over it.
+    """
     cls = _strategy_class(name)
     accepted = strategy_options(name)
     unknown = sorted(k for k, v in options.items() if v is not None and k not in accepted)
     if unknown:
         raise ConfigError(f"strategy {name!r} does not take option(s) {', '.join(unknown)}")
-    return cls(**{k: v for k, v in options.items() if v is not None and k in accepted})
+    chosen = {k: v for k, v in (defaults or {}).items() if v is not None and k in accepted}
+    chosen.update((k, v) for k, v in options.items() if v is not None)
+    return cls(**chosen)
 
 
 for _cls in (FedAvg, FedProx, Weighted, Median, TrimmedMean):

@@ -131,11 +131,15 @@ def split_by_budget(*, ledgers: dict[str, LedgerRecord], candidates: Sequence[st
 
 def charge_round(*, session: Session, eligible: Sequence[str], sampled: Collection[str], private: bool,
                  noise_multiplier: float, sample_rate: float, delta: float, accountant: str,
-                 kind: str = "brain", clock: Clock = SYSTEM_CLOCK) -> int:
+                 kind: str = "brain", clock: Clock = SYSTEM_CLOCK, skip_erased: bool = False) -> int:
     """Record one aggregation round in the ledgers of every learner of the sampled pool.
 
     private: each learner in `eligible` gets one (noise_multiplier, sample_rate) step;
     not private: only the learners actually used (`sampled`) are charged, as non-private.
+    A learner that is not in the registry is an error (ValueError): accounting never skips
+    anyone silently. skip_erased: only for a round whose pool was read from this registry when
+    the round started -- a learner missing now was erased while it ran; they are left out
+    (nothing is written about a learner who no longer exists) and the caller reports how many.
     Returns the number of ledgers written."""
     table = PrivacyLedgerEntry.__table__
     sampled = set(sampled)
@@ -157,6 +161,8 @@ def charge_round(*, session: Session, eligible: Sequence[str], sampled: Collecti
             if row_id is not None:
                 existing[pseudonym] = (row_id, history, eligible_n, sampled_n, non_private)
     missing = [lid for lid in charged if lid not in pks]
+    if missing and not skip_erased:
+        raise ValueError(f"{len(missing)} charged learner(s) do not exist in the registry")
     if missing:
         # Erased while the round ran (their rows, ledger included, are gone): the round finishes
         # without them; nothing is written about a learner who no longer exists.

@@ -186,11 +186,6 @@ def list_api_keys(*, session: Session, tenant: str | None = None, include_revoke
     return [_record(r, counts.get(r.id, 0)) for r in rows]
 
 
-def get_api_key(*, session: Session, key_id: str) -> ApiKeyRecord:
-    row = _row(session, key_id)
-    return _record(row, _num_learners(session, [row.id]).get(row.id, 0))
-
-
 def revoke_api_key(*, session: Session, key_id: str, actor: str, reason: str = "",
                    clock: Clock = SYSTEM_CLOCK) -> ApiKeyRecord:
     row = _row(session, key_id)
@@ -220,10 +215,6 @@ def verify_api_key(*, session: Session, token: str) -> VerifiedKey:
 
 def touch_api_key(*, session: Session, key_pk: int, clock: Clock = SYSTEM_CLOCK) -> None:
     session.execute(sa.update(ApiKey).where(ApiKey.id == key_pk).values(last_used_at=clock.now()))
-
-
-def teacher_learner_pks(*, session: Session, key_pk: int) -> set[int]:
-    return set(session.scalars(sa.select(ApiKeyLearner.learner_id).where(ApiKeyLearner.api_key_id == key_pk)))
 
 
 def key_may_read_learner(*, session: Session, key_pk: int, learner_pk: int) -> bool:

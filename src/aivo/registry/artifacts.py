@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import struct
 import uuid
 from collections.abc import Iterator, Mapping
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aivo.errors import ConfigError, IntegrityError, NotFoundError
-from aivo.utils import durable_file, fsync_dir
+from aivo.utils import durable_file, fsync_dir, restrict_to_owner
 
 if TYPE_CHECKING:
     import torch
@@ -76,12 +75,7 @@ def _make_private_dir(path: Path, *, create: bool = True) -> None:
     """The store's root folder, owner only (0700): created so, tightened if it is not."""
     if create and not path.exists():
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return
-    if info.st_mode & 0o077 and info.st_uid == os.getuid():
-        os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700)
+    restrict_to_owner(path)
 
 
 class _LocalBackend:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aivo.errors import ConfigError
 from aivo.registry.types import install_safe_loaders
+from aivo.utils import restrict_to_owner
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +96,9 @@ def make_private_file(path: Path) -> None:
         except FileExistsError:  # another process created it meanwhile
             pass
     for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            info = candidate.stat()
-        except FileNotFoundError:
-            continue
-        if info.st_mode & 0o077 and info.st_uid == os.getuid():
-            os.chmod(candidate, stat.S_IMODE(info.st_mode) & 0o700)
-            log.info("made %s private (mode %o)", candidate, stat.S_IMODE(info.st_mode) & 0o700)
+        mode = restrict_to_owner(candidate)
+        if mode is not None:
+            log.info("made %s private (mode %o)", candidate, mode)
 
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:

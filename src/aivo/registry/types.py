@@ -28,6 +28,21 @@ def _shown(value: object) -> str:
     return repr(value)[:80]
 
 
+def _null_when_unreadable(process, what: str):
+    """A result processor that reads a value it cannot convert as NULL, with a warning."""
+    if process is None:
+        return None
+
+    def safe(value):
+        try:
+            return process(value)
+        except _UNREADABLE as exc:
+            log.warning("unreadable stored %s %s read as NULL (%s)", what, _shown(value), exc)
+            return None
+
+    return safe
+
+
 class UTCDateTime(sa.types.TypeDecorator):
     impl = sa.DateTime(timezone=True)
     cache_ok = True
@@ -50,18 +65,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value.astimezone(timezone.utc)
 
     def result_processor(self, dialect, coltype):
-        process = super().result_processor(dialect, coltype)
-        if process is None:
-            return None
-
-        def safe(value):
-            try:
-                return process(value)
-            except _UNREADABLE as exc:
-                log.warning("unreadable stored timestamp %s read as NULL (%s)", _shown(value), exc)
-                return None
-
-        return safe
+        return _null_when_unreadable(super().result_processor(dialect, coltype), "timestamp")
 
 
 class _SafeJSON(sa.types.TypeDecorator):
@@ -71,18 +75,7 @@ class _SafeJSON(sa.types.TypeDecorator):
     cache_ok = True
 
     def result_processor(self, dialect, coltype):
-        process = super().result_processor(dialect, coltype)
-        if process is None:
-            return None
-
-        def safe(value):
-            try:
-                return process(value)
-            except _UNREADABLE as exc:
-                log.warning("unreadable stored JSON %s read as NULL (%s)", _shown(value), exc)
-                return None
-
-        return safe
+        return _null_when_unreadable(super().result_processor(dialect, coltype), "JSON")
 
 
 JSONDict = _SafeJSON().with_variant(JSONB(), "postgresql")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -115,7 +114,8 @@ def analyze_learner(*, registry: Registry, settings: Settings, learner_pk: int, 
         snapshot = session.scalar(sa.select(LearnerSnapshot).where(LearnerSnapshot.learner_id == learner_pk))
         old = (dict(snapshot.decisions), dict(snapshot.mastery)) if snapshot is not None else None
     recommendation = recommend_with_brain(brain=brain, learner_id=learner_id, history=history,
-                                          policy=policy_from_settings(settings), now=clock.now())
+                                          policy=policy_from_settings(settings), now=clock.now(),
+                                       policy_name=settings.recommendation_policy)
     decisions, mastery = _summary(recommendation)
     reasons = [] if old is None else compare_snapshots(old_decisions=old[0], old_mastery=old[1],
                                                        new_decisions=decisions, new_mastery=mastery, config=config)
@@ -186,13 +186,3 @@ def on_new_interactions(*, registry: Registry, settings: Settings, learner_ids: 
     return [analyze_learner(registry=registry, settings=settings, learner_pk=pk, learner_id=pseudonym,
                             interactions=int(n), brain=loaded.brain, main_version=loaded.version.version,
                             config=config, clock=clock) for pk, pseudonym, n in rows]
-
-
-def snapshot_of(*, registry: Registry, learner_pk: int) -> dict[str, Any] | None:
-    with registry.session(read_only=True) as session:
-        row = session.scalar(sa.select(LearnerSnapshot).where(LearnerSnapshot.learner_id == learner_pk))
-        if row is None:
-            return None
-        return {"analysed_at": row.analysed_at, "interactions_seen": row.interactions_seen,
-                "main_version": row.main_version, "decisions": dict(row.decisions), "mastery": dict(row.mastery),
-                "last_job_id": row.last_job_id}

@@ -166,7 +166,8 @@ def learner_page(*, registry: Registry, settings: Settings, pseudonym: str, cloc
         if history is not None:
             over_time = _mastery_over_time(brain, history)
             rec = recommend_with_brain(brain=brain, learner_id=pseudonym, history=history,
-                                       policy=policy_from_settings(settings), now=clock.now())
+                                       policy=policy_from_settings(settings), now=clock.now(),
+                                       policy_name=settings.recommendation_policy)
             mastery_now = dict(rec.mastery)
             skills = [vars(d) for d in rec.skills]
             items = [vars(i) for i in rec.next_items]

@@ -9,6 +9,7 @@ Every figure is read from what training wrote: `training_metrics` (`test.metrics
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -247,3 +248,36 @@ def rollback_version(*, registry: Registry, actor: str, reason: str, to_version:
     reason = _reason(reason)
     return registry.run(lambda session: rollback_main_version(session=session, actor=actor, reason=reason,
                                                               to_version=to_version, clock=clock))
+
+
+# --- closed-loop policy evaluation (aivo evaluate-policy) -------------------------------------
+
+POLICY_REPORT = Path("policy-evaluation") / "latest.json"  # under AIVO_HOME, written by `aivo evaluate-policy`
+
+
+@dataclass(frozen=True)
+class PolicyCurves:
+    """Mastery against items practised, one line per policy, for one simulated learner model."""
+
+    learner_model: str
+    num_learners: int
+    curves: dict[str, tuple[list[int], list[float]]]  # policy -> (items practised, mean post-test score)
+    post_test_100: dict[str, float]  # policy -> mean post-test score after 100 items (when measured)
+
+
+def policy_curves(settings: Settings) -> list[PolicyCurves]:
+    """The curves of the last `aivo evaluate-policy` run (AIVO_HOME/policy-evaluation/latest.json);
+    empty when there was none or the file cannot be read."""
+    path = settings.home / POLICY_REPORT
+    try:
+        summary = json.loads(path.read_text())
+        out = []
+        for model, entry in summary["learner_models"].items():
+            curves = {name: (list(map(int, row["curve"]["items"])), [float(y) for y in row["curve"]["mean"]])
+                      for name, row in entry["policies"].items()}
+            post = {name: float(row["post_test"]["100"]["mean"]) for name, row in entry["policies"].items()
+                    if "100" in row["post_test"]}
+            out.append(PolicyCurves(model, int(summary["spec"]["num_learners"]), curves, post))
+        return out
+    except (OSError, ValueError, KeyError, TypeError):
+        return []

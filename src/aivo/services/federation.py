@@ -33,6 +33,7 @@ from aivo.brain.checkpoint import load_checkpoint, to_state
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings, get_settings
 from aivo.errors import ConfigError, ConflictError
+from aivo.federated.round import round_settings
 from aivo.privacy.accountants import epsilon_for
 from aivo.registry import (
     Registry,
@@ -63,14 +64,8 @@ def options_from_settings(settings: Settings, **overrides: Any) -> FederationOpt
     """FederationOptions from AIVO_* settings (the embedded aggregation's knobs); keyword
     overrides (None = keep) win."""
     values: dict[str, Any] = dict(
-        strategy=settings.aggregation_strategy, server_learning_rate=settings.server_learning_rate,
-        dp_enabled=settings.enable_differential_privacy, noise_multiplier=settings.noise_multiplier,
-        clip_norm=settings.clip_norm, sample_rate=settings.sampling_rate, delta=settings.delta,
-        epsilon_budget=settings.epsilon_budget, accountant=settings.accountant, weight_cap=settings.dp_weight_cap,
-        reservoir_size=settings.reservoir_size, gate_margin=settings.gate_margin,
-        local_epochs=settings.local_epochs, local_learning_rate=settings.local_learning_rate,
-        proximal_mu=settings.fedprox_mu, holdout_fraction=settings.holdout_fraction,
-        freeze_layers=settings.freeze_layers)
+        round_settings(settings), local_epochs=settings.local_epochs, local_learning_rate=settings.local_learning_rate,
+        proximal_mu=settings.fedprox_mu)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return FederationOptions(**values)
 

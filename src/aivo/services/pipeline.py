@@ -19,6 +19,7 @@ fires the run is recorded as cancelled and `TrainingStopped` propagates.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -32,7 +33,7 @@ from aivo.brain.versions import load_main_brain, register_brain
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.data.privacy import free_text_columns, scrub_frame
-from aivo.data.schema import InteractionLog
+from aivo.data.schema import TIMESTAMP_YEARS, InteractionLog
 from aivo.errors import AivoError, ConfigError, ConflictError, DataError
 from aivo.registry import Registry, get_active_main_version, load_interactions, promote_main_version
 from aivo.services.drift import save_reference_from_data
@@ -44,6 +45,7 @@ from aivo.training.jobs import TrainerJobRecord
 from aivo.training.kinds import JobKind
 from aivo.training.runs import MAIN_BRAIN_MODEL_ID, PipelineRunRecord, finish_run, list_runs, start_run
 from aivo.training.splits import stable_split
+from aivo.utils import integral
 
 log = logging.getLogger(__name__)
 GATE_METRIC = "auc"
@@ -326,7 +328,74 @@ def _parse_time(value: Any, name: str) -> datetime | None:
         raise DataError(f"config.{name} must be an ISO 8601 time, got {value!r}") from None
     if parsed.tzinfo is None:
         raise DataError(f"config.{name} needs a timezone (e.g. 2026-01-01T00:00:00Z)")
+    if not TIMESTAMP_YEARS[0] <= parsed.year <= TIMESTAMP_YEARS[1]:  # as every stored timestamp (issue 14)
+        raise DataError(f"config.{name} must be in the years {TIMESTAMP_YEARS[0]}-{TIMESTAMP_YEARS[1]}, "
+                        f"got {value!r}")
     return parsed
+
+
+# A job's config arrives as free-form JSON (POST /trainer/jobs, aivo jobs create): every number is
+# checked here, at submission, for its type and a sane range (issue 14: bound every integer and
+# float at the edge), instead of failing the job in the worker or holding it for days. A whole
+# number written as a float (12.0) is that integer, as JSON Schema's "integer" says.
+_MAX_SEED = 2**32 - 1
+_CONFIG_INTS = {"seed": (0, _MAX_SEED), "hpo_trials": (0, 1000)}
+_CONFIG_FLOATS = {"hpo_timeout_s": (0.0, 7 * 86_400.0), "improvement_threshold": (0.0, 100.0)}
+_CONFIG_TEXTS = {"promote": 16, "split_salt": 200, "tenant": 256}
+# The Main Brain's size settings: upper bounds that keep one job's model within a server's memory.
+_BRAIN_INT_BOUNDS = {"max_seq_len": 4096, "max_skills_per_interaction": 64, "embed_dim": 2048, "hidden_dim": 2048,
+                     "num_layers": 8, "head_hidden_dim": 2048, "evidence_dim": 2048, "num_difficulty_levels": 100,
+                     "batch_size": 16_384, "max_epochs": 10_000, "patience": 10_000}
+
+
+def _whole_number(value: Any, where: str, low: int, high: int) -> int:
+    number = integral(value)  # 12.0 is 12, as in request bodies (one rule: aivo.utils)
+    if not isinstance(number, int) or isinstance(number, bool) or not low <= number <= high:
+        raise DataError(f"{where} must be a whole number from {low:,} to {high:,}, got {str(value)[:40]!r}")
+    return number
+
+
+def _finite_number(value: Any, where: str, low: float, high: float) -> float:
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or not low <= value <= high):
+        raise DataError(f"{where} must be a number from {low:g} to {high:g}, got {str(value)[:40]!r}")
+    return float(value)
+
+
+def _checked_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The job's config with every value of the right type and in range (DataError, a 422, if not)."""
+    values = dict(config)
+    for name, (low, high) in _CONFIG_INTS.items():
+        if values.get(name) is not None:
+            values[name] = _whole_number(values[name], f"config.{name}", low, high)
+    for name, (low, high) in _CONFIG_FLOATS.items():
+        if values.get(name) is not None:
+            values[name] = _finite_number(values[name], f"config.{name}", low, high)
+    for name, longest in _CONFIG_TEXTS.items():
+        value = values.get(name)
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= longest):
+            raise DataError(f"config.{name} must be text of 1 to {longest} characters, got {str(value)[:40]!r}")
+    if values.get("fractions") is not None:
+        fractions = values["fractions"]
+        if not isinstance(fractions, (list, tuple)) or len(fractions) != 3:
+            raise DataError(f"config.fractions must be three numbers (train, validation, test), got "
+                            f"{str(fractions)[:60]!r}")
+        values["fractions"] = tuple(_finite_number(f, "config.fractions", 0.0, 1.0) for f in fractions)
+        if not math.isclose(sum(values["fractions"]), 1.0, abs_tol=1e-6) or values["fractions"][0] <= 0:
+            raise DataError(f"config.fractions must sum to 1 with a positive training share, got {list(fractions)}")
+    brain = values.get("brain")
+    if brain is not None:
+        if not isinstance(brain, dict):
+            raise DataError(f"config.brain must be an object of BrainConfig fields, got {str(brain)[:40]!r}")
+        brain = dict(brain)
+        for name, value in brain.items():
+            where = f"invalid Main Brain configuration: config.brain.{name}"
+            if name in _BRAIN_INT_BOUNDS:
+                brain[name] = _whole_number(value, where, 0 if name == "evidence_dim" else 1, _BRAIN_INT_BOUNDS[name])
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise DataError(f"{where} must be finite, got {value!r}")
+        values["brain"] = brain
+    return values
 
 
 def pipeline_config(*, config: dict[str, Any], policy: dict[str, Any], settings: Settings) -> PipelineConfig:
@@ -334,11 +403,9 @@ def pipeline_config(*, config: dict[str, Any], policy: dict[str, Any], settings:
     if unknown:
         raise DataError(f"unknown main_brain config key(s): {', '.join(unknown)}; "
                         f"known: {', '.join(sorted(_PIPELINE_KEYS))}")
-    values = dict(config)
+    values = _checked_config(config)
     for name in ("since", "until"):
         values[name] = _parse_time(values.get(name), name)
-    if "fractions" in values:
-        values["fractions"] = tuple(values["fractions"])
     try:
         result = PipelineConfig.from_settings(settings, harness=dict(policy or {}), **values)
         result.brain_config(settings)

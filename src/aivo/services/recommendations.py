@@ -14,7 +14,20 @@ import sqlalchemy as sa
 from aivo.brain.bundle import TrainedBrain
 from aivo.brain.catalog import catalog_frame
 from aivo.brain.predict import predict_next
-from aivo.brain.recommend import PolicyConfig, Recommendation, recommend
+from aivo.brain.curriculum import CurriculumKnowledge
+from aivo.brain.policies import (
+    DEFAULT_POLICY,
+    NO_SKILL,
+    SERVED_POLICIES,
+    LearnerStates,
+    Policy,
+    PolicyCatalog,
+    StepInput,
+    build_policy,
+)
+from aivo.brain.recommend import ItemSuggestion, PolicyConfig, Recommendation, recommend
+from aivo.data.schema import split_skills
+from aivo.errors import ConfigError
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.data.schema import InteractionLog
@@ -50,9 +63,161 @@ def candidate_items(catalog: pd.DataFrame, history: pd.DataFrame) -> pd.DataFram
     return candidates if len(candidates) else catalog
 
 
+def served_policy(name: str | None, settings: Settings | None = None) -> str:
+    """The policy a recommendation uses: `name`, else `AIVO_RECOMMENDATION_POLICY`, else the
+    default (aivo-gain). Names the API cannot serve raise `ConfigError`."""
+    chosen = name or (settings.recommendation_policy if settings is not None else None) or DEFAULT_POLICY
+    if chosen not in SERVED_POLICIES:
+        raise ConfigError(f"unknown recommendation policy {chosen!r}; the API serves: {', '.join(SERVED_POLICIES)} "
+                          "(the baselines of `aivo evaluate-policy` are not served)")
+    return chosen
+
+
+# --- policies over the brain's catalog ---------------------------------------------------------
+
+_policy_catalogs: dict[int, tuple[Any, PolicyCatalog]] = {}
+
+
+def policy_catalog(brain: TrainedBrain, knowledge: CurriculumKnowledge | None = None) -> PolicyCatalog:
+    """The brain's item catalog as the policies index it, with the teaching order (and BKT
+    parameters) learned from its training log (`brain.info["curriculum"]`, or `knowledge`).
+    A brain without curriculum knowledge orders each subject and grade's skills by id."""
+    rows = brain.info.get("item_catalog")
+    from_brain = knowledge is None
+    if from_brain:
+        cached = _policy_catalogs.get(id(rows))
+        if cached is not None and cached[0] is rows:
+            return cached[1]
+        stored = brain.info.get("curriculum")
+        knowledge = CurriculumKnowledge.from_dict(stored) if stored else None
+    items = catalog_frame(brain)
+    first = [(split_skills(s) or [s])[0] for s in items["skill_ids"].astype(str)]
+    subjects_col = items["subject"].astype("string").fillna("").to_numpy(dtype=object) \
+        if "subject" in items.columns else np.full(len(items), "", dtype=object)
+    grades_col = (items["grade"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64).astype(np.int64)
+                  if "grade" in items.columns else np.full(len(items), -1, dtype=np.int64))
+    if knowledge is not None:
+        order = [(info.skill_id, info.subject, -1 if info.grade is None else info.grade) for info in knowledge.skills]
+    else:
+        view = pd.DataFrame({"skill": first, "subject": subjects_col, "grade": grades_col})
+        mode = view.groupby("skill").agg(lambda s: s.mode().iloc[0]).reset_index()
+        mode = mode.sort_values(["subject", "grade", "skill"], kind="stable")
+        order = list(mode.itertuples(index=False, name=None))
+    known = {skill for skill, _, _ in order}
+    extra = sorted({s for s in items["skill_ids"].astype(str) for s in (split_skills(s) or [s])} - known)
+    order += [(s, "", -1) for s in extra]
+    skill_ids = np.array([s for s, _, _ in order], dtype=object)
+    index = {s: i for i, s in enumerate(skill_ids)}
+    subjects = sorted({str(sub) for _, sub, _ in order} | set(map(str, subjects_col)))
+    subject_index = {s: i for i, s in enumerate(subjects)}
+    skill_subject = np.array([subject_index[str(sub)] for _, sub, _ in order], dtype=np.int64)
+    skill_grade = np.array([g for _, _, g in order], dtype=np.int64)
+    position = np.zeros(len(order), dtype=np.int64)
+    seen: dict[tuple[int, int], int] = {}
+    for i in range(len(order)):
+        key = (int(skill_subject[i]), int(skill_grade[i]))
+        position[i] = seen.get(key, 0)
+        seen[key] = position[i] + 1
+    prerequisite = np.full(len(order), NO_SKILL, dtype=np.int64)
+    if knowledge is not None:
+        for skill, before in knowledge.predecessor().items():
+            if skill in index and before in index:
+                prerequisite[index[skill]] = index[before]
+    else:
+        previous: dict[int, int] = {}
+        for i in range(len(order)):
+            if skill_ids[i] in extra:
+                continue
+            if int(skill_subject[i]) in previous:
+                prerequisite[i] = previous[int(skill_subject[i])]
+            previous[int(skill_subject[i])] = i
+    bkt = None
+    if knowledge is not None:
+        fitted = {s: j for j, s in enumerate(knowledge.bkt.skills)}
+        take = np.array([fitted.get(s, -1) for s in skill_ids])
+
+        def aligned(values):
+            return np.where(take >= 0, np.asarray(values, dtype=np.float64)[np.maximum(take, 0)], np.nan)
+        b = knowledge.bkt
+        bkt = type(b)(skills=tuple(skill_ids), prior=aligned(b.prior), learn=aligned(b.learn), guess=aligned(b.guess),
+                      slip=aligned(b.slip), num_attempts=np.where(take >= 0, np.asarray(b.num_attempts)[
+                          np.maximum(take, 0)], 0))
+    catalog = PolicyCatalog(
+        item_ids=items["item_id"].astype(str).to_numpy(dtype=object),
+        item_skill=np.array([index[s] for s in first], dtype=np.int64),
+        item_skill_set=[tuple(index[s] for s in (split_skills(v) or [v])) for v in items["skill_ids"].astype(str)],
+        item_grade=grades_col, item_subject=np.array([subject_index[str(s)] for s in subjects_col], dtype=np.int64),
+        skill_ids=skill_ids, skill_grade=skill_grade, skill_subject=skill_subject, skill_position=position,
+        prerequisite=prerequisite, bkt=bkt)
+    if from_brain and rows is not None:  # the entry holds `rows`, so its id is not reused
+        _policy_catalogs[id(rows)] = (rows, catalog)
+        while len(_policy_catalogs) > 8:
+            _policy_catalogs.pop(next(iter(_policy_catalogs)))
+    return catalog
+
+
+def candidate_rows(catalog: PolicyCatalog, grade: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) catalog rows of each learner's candidates and (N, C) valid flags: the items of the
+    grade band that `candidate_items` gives a learner of `grade` who studies every subject."""
+    grade = np.asarray(grade, dtype=np.int64)
+    bands = {}
+    for g in np.unique(grade).tolist():
+        rows = np.flatnonzero((catalog.item_grade >= g - GRADES_BELOW) & (catalog.item_grade <= g + GRADES_ABOVE))
+        bands[g] = rows if len(rows) else np.arange(catalog.num_items)
+    width = max(len(r) for r in bands.values())
+    out = np.zeros((len(grade), width), dtype=np.int64)
+    valid = np.zeros((len(grade), width), dtype=bool)
+    for g, rows in bands.items():
+        learners = grade == g
+        out[learners, :len(rows)] = rows
+        out[learners, len(rows):] = rows[0]
+        valid[learners, :len(rows)] = True
+    return out, valid
+
+
+def next_items(*, policy: Policy, catalog: PolicyCatalog, states: LearnerStates, day: np.ndarray,
+               candidates: np.ndarray | None, valid: np.ndarray | None, p_correct: np.ndarray | None,
+               rng: np.random.Generator, num_items: int) -> np.ndarray:
+    """(N, num_items) catalog rows, best first: the one policy call behind both the
+    recommendations API (one learner) and the closed-loop evaluation (many)."""
+    step = StepInput(catalog=catalog, states=states, day=np.asarray(day, dtype=np.float64), rng=rng,
+                     candidates=candidates, valid=valid, p_correct=p_correct)
+    return policy.ranking(step, num_items)
+
+
+def _days(values) -> np.ndarray:
+    """Timestamps -> days since the Unix epoch (NaN where missing)."""
+    stamps = pd.to_datetime(pd.Series(values), utc=True, errors="coerce")
+    out = (stamps - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64) / 86_400.0
+    return out
+
+
+def learner_states(catalog: PolicyCatalog, history: pd.DataFrame, grade: int) -> LearnerStates:
+    """One learner's record (for the policies) from its stored history; items outside the catalog
+    are left out."""
+    if not len(history):
+        return LearnerStates(grade=np.array([grade]), num_skills=catalog.num_skills, num_items=catalog.num_items)
+    history = history.sort_values("order")
+    rows = pd.Index(catalog.item_ids).get_indexer(history["item_id"].astype(str).to_numpy())
+    days = _days(history["timestamp"]) if "timestamp" in history.columns else np.full(len(history), np.nan)
+    known = rows >= 0
+    return LearnerStates.from_history(catalog, grade, rows[known], history["correct"].to_numpy(dtype=np.int8)[known],
+                                      days[known])
+
+
+def _learner_grade(history: pd.DataFrame) -> int | None:
+    if "grade" not in history.columns or not len(history):
+        return None
+    grades = pd.to_numeric(history.sort_values("order")["grade"], errors="coerce").dropna()
+    return int(grades.iloc[-1]) if len(grades) else None
+
+
 def recommend_with_brain(*, brain: TrainedBrain, learner_id: str, history: InteractionLog,
-                         policy: PolicyConfig, now: datetime | None = None) -> Recommendation:
-    """The policy applied to `brain`'s next-step predictions over its whole item catalog."""
+                         policy: PolicyConfig, now: datetime | None = None,
+                         policy_name: str = DEFAULT_POLICY) -> Recommendation:
+    """The policy applied to `brain`'s next-step predictions over the learner's candidate items.
+    Every policy gives the per-skill decisions of `aivo.brain.recommend`; `aivo-target` ranks the
+    next items by closeness to the target success, `aivo-gain` puts its chosen item first."""
     candidates = candidate_items(catalog_frame(brain), history.frame).reset_index(drop=True)
     step = predict_next(brain=brain, history=history, candidates=candidates)
     item_index = brain.vocab.items.encode(candidates["item_id"].astype(str).to_numpy())
@@ -60,8 +225,42 @@ def recommend_with_brain(*, brain: TrainedBrain, learner_id: str, history: Inter
         p_correct=step.p_correct,
         difficulty_level=np.asarray(brain.tables.item_level, dtype=np.int64)[item_index] + 1,  # 1..10
     )
-    return recommend(learner_id=learner_id, item_predictions=predictions, history=history.frame,
-                     config=policy, now=now)
+    rec = recommend(learner_id=learner_id, item_predictions=predictions, history=history.frame,
+                    config=policy, now=now)
+    if policy_name == "aivo-target":
+        return rec
+    grade = _learner_grade(history.frame)
+    catalog = policy_catalog(brain)
+    if grade is None or not len(catalog.grade_skills(grade)):
+        return rec  # no grade-level skills to plan over: today's ranking
+    rows = pd.Index(catalog.item_ids).get_indexer(candidates["item_id"].astype(str).to_numpy())
+    keep = rows >= 0
+    states = learner_states(catalog, history.frame, grade)
+    today = _days([now])[0] if now is not None else np.nan
+    chosen = build_policy(policy_name, target_success=policy.target_success, mastery=policy.level_up)
+    ranking = next_items(policy=chosen, catalog=catalog, states=states, day=np.array([today]),
+                         candidates=rows[keep][None, :], valid=np.ones((1, int(keep.sum())), dtype=bool),
+                         p_correct=step.p_correct[keep][None, :], rng=np.random.default_rng(0),
+                         num_items=policy.num_items)[0]
+    by_row = dict(zip(rows[keep].tolist(), np.flatnonzero(keep).tolist()))
+    flags = {d.skill_id: d.decision for d in rec.skills}
+    items = []
+    for rank, row in enumerate(dict.fromkeys(ranking.tolist())):
+        at = by_row[row]
+        p = float(step.p_correct[at])
+        skills = split_skills(str(candidates["skill_ids"].iloc[at])) if "skill_ids" in candidates.columns else []
+        level = int(predictions["difficulty_level"].iloc[at])
+        if rank == 0:
+            skill = catalog.skill_ids[catalog.item_skill[row]]
+            reason = (f"skill {skill} has the largest expected gain in mastery (or is due for review); predicted "
+                      f"success {p:.2f} is the closest to the target {policy.target_success:.2f} among its items")
+        else:
+            reason = f"predicted success {p:.2f} is closest to the target {policy.target_success:.2f}"
+        marks = sorted({flags[s] for s in skills if s in flags})
+        if marks:
+            reason += f"; skill decision {'/'.join(marks)}"
+        items.append(ItemSuggestion(str(candidates["item_id"].iloc[at]), skills, round(p, 4), level, reason))
+    return Recommendation(rec.learner_id, rec.target_success, items, rec.skills, rec.mastery)
 
 
 def serving_brain(*, registry: Registry, learner_id: str) -> TrainedBrain:
@@ -71,14 +270,17 @@ def serving_brain(*, registry: Registry, learner_id: str) -> TrainedBrain:
 
 
 def recommend_for_learner(*, registry: Registry, settings: Settings, learner_id: str, num_items: int = 5,
-                          clock: Clock = SYSTEM_CLOCK) -> Recommendation:
-    """`learner_id` is the registry pseudonym (see aivo.services.learners.pseudonym_for)."""
+                          clock: Clock = SYSTEM_CLOCK, policy_name: str | None = None) -> Recommendation:
+    """`learner_id` is the registry pseudonym (see aivo.services.learners.pseudonym_for);
+    `policy_name` None: `AIVO_RECOMMENDATION_POLICY` (default aivo-gain)."""
+    chosen = served_policy(policy_name, settings)
     with registry.session(read_only=True) as session:
         get_learner(session=session, learner_id=learner_id)  # NotFoundError for unknown learners
         history = load_interactions(session=session, learner_ids=[learner_id])
     brain = serving_brain(registry=registry, learner_id=learner_id)
     return recommend_with_brain(brain=brain, learner_id=learner_id, history=history,
-                                policy=policy_from_settings(settings, num_items=num_items), now=clock.now())
+                                policy=policy_from_settings(settings, num_items=num_items), now=clock.now(),
+                                policy_name=chosen)
 
 
 # --- what a cached recommendation depends on (the API's per-process cache) ----------------------

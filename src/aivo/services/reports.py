@@ -53,3 +53,38 @@ def write_training_report(*, path: Path, title: str, history: list[dict], evalua
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def write_policy_plot(*, path: Path, summary: dict) -> Path | None:
+    """Mastery (expected post-test score on the learner's grade-level items, hidden truth) against
+    items practised, one line per policy (95% CI band), one panel per learner model."""
+    try:
+        # start-up: matplotlib loads only when a report is drawn
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # start-up: after choosing the Agg backend
+    except Exception as exc:
+        log.warning("no policy plot: matplotlib unavailable (%s)", exc)
+        return None
+    models = summary["learner_models"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.5), squeeze=False)
+    n = summary["spec"]["num_learners"]
+    for ax, (model, entry) in zip(axes[0], models.items()):
+        for name, row in entry["policies"].items():
+            curve = row["curve"]
+            xs, ys, half = curve["items"], curve["mean"], curve["half_width"]
+            label = name if row.get("learners", n) == n else f"{name} ({row['learners']:,} other learners)"
+            line, = ax.plot(xs, ys, label=label, linewidth=2.2 if name == "aivo-gain" else 1.4)
+            ax.fill_between(xs, [y - h for y, h in zip(ys, half)], [y + h for y, h in zip(ys, half)],
+                            color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set_title(f"learner model: {model} ({n} learners per policy)")
+        ax.set_xlabel("items practised")
+        ax.set_ylabel("expected post-test score (grade-level items)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -30,7 +30,7 @@ from aivo.scheduler.records import (
     last_runs,
     set_override,
 )
-from aivo.scheduler.service import LEASE_NAME, Action, TrainingScheduler
+from aivo.scheduler.runner import LEASE_NAME, Action, TrainingScheduler
 from aivo.scheduler.triggers import (
     JOB_SPECS,
     build_triggers,

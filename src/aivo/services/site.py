@@ -164,13 +164,13 @@ class SiteService:
         generator = np.random.default_rng(seed)
         sampled = [pool[i] for i in np.flatnonzero(poisson_sample(len(pool), sample_rate=settings.sample_rate,
                                                                   generator=generator))] if pool else []
-        strategy = make_strategy(settings.strategy, score_metric=settings.score_metric
-                                 if settings.strategy == "weighted" else None,
-                                 proximal_mu=settings.proximal_mu if settings.strategy == "fedprox" else None)
+        strategy = make_strategy(settings.strategy, defaults={"score_metric": settings.score_metric,
+                                                              "proximal_mu": settings.proximal_mu})
         summing = CappedWeights(strategy, settings.weight_cap or None) if settings.capped_weights else strategy
         with self.registry.session(read_only=True) as session:
             log_ = load_interactions(session=session, learner_ids=sampled) if sampled else None
-        scores = self._scores(sampled, settings.score_metric) if settings.strategy == "weighted" else {}
+        metric = strategy.session_metric()
+        scores = self._scores(sampled, metric) if metric is not None else {}
         config = LocalTrainingConfig(epochs=settings.epochs, learning_rate=settings.learning_rate,
                                      batch_size=settings.batch_size, proximal_mu=settings.proximal_mu,
                                      holdout_fraction=settings.holdout_fraction,
@@ -204,7 +204,7 @@ class SiteService:
             charge_round(session=session, eligible=pool, sampled=sampled if settings.dp else outcome.accepted_learners,
                          private=settings.dp, noise_multiplier=settings.noise_multiplier,
                          sample_rate=settings.sample_rate, delta=settings.delta, accountant=settings.accountant,
-                         kind=KIND, clock=self.clock)
+                         kind=KIND, clock=self.clock, skip_erased=True)  # the pool was read from this registry
             record_site_round(
                 session=session, round_ref=settings.round_id, version=settings.version, status="sent",
                 num_pool=len(pool), num_sampled=len(sampled), num_accepted=outcome.num_accepted,

@@ -273,19 +273,23 @@ class TutorService:
         if stream is None:
             yield "done", build_response(self, prepared).model_dump(mode="json")
             return
+        # A grounded answer opens with the lesson's own sentences: sent first, as token 0.
+        offset = 1 if prepared.quote else 0
         try:
+            if prepared.quote:
+                yield "token", {"index": 0, "token": prepared.quote + "\n\n", "token_id": None}
             async for event in stream.aiter():
                 if isinstance(event, TokenEvent):
                     text = outcome.take(event)
                     if text:
-                        yield "token", {"index": event.index, "token": text, "token_id": event.token_id}
+                        yield "token", {"index": event.index + offset, "token": text, "token_id": event.token_id}
                 elif isinstance(event, Failed):
                     yield "error", {"detail": event.message}
                     return
                 else:
                     text = outcome.end(event)
                     if text:
-                        yield "token", {"index": event.completion_tokens, "token": text, "token_id": None}
+                        yield "token", {"index": event.completion_tokens + offset, "token": text, "token_id": None}
             yield "done", build_response(self, prepared).model_dump(mode="json")
         finally:
             if not stream.closed:  # the client went away: free the batch slot

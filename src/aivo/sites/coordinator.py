@@ -42,7 +42,7 @@ from aivo.errors import ConfigError
 from aivo.federated.dp import UserLevelDP
 from aivo.federated.gate import decide
 from aivo.federated.round import candidate_brain
-from aivo.federated.strategies import Reservoir, RunningSum, make_strategy, strategy_names
+from aivo.federated.strategies import Reservoir, RunningSum, make_strategy
 from aivo.federated.updates import UpdateSpec
 from aivo.personalization.parts import partition_parameters
 from aivo.sites import client_app as wire
@@ -126,13 +126,11 @@ class FederationOptions:
                               "not bounded by the clip norm); use fedavg/fedprox/weighted, or turn DP off")
 
     def make_strategy(self):
-        if self.strategy not in strategy_names():
-            raise ConfigError(f"unknown aggregation strategy {self.strategy!r}; known: {', '.join(strategy_names())}")
-        robust = self.strategy in ("median", "trimmed-mean")
+        # trim_fraction is the user's (an error for a strategy without one); the others have
+        # defaults here and go only to the strategies that take them.
         return make_strategy(self.strategy, trim_fraction=self.trim_fraction,
-                             reservoir_size=self.reservoir_size if robust else None,
-                             proximal_mu=self.proximal_mu if self.strategy == "fedprox" else None,
-                             score_metric=self.score_metric if self.strategy == "weighted" else None)
+                             defaults={"reservoir_size": self.reservoir_size, "proximal_mu": self.proximal_mu,
+                                       "score_metric": self.score_metric})
 
     @property
     def capped_weights(self) -> bool:

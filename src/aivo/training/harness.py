@@ -93,10 +93,14 @@ class HarnessPolicy:
                 "min_group_learners": self.min_group_learners}
 
 
+_MAX_WHOLE = 2**31 - 1
+
+
 def _whole(policy: Mapping[str, Any], name: str, default: int) -> int:
     value = policy.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise DataError(f"policy.{name} must be a whole number, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value != int(value) or abs(value) > _MAX_WHOLE):  # Infinity was an OverflowError (a traceback)
+        raise DataError(f"policy.{name} must be a whole number up to {_MAX_WHOLE:,}, got {str(value)[:40]!r}")
     return int(value)
 
 

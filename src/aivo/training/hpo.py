@@ -37,10 +37,12 @@ def default_search_space(base: BrainConfig) -> dict[str, dict[str, Any]]:
     """The searched knobs, centred on the base configuration so that the search scales with it:
     the learning rate within 3x either way (log scale); how the evidence sums are scaled (the
     setting that differed most between data sets in the cross-validation); the weight average's
-    decay; the batch size halved, kept or doubled (small data wants more steps per epoch); the
+    decay; the batch size quartered, halved, kept or doubled (small data wants more steps per
+    epoch); the
     hidden width halved, kept or doubled; dropout and weight decay over common values."""
     widths = sorted({max(8, base.hidden_dim // 2), base.hidden_dim, base.hidden_dim * 2})
-    batches = sorted({max(8, base.batch_size // 2), base.batch_size, base.batch_size * 2})
+    batches = sorted({max(8, base.batch_size // 4), max(8, base.batch_size // 2), base.batch_size,
+                      base.batch_size * 2})
     return {
         "learning_rate": {"type": "float", "low": base.learning_rate / 3, "high": base.learning_rate * 3,
                           "log": True},
@@ -56,8 +58,18 @@ def default_search_space(base: BrainConfig) -> dict[str, dict[str, Any]]:
 
 def default_portfolio(base: BrainConfig) -> list[dict[str, Any]]:
     """Alternatives tried right after the base config, as changes to it (the other knobs keep the
-    base's values). PORTFOLIO_PLACEHOLDER"""
-    return []
+    base's values), most useful first: what the per-data-set plans of benchmarks/kt_configs.py
+    changed from the shared setting where it is not the best one (benchmarks/RESULTS.md, "Main
+    Brain: the default settings"):
+
+    * plain evidence sums at half the learning rate: data where every learner answers the same
+      few items (synthetic-5), where the sums act as a logistic regression on all earlier answers;
+    * batches a quarter the size with a slower weight average: small data (STATICS: 229 learners
+      give about ten batches of 64 per epoch)."""
+    return [
+        {"evidence_normalize": "none", "learning_rate": base.learning_rate / 2},
+        {"batch_size": max(8, base.batch_size // 4), "weight_average_decay": 0.995},
+    ]
 
 
 @dataclass

@@ -79,16 +79,21 @@ class Heartbeat:
     cancel_requested: bool
 
 
+def _update_owned(session: Session, *, job_id: int, worker_id: str, values: dict[str, Any]) -> bool:
+    """Write `values` to the job if this worker still holds it (active, under its id); False when not."""
+    return session.execute(
+        sa.update(TrainerJob).where(TrainerJob.id == job_id, TrainerJob.worker_id == worker_id,
+                                    TrainerJob.status.in_(ACTIVE_JOB_STATUSES))
+        .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+
+
 def heartbeat(*, session: Session, job_id: int, worker_id: str, lease_s: float,
               progress: dict[str, Any] | None = None, clock: Clock = SYSTEM_CLOCK) -> Heartbeat:
     now = clock.now()
     values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_s), "heartbeat_at": now}
     if progress is not None:
         values["progress"] = progress
-    owned = session.execute(
-        sa.update(TrainerJob).where(TrainerJob.id == job_id, TrainerJob.worker_id == worker_id,
-                                    TrainerJob.status.in_(ACTIVE_JOB_STATUSES))
-        .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+    owned = _update_owned(session, job_id=job_id, worker_id=worker_id, values=values)
     cancel = bool(session.scalar(sa.select(TrainerJob.cancel_requested).where(TrainerJob.id == job_id)))
     return Heartbeat(owned=owned, cancel_requested=cancel)
 
@@ -99,10 +104,7 @@ def set_job_status(*, session: Session, job_id: int, worker_id: str, status: str
     values: dict[str, Any] = {"status": status, "updated_at": clock.now()}
     if progress is not None:
         values["progress"] = progress
-    return session.execute(
-        sa.update(TrainerJob).where(TrainerJob.id == job_id, TrainerJob.worker_id == worker_id,
-                                    TrainerJob.status.in_(ACTIVE_JOB_STATUSES))
-        .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+    return _update_owned(session, job_id=job_id, worker_id=worker_id, values=values)
 
 
 def finish_job(*, session: Session, job_id: int, worker_id: str, status: str, result: dict[str, Any] | None = None,
@@ -123,10 +125,7 @@ def finish_job(*, session: Session, job_id: int, worker_id: str, status: str, re
                       progress={"stage": status, "fraction": 1.0 if status == "succeeded" else None, **kept})
     if result is not None:
         values["result"] = result
-    done = session.execute(
-        sa.update(TrainerJob).where(TrainerJob.id == job_id, TrainerJob.worker_id == worker_id,
-                                    TrainerJob.status.in_(ACTIVE_JOB_STATUSES))
-        .values(**values).execution_options(synchronize_session=False)).rowcount == 1
+    done = _update_owned(session, job_id=job_id, worker_id=worker_id, values=values)
     if not done:
         log.warning("job %d: worker %s no longer holds it; its outcome (%s) is discarded", job_id, worker_id,
                     "requeue" if requeue else status)

@@ -301,6 +301,18 @@ class ContentLibrary:
             with open(tmp_vectors, "wb") as handle:
                 np.save(handle, vectors.astype(np.float32))
 
+    def quote(self, question: str, hits: list[Hit], *, sentences: int) -> str:
+        """The `sentences` sentences of the best hit's passage closest to `question`, in the
+        passage's own order ("" without hits): vetted text that opens a grounded answer."""
+        if not hits or sentences <= 0:
+            return ""
+        parts = [s for s in re.split(r"(?<=[.!?])\s+", hits[0].passage.text) if len(s.split()) >= 3]
+        if len(parts) <= sentences:
+            return " ".join(parts)
+        vectors = self.embedder.encode(parts + [question])
+        order = np.argsort(-(vectors[:-1] @ vectors[-1]), kind="stable")[:sentences]
+        return " ".join(parts[i] for i in sorted(order))
+
     def search(self, query: str, *, grade: int | None = None, subject: str | None = None, k: int = 3,
                min_score: float = 0.0) -> list[Hit]:
         """The `k` passages closest to `query` (at most one per lesson), above `min_score`.
@@ -336,10 +348,29 @@ class ContentLibrary:
 
 
 def grounding_instructions(hits: list[Hit]) -> str:
-    """The system-prompt block that quotes the retrieved passages."""
+    """The system-prompt block that quotes the retrieved passages (the "system" layout)."""
     quoted = "\n".join(f"[{i + 1}] {h.passage.title}: {h.passage.text}" for i, h in enumerate(hits))
     return ("Use these lessons from the school's library. Explain using their facts, and do not say anything "
             "that disagrees with them.\n" + quoted)
+
+
+def grounded_messages(messages: list[dict[str, str]], hits: list[Hit], *, layout: str = "system") -> list[dict[str, str]]:
+    """The chat messages with the retrieved passages quoted in them.
+
+    - "system": every passage appended to the system prompt (the first layout);
+    - "user": the passages quoted in the learner's turn, right before the question.
+    """
+    if not hits:
+        return messages
+    out = [dict(m) for m in messages]
+    if layout == "system":
+        out[0]["content"] = out[0]["content"] + "\n\n" + grounding_instructions(hits)
+        return out
+    if layout == "user":
+        quoted = "\n\n".join(f"Lesson \"{h.passage.title}\": {h.passage.text}" for h in hits)
+        out[-1]["content"] = (f"{quoted}\n\nUsing the lesson above, answer this question: {out[-1]['content']}")
+        return out
+    raise ValueError(f"unknown grounding layout {layout!r}")
 
 
 def source_note(hits: list[Hit]) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from aivo.errors import AivoError, NotFoundError
 from aivo.tutor.accommodations import shape_response
-from aivo.tutor.content import Hit, grounding_instructions, source_note
+from aivo.tutor.content import Hit, grounded_messages, source_note
 from aivo.tutor.frontdoor import Tutor
 from aivo.tutor.prompting import StudentContext, build_messages
 from aivo.tutor.readability import readability_report
@@ -97,6 +97,7 @@ class PreparedGeneration:
     context: StudentContext
     verdict: SafetyVerdict
     hits: list[Hit] = field(default_factory=list)
+    quote: str = ""  # the lesson's sentences that open the answer (AIVO_TUTOR_CONTENT_QUOTE)
     stream: TokenStream | None = None
     outcome: GenerationOutcome | None = None
 
@@ -110,14 +111,15 @@ def prepare(service: "Tutor", request: GenerateRequest) -> PreparedGeneration:
         service.report_blocked_input(learner_id=context.student_id, verdict=verdict, text=request.prompt)
         return PreparedGeneration(context=context, verdict=verdict)
     hits = service.retrieve(request.prompt, context=context)
-    messages = build_messages(context=context, prompt=request.prompt)
-    if hits:
-        messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + grounding_instructions(hits)}
+    quote = service.content.quote(request.prompt, hits, sentences=service.settings.tutor_content_quote) \
+        if hits else ""
+    messages = grounded_messages(build_messages(context=context, prompt=request.prompt), hits,
+                                 layout=service.settings.tutor_content_layout)
     params = service.params(temperature=request.temperature, top_p=request.top_p,
                             max_new_tokens=request.max_new_tokens, seed=request.seed)
     stream = service.submit_messages(messages=messages, adapter=service.learner_adapter(context.student_id),
                                      params=params)
-    return PreparedGeneration(context=context, verdict=verdict, hits=hits, stream=stream,
+    return PreparedGeneration(context=context, verdict=verdict, hits=hits, quote=quote, stream=stream,
                               outcome=GenerationOutcome(stream, service.safety_filter.monitor()))
 
 
@@ -130,7 +132,8 @@ def build_response(service: "Tutor", prepared: PreparedGeneration) -> GenerateRe
     elif not outcome.verdict.allowed:
         body, stage, category = outcome.verdict.refusal, "output", outcome.verdict.category
     else:
-        body, stage, category = shape_response(outcome.raw, context.accommodations), None, None
+        written = f"{prepared.quote}\n\n{outcome.raw.strip()}" if prepared.quote else outcome.raw
+        body, stage, category = shape_response(written, context.accommodations), None, None
         note = source_note(prepared.hits)
     blocked = stage is not None
     report = readability_report(body, grade=context.grade, plain_language=context.plain_language)

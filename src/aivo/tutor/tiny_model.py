@@ -18,8 +18,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,6 +28,7 @@ from aivo.errors import ConflictError, DataError
 from aivo.tutor.offline import configure_offline
 from aivo.tutor.accommodations import shape_response
 from aivo.tutor.prompting import StudentContext, build_messages
+from aivo.utils import durable_folder
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +214,7 @@ def build_tiny_model(*, output_dir: Path, spec: TinyModelSpec = TinyModelSpec(),
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=output_dir.parent))
-    try:
+    with durable_folder(output_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         weights = staging / "model.safetensors"
@@ -227,12 +224,6 @@ def build_tiny_model(*, output_dir: Path, spec: TinyModelSpec = TinyModelSpec(),
                   "note": "Plumbing model for tests and demos; point AIVO_BRAIN_MODEL at a real model "
                           "for real explanations."}
         (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2))
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     seconds = time.perf_counter() - started
     parameters = sum(p.numel() for p in model.parameters())
     log.info("built tiny tutor model at %s: %d parameters, loss %s -> %s in %.1fs",

@@ -12,8 +12,8 @@ from aivo.api import dashboard_charts as charts
 from aivo.api.dashboard_ui import SECURITY_HEADERS, FormDep, render
 from aivo.api.deps import AdminKey, ClockDep, RegistryDep, ServiceKey, SettingsDep
 from aivo.errors import AivoError, NotFoundError
-from aivo.services.dashboard_models import compare_versions, list_versions, promote_version, rollback_version, \
-    version_detail
+from aivo.services.dashboard_models import compare_versions, list_versions, policy_curves, promote_version, \
+    rollback_version, version_detail
 
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
 VersionPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="A version name.")]
@@ -25,11 +25,13 @@ def _actor(key) -> str:
 
 
 @router.get("/dashboard/models")
-def models_page(request: Request, registry: RegistryDep, key: ServiceKey) -> Response:
+def models_page(request: Request, registry: RegistryDep, settings: SettingsDep, key: ServiceKey) -> Response:
     versions = list_versions(registry=registry)
     active = next((v for v in versions if v.status == "active"), None)
+    policies = [(c, charts.policy_chart(c)) for c in policy_curves(settings)]
     return render(request, "models.html", key=key, title="Models", versions=versions, active=active,
-                  chart=charts.versions_chart(versions))
+                  chart=charts.versions_chart(versions), policies=policies,
+                  default_policy=settings.recommendation_policy)
 
 
 @router.get("/dashboard/models/compare")

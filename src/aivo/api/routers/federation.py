@@ -74,7 +74,10 @@ def revoke(name: str, registry: RegistryDep, key: AdminKey) -> SitePublic:
 
 @router.post("/v1/federation/runs", response_model=FederationRunPublic, status_code=status.HTTP_202_ACCEPTED,
              summary="Start federated rounds on the SuperLink",
-             responses={**ERROR_RESPONSES, 422: {"model": ErrorResponse, "description": "Invalid options."}})
+             responses={**ERROR_RESPONSES, 422: {"model": ErrorResponse, "description": "Invalid options."},
+                        409: {"model": ErrorResponse,
+                              "description": "This registry holds interactions: a coordinator holds none (use a "
+                                             "separate AIVO_HOME for the coordinator)."}})
 async def run(body: FederationRunCreate, registry: RegistryDep, settings: SettingsDep,
               key: AdminKey) -> FederationRunPublic:
     """Submits a run to the SuperLink (AIVO_SUPERLINK, AIVO_FEDERATION_ROOT_CERTIFICATES) with the

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -33,6 +33,10 @@ async def recommendations(
     learner_id: LearnerIdPath,
     pseudonym: Annotated[bool, Query(description="`learner_id` is the stored pseudonym, not the raw id.")] = False,
     num_items: Annotated[int, Query(ge=1, le=50, description="How many next items.")] = 5,
+    policy: Annotated[Literal["aivo-gain", "aivo-target"] | None, Query(
+        description="Recommendation policy: aivo-gain (largest expected gain in mastery under the Main Brain, "
+                    "respecting prerequisites, reviews before forgetting) or aivo-target (predicted success "
+                    "closest to the target). Default: AIVO_RECOMMENDATION_POLICY (aivo-gain).")] = None,
 ) -> Response:
     """The next items (predicted success closest to the target), a LEVEL_UP / LEVEL_DOWN / STAY /
     REVIEW decision with its reason for every practised skill, and the predicted mastery per
@@ -42,6 +46,7 @@ async def recommendations(
     # of a cached answer (see benchmarks/api_recommendations.py).
     state = request.app.state
     registry, settings, clock = state.registry, state.settings, state.clock
+    policy_name = policy or settings.recommendation_policy
     stored = learner_id if pseudonym else pseudonym_from_raw(state, learner_id)
     found = await run_in_threadpool(lambda: serving_lookup(registry=registry, pseudonym=stored, key_pk=key.pk))
     check_learner_access(key, tenant=found.tenant, linked=found.linked)
@@ -55,12 +60,13 @@ async def recommendations(
     def compute() -> tuple[dict, datetime]:
         now = clock.now()
         if state.recommender is not None:  # in a recommender process: this worker's event loop stays free
-            return state.recommender.compute(pseudonym=stored, num_items=num_items, now=now), now
+            return state.recommender.compute(pseudonym=stored, num_items=num_items, now=now,
+                                             policy=policy_name), now
         rec = recommend_for_learner(registry=registry, settings=settings, learner_id=stored, num_items=num_items,
-                                    clock=FrozenClock(now))
+                                    clock=FrozenClock(now), policy_name=policy_name)
         return asdict(rec), now
 
-    cache_key, stamp_key = (stamp.learner_pk, num_items), stamp.key()
+    cache_key, stamp_key = (stamp.learner_pk, num_items, policy_name), stamp.key()
     hit = state.recommendation_cache.get(cache_key, stamp_key)
     cached = hit is not None
     if not cached:

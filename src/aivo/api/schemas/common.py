@@ -1,7 +1,7 @@
 """Models and types shared by several routers.
 
 Request bodies derive from `RequestModel`: strict JSON types (`"5"` is not 5, `0` is not false,
-a number is not a date), finite numbers only (NaN, Infinity and `1e400` are refused) and no
+a number is not a date; `5.0` is 5 wherever the schema says integer: `aivo.utils.JsonInt`), finite numbers only (NaN, Infinity and `1e400` are refused) and no
 unknown fields. Every string of a request (body, path, query) is free of NUL characters: the
 `RequestGuard` middleware refuses them (422) and the OpenAPI document says so on every string
 (see aivo.api.openapi).
@@ -9,11 +9,12 @@ unknown fields. Every string of a request (body, path, query) is free of NUL cha
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from aivo.data.schema import TIMESTAMP_YEARS
 
@@ -39,8 +40,38 @@ Id = Annotated[str, Field(min_length=1, max_length=256, pattern=None), AfterVali
                WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 256, "pattern": NON_BLANK_PATTERN})]
 
 
+def _non_finite_at(value: Any, where: str) -> str | None:
+    """Where a free-form JSON value (a `dict[str, Any]` field: a job's config or policy) holds a
+    NaN or an infinity, or None: `allow_inf_nan=False` covers typed float fields only."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite_at(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}")
+        if found:
+            return found
+    return None
+
+
 class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _finite_everywhere(self):
+        # Numbers anywhere are finite (docs/api.md, Limits), free-form objects included: NaN,
+        # Infinity and 1e400 in a job's config or policy would otherwise be queued (and PostgreSQL's
+        # JSONB cannot store them).
+        for name, value in self.__dict__.items():
+            if isinstance(value, (dict, list)):
+                found = _non_finite_at(value, name)
+                if found:
+                    raise ValueError(f"{found}: numbers must be finite (NaN, Infinity and 1e400 are refused)")
+        return self
 
 
 class ErrorResponse(BaseModel):

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from aivo.api.schemas.common import MAX_INT32, RequestModel
+from aivo.utils import JsonInt
 
 
 class FederatedUpdatePublic(BaseModel):
@@ -30,7 +31,7 @@ class AggregateCreate(RequestModel):
                                              "charge nothing. Runs now and answers with the report (200).")
     strategy: Literal["fedavg", "fedprox", "weighted", "median", "trimmed-mean"] | None = Field(
         None, description="Dry runs only (default AIVO_AGGREGATION_STRATEGY).")
-    min_learners: int | None = Field(None, ge=1, le=MAX_INT32, description="Dry runs only (default AIVO_MIN_LEARNERS).")
+    min_learners: JsonInt | None = Field(None, ge=1, le=MAX_INT32, description="Dry runs only (default AIVO_MIN_LEARNERS).")
     max_stale_days: float | None = Field(None, ge=0, le=36_600, description="Dry runs only (default "
                                                                            "AIVO_MAX_STALE_DAYS; at most 100 years).")
     reason: str = Field("manual aggregation", max_length=500, description="Kept with the queued job.")

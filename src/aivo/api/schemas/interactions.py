@@ -9,6 +9,7 @@ from pydantic import BaseModel, BeforeValidator, Field, PlainValidator, StringCo
 
 from aivo.api.schemas.common import Id, RequestModel, Timestamp
 from aivo.data.schema import CORE_COLUMNS, EVALUATION_ONLY_COLUMNS, MAX_ORDER
+from aivo.utils import JsonInt, integral
 
 MAX_EXTRA_TEXT = 1024  # characters of one string value of `extra`
 MAX_RESPONSE_TIME_S = 86_400.0  # a day: longer is a logging mistake, not an answer
@@ -26,7 +27,9 @@ def _extra_value(value: Any) -> Any:
     if isinstance(value, int) and _INT64[0] <= value <= _INT64[1]:
         return value
     if isinstance(value, float) and math.isfinite(value):
-        return value
+        # JSON Schema counts 1e20 as an integer: a whole number must fit 64 bits however it is written
+        if not value.is_integer() or _INT64[0] <= value <= _INT64[1]:
+            return value
     if isinstance(value, str) and len(value) <= MAX_EXTRA_TEXT:
         return value
     raise ValueError(f"an 'extra' value is text of at most {MAX_EXTRA_TEXT} characters, a whole number within "
@@ -35,7 +38,7 @@ def _extra_value(value: Any) -> Any:
 
 ExtraValue = Annotated[Any, PlainValidator(_extra_value), WithJsonSchema({"anyOf": [
     {"type": "string", "maxLength": MAX_EXTRA_TEXT}, {"type": "integer", "minimum": _INT64[0], "maximum": _INT64[1]},
-    {"type": "number"}, {"type": "boolean"}, {"type": "null"}]})]
+    {"type": "number", "not": {"type": "integer"}}, {"type": "boolean"}, {"type": "null"}]})]
 
 
 def _not_bool(value: Any) -> Any:
@@ -53,14 +56,14 @@ class AttemptFields(RequestModel):
 
     item_id: Id
     skill_ids: str | None = Field(None, max_length=1024, description="';'-separated skills; defaults to item_id.")
-    correct: Annotated[Literal[0, 1], BeforeValidator(_not_bool)] = Field(
+    correct: Annotated[Literal[0, 1], BeforeValidator(_not_bool), BeforeValidator(integral)] = Field(
         ..., description="1 = correct on the first attempt.")
-    order: int = Field(..., ge=0, le=MAX_ORDER, description="Position in the learner's history (0-based). Resending "
+    order: JsonInt = Field(..., ge=0, le=MAX_ORDER, description="Position in the learner's history (0-based). Resending "
                                                              "the same (learner_id, order) is ignored, so retries are safe.")
     timestamp: Timestamp | None = Field(None, description="When: RFC 3339 with its UTC offset, years 1900-2099.")
     response_time_s: float | None = Field(None, ge=0, le=MAX_RESPONSE_TIME_S)
     subject: str | None = Field(None, max_length=64)
-    grade: int | None = Field(None, ge=0, le=12, description="0 = kindergarten.")
+    grade: JsonInt | None = Field(None, ge=0, le=12, description="0 = kindergarten.")
     item_type: str | None = Field(None, max_length=64)
     extra: dict[ExtraKey, ExtraValue] | None = Field(
         None, max_length=32, json_schema_extra=_extra_schema,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from aivo.api.schemas.common import Id, RequestModel
+from aivo.utils import JsonInt
 
 Priority = Literal["low", "normal", "high"]
 
@@ -41,7 +42,7 @@ class TrainerJobCreate(RequestModel):
     reason: str = Field("", max_length=1000)
     learner_id: Id | None = Field(None, description="learner_model jobs: the learner's id (pseudonymized by the "
                                                   "server).")
-    max_attempts: int = Field(1, ge=1, le=5, description="Requeue after a dead worker this many times in all.")
+    max_attempts: JsonInt = Field(1, ge=1, le=5, description="Requeue after a dead worker this many times in all.")
 
 
 class TrainerJobPublic(BaseModel):
