@@ -475,6 +475,7 @@ def render(results: dict) -> str:
             lines.append(f"| {run['sites']} | {run['learners']} | {r[0]['round_seconds']} | {r[-1]['round_seconds']} "
                          f"| {stages} | {run['peak_rss_mib']} | {run.get('load_before', '')} / "
                          f"{run.get('load_after', '')} |")
+        lines += ["", sc["note"]] if sc.get("note") else []
         lines.append("")
     a = results.get("assist2015")
     if a:
