@@ -177,13 +177,24 @@ def flower_rounds(kind, settings, registry, homes, opts) -> list[dict]:
         return [summary(r) for r in report.rounds]
     if kind != "deployment":
         raise SystemExit(f"unknown runtime {kind!r}: simulation or deployment")
-    port = 19500
+    import socket
+
+    with socket.socket() as sock:  # a free port for the SuperLink (its SuperNodes' ports follow it)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     env = {**os.environ, "AIVO_HOME": str(settings.home), "FLWR_DISABLE_UPDATE_CHECK": "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "aivo", "federation", "serve", "--insecure", "--no-auth",
                                "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)]
     try:
-        time.sleep(8)
+        deadline = time.monotonic() + 180  # the SuperLink imports Flower first: slow on a busy machine
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        else:
+            raise SystemExit(f"the SuperLink did not listen on {port} within 180 s")
         for i, home in enumerate(homes):
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "aivo", "site", "serve", "--insecure", "--no-auth", "--superlink",
