@@ -180,6 +180,8 @@ def test_bad_sites_are_rejected_with_reasons_and_a_slow_site_times_out(tmp_path,
     fed = make_federation(tmp_path, small_world, num_sites=6, learners_per_site=4)
     faults = {"school-c": "nan", "school-d": "shape", "school-e": "count", "school-f": "slow"}
     homes = [str(h) for h in fed.homes]
+    round_timeout = 40.0  # above the Ray actors' cold start under load (~20 s at load 13)
+    round_over = tmp_path / "round-over"  # written when the coordinator has closed the round
 
     def handler_for(context):
         settings = settings_for_site(homes[int(context.node_config["partition-id"])])
@@ -199,8 +201,10 @@ def test_bad_sites_are_rejected_with_reasons_and_a_slow_site_times_out(tmp_path,
                 return site.evaluate(**kwargs)
 
             def contribute(self, **kwargs):
-                if fault == "slow":  # longer than the round timeout
-                    time.sleep(100)
+                if fault == "slow":  # answers only after the coordinator closed the round (or 3 timeouts)
+                    deadline = time.monotonic() + 3 * round_timeout
+                    while not round_over.exists() and time.monotonic() < deadline:
+                        time.sleep(0.2)
                 payload = site.contribute(**kwargs)
                 if fault == "nan":
                     payload.total[0] = np.nan
@@ -213,10 +217,10 @@ def test_bad_sites_are_rejected_with_reasons_and_a_slow_site_times_out(tmp_path,
         return Faulty()
 
     options = options_from_settings(fed.settings, rounds=1, min_sites=2, secure_aggregation=False, dp_enabled=True,
-                                    sample_rate=1.0, seed=5, round_timeout=70)
+                                    sample_rate=1.0, seed=5, round_timeout=round_timeout)
     _patched_app(monkeypatch, handler_for)
     report = simulate_federation(registry=fed.registry, settings=fed.settings, site_homes=fed.homes,
-                                 options=options, actor="tests")
+                                 options=options, actor="tests", on_round=lambda _outcome: round_over.touch())
     (rnd,) = report.rounds
     sites = {s["site"]: s for s in rnd["sites"] if s.get("site")}
     reasons = {name: s.get("reason", "") for name, s in sites.items()}
