@@ -40,7 +40,12 @@ def test_new_interactions_that_change_the_picture_queue_a_learner_model_job(regi
     import_log(loaded, cohort)
     with pytest.raises(NotFoundError):
         run_adaptive_check(registry=loaded, settings=settings, clock=clock)
-    config = PipelineConfig.from_settings(settings, brain={**TINY_BRAIN, "max_epochs": 4, "learning_rate": 3e-3},
+    config = PipelineConfig.from_settings(settings, brain={**TINY_BRAIN, "max_epochs": 4, "learning_rate": 3e-3,
+                                                                 # the settings before issue 15's defaults: with those defaults a 4-epoch
+                                                                 # tiny brain on 24 x 40 answers did not move this skill's picture after
+                                                                 # 25 failures (not investigated further); this test is about detection
+                                                                 "evidence_kind": "free", "evidence_normalize": "none",
+                                                                 "weight_average_decay": 0.0},
                                           harness={"thresholds": {"auc": 0.5, "subgroup_gap": None}})
     run_pipeline(registry=loaded, settings=settings, config=config, trigger="t", actor="t", clock=clock)
 
