@@ -49,7 +49,7 @@ from aivo.data.simulator import SimulatorConfig, build_learner_model, simulate_c
 from aivo.data.simulator.curriculum import Curriculum, build_curriculum
 from aivo.data.splits import split_by_learner
 from aivo.errors import ConfigError
-from aivo.services.recommendations import candidate_rows, next_items, policy_catalog
+from aivo.services.recommendations import candidate_rows, next_items, policy_catalog, rows_per_grade
 from aivo.services.reports import write_policy_plot
 
 log = logging.getLogger(__name__)
@@ -269,8 +269,8 @@ def run_arm(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: 
         states.bkt_known = np.broadcast_to(np.nan_to_num(catalog.bkt.prior, nan=0.0), (n, catalog.num_skills)).copy()
     predictor = BatchPredictor(brain, items, num_learners=n) if policy.needs_predictions else None
     if policy_name == "aivo-gain":  # only the predictions its choice reads (the same choice, fewer items to score)
-        candidates, valid = _rows_per_grade({g: policy.candidate_rows(catalog, g) for g in np.unique(grade).tolist()},
-                                            grade)
+        candidates, valid = rows_per_grade({g: policy.candidate_rows(catalog, g) for g in np.unique(grade).tolist()},
+                                           grade)
     else:
         candidates, valid = candidate_rows(catalog, grade)
 
@@ -336,18 +336,6 @@ def run_arm(spec: PolicyEvaluationSpec, prepared: PreparedBrain, learner_model: 
                      newly_mastered=newly_mastered, curve=np.stack(curve, axis=1), curve_items=np.array(curve_items),
                      seconds=time.perf_counter() - began, recommend_seconds=recommend_seconds,
                      item_ids=catalog.item_ids[trajectory], pre_test=score0)
-
-
-def _rows_per_grade(rows_by_grade: dict[int, np.ndarray], grade: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(r) for r in rows_by_grade.values())
-    out = np.zeros((len(grade), width), dtype=np.int64)
-    valid = np.zeros((len(grade), width), dtype=bool)
-    for g, rows in rows_by_grade.items():
-        learners = grade == g
-        out[learners, :len(rows)] = rows
-        out[learners, len(rows):] = rows[0]
-        valid[learners, :len(rows)] = True
-    return out, valid
 
 
 def _placement_row(catalog, grade: int) -> np.ndarray:

@@ -164,10 +164,16 @@ def candidate_rows(catalog: PolicyCatalog, grade: np.ndarray) -> tuple[np.ndarra
     for g in np.unique(grade).tolist():
         rows = np.flatnonzero((catalog.item_grade >= g - GRADES_BELOW) & (catalog.item_grade <= g + GRADES_ABOVE))
         bands[g] = rows if len(rows) else np.arange(catalog.num_items)
-    width = max(len(r) for r in bands.values())
+    return rows_per_grade(bands, grade)
+
+
+def rows_per_grade(rows_by_grade: dict[int, np.ndarray], grade: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each learner's catalog rows (those of its grade) as one (N, C) array padded with the grade's
+    first row, and the (N, C) flags of the rows that are real."""
+    width = max(len(r) for r in rows_by_grade.values())
     out = np.zeros((len(grade), width), dtype=np.int64)
     valid = np.zeros((len(grade), width), dtype=bool)
-    for g, rows in bands.items():
+    for g, rows in rows_by_grade.items():
         learners = grade == g
         out[learners, :len(rows)] = rows
         out[learners, len(rows):] = rows[0]
