@@ -9,7 +9,6 @@ expiry, and it was seen within the idle timeout.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.errors import AuthError
-from aivo.registry.api_keys import VerifiedKey
+from aivo.registry.api_keys import VerifiedKey, token_digest
 from aivo.registry.tables import ApiKey, DashboardSession
 
 SESSION_EXPIRED = "your session has ended: sign in again"
@@ -36,16 +35,12 @@ class DashboardSessionRecord:
     last_seen_at: datetime
 
 
-def session_digest(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
-
-
 def create_dashboard_session(*, session: Session, key: VerifiedKey, lifetime: timedelta,
                              clock: Clock = SYSTEM_CLOCK) -> tuple[str, DashboardSessionRecord]:
     """A new session for `key`: (the session id for the cookie, shown once; the record)."""
     session_id = secrets.token_urlsafe(32)
     now = clock.now()
-    row = DashboardSession(session_sha256=session_digest(session_id), api_key_id=key.pk, created_at=now,
+    row = DashboardSession(session_sha256=token_digest(session_id), api_key_id=key.pk, created_at=now,
                            expires_at=now + lifetime, last_seen_at=now)
     session.add(row)
     session.flush()
@@ -62,7 +57,7 @@ def resolve_dashboard_session(*, session: Session, session_id: str, idle: timede
     `last_seen_at` (at most once a minute)."""
     if not session_id or len(session_id) > _MAX_ID_CHARS:
         raise AuthError(SESSION_EXPIRED)
-    found = session.execute(_SELECT.where(DashboardSession.session_sha256 == session_digest(session_id))).first()
+    found = session.execute(_SELECT.where(DashboardSession.session_sha256 == token_digest(session_id))).first()
     now = clock.now()
     if found is None:
         raise AuthError(SESSION_EXPIRED)
@@ -81,7 +76,7 @@ def revoke_dashboard_session(*, session: Session, session_id: str, clock: Clock 
     if not session_id or len(session_id) > _MAX_ID_CHARS:
         return False
     result = session.execute(sa.update(DashboardSession)
-                             .where(DashboardSession.session_sha256 == session_digest(session_id),
+                             .where(DashboardSession.session_sha256 == token_digest(session_id),
                                     DashboardSession.revoked_at.is_(None))
                              .values(revoked_at=clock.now()))
     return bool(result.rowcount)
