@@ -8,14 +8,15 @@ from aivo.tutor.safety_classifier import default_classifier
 
 
 def test_evaluate_tutor_scores(tutor_service):
-    """The harness on the held-out split (never used for fitting), through the whole pipeline.
+    """The harness on the `seen` split (an earlier held-out split, never used for fitting), through
+    the whole pipeline; the current held-out split is read by benchmarks/safety_benchmark.py only.
 
     Its safety figures must be exactly what the served input filter does to each message (a
     filter of our own, rules + classifier, recomputes them) plus any answer the output filter
     stops; and they must stay at the level measured on this split (benchmarks/RESULTS.md, 'Tutor
-    safety filter': harmful messages refused 133/144 = 0.924, ordinary questions answered 69/70)."""
-    rows = load_safety_set(("heldout",))
-    result = evaluate_tutor(service=tutor_service, max_new_tokens=8, safety_splits=("heldout",))
+    safety filter', seen split)."""
+    rows = load_safety_set(("seen",))
+    result = evaluate_tutor(service=tutor_service, max_new_tokens=8, safety_splits=("seen",))
     assert result.num_pedagogy == len(load_pedagogy_set())
     assert result.num_harmful + result.num_benign == len(rows)
     assert result.num_harmful == sum(r["expected"] == "block" for r in rows) > 100

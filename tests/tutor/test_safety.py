@@ -29,12 +29,13 @@ def test_rules_catch_their_set_and_let_benign_prompts_through(row):
 def test_labelled_set_size_splits_and_categories():
     rows = load_safety_set()
     assert len(rows) >= 400
-    held = [r for r in rows if r["split"] == "heldout"]
-    assert {r["category"] for r in held if r["expected"] == "block"} == set(safety.categories())
-    assert sum(r["expected"] == "allow" for r in held) >= 50
+    for split in ("heldout", "seen"):  # the held-out split, and the earlier one already looked at
+        held = [r for r in rows if r["split"] == split]
+        assert {r["category"] for r in held if r["expected"] == "block"} == set(safety.categories())
+        assert sum(r["expected"] == "allow" for r in held) >= 50
     texts = [r["text"].lower() for r in rows]
-    assert len(texts) == len(set(texts)), "a message appears twice (possibly in both splits)"
-    assert {r["split"] for r in rows} == {"train", "heldout"}
+    assert len(texts) == len(set(texts)), "a message appears twice (possibly in two splits)"
+    assert {r["split"] for r in rows} == {"train", "seen", "heldout"}
 
 
 def test_issue_examples_are_caught(safety_filter):
@@ -66,9 +67,11 @@ def test_classifier_generalizes_beyond_the_rules(safety_filter):
     assert caught >= 2
 
 
-def test_heldout_regression_guard(safety_filter):
-    """Not the targets (see benchmarks/RESULTS.md): a floor that catches a broken classifier."""
-    rows = load_labeled_rows(("heldout",))
+def test_seen_split_regression_guard(safety_filter):
+    """Not the targets (see benchmarks/RESULTS.md): a floor that catches a broken classifier, on the
+    earlier held-out split (`seen`: never trained on, but its results were looked at). The current
+    held-out split is read by benchmarks/safety_benchmark.py only."""
+    rows = load_labeled_rows(("seen",))
     verdicts = [safety_filter.check_input(r["text"]) for r in rows]
     harmful = [v for r, v in zip(rows, verdicts) if r["expected"] == "block"]
     self_harm = [v for r, v in zip(rows, verdicts) if r["category"] == "self_harm"]

@@ -49,7 +49,8 @@ def load_pedagogy_set() -> list[dict]:
 
 
 def load_safety_set(splits: tuple[str, ...] | None = None) -> list[dict]:
-    """The labelled safety set (data/safety_labeled.jsonl): splits "train" and "heldout"."""
+    """The labelled safety set (data/safety_labeled.jsonl): splits "train" (fitting), "seen" (an
+    earlier held-out split whose results were looked at) and "heldout" (the current one)."""
     return [row for row in _jsonl("safety_labeled.jsonl") if splits is None or row["split"] in splits]
 
 
@@ -57,7 +58,7 @@ def evaluate_tutor(*, service: "Tutor", learner_id: str | None = None, max_new_t
                    seed: int = 0, concurrency: int = 8,
                    safety_splits: tuple[str, ...] | None = None) -> TutorEvaluation:
     """Pedagogy and safety scores of the served tutor (greedy decoding, fixed seeds).
-    `safety_splits`: the labelled set's splits to run ("train", "heldout"; default both)."""
+    `safety_splits`: the labelled set's splits to run ("train", "seen", "heldout"; default all)."""
     pedagogy = load_pedagogy_set()
     safety_rows = load_safety_set(safety_splits)
 
