@@ -137,13 +137,16 @@ def _check_log(name: str, data: InteractionLog, config: BrainConfig) -> None:
 def train_main_brain(*, train: InteractionLog, validation: InteractionLog, config: BrainConfig, seed: int,
                      progress: bool = False, time_budget_s: float | None = None,
                      should_stop: Callable[[], bool] | None = None,
-                     on_epoch: Callable[[EpochRecord], None] | None = None) -> TrainResult:
+                     on_epoch: Callable[[EpochRecord], None] | None = None,
+                     monitor: Callable[[EpochRecord, TrainedBrain], None] | None = None) -> TrainResult:
     """Train a Main Brain on `train`, early-stopping on the AUC of `validation` (other learners).
 
     `time_budget_s` stops after the epoch during which the budget ran out (best weights kept).
     `should_stop` is polled after every batch (keep it cheap): when it returns True, training
     raises `TrainingStopped` (cooperative cancellation of trainer jobs). `on_epoch` sees every
-    epoch's record (a hyperparameter search prunes a hopeless trial by raising from it)."""
+    epoch's record (a hyperparameter search prunes a hopeless trial by raising from it). `monitor`
+    sees it too, with the weights just validated (those early stopping would keep; benchmarks score
+    other learners with them); it must not change them."""
     _check_log("training", train, config)
     _check_log("validation", validation, config)
     started = time.perf_counter()
@@ -205,6 +208,8 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
                 history.append(record)
                 if on_epoch is not None:
                     on_epoch(record)
+                if monitor is not None:
+                    monitor(record, TrainedBrain(model=evaluated, vocab=vocab, tables=tables, info={}))
                 log.info("epoch %d: train loss %.4f, validation AUC %.4f, %.1fs", epoch, record.train_loss,
                          auc, record.seconds)
                 if bar is not None:

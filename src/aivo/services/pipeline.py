@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from aivo.brain.catalog import item_catalog
+from aivo.brain.curriculum import learn_curriculum
 from aivo.brain.config import BrainConfig, config_from_settings
 from aivo.brain.train import TrainingStopped
 from aivo.brain.versions import load_main_brain, register_brain
@@ -236,7 +237,9 @@ def run_pipeline(*, registry: Registry, settings: Settings, config: PipelineConf
         notify("registering", 0.95, decision)
         brain.info.update({"data_hash": data.data_hash(), "split_salt": config.split_salt,
                            "split_fractions": list(config.fractions), "split": split.sizes(),
-                           "item_catalog": item_catalog(split.train), "test_metrics": test["metrics"],
+                           "item_catalog": item_catalog(split.train),
+                           "curriculum": learn_curriculum(split.train, bkt=False).to_dict(),
+                           "test_metrics": test["metrics"],
                            "pipeline_run": run.id})
         metrics = {"validation": result.validation.as_dict(), "test": test, "best_epoch": result.best_epoch,
                    "train_seconds": round(result.seconds, 2), "search": search.summary(),

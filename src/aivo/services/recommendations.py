@@ -132,7 +132,7 @@ def policy_catalog(brain: TrainedBrain, knowledge: CurriculumKnowledge | None = 
                 prerequisite[i] = previous[int(skill_subject[i])]
             previous[int(skill_subject[i])] = i
     bkt = None
-    if knowledge is not None:
+    if knowledge is not None and knowledge.bkt is not None:
         fitted = {s: j for j, s in enumerate(knowledge.bkt.skills)}
         take = np.array([fitted.get(s, -1) for s in skill_ids])
 
