@@ -1,3 +1,7 @@
+import subprocess
+import sys
+
+
 def test_usage_error_is_clean(run_cli):
     proc = run_cli("data", "stats")
     assert proc.returncode == 2
@@ -50,3 +54,14 @@ def test_an_unknown_migration_revision_is_a_message(run_cli):
 def test_verbose_shows_the_traceback_of_a_reported_error(run_cli):
     proc = run_cli("--verbose", "db", "upgrade", "--revision", "bogus")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_the_cli_starts_without_the_heavy_libraries():
+    # Every command (and `aivo --help`) pays for what `aivo.cli` imports: the data, registry and model
+    # libraries load inside the commands that use them.
+    code = ("import sys, aivo.cli; "
+            "print(sorted(m for m in ('numpy', 'pandas', 'sqlalchemy', 'alembic', 'torch', 'transformers') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
