@@ -272,9 +272,8 @@ def load_interactions_after(*, session: Session, learner_pk: int, after: int) ->
     names = list(stmt.selected_columns.keys())
     if not rows:
         return pd.DataFrame(columns=[n for n in names if n not in ("has_timestamp", "extra")], dtype=object), 0
-    values = np.empty((len(rows), len(names)), dtype=object)  # stored values as they are: no type inference
-    values[:] = [tuple(row) for row in rows]
-    frame = pd.DataFrame(values, columns=names)
+    # Stored values as they are (None stays None): object columns, no type inference.
+    frame = pd.DataFrame({name: pd.Series(values, dtype="object") for name, values in zip(names, zip(*rows))})
     readable, skipped = _readable_rows(frame, dialect=dialect)
     del readable["extra"]
     return readable, sum(skipped.values())

@@ -256,16 +256,18 @@ def _look_up(registry: Registry, learner_id: str, after: int, after_count: int |
 
 
 def recommend_for_learner(*, registry: Registry, settings: Settings, learner_id: str, num_items: int = 5,
-                          clock: Clock = SYSTEM_CLOCK, policy_name: str | None = None) -> Recommendation:
+                          clock: Clock = SYSTEM_CLOCK, policy_name: str | None = None,
+                          learners: LearnerCache | None = None) -> Recommendation:
     """`learner_id` is the registry pseudonym (see aivo.services.learners.pseudonym_for);
-    `policy_name` None: `AIVO_RECOMMENDATION_POLICY` (default aivo-gain).
+    `policy_name` None: `AIVO_RECOMMENDATION_POLICY` (default aivo-gain); `learners` None: this
+    process's cache of learner states.
 
     The learner's history and model state stay in this process (`AIVO_LEARNER_STATE_CACHE_SIZE`
     learners): a later call reads only the interactions stored since and runs them through the
     model (see aivo.services.recommendation_engine); the answer is the same as from scratch."""
     chosen = served_policy(policy_name, settings)
     config = policy_from_settings(settings, num_items=num_items)
-    cache = _learner_cache(settings)
+    cache = learners if learners is not None else _learner_cache(settings)
     entry = cache.get(learner_id)
     if entry is not None:
         with entry.lock:
