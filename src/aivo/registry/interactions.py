@@ -257,6 +257,28 @@ def load_interactions(*, session: Session, learner_ids: Sequence[str] | None = N
     return InteractionLog(log.frame, source=log.source, notes=log.notes + notes)
 
 
+def load_interactions_after(*, session: Session, learner_pk: int, after: int) -> tuple[pd.DataFrame, int]:
+    """(rows, skipped) of one learner (its primary key) stored after position `after`, in order:
+    the raw stored values of the rows that can be read back (as `load_interactions` reads them,
+    without building a log; serving appends them to a cached history) and how many cannot."""
+    it = Interaction.__table__
+    dialect = session.get_bind().dialect.name
+    raw_timestamp, raw_extra = _raw_columns(dialect)
+    stmt = (sa.select(it.c.position.label("order"), it.c.item_id, it.c.skill_ids, it.c.correct, raw_timestamp,
+                      (it.c.timestamp.is_not(None)).label("has_timestamp"), it.c.response_time_s, it.c.subject,
+                      it.c.grade, it.c.item_type, raw_extra)
+            .where(it.c.learner_id == learner_pk, it.c.position > after).order_by(it.c.position))
+    rows = session.execute(stmt).all()
+    names = list(stmt.selected_columns.keys())
+    if not rows:
+        return pd.DataFrame(columns=[n for n in names if n not in ("has_timestamp", "extra")], dtype=object), 0
+    # Stored values as they are (None stays None): object columns, no type inference.
+    frame = pd.DataFrame({name: pd.Series(values, dtype="object") for name, values in zip(names, zip(*rows))})
+    readable, skipped = _readable_rows(frame, dialect=dialect)
+    del readable["extra"]
+    return readable, sum(skipped.values())
+
+
 def _stored_times(raw: pd.Series, present: pd.Series, *, dialect: str) -> tuple[pd.Series, np.ndarray]:
     """(UTC times, unreadable mask) of the raw timestamp column (see `_raw_columns`)."""
     if dialect == "postgresql":
