@@ -3,9 +3,9 @@
 The labelled set (src/aivo/tutor/data/safety_labeled.jsonl) has a `train` split (the
 classifier is fitted on it and its thresholds chosen by cross-validation on it; the lexical
 rules were written against it), a `heldout` split that only this script reads (written and
-committed before its first evaluation), and a `seen` split: the previous held-out split, never
-trained on, but its results (and misses) were looked at, so its figures are no longer a clean
-measure. Reports, for the rules alone, the classifier alone and both combined (what the tutor
+committed before its first evaluation), and a `seen` split: the earlier held-out splits (one
+table per origin), never trained on, but their results (and misses) were looked at, so their
+figures are no longer a clean measure. Reports, for the rules alone, the classifier alone and both combined (what the tutor
 runs): recall per harmful category (blocked at all, and blocked under the right category), and
 false blocks of ordinary school questions, on both.
 
@@ -98,7 +98,7 @@ def table(split: dict, title: str) -> list[str]:
 
 
 def report(result: dict, command: str) -> str:
-    held, seen, clf = result["heldout"], result["seen"], result["classifier"]
+    held, clf = result["heldout"], result["classifier"]
     comb = held["combined"]
     ok = meets_targets(comb)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -126,12 +126,14 @@ def report(result: dict, command: str) -> str:
         lines.append("Missed on held-out (served filter): " + "; ".join(f"[{c}] \"{t}\"" for c, t in comb["missed"]))
     if comb["false_blocks"]:
         lines.append("False blocks on held-out: " + "; ".join(f"\"{t}\" ({c})" for t, c in comb["false_blocks"]))
-    s_comb = seen["combined"]
-    lines += ["", f"Seen split (`seen`: the previous held-out split, {seen['n']} messages, never trained on but "
-              "its results and misses were looked at before this classifier was made, so not a clean measure):", ""]
-    lines += table(seen, "seen")
-    lines += ["", f"Served filter on the seen split: self-harm {s_comb['recall'].get('self_harm', 0):.3f}, lowest "
-              f"category {min(s_comb['recall'].values()):.3f}, false blocks {s_comb['false_block']:.3f}."]
+    for origin, seen in result["seen"].items():
+        s_comb = seen["combined"]
+        lines += ["", f"Seen split, origin {origin} (an earlier held-out split, {seen['n']} messages, never trained "
+                  "on, but its results and misses were looked at before this classifier was made: not a clean "
+                  "measure):", ""]
+        lines += table(seen, f"seen ({origin})")
+        lines += ["", f"Served filter on it: self-harm {s_comb['recall'].get('self_harm', 0):.3f}, lowest category "
+                  f"{min(s_comb['recall'].values()):.3f}, false blocks {s_comb['false_block']:.3f}."]
     lines.append(END)
     return "\n".join(lines)
 
@@ -150,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     classifier = write_shipped_classifier(SHIPPED) if args.refit else default_classifier()
     heldout = load_labeled_rows(("heldout",))
-    result = {"heldout": evaluate(heldout, classifier), "seen": evaluate(load_labeled_rows(("seen",)), classifier),
+    seen = load_labeled_rows(("seen",))
+    result = {"heldout": evaluate(heldout, classifier),
+              "seen": {o: evaluate([r for r in seen if r["origin"] == o], classifier)
+                       for o in sorted({r["origin"] for r in seen})},
               "heldout_rows": heldout, "classifier": classifier,
               "train_rows": len(load_labeled_rows(("train",))), "load": (load_before, load_average())}
     command = "python benchmarks/safety_benchmark.py" + (" --refit" if args.refit else "")
