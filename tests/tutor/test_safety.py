@@ -104,20 +104,38 @@ def test_fit_is_reproducible_and_state_round_trips():
 
 
 def test_nearest_self_harm_example_flags_inputs_only():
-    """Train self-harm messages that the linear model alone lets through are flagged by the
-    nearest-example signal on inputs; on the model's own sentences that signal is off."""
+    """With the linear model's thresholds out of reach, the nearest-example signal alone flags
+    train self-harm messages as self-harm on inputs; on the model's own sentences it is off."""
     classifier = default_classifier()
     assert classifier.neighbour_threshold is not None and len(classifier.self_harm_examples) > 100
-    linear_only = copy.copy(classifier)
-    linear_only.neighbour_threshold = None
-    texts = [r["text"] for r in load_labeled_rows(("train",)) if r["category"] == "self_harm"]
-    rescued = [t for t, with_n, without in zip(texts, classifier.flags(texts), linear_only.flags(texts))
-               if with_n is not None and without is None]
-    assert rescued, "the neighbour signal adds nothing on train"
-    assert all(f is not None and f.category == "self_harm" for f in classifier.flags(rescued))
-    assert classifier.flags(rescued, self_harm_threshold=False) == linear_only.flags(rescued, self_harm_threshold=False)
+    neighbour_only = copy.copy(classifier)
+    neighbour_only.harm_threshold = neighbour_only.self_harm_threshold = neighbour_only.output_harm_threshold = 1.01
+    neighbour_only.category_thresholds = {}
+    texts = [r["text"] for r in load_labeled_rows(("train",)) if r["category"] == "self_harm"][:40]
+    assert all(f is not None and f.category == "self_harm" for f in neighbour_only.flags(texts))
+    assert neighbour_only.flags(texts, self_harm_threshold=False) == [None] * len(texts)
+    nothing = copy.copy(neighbour_only)
+    nothing.neighbour_threshold = None
+    assert nothing.flags(texts) == [None] * len(texts)
     for text in ("What is a noun?", "How do volcanoes form?"):
         assert classifier.flag(text) is None
+
+
+def test_category_thresholds_flag_inputs_only_and_round_trip():
+    classifier = default_classifier()
+    assert classifier.category_thresholds and "self_harm" not in classifier.category_thresholds
+    assert all(t < classifier.harm_threshold for t in classifier.category_thresholds.values())
+    state = classifier.state_dict()
+    assert SafetyClassifier.from_state_dict(state).category_thresholds == classifier.category_thresholds
+    with pytest.raises(ValueError, match="unknown classes"):
+        SafetyClassifier.from_state_dict({**state, "category_thresholds": {"weather": 0.5}})
+    only = copy.copy(classifier)
+    only.harm_threshold = only.self_harm_threshold = only.output_harm_threshold = 1.01
+    only.neighbour_threshold = None
+    texts = [r["text"] for r in load_labeled_rows(("train",)) if r["category"] == "drugs_alcohol"]
+    flags = only.flags(texts)
+    assert sum(f is not None and f.category == "drugs_alcohol" for f in flags) >= 0.8 * len(texts)
+    assert only.flags(texts, self_harm_threshold=False) == [None] * len(texts)
 
 
 def test_ordinary_explanations_survive_the_output_check(safety_filter):
