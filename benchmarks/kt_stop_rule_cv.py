@@ -10,7 +10,8 @@ scored on the held-out fold as `aivo evaluate` scores a file, so one run that ne
 (patience = the epoch limit) answers every stopping rule that reads the validation curve: the rule
 picks its epoch on the curve of the train-main validation learners, and its figure is the held-out
 AUC of that epoch's weights. A larger validation share changes the training learners, so each share
-is its own run.
+is its own run. Fold -1 is train-main's own split of the whole train.csv (train.csv's 80/10/10 by
+learner, as `aivo train-main --data train.csv` makes it), scored on its 10% test learners.
 
     python benchmarks/kt_stop_rule_cv.py --datasets statics --folds 0 1 2     # run (one process)
     python benchmarks/kt_stop_rule_cv.py --report                              # table of kept runs
@@ -93,9 +94,13 @@ def run_one(dataset: str, fold: int, share: float, *, num_folds: int, seed: int,
     from kt_benchmark import KT_DATA
 
     data = read_interactions(KT_DATA / dataset / "train.csv")
-    users_file, held_out = _fold_split(data, num_folds, seed, fold)
     split_seed = Settings().seed  # what train-main uses when AIVO_SEED is not set
-    split = split_by_learner(users_file, fractions=(1.0 - 0.1 - share, share, 0.1), seed=split_seed)
+    if fold >= 0:
+        users_file, held_out = _fold_split(data, num_folds, seed, fold)
+        split = split_by_learner(users_file, fractions=(1.0 - 0.1 - share, share, 0.1), seed=split_seed)
+    else:  # train-main's own split of the whole train.csv, scored on its 10% test learners
+        split = split_by_learner(data, fractions=(1.0 - 0.1 - share, share, 0.1), seed=split_seed)
+        held_out = split.test
     config = BrainConfig(max_epochs=max_epochs, patience=max_epochs)  # the defaults, never stopping early
     held_aucs: list[float] = []
     cache: dict = {}
@@ -153,7 +158,8 @@ def table(runs: list[dict]) -> str:
     import numpy as np
 
     cells = sorted({(r["dataset"], r["fold"]) for r in runs})
-    lines = ["| rule | " + " | ".join(f"{d} fold {f}" for d, f in cells) + " | mean held-out AUC over cells |",
+    names = [f"{d} fold {f}" if f >= 0 else f"{d} train-main split" for d, f in cells]
+    lines = ["| rule | " + " | ".join(names) + " | mean held-out AUC over cells |",
              "|---|" + "---|" * len(cells) + "---|"]
     for name, rule in RULES.items():
         cols, aucs = [], []

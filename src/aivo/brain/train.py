@@ -134,6 +134,14 @@ def _check_log(name: str, data: InteractionLog, config: BrainConfig) -> None:
         raise DataError(f"the {name} log has no learner with two or more attempts: nothing to score")
 
 
+def stopping_patience(config: BrainConfig, *, steps_per_epoch: int) -> int:
+    """Epochs without a validation improvement before early stopping: `patience`, or as many
+    epochs as `patience_steps` optimizer steps take when that is more (small data sets)."""
+    if config.patience_steps <= 0 or steps_per_epoch <= 0:
+        return config.patience
+    return max(config.patience, -(-config.patience_steps // steps_per_epoch))
+
+
 def train_main_brain(*, train: InteractionLog, validation: InteractionLog, config: BrainConfig, seed: int,
                      progress: bool = False, time_budget_s: float | None = None,
                      should_stop: Callable[[], bool] | None = None,
@@ -220,7 +228,7 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
                     best_state = copy.deepcopy(evaluated.state_dict())
                 else:
                     stale += 1
-                    if stale >= config.patience:
+                    if stale >= stopping_patience(config, steps_per_epoch=len(losses)):
                         stopped_early = True
                         break
                 if time_budget_s is not None and time.perf_counter() - started > time_budget_s:

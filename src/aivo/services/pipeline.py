@@ -348,7 +348,8 @@ _CONFIG_TEXTS = {"promote": 16, "split_salt": 200, "tenant": 256}
 # The Main Brain's size settings: upper bounds that keep one job's model within a server's memory.
 _BRAIN_INT_BOUNDS = {"max_seq_len": 4096, "max_skills_per_interaction": 64, "embed_dim": 2048, "hidden_dim": 2048,
                      "num_layers": 8, "head_hidden_dim": 2048, "evidence_dim": 2048, "num_difficulty_levels": 100,
-                     "batch_size": 16_384, "max_epochs": 10_000, "patience": 10_000}
+                     "batch_size": 16_384, "max_epochs": 10_000, "patience": 10_000,
+                     "patience_steps": 10_000_000}
 
 
 def _whole_number(value: Any, where: str, low: int, high: int) -> int:
@@ -394,7 +395,8 @@ def _checked_config(config: dict[str, Any]) -> dict[str, Any]:
         for name, value in brain.items():
             where = f"invalid Main Brain configuration: config.brain.{name}"
             if name in _BRAIN_INT_BOUNDS:
-                brain[name] = _whole_number(value, where, 0 if name == "evidence_dim" else 1, _BRAIN_INT_BOUNDS[name])
+                low = 0 if name in ("evidence_dim", "patience_steps") else 1
+                brain[name] = _whole_number(value, where, low, _BRAIN_INT_BOUNDS[name])
             elif isinstance(value, float) and not math.isfinite(value):
                 raise DataError(f"{where} must be finite, got {value!r}")
         values["brain"] = brain
