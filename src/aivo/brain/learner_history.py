@@ -54,6 +54,19 @@ class LearnerHistory:
                    item_type=np.array([None if _missing(s) else str(s) for s in _column(frame, "item_type")],
                                       dtype=object))
 
+    @classmethod
+    def from_rows(cls, rows: list[tuple]) -> "LearnerHistory":
+        """Rows (order, item_id, skill_ids, correct, timestamp in ns or None, subject, grade,
+        item_type) as the registry reads them back (`aivo.registry.StoredRow`), in order."""
+        columns = list(zip(*rows)) if rows else [()] * 8
+        order, items, skills, correct, times, subjects, grades, types = columns
+        return cls(order=np.array(order, dtype=np.int64), item_id=np.array(items, dtype=object),
+                   skill_ids=np.array(skills, dtype=object), correct=np.array(correct, dtype=np.int8),
+                   time_ns=np.array([NO_TIME if t is None else t for t in times], dtype=np.int64),
+                   subject=np.array(subjects, dtype=object),
+                   grade=np.array([np.nan if g is None else g for g in grades], dtype=np.float64),
+                   item_type=np.array(types, dtype=object))
+
     def __len__(self) -> int:
         return len(self.order)
 

@@ -34,6 +34,7 @@ from aivo.brain.features import (
     RECENT_RESIDUAL_DECAY,
 )
 from aivo.brain.vocab import PAD
+from aivo.data.schema import split_skills
 
 _NEVER = np.array([0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0])  # attempts, right, residual, last, last pos, runs
 
@@ -52,15 +53,18 @@ class EncodedRows:
     def encode(cls, brain: TrainedBrain, *, item_ids, skill_ids, item_types, correct) -> "EncodedRows":
         """`item_types` None: the history has no item types at all (PAD, as `encode_log` reads it);
         else missing values are '<none>'."""
-        vocab = brain.vocab
-        item = vocab.items.encode(np.asarray(item_ids, dtype=object))
-        skills = vocab.encode_skills(np.asarray(skill_ids, dtype=object),
-                                     max_skills=brain.config.max_skills_per_interaction)
+        vocab, width = brain.vocab, brain.config.max_skills_per_interaction
+        # One dict look-up per value (the few rows of an append): Vocabulary.index_of is encode's mapping.
+        item = np.array([vocab.items.index_of(str(v)) for v in item_ids], dtype=np.int64)
+        skills = np.full((len(item), width), PAD, dtype=np.int64)
+        for row, value in enumerate(skill_ids):
+            parts = split_skills(value)[:width] or [str(value)]
+            skills[row, :len(parts)] = [vocab.skills.index_of(str(p)) for p in parts]
         if item_types is None:
             kind = np.full(len(item), PAD, dtype=np.int64)
         else:
-            kind = vocab.item_types.encode(np.array(["<none>" if v is None else str(v) for v in item_types],
-                                                    dtype=object))
+            kind = np.array([vocab.item_types.index_of("<none>" if v is None else str(v)) for v in item_types],
+                            dtype=np.int64)
         return cls(item, skills, kind, np.asarray(correct, dtype=np.float64))
 
     def __len__(self) -> int:

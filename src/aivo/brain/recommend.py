@@ -173,19 +173,19 @@ def recommend_scored(*, learner_id: str, items: ScoredItems, history: LearnerHis
     for pos, skills in enumerate(history.skill_lists()):
         for skill in skills:
             by_skill.setdefault(skill, []).append(pos)
-    correct = history.correct
+    correct = history.correct.tolist()
     now_ns = pd.Timestamp(now).value if now is not None else None
     # Most recently practised skills first.
     for skill in sorted(by_skill, key=lambda s: -by_skill[s][-1]):
         if skill not in mastery:
             continue  # no candidate items left for this skill: nothing to serve
         positions = by_skill[skill]
-        recent = correct[positions[-config.recent_window:]]
+        recent = [correct[p] for p in positions[-config.recent_window:]]
         days = None
         stamp = history.time_ns[positions[-1]]
         if now_ns is not None and stamp != NO_TIME:
             days = ((now_ns - int(stamp)) / 1e9) / 86400.0
-        recent_acc = float(recent.mean()) if len(recent) else None
+        recent_acc = sum(recent) / len(recent) if recent else None  # exact: a count over a count
         decision, reason = _decide(mastery=mastery[skill], attempts=len(positions), recent_accuracy=recent_acc,
                                    days=days, config=config)
         decisions.append(SkillDecision(skill, decision, round(mastery[skill], 4), len(positions),

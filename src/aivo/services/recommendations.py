@@ -34,6 +34,7 @@ from aivo.config import Settings
 from aivo.data.schema import InteractionLog
 from aivo.personalization.serving import brain_for_learner
 from aivo.registry import Registry, load_interactions_after
+from aivo.registry.interactions import StoredRow
 from aivo.services.recommendation_engine import (
     GRADES_ABOVE,
     GRADES_BELOW,
@@ -238,8 +239,8 @@ def _learner_cache(settings: Settings) -> LearnerCache:
         return _learner_caches.setdefault(size, LearnerCache(max_learners=size))
 
 
-def _look_up(registry: Registry, learner_id: str, after: int, after_count: int | None) -> tuple[Any, pd.DataFrame | None,
-                                                                                               int]:
+def _look_up(registry: Registry, learner_id: str, after: int,
+             after_count: int | None) -> tuple[Any, list[StoredRow] | None, int]:
     """(lookup row, rows stored after position `after`, rows among them that cannot be read), in
     one transaction. No rows (None) when the learner still has `after_count` interactions, the
     last at `after`. NotFoundError for an unknown learner."""
@@ -275,7 +276,7 @@ def recommend_for_learner(*, registry: Registry, settings: Settings, learner_id:
             if _identity(row) == entry.key and _brain_key(row) == entry.brain_key and not skipped \
                     and entry.count + (0 if newer is None else len(newer)) == row[3]:
                 if newer is not None and len(newer):
-                    added = LearnerHistory.from_frame(newer)
+                    added = LearnerHistory.from_rows(newer)
                     history = entry.history.concat(added)
                     if history.has_item_type != entry.history.has_item_type:
                         entry.state = entry.serving.new_state(history)  # every row reads its item type anew
@@ -288,12 +289,12 @@ def recommend_for_learner(*, registry: Registry, settings: Settings, learner_id:
                 return recommend_from_history(serving=entry.serving, state=entry.state, history=entry.history,
                                               learner_id=learner_id, policy=config, now=clock.now(),
                                               policy_name=chosen)
-    row, frame, _ = _look_up(registry, learner_id, -1, None)  # everything, from scratch
-    if frame is None or frame.empty:
+    row, stored, _ = _look_up(registry, learner_id, -1, None)  # everything, from scratch
+    if not stored:
         raise DataError("the registry holds no " + ("readable " if row[3] else "")
                         + "interactions for this learner", path="registry")
     serving = brain_serving(serving_brain(registry=registry, learner_id=learner_id))
-    entry = _Learner(serving, LearnerHistory.from_frame(frame), row[3], key=_identity(row), brain_key=_brain_key(row))
+    entry = _Learner(serving, LearnerHistory.from_rows(stored), row[3], key=_identity(row), brain_key=_brain_key(row))
     cache.rebuilt += 1
     with entry.lock:
         cache.put(learner_id, entry)
