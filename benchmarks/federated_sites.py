@@ -196,9 +196,18 @@ def flower_rounds(kind, settings, registry, homes, opts, isolation="process") ->
     # As deployed (and in tests/sites/test_deployment.py): TLS with a private CA, SuperNode authentication.
     certs = make_certificates(Path(tempfile.mkdtemp(prefix="aivo_fed_certs_")), hosts=["127.0.0.1"])
     env = {**os.environ, "AIVO_HOME": str(settings.home), "FLWR_DISABLE_UPDATE_CHECK": "1", "AIVO_NUM_THREADS": "1"}
+    (Path(settings.home) / "federation" / "superlink.db").unlink(missing_ok=True)  # a fresh SuperLink per arm
+    logs = Path(LOGS) / ("secagg" if opts.secure_aggregation else "plain") if LOGS else None
+
+    def output(name):
+        if logs is None:
+            return subprocess.DEVNULL
+        logs.mkdir(parents=True, exist_ok=True)
+        return (logs / f"{name}.log").open("w")
+
     procs = [subprocess.Popen([sys.executable, "-m", "aivo", "federation", "serve", "--host", "127.0.0.1", "--port",
                                str(port), "--certificates", str(certs.ca_certificate.parent)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+                              stdout=output("superlink"), stderr=subprocess.STDOUT, start_new_session=True)]
     try:
         deadline = time.monotonic() + 180  # the SuperLink imports Flower first: slow on a busy machine
         while time.monotonic() < deadline:
@@ -214,7 +223,7 @@ def flower_rounds(kind, settings, registry, homes, opts, isolation="process") ->
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "aivo", "site", "serve", "--superlink", superlink, "--root-certificates",
                  str(certs.ca_certificate), "--port", str(port + 10 + i), "--isolation", isolation],
-                env={**env, "AIVO_HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={**env, "AIVO_HOME": str(home)}, stdout=output(Path(home).name), stderr=subprocess.STDOUT,
                 start_new_session=True))
         report = run_federation_deployment(registry=registry, settings=settings, options=opts, actor="bench",
                                            superlink=superlink, root_certificates=certs.ca_certificate)
@@ -256,6 +265,7 @@ def partial(args, out: dict) -> None:
 
 
 START_TIME = ""
+LOGS = ""  # --logs: where the deployment arm's processes write their output (default: nowhere)
 
 
 def command() -> str:
@@ -559,6 +569,8 @@ def main(argv=None) -> int:
     parser.add_argument("--isolation", choices=["process", "subprocess"], default="process",
                         help="overhead, deployment: each site's ClientApp in one long-lived worker (process, what "
                              "`aivo site serve` runs) or in a Flower process per message (subprocess)")
+    parser.add_argument("--logs", default="", help="overhead, deployment: a folder for the output of the SuperLink "
+                                                   "and of every site's SuperNode and worker")
     parser.add_argument("--secagg", choices=["off", "on", "both"], default="both",
                         help="overhead: the Flower arms without SecAgg+, with it, or both")
     parser.add_argument("--splits", default="random,skills", help="assist2015: random and/or skills")
@@ -592,7 +604,8 @@ def main(argv=None) -> int:
     if args.what != "report":
         began = datetime.now(timezone.utc)
         load_before = loads()
-        global START_TIME
+        global START_TIME, LOGS
+        LOGS = args.logs
         START_TIME = f"{began:%Y-%m-%d %H:%M} UTC, {machine()}; 1-minute load average {load_before} at the start"
         result = {"overhead": overhead, "scale": scale, "assist2015": assist2015}[args.what](args)
         result["run"] = (f"{began:%Y-%m-%d %H:%M} UTC, {machine()}; 1-minute load average {load_before} at the start, "

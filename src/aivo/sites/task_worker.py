@@ -120,18 +120,21 @@ class TaskWorker:
         """One task, as `flwr-clientapp` runs it: pull the message and the run's context, call the
         ClientApp, push the reply, then the task's status and the updated context (SecAgg+ keeps
         its state between stages there)."""
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         client = self.runtime.client(RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
                                      RuntimeTokenHttpInterceptor(token))
         heartbeat = HeartbeatSender(_heartbeat(client))
         heartbeat.start()
         message = context = reply = None
         sub_status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
+        pulled = ran = started
         try:
             message, context, run, _fab = pull_task_input(client)
+            pulled = time.perf_counter()
             if run.fab_id != self.fab_id:
                 raise ForeignApp(f"this site runs only the {self.fab_id} app, not {run.fab_id or 'an unnamed app'}")
             reply = self.app(message=message, context=context)
+            ran = time.perf_counter()
             sub_status, details = SubStatus.COMPLETED, ""
         except Exception as exc:  # noqa: BLE001 - reported to the coordinator as the reply's error, as Flower does
             # Flower's reason format, "<class 'X'>:<'text'>", which the coordinator parses.
@@ -151,5 +154,7 @@ class TaskWorker:
                 push_task_output(client=client, context=context, sub_status=sub_status, details=details)
                 client.close()
         self.tasks_done += 1
-        log.info("task %s %s in %.2f s", message.metadata.message_type if message else "?", sub_status,
-                 time.perf_counter() - started)
+        done = time.perf_counter()
+        log.info("task %s %s in %.2f s (pull %.2f, app %.2f, push %.2f; cpu %.2f s)",
+                 message.metadata.message_type if message else "?", sub_status, done - started, pulled - started,
+                 max(0.0, ran - pulled), done - max(ran, pulled), time.process_time() - cpu)
