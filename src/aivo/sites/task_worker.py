@@ -24,16 +24,30 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from flwr.app import Message
+from flwr.app import Context, Message
 from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode, SubStatus
-from flwr.proto.runtime_pb2 import AcquireTaskRequest, SendTaskHeartbeatRequest  # pylint: disable=E0611
+from flwr.common.serde import context_from_proto, run_from_proto
+from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
+from flwr.proto.runtime_pb2 import (  # pylint: disable=E0611
+    AcquireTaskRequest,
+    PullAppMessagesRequest,
+    PullTaskInputRequest,
+    SendTaskHeartbeatRequest,
+)
 from flwr.supercore.constant import TaskType
 from flwr.supercore.heartbeat import HeartbeatSender
+from flwr.supercore.inflatable.inflatable_protobuf_utils import (
+    make_confirm_message_received_fn_protobuf,
+    make_pull_object_fn_protobuf,
+)
+from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
 from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+from flwr.supercore.run import Run
 from flwr.supercore.runtime import RuntimeHttpClient
-from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +55,13 @@ log = logging.getLogger(__name__)
 # itself asks the SuperLink every 3 s when idle (Flower 1.42, fixed), so a shorter wait here gains
 # little and costs CPU on a small host.
 POLL_INTERVAL = 0.2
+
+
+# The SuperNode offers a task as soon as the message arrives, while it is still downloading the
+# message's objects (the parameters) from the SuperLink. Flower's object pull retries a missing
+# object after 1, 2, 4, 8, 10 s: right for a process that took seconds to start, but a warm worker
+# asks at once and would sleep through most of a stage. It retries after 0.05 s, doubling up to 0.5.
+OBJECT_RETRY, OBJECT_RETRY_CAP = 0.05, 0.5
 
 
 class ForeignApp(Exception):
@@ -60,6 +81,27 @@ class RuntimeApi:
                                                      insecure=self.root_certificates is None,
                                                      root_certificates=self.root_certificates,
                                                      interceptors=list(interceptors))
+
+
+def pull_task_input(client: RuntimeHttpClient) -> tuple[Message, Context, Run]:
+    """`flwr-clientapp`'s pull of its task (the message, the run's context and run), with the
+    short retry above and without the FAB (the worker runs the site's installed app)."""
+    response = client.PullTaskInput(PullTaskInputRequest())
+    TaskIdentity.task_id = response.task_id  # replies take their ids from it
+    TaskIdentity.run_id = response.run.run_id
+    TaskIdentity.node_id = response.context.node_id
+    context, run = context_from_proto(response.context), run_from_proto(response.run)
+    pulled = client.PullMessages(PullAppMessagesRequest())
+    if not pulled.messages_list:
+        raise RuntimeError("the SuperNode offered a task without a message")
+    node = Node(node_id=context.node_id)
+    tree = pulled.message_object_trees[0]
+    message = pull_and_inflate_object_from_tree(
+        tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
+        make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
+        return_type=Message, initial_backoff=OBJECT_RETRY, backoff_cap=OBJECT_RETRY_CAP)
+    message.metadata.__dict__["_message_id"] = tree.object_id  # as flwr-clientapp sets it
+    return message, context, run
 
 
 def _heartbeat(client: RuntimeHttpClient):
@@ -129,7 +171,7 @@ class TaskWorker:
         sub_status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
         pulled = ran = started
         try:
-            message, context, run, _fab = pull_task_input(client)
+            message, context, run = pull_task_input(client)
             pulled = time.perf_counter()
             if run.fab_id != self.fab_id:
                 raise ForeignApp(f"this site runs only the {self.fab_id} app, not {run.fab_id or 'an unnamed app'}")
