@@ -124,3 +124,9 @@ def test_long_sentences_without_clause_joints_are_split_to_the_limits_keeping_ev
     assert all(len(s.split()) <= 15 for s in steps) and len(steps) >= 4
     assert words(" ".join(steps)) == [w if w != "which" else "this" for w in words(quote)]
     assert shape_response("Short and fine.", ["dyslexia"]) == "Short and fine."
+
+
+def test_a_bound_to_is_not_split_off():
+    shaped = shape_response("The plates of the crust move slowly over time due to convection currents in the "
+                            "hot mantle below them.", ["dyslexia"])
+    assert "due to convection" in shaped and all(len(s.split()) <= 12 for s in split_sentences(shaped))

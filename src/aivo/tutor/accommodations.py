@@ -192,7 +192,10 @@ _JOINTS = (
                 re.IGNORECASE), False),
     (re.compile(r"\s+(?=(?:because|which|where|when|while|although|so that|until|unless)\b)", re.IGNORECASE), False),
     (re.compile(r",\s+"), False),
-    (re.compile(r"\s+(?=(?:to|with|from|into|by|in|on|for|at|after|before)\b)", re.IGNORECASE), False),
+    # before a preposition, except a "to" bound to the word before it ("due to", "able to", "have to")
+    (re.compile(r"(?<!\bdue)(?<!\bable)(?<!\bhave)(?<!\bhas)(?<!\bhad)(?<!\bneed)(?<!\bused)(?<!\bnext)"
+                r"(?<!\border)(?<!\blikely)(?<!\bgoing)(?<!\bwant)(?<!\bclose)(?<!\bsimilar)(?<!\baccording)"
+                r"\s+(?=(?:to|with|from|into|by|in|on|for|at|after|before)\b)", re.IGNORECASE), False),
     (re.compile(r"\s+(?=(?:and|but|or|so|then)\b)", re.IGNORECASE), False),
 )
 _JOIN_WORD = re.compile(r"^(?:and|then)\s+", re.IGNORECASE)
