@@ -171,6 +171,8 @@ def table(runs: list[dict]) -> str:
                 aucs.append(o["held_out_auc"])
             else:
                 cols.append("-")
+        if not aucs:  # no kept run answers this rule (e.g. a validation share not run)
+            continue
         mean = f"{np.mean(aucs):.4f}" if len(aucs) == len(cells) else "-"
         lines.append(f"| {name} | " + " | ".join(cols) + f" | {mean} |")
     return "\n".join(lines)
