@@ -5,9 +5,9 @@ classifier is fitted on it and its thresholds chosen by cross-validation on it; 
 rules were written against it), a `heldout` split that only this script reads (written and
 committed before its first evaluation), and a `seen` split: the earlier held-out splits (one
 table per origin), never trained on, but their results (and misses) were looked at, so their
-figures are no longer a clean measure. Reports, for the rules alone, the classifier alone and both combined (what the tutor
-runs): recall per harmful category (blocked at all, and blocked under the right category), and
-false blocks of ordinary school questions, on both.
+figures are no longer a clean measure. Reports, for the rules alone, the classifier alone and
+both combined (what the tutor runs): recall per harmful category (blocked at all, and blocked
+under the right category), and false blocks of ordinary school questions, on each.
 
     python benchmarks/safety_benchmark.py                    # evaluate the shipped classifier
     python benchmarks/safety_benchmark.py --refit            # fit on train and rewrite the shipped state

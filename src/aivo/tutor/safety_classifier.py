@@ -323,17 +323,18 @@ class SafetyClassifier:
             near = (x @ self.self_harm_examples.T).max(axis=1)
         safe = self.classes.index(SAFE)
         harmful = [i for i, c in enumerate(self.classes) if c != SAFE]
+        category_columns = [(self.classes.index(c), t) for c, t in self.category_thresholds.items()]
         out: list[Flag | None] = []
         for row, similarity in zip(probs, near):
             harm = 1 - row[safe]
             best = max(harmful, key=lambda i: row[i])
+            over = [i for i, t in category_columns if row[i] >= t] if self_harm_threshold else []
             if (self_harm_threshold and "self_harm" in self.classes
                     and (row[self.classes.index("self_harm")] >= self.self_harm_threshold
                          or (self.neighbour_threshold is not None and similarity >= self.neighbour_threshold))):
                 best = self.classes.index("self_harm")
-            elif self_harm_threshold and any(row[self.classes.index(c)] >= t for c, t in self.category_thresholds.items()):
-                best = max((self.classes.index(c) for c, t in self.category_thresholds.items()
-                            if row[self.classes.index(c)] >= t), key=lambda i: row[i])
+            elif over:
+                best = max(over, key=lambda i: row[i])
             elif harm < (self.harm_threshold if self_harm_threshold else self.output_harm_threshold):
                 out.append(None)
                 continue
