@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated AIVO_HOME per test, the shared KT data, and a CLI runner.
+"""Shared fixtures: an isolated AIVO_HOME per test, the shared KT data, and CLI runners.
 
 PostgreSQL (127.0.0.1:5432, trust auth) runs here and on CI; tests that need it use it
 for real (see `pg_url` in the registry tests), they never skip for want of it.
@@ -6,9 +6,15 @@ for real (see `pg_url` in the registry tests), they never skip for want of it.
 
 from __future__ import annotations
 
+import json
+import locale
 import os
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -45,15 +51,154 @@ def kt_data() -> Path:
     return SHARED_KT
 
 
+def _cli_env(aivo_home: Path, env: dict[str, str] | None) -> dict[str, str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AIVO_")}
+    full_env.update({"AIVO_HOME": str(aivo_home), "AIVO_NUM_THREADS": "1", "COLUMNS": "200"})
+    full_env.update(env or {})
+    return full_env
+
+
+def _run_process(args, *, aivo_home: Path, env, timeout, input):
+    return subprocess.run([sys.executable, "-m", "aivo", *args], capture_output=True, text=True,
+                          env=_cli_env(aivo_home, env), timeout=timeout, input=input, cwd=str(aivo_home.parent))
+
+
+def _outside_aivo(env: dict[str, str]) -> dict[str, str]:
+    """The variables a library may read at import: not AIVO_* (read when a command runs), not
+    pytest's PYTEST_CURRENT_TEST (a new value each test)."""
+    return {k: v for k, v in env.items() if not k.startswith("AIVO_") and k != "PYTEST_CURRENT_TEST"}
+
+
+class CliForkServer:
+    """Runs `aivo` commands as processes forked from a server that has imported the CLI's libraries
+    once (tests/cli_forkserver.py), started with `base_env` (the variables a library may read at
+    import; AIVO_* are read only when a command runs)."""
+
+    def __init__(self, folder: Path, base_env: dict[str, str]):
+        self.folder = folder
+        self.base_env = base_env
+        self._log = open(folder / "server.log", "wb")
+        self._proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("cli_forkserver.py")), str(folder / "server.sock")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=base_env, cwd=str(folder))
+        ready = self._proc.stdout.readline()
+        if not ready:
+            raise RuntimeError("the CLI fork server did not start: " + (folder / "server.log").read_text()[-3000:])
+        # No Python thread may run in the server (it would not survive the fork); otherwise every
+        # command runs as `python -m aivo`.
+        self.usable = json.loads(ready)["python_threads"] == 1
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def run(self, args, *, env: dict[str, str], cwd: Path, timeout: float, input: str | None):
+        with self._lock:
+            self._count += 1
+            stem = self.folder / f"cmd{self._count}"
+        paths = {name: f"{stem}.{name}" for name in ("stdout", "stderr")}
+        for path in paths.values():
+            Path(path).touch()
+        stdin = None
+        if input is not None:
+            stdin = f"{stem}.stdin"
+            Path(stdin).write_text(input)
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(str(self.folder / "server.sock"))
+        replies = conn.makefile("rb")
+        try:
+            conn.sendall(json.dumps({"args": list(args), "env": env, "cwd": str(cwd), "stdin": stdin,
+                                     **paths}).encode() + b"\n")
+            pid = json.loads(replies.readline())["pid"]
+            conn.settimeout(timeout)
+            try:
+                returncode = json.loads(replies.readline())["returncode"]
+                expired = False
+            except TimeoutError:  # as subprocess.run: kill the command, then report the timeout
+                os.kill(pid, signal.SIGKILL)
+                conn.settimeout(None)
+                returncode = json.loads(replies.readline())["returncode"]
+                expired = True
+        finally:
+            replies.close()
+            conn.close()
+        encoding = locale.getpreferredencoding(False)
+        stdout, stderr = (Path(paths[name]).read_text(encoding=encoding) for name in ("stdout", "stderr"))
+        for path in (*paths.values(), stdin):
+            if path:
+                os.unlink(path)
+        argv = [sys.executable, "-m", "aivo", *args]
+        if expired:
+            raise subprocess.TimeoutExpired(argv, timeout, output=stdout, stderr=stderr)
+        return subprocess.CompletedProcess(argv, returncode, stdout, stderr)
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._log.close()
+
+
+class CliRunner:
+    """`run_cli`'s engine: one fork server at a time, restarted when the session's environment
+    changes outside AIVO_* (e.g. a library switched Hugging Face offline in this process). A call
+    whose own `env` differs outside AIVO_* runs as `python -m aivo`."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.server: CliForkServer | None = None
+        self.generation = 0
+        self._lock = threading.Lock()
+
+    def _server(self, base_env: dict[str, str]) -> CliForkServer:
+        with self._lock:
+            if self.server is None or _outside_aivo(self.server.base_env) != _outside_aivo(base_env):
+                if self.server is not None:
+                    self.server.close()
+                self.generation += 1
+                folder = self.folder / str(self.generation)
+                folder.mkdir()
+                self.server = CliForkServer(folder, base_env)
+            return self.server
+
+    def run(self, args, *, aivo_home: Path, env, timeout: float, input: str | None):
+        server = self._server(_cli_env(aivo_home, None))
+        full_env = _cli_env(aivo_home, env)
+        if not server.usable or _outside_aivo(full_env) != _outside_aivo(server.base_env):
+            return _run_process(args, aivo_home=aivo_home, env=env, timeout=timeout, input=input)
+        return server.run(args, env=full_env, cwd=aivo_home.parent, timeout=timeout, input=input)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.fixture(scope="session")
+def cli_runner():
+    with tempfile.TemporaryDirectory(prefix="aivo-cli-") as folder:  # short: a Unix socket path is <108 bytes
+        runner = CliRunner(Path(folder))
+        yield runner
+        runner.close()
+
+
 @pytest.fixture
-def run_cli(aivo_home):
-    """Run `aivo ...` as a real subprocess; returns CompletedProcess (text)."""
+def run_cli(aivo_home, cli_runner):
+    """Run `aivo ...` in its own process; returns CompletedProcess (text). The process is forked from
+    the CLI fork server (the libraries already imported, see CliRunner), or is `python -m aivo`."""
 
     def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 300, input: str | None = None):
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("AIVO_")}
-        full_env.update({"AIVO_HOME": str(aivo_home), "AIVO_NUM_THREADS": "1", "COLUMNS": "200"})
-        full_env.update(env or {})
-        return subprocess.run([sys.executable, "-m", "aivo", *args], capture_output=True, text=True,
-                              env=full_env, timeout=timeout, input=input, cwd=str(aivo_home.parent))
+        return cli_runner.run(args, aivo_home=aivo_home, env=env, timeout=timeout, input=input)
+
+    return _run
+
+
+@pytest.fixture
+def run_cli_process(aivo_home):
+    """Run `python -m aivo ...` as a fresh interpreter (the start-up path included); returns
+    CompletedProcess (text)."""
+
+    def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 300, input: str | None = None):
+        return _run_process(args, aivo_home=aivo_home, env=env, timeout=timeout, input=input)
 
     return _run

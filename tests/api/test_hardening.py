@@ -6,9 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
-import subprocess
-import sys
 from urllib.parse import urlsplit
 
 import pytest
@@ -99,19 +96,16 @@ def test_a_damaged_stored_timestamp_is_skipped_by_every_reader(api):
     assert _count(api, "b-ts1") == 0
 
 
-def test_learner_export_and_delete_cli_never_show_a_traceback(api, tmp_path):
+def test_learner_export_and_delete_cli_never_show_a_traceback(api, tmp_path, run_cli):
     with api.client("service") as c:
         assert c.post("/v1/interactions", json={"interactions": _rows("b-ts2", 3)}).status_code == 201
     _damage_timestamp(api, "b-ts2", 1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIVO_")}
-    env.update({"AIVO_HOME": str(api.settings.home), "AIVO_SECRET_KEY": api.settings.secret_key,
-                "AIVO_NUM_THREADS": "1"})
+    env = {"AIVO_HOME": str(api.settings.home), "AIVO_SECRET_KEY": api.settings.secret_key}
     if api.settings.database_url:
         env["AIVO_DATABASE_URL"] = api.settings.database_url
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "aivo", *args], capture_output=True, text=True, env=env,
-                              timeout=120, cwd=tmp_path)
+        return run_cli(*args, env=env, timeout=120)
 
     exported = cli("learner", "export", "b-ts2", "--out", str(tmp_path / "b-ts2.json"))
     assert exported.returncode == 0 and "Traceback" not in exported.stderr, exported.stderr

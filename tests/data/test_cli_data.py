@@ -7,7 +7,15 @@ import pytest
 import typer
 
 from aivo.cli import main
-from aivo.cli.data import _parse_grades, parse_column_map
+from aivo.cli.data import READER_NAMES, SCHEMA_COLUMNS, _parse_grades, parse_column_map
+from aivo.data.readers import reader_names
+from aivo.data.schema import CORE_COLUMNS
+
+
+def test_help_names_the_schema_columns_and_readers_of_the_data_package():
+    # The CLI names them without importing pandas at start-up: they must stay the data package's.
+    assert SCHEMA_COLUMNS == CORE_COLUMNS
+    assert list(READER_NAMES) == reader_names()
 
 
 def test_parse_column_map():

@@ -1,4 +1,5 @@
-"""The registry CLI as real subprocesses with --json, on SQLite and PostgreSQL."""
+"""The registry CLI as real processes (forked by run_cli; one starts `python -m aivo`) with --json,
+on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -143,8 +144,8 @@ def test_outdated_schema_stops_with_the_command_to_run(run_cli, aivo_home):
     assert _ok(run_cli("registry", "stats", "--json"))["total_main_versions"] == 0
 
 
-def test_fresh_embedded_home_works_at_once(run_cli):
-    stats = _ok(run_cli("registry", "stats", "--json"))
+def test_fresh_embedded_home_works_at_once(run_cli_process):
+    stats = _ok(run_cli_process("registry", "stats", "--json"))
     assert stats["total_learner_models"] == 0
-    proc = run_cli("registry", "list", "--learners")
+    proc = run_cli_process("registry", "list", "--learners")
     assert proc.returncode == 0 and "learner models" in proc.stdout

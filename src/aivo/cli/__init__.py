@@ -6,7 +6,6 @@ import sys
 
 from aivo.cli import app as _app_module
 from aivo.cli.app import app, err_console
-from aivo.error_translation import translate
 from aivo.errors import AivoError
 
 # Command modules register themselves on `app` when imported.
@@ -38,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         # A library's exception for a user's or operator's mistake (bad setting, unreachable
         # database, unwritable path) becomes its message; anything else is a bug: traceback.
+        # start-up: the translation names SQLAlchemy's and Alembic's errors; load them only on an error
+        from aivo.error_translation import translate
+
         translated = translate(exc)
         if translated is None or _app_module.VERBOSE:
             raise

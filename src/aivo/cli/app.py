@@ -12,16 +12,16 @@ from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
 from aivo.config import Settings, get_settings
 from aivo.logging_setup import configure_logging
-from aivo.registry import Registry
-from aivo.services.learners import learner_pseudonym
-from aivo.services.runtime import default_actor, open_registry
+
+if TYPE_CHECKING:
+    from aivo.registry import Registry
 
 app = typer.Typer(
     name="aivo",
@@ -56,16 +56,23 @@ def settings() -> Settings:
 def registry(*, threads: bool = False) -> Registry:
     """The registry of the settings (schema checked); `threads`: also apply AIVO_NUM_THREADS to
     torch (commands that train)."""
+    # start-up: the registry's libraries (SQLAlchemy, pandas) load only for commands that use it
+    from aivo.services.runtime import open_registry
+
     return open_registry(settings(), threads=threads)
 
 
 def current_user() -> str:
     """Who runs the command (the OS user), for the audit log."""
+    from aivo.services.runtime import default_actor  # start-up: loads the registry's libraries
+
     return default_actor()
 
 
 def stored_learner(learner: str, is_pseudonym: bool) -> str:
     """A LEARNER argument as stored: raw ids are pseudonymized with the secret key."""
+    from aivo.services.learners import learner_pseudonym  # start-up: loads the registry's libraries
+
     return learner_pseudonym(settings=settings(), learner_id=learner, is_pseudonym=is_pseudonym)
 
 

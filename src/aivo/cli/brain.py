@@ -9,7 +9,6 @@ from rich.table import Table
 
 from aivo.cli.app import JsonOption, app, console, current_user, emit, registry, settings, to_jsonable
 from aivo.errors import ConfigError
-from aivo.services.runtime import apply_threads
 
 
 def _metrics_table(title: str, rows: dict[str, dict | None]) -> Table:
@@ -52,6 +51,7 @@ def train_main(
     a checkpoint folder (--data FILE --out DIR) or register it as a main version (no --data)."""
     # start-up: the Main Brain's libraries (torch) load only when the command runs
     from aivo.services.main_brain import brain_config, train_main_from_file
+    from aivo.services.runtime import apply_threads
 
     if data is None and out is not None:
         raise ConfigError("--out writes a checkpoint of a file's training: give --data FILE too, or omit --out "
@@ -113,7 +113,9 @@ def evaluate_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Score every attempt but each learner's first, from the context serving reads; metrics overall and per group."""
-    from aivo.services.main_brain import evaluate_from_files  # start-up: torch loads only when the command runs
+    # start-up: the Main Brain's libraries (torch) load only when the command runs
+    from aivo.services.main_brain import evaluate_from_files
+    from aivo.services.runtime import apply_threads
 
     apply_threads(settings())
     evaluation = evaluate_from_files(model_dir=model, data=data, group_by=group_by, data_format=data_format)

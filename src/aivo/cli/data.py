@@ -12,8 +12,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aivo.cli.app import JsonOption, app, console, emit, err_console, settings
-from aivo.data.schema import CORE_COLUMNS
-from aivo.services.data import reader_names, simulate_to_file, summarize_file
+
+# Named in --help without loading the data libraries (pandas) at start-up; tests/data/test_cli_data.py
+# checks that they are aivo.data.schema.CORE_COLUMNS and aivo.data.readers.reader_names().
+SCHEMA_COLUMNS = ("learner_id", "item_id", "correct", "skill_ids", "order", "timestamp", "response_time_s",
+                  "subject", "grade", "item_type")
+READER_NAMES = ("csv", "kt", "parquet")
 
 data_app = typer.Typer(help="Import, inspect and simulate learner data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -21,7 +25,7 @@ app.add_typer(data_app, name="data")
 MapOption = typer.Option(
     None, "--map", "-m", metavar="SCHEMA=SOURCE",
     help="Map a schema column to a source column, e.g. --map learner_id=student --map correct=is_correct "
-         f"(repeatable). Schema columns: {', '.join(CORE_COLUMNS)}.")
+         f"(repeatable). Schema columns: {', '.join(SCHEMA_COLUMNS)}.")
 
 
 def parse_column_map(values: list[str] | None) -> dict[str, str]:
@@ -34,9 +38,9 @@ def parse_column_map(values: list[str] | None) -> dict[str, str]:
         if not sep or not schema or not source:
             raise typer.BadParameter(f"{value!r} is not SCHEMA=SOURCE (e.g. learner_id=student)",
                                      param_hint="--map")
-        if schema not in CORE_COLUMNS:
+        if schema not in SCHEMA_COLUMNS:
             raise typer.BadParameter(f"{schema!r} is not a schema column; choose from: "
-                                     f"{', '.join(CORE_COLUMNS)}", param_hint="--map")
+                                     f"{', '.join(SCHEMA_COLUMNS)}", param_hint="--map")
         if schema in mapping and mapping[schema] != source:
             raise typer.BadParameter(f"{schema!r} is mapped twice ({mapping[schema]!r} and {source!r})",
                                      param_hint="--map")
@@ -52,12 +56,14 @@ def _grade_label(key: str) -> str:
 def stats(
     path: Path = typer.Argument(..., help="Interaction file (KT three-line, CSV/TSV or Parquet)."),
     format: str = typer.Option("auto", "--format", "-f",
-                               help=f"Input format: auto, {', '.join(reader_names())}."),
+                               help=f"Input format: auto, {', '.join(READER_NAMES)}."),
     column_map: list[str] = MapOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Summarize an interaction file: learners, items, skills, correct rate, lengths, and counts per
     subject, grade, item type and accommodation when the file has them."""
+    from aivo.services.data import summarize_file  # start-up: the data libraries load only when it runs
+
     result = summarize_file(path, format=format, mapping=parse_column_map(column_map) or None)
 
     def render(r: dict) -> None:
@@ -121,6 +127,7 @@ def simulate(
     if grades:
         options["grades"] = _parse_grades(grades)
     seed = settings().seed if seed is None else seed
+    from aivo.services.data import simulate_to_file  # start-up: the data libraries load only when it runs
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=as_json) as progress:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from aivo.brain.recommend import ItemSuggestion, Recommendation, SkillDecision
 from aivo.cli.app import JsonOption, app, console, emit, registry, settings, stored_learner, to_jsonable
 from aivo.cli.brain import _metrics_table
 
@@ -84,6 +83,8 @@ def demo(
             console.print(f"plots: [bold]{r.report_path}[/]")
         if r.personalization:
             _render_personalization(r.personalization, r.federated)
+        from aivo.brain.recommend import ItemSuggestion, Recommendation, SkillDecision  # start-up (pandas)
+
         for raw_id, rec in r.recommendations.items():
             _render_recommendation(Recommendation(
                 learner_id=rec["learner_id"], target_success=rec["target_success"],

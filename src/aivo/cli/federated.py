@@ -15,7 +15,6 @@ from rich.table import Table
 
 from aivo.cli.app import (JsonOption, app, console, current_user, emit, err_console, registry, settings,
                           stored_learner, to_jsonable)
-from aivo.privacy.planning import MEANINGLESS_EPSILON
 from aivo.errors import DataError
 
 PseudonymOption = typer.Option(False, "--pseudonym", help="LEARNER is already the stored pseudonym.")
@@ -159,6 +158,8 @@ def train_local_cmd(
 
 
 def _warn_record_level(epsilon: float | None) -> None:
+    from aivo.privacy.planning import MEANINGLESS_EPSILON  # start-up: the accountants load numpy
+
     if epsilon is not None and epsilon > MEANINGLESS_EPSILON:
         _warn([f"record-level DP-SGD epsilon {epsilon:.3g} is above {MEANINGLESS_EPSILON:g}: no meaningful "
                "record-level privacy; raise --dp-noise-multiplier (1.0 or more)"])

@@ -9,7 +9,6 @@ from rich.table import Table
 
 from aivo.cli.app import JsonOption, app, console, emit, settings
 from aivo.errors import ConfigError
-from aivo.services.runtime import apply_threads
 
 POLICIES_HELP = "fixed-curriculum, random-in-grade, mastery-bkt, aivo-target, aivo-gain"
 
@@ -51,6 +50,7 @@ def evaluate_policy(
     from that hidden truth measure what was learned (docs/policies.md)."""
     from aivo.services.policy_evaluation import (  # start-up: torch loads only when the command runs
         DEFAULT_POLICIES, PolicyEvaluationSpec, evaluate_policies, save_report)
+    from aivo.services.runtime import apply_threads  # start-up
 
     checkpoints = _items(items)
     spec = PolicyEvaluationSpec(

@@ -17,8 +17,6 @@ from rich.table import Table
 from aivo.cli.app import (JsonOption, app, console, current_user, emit, err_console, registry, settings,
                           stored_learner)
 from aivo.cli.data import MapOption, data_app, parse_column_map
-from aivo.services import registry as registry_ops
-from aivo.services.learners import erase_learner, export_learner_data
 
 db_app = typer.Typer(help="Registry database schema.", no_args_is_help=True)
 registry_app = typer.Typer(help="Main versions, learner models, statistics, artifacts.", no_args_is_help=True)
@@ -54,6 +52,8 @@ def db_upgrade(
     as_json: bool = JsonOption,
 ) -> None:
     """Create or migrate the registry schema to the newest revision."""
+    from aivo.services import registry as registry_ops  # start-up: loads the registry's libraries
+
     out = registry_ops.upgrade_schema(settings=settings(), revision=revision)
     emit(out, as_json=as_json, render=lambda r: console.print(
         f"schema {'upgraded from ' + (r['from_revision'] or 'empty') if r['changed'] else 'already'} "
@@ -63,6 +63,8 @@ def db_upgrade(
 @db_app.command("status")
 def db_status(as_json: bool = JsonOption) -> None:
     """Show the database's schema revision and the one this AIVO needs."""
+    from aivo.services import registry as registry_ops  # start-up: loads the registry's libraries
+
     out = registry_ops.schema_status(settings=settings())
     emit(out, as_json=as_json, render=_kv)
 
@@ -71,6 +73,8 @@ def db_status(as_json: bool = JsonOption) -> None:
 @registry_app.command("stats")
 def registry_stats(as_json: bool = JsonOption) -> None:
     """Counts of versions, learners, models, sessions and updates; mean learner performance."""
+    from aivo.services import registry as registry_ops  # start-up: loads the registry's libraries
+
     stats = registry_ops.statistics(registry=registry()).to_dict()
     emit(stats, as_json=as_json, render=_kv)
 
@@ -85,6 +89,7 @@ def registry_list(
 ) -> None:
     """List main versions (newest first), or learner models with --learners."""
     from aivo.services import models  # start-up: the Main Brain's libraries load only for this command
+    from aivo.services import registry as registry_ops  # start-up: loads the registry's libraries
 
     if learners:
         rows = [m.to_dict() for m in registry_ops.learner_models(registry=registry(), status=status, limit=limit,
@@ -114,6 +119,8 @@ def registry_show(
     as_json: bool = JsonOption,
 ) -> None:
     """Show a main version, or a learner model with its training history."""
+    from aivo.services import registry as registry_ops  # start-up: loads the registry's libraries
+
     if (version is None) == (learner is None):
         raise typer.BadParameter("give either a VERSION or --learner ID", param_hint="VERSION")
     if version is not None:
@@ -175,6 +182,8 @@ def registry_gc(
     as_json: bool = JsonOption,
 ) -> None:
     """Find unreferenced artifacts; delete them with --apply."""
+    from aivo.services import registry as registry_ops  # start-up: loads the registry's libraries
+
     result = registry_ops.garbage_collection(registry=registry(), apply=apply, min_age_s=min_age_hours * 3600,
                                              actor=actor or current_user())
 
@@ -193,6 +202,8 @@ def registry_verify(
     as_json: bool = JsonOption,
 ) -> None:
     """Check that every referenced artifact exists (and with --deep, is intact). Exit 6 if not."""
+    from aivo.services import registry as registry_ops  # start-up: loads the registry's libraries
+
     check = registry_ops.verify(registry=registry(), deep=deep)
 
     def render(r: dict) -> None:
@@ -217,6 +228,8 @@ def learner_delete(
     as_json: bool = JsonOption,
 ) -> None:
     """Erase a learner: interactions, models, sessions and artifacts. Keeps an anonymous audit entry."""
+    from aivo.services.learners import erase_learner  # start-up: loads the registry's libraries
+
     learner_id = stored_learner(learner, is_pseudonym)
     reg = registry()
     if not yes:
@@ -237,6 +250,8 @@ def learner_export(
     inline_artifacts: bool = typer.Option(False, "--inline-artifacts", help="Include artifact bytes (base64)."),
 ) -> None:
     """Write everything held about a learner as JSON."""
+    from aivo.services.learners import export_learner_data  # start-up: the registry's libraries
+
     document = export_learner_data(registry=registry(), learner_id=stored_learner(learner, is_pseudonym),
                                    inline_artifacts=inline_artifacts)
     text = json.dumps(document, indent=2)
@@ -259,6 +274,8 @@ def data_import(
     as_json: bool = JsonOption,
 ) -> None:
     """Import interactions into the registry: learner ids pseudonymized, idempotent per (learner, order)."""
+    from aivo.services import registry as registry_ops  # start-up: loads the registry's libraries
+
     cfg = settings()
     reg = registry()
     cfg.resolved_secret_key()  # before the spinner: a missing key is reported at once

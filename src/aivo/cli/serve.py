@@ -9,8 +9,6 @@ import typer
 from rich.table import Table
 
 from aivo.cli.app import JsonOption, app, console, current_user, emit, err_console, registry, settings
-from aivo.services import api_keys
-from aivo.services.learners import learner_pseudonym
 from aivo.config import get_settings
 from aivo.errors import ConfigError
 
@@ -24,6 +22,8 @@ PseudonymOption = typer.Option(False, "--pseudonym", help="Learner ids are store
 
 
 def _learner_pseudonyms(values: list[str], *, is_pseudonym: bool) -> list[str]:
+    from aivo.services.learners import learner_pseudonym  # start-up: loads the registry's libraries
+
     ids = [v.strip() for value in values for v in value.split(",") if v.strip()]
     cfg = settings()
     return [learner_pseudonym(settings=cfg, learner_id=i, is_pseudonym=is_pseudonym) for i in ids]
@@ -78,6 +78,8 @@ def apikey_create(
 ) -> None:
     """Create a key. The token is printed once and never stored: keep it now."""
     pseudonyms = _learner_pseudonyms(learners, is_pseudonym=is_pseudonym)
+    from aivo.services import api_keys  # start-up: loads the registry's libraries
+
     created = api_keys.create_key(registry=registry(), role=role, tenant=tenant, name=name, learner_ids=pseudonyms,
                                   actor=current_user())
 
@@ -98,6 +100,8 @@ def apikey_list(
     as_json: bool = JsonOption,
 ) -> None:
     """Keys (never their tokens)."""
+    from aivo.services import api_keys  # start-up: loads the registry's libraries
+
     keys = api_keys.keys(registry=registry(), tenant=tenant, include_revoked=include_revoked)
 
     def render(_) -> None:
@@ -121,12 +125,16 @@ def apikey_revoke(
     as_json: bool = JsonOption,
 ) -> None:
     """Revoke a key. Running API processes stop accepting it within AIVO_API_KEY_CACHE_S seconds."""
+    from aivo.services import api_keys  # start-up: loads the registry's libraries
+
     record = api_keys.revoke_key(registry=registry(), key_id=key_id, actor=current_user(), reason=reason)
     emit(record.to_dict(), as_json=as_json, render=lambda _: console.print(f"revoked {record.key_id}"))
 
 
 def _relink(key_id: str, learners: list[str], is_pseudonym: bool, *, add: bool, as_json: bool) -> None:
     pseudonyms = _learner_pseudonyms(learners, is_pseudonym=is_pseudonym)
+    from aivo.services import api_keys  # start-up: loads the registry's libraries
+
     count = api_keys.relink(registry=registry(), key_id=key_id, learner_ids=pseudonyms, actor=current_user(), add=add)
     verb = "linked" if add else "unlinked"
     emit({"key_id": key_id, verb: count}, as_json=as_json,

@@ -19,7 +19,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from aivo.cli.app import JsonOption, app, console, emit, registry, settings
 from aivo.errors import DataError
 from aivo.tutor.schemas import AssessCriteria, AssessRequest, CloneStartRequest, GenerateRequest, StudentContextIn
-from aivo.services.tutor_content import clear_lessons, import_lessons, list_lessons, search_lessons
 
 tutor_app = typer.Typer(help="The tutor brain: explanations, assessment, per-learner adapters.",
                         no_args_is_help=True)
@@ -307,6 +306,7 @@ def content_import(
     as_json: bool = JsonOption,
 ) -> None:
     """Import lessons (subject, grade, skill, text): cut into passages, embedded, stored under AIVO_HOME."""
+    from aivo.services.tutor_content import import_lessons, list_lessons  # start-up: the content library's libraries (numpy)
 
     cfg = settings()
     reports = []
@@ -329,6 +329,8 @@ def content_import(
 @content_app.command("list")
 def content_list(as_json: bool = JsonOption) -> None:
     """The lessons in the library."""
+    from aivo.services.tutor_content import list_lessons  # start-up: the content library's libraries (numpy)
+
     lessons = list_lessons(settings=settings())
 
     def render(rows: list) -> None:
@@ -350,6 +352,7 @@ def content_search(
     as_json: bool = JsonOption,
 ) -> None:
     """The passages the tutor would retrieve for a question."""
+    from aivo.services.tutor_content import search_lessons  # start-up: the content library's libraries (numpy)
 
     hits = search_lessons(settings=settings(), query=query, grade=grade, subject=subject, k=k)
     result = [{"score": h.score, **asdict(h.passage)} for h in hits]
@@ -368,6 +371,8 @@ def content_search(
 def content_clear(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
                   as_json: bool = JsonOption) -> None:
     """Remove every lesson from the library."""
+    from aivo.services.tutor_content import clear_lessons  # start-up: the content library's libraries (numpy)
+
     if not yes and not typer.confirm("Remove every lesson from the content library?"):
         raise typer.Exit(1)
     removed = clear_lessons(settings=settings())
@@ -381,6 +386,7 @@ def tutor_demo(as_json: bool = JsonOption) -> None:
     bundled lessons if the library is empty, answer a grade-5 question for a learner with ADHD,
     and show a message the safety filter stops."""
     from aivo.services import tutor  # start-up: the tutor's libraries load only for this command
+    from aivo.services.tutor_content import import_lessons, list_lessons  # start-up
 
     cfg = settings()
     if not cfg.brain_model and not tutor.default_model_dir(cfg).is_dir():
