@@ -7,8 +7,9 @@ train, server step, federated evaluation, gate, commit into the coordinator's re
 * **in-process**: `DirectGrid` hands each message straight to the site's ClientApp in this
   process, one site after another (no Flower runtime, no network, no secure aggregation);
 * **simulation**: `simulate_federation` (Flower's simulation runtime, Ray), with SecAgg+ and without;
-* **deployment**: a real `flower-superlink` and one `flower-supernode` per site on loopback
-  (insecure: TLS costs are not what is measured), `run_federation_deployment`.
+* **deployment**: a real `flower-superlink` and one `flower-supernode` per site on loopback, as
+  deployed: TLS with a private CA, SuperNode authentication, and (`--isolation process`, the
+  default of `aivo site serve`) one long-lived site worker per SuperNode; `run_federation_deployment`.
 
 Parts (each runs alone and writes benchmarks/out/federated_sites/<part>.json; `--write-results`
 renders every saved part into RESULTS.md):
@@ -30,6 +31,8 @@ records the 1-minute load average before and after: the machine is shared.
     python benchmarks/federated_sites.py assist2015 --splits random --dp off,8 --write-results
     python benchmarks/federated_sites.py assist2015 --splits skills --dp off,8 --write-results
     python benchmarks/federated_sites.py overhead --sites 10 --learners-per-site 1000 --write-results
+    python benchmarks/federated_sites.py overhead --sites 10 --learners-per-site 1000 --runtimes deployment \
+        --q 0.1 --local-epochs 1 --site-gate-learners 200 [--isolation subprocess] [--logs DIR]
     python benchmarks/federated_sites.py scale --sites-list 10,100 --learners-per-site 100 --write-results
     python benchmarks/federated_sites.py report --write-results
 """

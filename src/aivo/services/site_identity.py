@@ -11,6 +11,8 @@ site that loads everything once and answers every message of every round
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +190,15 @@ def serve_site_worker(*, settings: Settings, runtime_api: str, parent_pid: int |
     SuperExec does). The site's registry and training stack load once, before the first message."""
     if parent_pid is not None:
         start_parent_process_monitor(parent_pid)
-    site = site_for(with_site_identity(settings))
-    site.warm()
-    worker = TaskWorker(runtime=RuntimeApi(runtime_api), app=make_client_app(lambda context: site), fab_id=FAB_ID)
-    worker.serve(stop)
+    try:
+        site = site_for(with_site_identity(settings))
+        site.warm()
+        worker = TaskWorker(runtime=RuntimeApi(runtime_api), app=make_client_app(lambda context: site),
+                            fab_id=FAB_ID)
+        worker.serve(stop)
+    except Exception:
+        # A SuperNode without its worker would stay connected and answer nothing: take it down too,
+        # so that `aivo site serve` ends and its supervisor restarts both.
+        if parent_pid is not None:
+            os.kill(parent_pid, signal.SIGTERM)
+        raise
