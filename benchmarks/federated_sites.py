@@ -7,8 +7,9 @@ train, server step, federated evaluation, gate, commit into the coordinator's re
 * **in-process**: `DirectGrid` hands each message straight to the site's ClientApp in this
   process, one site after another (no Flower runtime, no network, no secure aggregation);
 * **simulation**: `simulate_federation` (Flower's simulation runtime, Ray), with SecAgg+ and without;
-* **deployment**: a real `flower-superlink` and one `flower-supernode` per site on loopback
-  (insecure: TLS costs are not what is measured), `run_federation_deployment`.
+* **deployment**: a real `flower-superlink` and one `flower-supernode` per site on loopback, as
+  deployed: TLS with a private CA, SuperNode authentication, and (`--isolation process`, the
+  default of `aivo site serve`) one long-lived site worker per SuperNode; `run_federation_deployment`.
 
 Parts (each runs alone and writes benchmarks/out/federated_sites/<part>.json; `--write-results`
 renders every saved part into RESULTS.md):
@@ -30,6 +31,8 @@ records the 1-minute load average before and after: the machine is shared.
     python benchmarks/federated_sites.py assist2015 --splits random --dp off,8 --write-results
     python benchmarks/federated_sites.py assist2015 --splits skills --dp off,8 --write-results
     python benchmarks/federated_sites.py overhead --sites 10 --learners-per-site 1000 --write-results
+    python benchmarks/federated_sites.py overhead --sites 10 --learners-per-site 1000 --runtimes deployment \
+        --q 0.1 --local-epochs 1 --site-gate-learners 200 [--isolation subprocess] [--logs DIR]
     python benchmarks/federated_sites.py scale --sites-list 10,100 --learners-per-site 100 --write-results
     python benchmarks/federated_sites.py report --write-results
 """
@@ -132,20 +135,27 @@ class DirectGrid:
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
         self._app = site_client_app([str(h) for h in homes])
         self._partition = {1001 + i: i for i in range(len(homes))}
+        self._replies = {}
 
     def get_node_ids(self):
         return list(self._partition)
 
-    def send_and_receive(self, messages, *, timeout=None):
+    def push_messages(self, messages):
+        """Runs each message's site now, one after another; the replies wait for `pull_messages`."""
         from flwr.app import Context, RecordDict
 
-        replies = []
+        ids = []
         for message in messages:
+            message.metadata.__dict__["_message_id"] = message.object_id  # what a Flower grid sets on push
             node = int(message.metadata.dst_node_id)
             context = Context(run_id=1, node_id=node, node_config={"partition-id": self._partition[node]},
                               state=RecordDict(), run_config={})
-            replies.append(self._app(message, context))
-        return replies
+            self._replies[message.metadata.message_id] = self._app(message, context)
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
 
 
 def direct_rounds(settings, registry, homes, opts) -> list[dict]:
@@ -168,7 +178,7 @@ def summary(r: dict) -> dict:
             "epsilon_federation": (r.get("privacy") or {}).get("epsilon_federation")}
 
 
-def flower_rounds(kind, settings, registry, homes, opts) -> list[dict]:
+def flower_rounds(kind, settings, registry, homes, opts, isolation="process") -> list[dict]:
     from aivo.services.federation import run_federation_deployment, simulate_federation
 
     if kind == "simulation":
@@ -177,15 +187,30 @@ def flower_rounds(kind, settings, registry, homes, opts) -> list[dict]:
         return [summary(r) for r in report.rounds]
     if kind != "deployment":
         raise SystemExit(f"unknown runtime {kind!r}: simulation or deployment")
+    import signal
     import socket
+
+    from aivo.services.federation import make_certificates, register_with_superlink
 
     with socket.socket() as sock:  # a free port for the SuperLink (its SuperNodes' ports follow it)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "AIVO_HOME": str(settings.home), "FLWR_DISABLE_UPDATE_CHECK": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "aivo", "federation", "serve", "--insecure", "--no-auth",
-                               "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)]
+    superlink = f"127.0.0.1:{port}"
+    # As deployed (and in tests/sites/test_deployment.py): TLS with a private CA, SuperNode authentication.
+    certs = make_certificates(Path(tempfile.mkdtemp(prefix="aivo_fed_certs_")), hosts=["127.0.0.1"])
+    env = {**os.environ, "AIVO_HOME": str(settings.home), "FLWR_DISABLE_UPDATE_CHECK": "1", "AIVO_NUM_THREADS": "1"}
+    (Path(settings.home) / "federation" / "superlink.db").unlink(missing_ok=True)  # a fresh SuperLink per arm
+    logs = Path(LOGS) / ("secagg" if opts.secure_aggregation else "plain") if LOGS else None
+
+    def output(name):
+        if logs is None:
+            return subprocess.DEVNULL
+        logs.mkdir(parents=True, exist_ok=True)
+        return (logs / f"{name}.log").open("w")
+
+    procs = [subprocess.Popen([sys.executable, "-m", "aivo", "federation", "serve", "--host", "127.0.0.1", "--port",
+                               str(port), "--certificates", str(certs.ca_certificate.parent)], env=env,
+                              stdout=output("superlink"), stderr=subprocess.STDOUT, start_new_session=True)]
     try:
         deadline = time.monotonic() + 180  # the SuperLink imports Flower first: slow on a busy machine
         while time.monotonic() < deadline:
@@ -196,22 +221,24 @@ def flower_rounds(kind, settings, registry, homes, opts) -> list[dict]:
         else:
             raise SystemExit(f"the SuperLink did not listen on {port} within 180 s")
         for i, home in enumerate(homes):
+            register_with_superlink(settings=settings, public_key_path=Path(home) / "site" / "site.pub",
+                                    superlink=superlink, root_certificates=certs.ca_certificate)
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "aivo", "site", "serve", "--insecure", "--no-auth", "--superlink",
-                 f"127.0.0.1:{port}", "--port", str(port + 10 + i)], env={**env, "AIVO_HOME": str(home)},
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+                [sys.executable, "-m", "aivo", "site", "serve", "--superlink", superlink, "--root-certificates",
+                 str(certs.ca_certificate), "--port", str(port + 10 + i), "--isolation", isolation],
+                env={**env, "AIVO_HOME": str(home)}, stdout=output(Path(home).name), stderr=subprocess.STDOUT,
+                start_new_session=True))
         report = run_federation_deployment(registry=registry, settings=settings, options=opts, actor="bench",
-                                           superlink=f"127.0.0.1:{port}", insecure=True)
+                                           superlink=superlink, root_certificates=certs.ca_certificate)
         return [summary(r) for r in report.rounds]
     finally:
-        import signal
-
         for proc in reversed(procs):
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(certs.ca_certificate.parent, ignore_errors=True)
 
 
 PART_DEFAULTS = {"assist2015": {"q": 0.1, "local_epochs": 1, "site_gate_learners": 200},
@@ -229,7 +256,10 @@ def workload(args) -> dict:
 
 
 def result_name(args) -> str:
-    return "overhead-" + args.runtimes.replace(",", "+") if args.what == "overhead" else args.what
+    if args.what != "overhead":
+        return args.what
+    return (f"overhead-{args.sites}x{args.learners_per_site}-" + args.runtimes.replace(",", "+")
+            + ("" if args.isolation == "process" or "deployment" not in args.runtimes else "-subprocess"))
 
 
 def partial(args, out: dict) -> None:
@@ -238,6 +268,7 @@ def partial(args, out: dict) -> None:
 
 
 START_TIME = ""
+LOGS = ""  # --logs: where the deployment arm's processes write their output (default: nowhere)
 
 
 def command() -> str:
@@ -253,16 +284,17 @@ def overhead(args) -> dict:
     try:
         settings, registry, homes, build_s = build(root, args.sites, args.learners_per_site, args.interactions)
         out = {"sites": args.sites, "learners_per_site": args.learners_per_site, "build_seconds": round(build_s, 1),
-               **workload(args)}
+               "isolation": args.isolation, **workload(args)}
+        secure = {"off": (False,), "on": (True,), "both": (False, True)}[args.secagg]
         arms = [("in_process", "direct", False)] + [
-            (f"{k}{'_secagg' if s else ''}", k, s) for k in args.runtimes.split(",") if k for s in (False, True)]
+            (f"{k}{'_secagg' if s else ''}", k, s) for k in args.runtimes.split(",") if k for s in secure]
         for key, kind, secure in arms:
             load_before = loads()
             with PeakMemory() as mem:
                 opts = options(settings, 2, secure, sample_rate=args.q, local_epochs=args.local_epochs,
                                min_sites=len(homes), wait_for_sites=900)  # every site in every round
                 rounds = (direct_rounds(settings, registry, homes, opts) if kind == "direct"
-                          else flower_rounds(kind, settings, registry, homes, opts))
+                          else flower_rounds(kind, settings, registry, homes, opts, args.isolation))
             out[key] = {"rounds": rounds, "peak_rss_mib": round(mem.mib), "load_before": load_before,
                         "load_after": loads()}
             print(json.dumps({key: out[key]}), flush=True)
@@ -460,11 +492,15 @@ def render(results: dict) -> str:
                   "evaluate); round 2 is the steady state (round 1 also starts Flower's workers).", "",
                   "| runtime | round 1 (s) | round 2 (s) | round 2 stages (s) | vs in-process (round 2) "
                   "| peak memory, all processes (MiB) | load before / after |", "|---|---|---|---|---|---|---|"]
+        where = ("TLS + SuperNode auth, a Flower process per message (`--isolation subprocess`)"
+                 if o.get("isolation") == "subprocess" else
+                 "TLS + SuperNode auth, one long-lived worker per site (`aivo site serve`)"
+                 if o.get("isolation") == "process" else "no TLS, a Flower process per message")
         for key, label in (("in_process", "in-process (direct calls, sites one after another, no SecAgg)"),
                            ("simulation", "Flower simulation runtime (Ray, 2 workers), no SecAgg"),
                            ("simulation_secagg", "Flower simulation runtime, SecAgg+"),
-                           ("deployment", "SuperLink + SuperNodes on loopback, no SecAgg"),
-                           ("deployment_secagg", "SuperLink + SuperNodes on loopback, SecAgg+")):
+                           ("deployment", f"SuperLink + SuperNodes on loopback, {where}, no SecAgg"),
+                           ("deployment_secagg", f"SuperLink + SuperNodes on loopback, {where}, SecAgg+")):
             if key in o:
                 r = o[key]["rounds"]
                 stages = ", ".join(f"{k} {v}" for k, v in (r[-1].get("seconds") or {}).items())
@@ -533,6 +569,13 @@ def main(argv=None) -> int:
     parser.add_argument("--learners-per-site", type=int, default=1000)
     parser.add_argument("--interactions", type=int, default=60)
     parser.add_argument("--runtimes", default="simulation,deployment")
+    parser.add_argument("--isolation", choices=["process", "subprocess"], default="process",
+                        help="overhead, deployment: each site's ClientApp in one long-lived worker (process, what "
+                             "`aivo site serve` runs) or in a Flower process per message (subprocess)")
+    parser.add_argument("--logs", default="", help="overhead, deployment: a folder for the output of the SuperLink "
+                                                   "and of every site's SuperNode and worker")
+    parser.add_argument("--secagg", choices=["off", "on", "both"], default="both",
+                        help="overhead: the Flower arms without SecAgg+, with it, or both")
     parser.add_argument("--splits", default="random,skills", help="assist2015: random and/or skills")
     parser.add_argument("--dp", default="off,8", help="assist2015: off and/or target epsilons")
     parser.add_argument("--rounds", type=int, default=2)
@@ -564,7 +607,8 @@ def main(argv=None) -> int:
     if args.what != "report":
         began = datetime.now(timezone.utc)
         load_before = loads()
-        global START_TIME
+        global START_TIME, LOGS
+        LOGS = args.logs
         START_TIME = f"{began:%Y-%m-%d %H:%M} UTC, {machine()}; 1-minute load average {load_before} at the start"
         result = {"overhead": overhead, "scale": scale, "assist2015": assist2015}[args.what](args)
         result["run"] = (f"{began:%Y-%m-%d %H:%M} UTC, {machine()}; 1-minute load average {load_before} at the start, "

@@ -42,7 +42,7 @@ DATASETS = ("statics", "assist2015", "synthetic5")
 
 # The knobs that differ between candidates, spelled out in full for every candidate.
 _CURRENT = dict(evidence_kind="free", evidence_normalize="none", weight_average_decay=0.0, learning_rate=1e-3,
-                batch_size=64, max_epochs=30, patience=3)
+                batch_size=64, max_epochs=30, patience=3, patience_steps=0)
 # What the per-data-set plans of kt_configs.py share (residual evidence, weight average 0.99,
 # learning rate 2e-3) plus the evidence normalization two of the three plans use.
 _SHARED = dict(_CURRENT, evidence_kind="residual", evidence_normalize="mean", weight_average_decay=0.99,

@@ -2,10 +2,12 @@
 
 The labelled set (src/aivo/tutor/data/safety_labeled.jsonl) has a `train` split (the
 classifier is fitted on it and its thresholds chosen by cross-validation on it; the lexical
-rules were written against it) and a `heldout` split that only this script reads. Reports,
-for the rules alone, the classifier alone and both combined (what the tutor runs):
-recall per harmful category (blocked at all, and blocked under the right category), and
-false blocks of ordinary school questions.
+rules were written against it), a `heldout` split that only this script reads (written and
+committed before its first evaluation), and a `seen` split: the earlier held-out splits (one
+table per origin), never trained on, but their results (and misses) were looked at, so their
+figures are no longer a clean measure. Reports, for the rules alone, the classifier alone and
+both combined (what the tutor runs): recall per harmful category (blocked at all, and blocked
+under the right category), and false blocks of ordinary school questions, on each.
 
     python benchmarks/safety_benchmark.py                    # evaluate the shipped classifier
     python benchmarks/safety_benchmark.py --refit            # fit on train and rewrite the shipped state
@@ -81,28 +83,38 @@ def meets_targets(combined: dict) -> dict:
             "false_block": combined["false_block"] <= TARGETS["false_block"]}
 
 
+def table(split: dict, title: str) -> list[str]:
+    cats = list(split["combined"]["recall"])
+    lines = [f"| {title} | " + " | ".join(cats) + " | false blocks of ordinary questions |",
+             "|---|" + "---|" * (len(cats) + 1)]
+    for arm in ("rules", "classifier", "combined"):
+        r = split[arm]
+        cells = [f"{r['recall'][c]:.3f} ({r['counts'][c][0]}/{r['counts'][c][2]})" for c in cats]
+        label = {"rules": "lexical rules alone", "classifier": "classifier alone",
+                 "combined": "**rules + classifier (served)**"}[arm]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {r['false_block']:.3f} "
+                     f"({len(r['false_blocks'])}/{r['benign']}) |")
+    return lines
+
+
 def report(result: dict, command: str) -> str:
     held, clf = result["heldout"], result["classifier"]
     comb = held["combined"]
     ok = meets_targets(comb)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cats = list(comb["recall"])
+    categories = ", ".join(f"{c} {t}" for c, t in sorted(clf.category_thresholds.items()))
     lines = [TITLE, "", START,
              f"Measured {now} on {machine()}; 1-minute load average {result['load'][0]:.1f} before, "
-             f"{result['load'][1]:.1f} after. Held-out split of `safety_labeled.jsonl`: {held['n']} messages "
+             f"{result['load'][1]:.1f} after. Held-out split of `safety_labeled.jsonl` (`heldout`, origin "
+             f"{', '.join(sorted({r['origin'] for r in result['heldout_rows']}))}): {held['n']} messages "
              f"({comb['benign']} ordinary school questions, hard negatives included), never used for tuning; "
              f"classifier fitted on the {result['train_rows']} train messages (harm threshold "
-             f"{clf.harm_threshold}, self-harm threshold {clf.self_harm_threshold}, chosen by 5-fold CV on train).",
-             f"Reproduce: `{command}`", "",
-             "| held-out | " + " | ".join(cats) + " | false blocks of ordinary questions |",
-             "|---|" + "---|" * (len(cats) + 1)]
-    for arm in ("rules", "classifier", "combined"):
-        r = held[arm]
-        cells = [f"{r['recall'][c]:.3f} ({r['counts'][c][0]}/{r['counts'][c][2]})" for c in cats]
-        label = {"rules": "lexical rules alone", "classifier": "classifier alone",
-                 "combined": "**rules + classifier (served)**"}[arm]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {r['false_block']:.3f} "
-                     f"({len(r['false_blocks'])}/{r['benign']}) |")
+             f"{clf.harm_threshold}, self-harm threshold {clf.self_harm_threshold}, nearest self-harm example "
+             f"{clf.neighbour_threshold}, per category {categories or 'none'}; chosen on out-of-fold "
+             f"probabilities of train, one fold per writing round).",
+             f"Reproduce: `{command}`", ""]
+    lines += table(held, "held-out")
     lines += ["", f"Served filter, blocked under the right category: " + ", ".join(
         f"{c} {comb['category_recall'][c]:.3f}" for c in cats) + ".",
               f"Targets: self-harm recall >= 0.97: **{'met' if ok['self_harm'] else 'missed'}** "
@@ -114,6 +126,14 @@ def report(result: dict, command: str) -> str:
         lines.append("Missed on held-out (served filter): " + "; ".join(f"[{c}] \"{t}\"" for c, t in comb["missed"]))
     if comb["false_blocks"]:
         lines.append("False blocks on held-out: " + "; ".join(f"\"{t}\" ({c})" for t, c in comb["false_blocks"]))
+    for origin, seen in result["seen"].items():
+        s_comb = seen["combined"]
+        lines += ["", f"Seen split, origin {origin} (an earlier held-out split, {seen['n']} messages, never trained "
+                  "on, but its results and misses were looked at before this classifier was made: not a clean "
+                  "measure):", ""]
+        lines += table(seen, f"seen ({origin})")
+        lines += ["", f"Served filter on it: self-harm {s_comb['recall'].get('self_harm', 0):.3f}, lowest category "
+                  f"{min(s_comb['recall'].values()):.3f}, false blocks {s_comb['false_block']:.3f}."]
     lines.append(END)
     return "\n".join(lines)
 
@@ -132,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     classifier = write_shipped_classifier(SHIPPED) if args.refit else default_classifier()
     heldout = load_labeled_rows(("heldout",))
-    result = {"heldout": evaluate(heldout, classifier), "classifier": classifier,
+    seen = load_labeled_rows(("seen",))
+    result = {"heldout": evaluate(heldout, classifier),
+              "seen": {o: evaluate([r for r in seen if r["origin"] == o], classifier)
+                       for o in sorted({r["origin"] for r in seen})},
+              "heldout_rows": heldout, "classifier": classifier,
               "train_rows": len(load_labeled_rows(("train",))), "load": (load_before, load_average())}
     command = "python benchmarks/safety_benchmark.py" + (" --refit" if args.refit else "")
     section = report(result, command)

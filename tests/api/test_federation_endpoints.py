@@ -22,6 +22,8 @@ def test_enroll_list_revoke_and_status(api, tmp_path):
         assert shaped.status_code == 422 and "not an OpenSSH public key" in shaped.json()["detail"]
         bad_name = admin.post("/v1/federation/sites", json={"name": "no spaces", "public_key": key})
         assert bad_name.status_code in (400, 422)
+        unknown = admin.post("/v1/federation/sites", json={"name": "south", "public_key": key, "role": "admin"})
+        assert unknown.status_code == 422 and "role" in unknown.text  # unknown fields are refused, not ignored
         assert teacher.post("/v1/federation/sites", json={"name": "x", "public_key": key}).status_code == 403
         assert service.post("/v1/federation/sites", json={"name": "x", "public_key": key}).status_code == 403
         sites = service.get("/v1/federation/sites").json()

@@ -109,3 +109,24 @@ def test_weight_average_ramps_its_decay_up_with_the_steps():
     averaged = [torch.zeros(3)]
     update(averaged, current, torch.tensor(100_000))  # ramped up: the configured decay
     assert averaged[0] == pytest.approx(torch.full((3,), 0.01))
+
+
+def test_patience_counts_optimizer_steps_on_small_data():
+    from aivo.brain.train import stopping_patience
+
+    config = tiny_config(patience=3, patience_steps=100)
+    assert stopping_patience(config, steps_per_epoch=9) == 12  # STATICS at batch 64: 100 steps = 12 epochs
+    assert stopping_patience(config, steps_per_epoch=25) == 4
+    assert stopping_patience(config, steps_per_epoch=34) == 3  # large data sets keep their 3 epochs
+    assert stopping_patience(tiny_config(patience=3, patience_steps=0), steps_per_epoch=9) == 3
+    with pytest.raises(ValueError, match="patience_steps must be a non-negative integer"):
+        tiny_config(patience_steps=-1)
+
+    # A model that does not move (learning rate 1e-12) never improves on validation: it stops after
+    # `patience` epochs, unless the epochs so far are fewer steps than patience_steps.
+    train, val, _ = small_split()
+    frozen = dict(learning_rate=1e-12, weight_average_decay=0.0, patience=1, max_epochs=5)
+    assert len(train_main_brain(train=train, validation=val, config=tiny_config(**frozen, patience_steps=0),
+                                seed=0).history) == 2
+    assert len(train_main_brain(train=train, validation=val, config=tiny_config(**frozen, patience_steps=1000),
+                                seed=0).history) == 5

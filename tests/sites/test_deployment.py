@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from aivo.sites.identity import make_certificates
 from aivo.config import Settings
 from tests.sites.helpers import make_federation
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # about 4 minutes on an idle 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 # Records a site may send the coordinator: the status reply, an install acknowledgement, SecAgg+'s
 # keys, shares and masked vectors, the legacy FitRes envelope (no arrays), metric sums.
@@ -110,9 +111,10 @@ def test_deployment_runtime_with_tls_authentication_and_a_sigkilled_supernode(tm
                                 _env(fed.settings.home, AIVO_FEDERATION_MESSAGE_LOG=str(messages)),
                                 logs / "superlink.log"))
         _wait_port(port, 120)
-        for home in fed.homes:  # only these keys may connect
-            register_with_superlink(settings=fed.settings, public_key_path=home / "site" / "site.pub",
-                                    superlink=superlink_address, root_certificates=certs.ca_certificate)
+        with ThreadPoolExecutor(len(fed.homes)) as pool:  # only these keys may connect (one `flwr` process each)
+            list(pool.map(lambda home: register_with_superlink(
+                settings=fed.settings, public_key_path=home / "site" / "site.pub", superlink=superlink_address,
+                root_certificates=certs.ca_certificate), fed.homes))
         intruder = tmp_path / "intruder"
         init_site(settings=Settings(home=intruder, database_url=None, artifact_url=None), name="intruder")
         nodes = {}
@@ -129,14 +131,15 @@ def test_deployment_runtime_with_tls_authentication_and_a_sigkilled_supernode(tm
         killer = threading.Thread(target=_kill_when_training,
                                   args=(logs / "school-c.log", nodes["school-c"], 2, killed), daemon=True)
         killer.start()
-        # round_timeout stays 120 s: every message starts a fresh `flwr-clientapp` process that imports
-        # aivo, so an honest stage takes tens of seconds on a loaded machine (with 30 s all three sites
-        # were dropped at load ~16). Per Flower 1.42's link state, the SIGKILLed node is marked offline
-        # once its heartbeat lapses (2 x 30 s) and the SuperLink then answers for it with an
-        # unavailable-node error, so the wait for it is bounded by that, not only by this timeout.
+        # Each site's messages run in its long-lived site worker (`aivo site serve`, `--isolation
+        # process`), so an honest stage takes seconds (about 4: the SuperNode asks the SuperLink for
+        # messages every 3 s when idle); 25 s leaves room for a loaded machine. The
+        # SIGKILLed node costs a round at most this timeout per stage it misses: per Flower 1.42's
+        # link state it is marked offline once its heartbeat lapses (2 x 30 s), and the SuperLink then
+        # answers for it with an unavailable-node error.
         options = FederationOptions(rounds=3, min_sites=2, secure_aggregation=True, dp_enabled=True,
                                     noise_multiplier=1.0, sample_rate=1.0, seed=4, gate_margin=1.0,
-                                    round_timeout=120, wait_for_sites=180, local_epochs=1, epsilon_budget=100.0)
+                                    round_timeout=25, wait_for_sites=180, local_epochs=1, epsilon_budget=100.0)
         report = run_federation_deployment(registry=fed.registry, settings=fed.settings, options=options,
                                            actor="tests", superlink=superlink_address,
                                            root_certificates=certs.ca_certificate, timeout=1500)

@@ -125,3 +125,13 @@ def test_a_policy_group_size_is_a_bounded_whole_number(value):
     with pytest.raises(DataError, match="must be a whole number"):
         HarnessPolicy.from_mapping({"min_group_size": value}, model_kind="main_brain")
     assert HarnessPolicy.from_mapping({"min_group_learners": 12.0}, model_kind="main_brain").min_group_learners == 12
+
+
+@pytest.mark.parametrize("bound", [float("inf"), float("-inf"), float("nan"), "0.7", True, [0.7]])
+def test_a_threshold_is_a_finite_number(bound):
+    """`aivo jobs create --policy '{"thresholds": {"auc": Infinity}}'` was stored: Python's JSON reads
+    `Infinity`, and the API's schema is not on the CLI's path."""
+    with pytest.raises(DataError, match="thresholds.auc must be a finite number"):
+        HarnessPolicy.from_mapping({"thresholds": {"auc": bound}}, model_kind="main_brain")
+    policy = HarnessPolicy.from_mapping({"thresholds": {"auc": 0.75, "ece": None}}, model_kind="main_brain")
+    assert policy.thresholds["auc"] == 0.75 and "ece" not in policy.thresholds

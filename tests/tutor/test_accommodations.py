@@ -104,3 +104,29 @@ def test_questions_keep_their_own_punctuation():
 def test_frame_false_leaves_out_openers_and_closers():
     text = shape_response("You are close. Add water.", ["anxiety"], frame=False)
     assert not text.startswith("Great question") and "Take your time" not in text
+
+
+def test_long_sentences_without_clause_joints_are_split_to_the_limits_keeping_every_word():
+    """Lesson sentences quoted in grounded answers are often long with no ", and" joint: they are
+    split to the dyslexia (12) and ADHD (15) limits, words kept in order (the facts do not change)."""
+    import re
+
+    quote = ("A triangle is a flat shape with three straight sides and three corners. Plants use the energy "
+             "of sunlight to turn water and carbon dioxide into glucose, which stores energy for the plant "
+             "to use later. The water cycle is the continuous movement of water between the oceans the "
+             "atmosphere and the land surfaces of planet Earth today.")
+    words = lambda text: [w.lower() for w in re.findall(r"[A-Za-z]+", text)]  # noqa: E731
+    dyslexia = shape_response(quote, ["dyslexia"])
+    assert all(len(s.split()) <= 12 for s in split_sentences(dyslexia)), dyslexia
+    assert words(dyslexia) == [w if w != "which" else "this" for w in words(quote)]
+    adhd = shape_response(quote, ["adhd"])
+    steps = [line.split(". ", 1)[1] for line in adhd.splitlines() if line.strip()]
+    assert all(len(s.split()) <= 15 for s in steps) and len(steps) >= 4
+    assert words(" ".join(steps)) == [w if w != "which" else "this" for w in words(quote)]
+    assert shape_response("Short and fine.", ["dyslexia"]) == "Short and fine."
+
+
+def test_a_bound_to_is_not_split_off():
+    shaped = shape_response("The plates of the crust move slowly over time due to convection currents in the "
+                            "hot mantle below them.", ["dyslexia"])
+    assert "due to convection" in shaped and all(len(s.split()) <= 12 for s in split_sentences(shaped))

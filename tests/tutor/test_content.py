@@ -144,3 +144,29 @@ def test_grounded_messages_quote_the_passages_where_the_layout_says(tmp_path):
     assert grounded_messages(messages, [], layout="user") == messages
     with pytest.raises(ValueError, match="layout"):
         grounded_messages(messages, hits, layout="sideways")
+
+
+def test_accommodations_shape_the_quoted_lesson_sentences_too(tutor_service, tmp_path):
+    """A grounded answer opens with the lesson's sentences verbatim; for a learner with an
+    accommodation they are shaped like the rest (dyslexia: long quoted sentences split to 12
+    words, no word changed; ADHD steps; autism layout; anxiety frame)."""
+    import re
+
+    from aivo.tutor.explanation_eval import complies
+
+    path = tmp_path / "lessons.md"
+    path.write_text("# Triangles\nsubject: Math\ngrade: 2\nskill: shapes\n\nA triangle is a flat shape with three "
+                    "straight sides and three corners that meet at three points called vertices. The three "
+                    "inside angles of every triangle always add up to one hundred and eighty degrees in total.\n")
+    tutor_service.content.import_file(path)
+    prompt = "How many sides does a triangle have?"
+    lesson_words = re.findall(r"[a-z]+", "a triangle is a flat shape with three straight sides and three corners")
+    for accommodation in ("dyslexia", "adhd", "autism", "anxiety"):
+        answer = tutor_service.generate(GenerateRequest(
+            prompt=prompt, max_new_tokens=8, temperature=0,
+            context=StudentContextIn(grade="2", accommodations=[accommodation])))
+        assert answer.grounded and complies(answer.explanation, accommodation), (accommodation, answer.explanation)
+        assert re.findall(r"[a-z]+", answer.explanation.lower()).count("vertices") == 1
+        if accommodation == "dyslexia":
+            found = re.findall(r"[a-z]+", answer.explanation.lower())
+            assert found[:len(lesson_words)] == lesson_words, answer.explanation

@@ -25,6 +25,16 @@ def test_key_facts_match_word_prefixes_and_alternatives():
     assert contradiction_stated("Some think the sun goes around the Earth.", "sun goes around the earth")
 
 
+def test_a_negated_misconception_is_not_stated():
+    """The lessons state the reference by negating the misconception; that is not a contradiction."""
+    assert not contradiction_stated("Then add the numerators. Never add the denominators together.",
+                                    "add the denominators")
+    assert not contradiction_stated("They have the same shape but not necessarily the same size.", "same size")
+    assert not contradiction_stated("You don't add the denominators.", "add the denominators")
+    assert contradiction_stated("No. First add the denominators, then the numerators.", "add the denominators")
+    assert contradiction_stated("Similar triangles are the same size.", "same size")
+
+
 def test_compliance_follows_the_shaping_rules():
     text = ("Photosynthesis is how plants make food, and it needs light. Leaves catch sunlight. "
             "Roots take up water. Plants make sugar. They give off oxygen.")

@@ -29,12 +29,13 @@ def test_rules_catch_their_set_and_let_benign_prompts_through(row):
 def test_labelled_set_size_splits_and_categories():
     rows = load_safety_set()
     assert len(rows) >= 400
-    held = [r for r in rows if r["split"] == "heldout"]
-    assert {r["category"] for r in held if r["expected"] == "block"} == set(safety.categories())
-    assert sum(r["expected"] == "allow" for r in held) >= 50
+    for split in ("heldout", "seen"):  # the held-out split, and the earlier one already looked at
+        held = [r for r in rows if r["split"] == split]
+        assert {r["category"] for r in held if r["expected"] == "block"} == set(safety.categories())
+        assert sum(r["expected"] == "allow" for r in held) >= 50
     texts = [r["text"].lower() for r in rows]
-    assert len(texts) == len(set(texts)), "a message appears twice (possibly in both splits)"
-    assert {r["split"] for r in rows} == {"train", "heldout"}
+    assert len(texts) == len(set(texts)), "a message appears twice (possibly in two splits)"
+    assert {r["split"] for r in rows} == {"train", "seen", "heldout"}
 
 
 def test_issue_examples_are_caught(safety_filter):
@@ -66,9 +67,11 @@ def test_classifier_generalizes_beyond_the_rules(safety_filter):
     assert caught >= 2
 
 
-def test_heldout_regression_guard(safety_filter):
-    """Not the targets (see benchmarks/RESULTS.md): a floor that catches a broken classifier."""
-    rows = load_labeled_rows(("heldout",))
+def test_seen_split_regression_guard(safety_filter):
+    """Not the targets (see benchmarks/RESULTS.md): a floor that catches a broken classifier, on the
+    earlier held-out split (`seen`: never trained on, but its results were looked at). The current
+    held-out split is read by benchmarks/safety_benchmark.py only."""
+    rows = load_labeled_rows(("seen",))
     verdicts = [safety_filter.check_input(r["text"]) for r in rows]
     harmful = [v for r, v in zip(rows, verdicts) if r["expected"] == "block"]
     self_harm = [v for r, v in zip(rows, verdicts) if r["category"] == "self_harm"]
@@ -101,20 +104,38 @@ def test_fit_is_reproducible_and_state_round_trips():
 
 
 def test_nearest_self_harm_example_flags_inputs_only():
-    """Train self-harm messages that the linear model alone lets through are flagged by the
-    nearest-example signal on inputs; on the model's own sentences that signal is off."""
+    """With the linear model's thresholds out of reach, the nearest-example signal alone flags
+    train self-harm messages as self-harm on inputs; on the model's own sentences it is off."""
     classifier = default_classifier()
     assert classifier.neighbour_threshold is not None and len(classifier.self_harm_examples) > 100
-    linear_only = copy.copy(classifier)
-    linear_only.neighbour_threshold = None
-    texts = [r["text"] for r in load_labeled_rows(("train",)) if r["category"] == "self_harm"]
-    rescued = [t for t, with_n, without in zip(texts, classifier.flags(texts), linear_only.flags(texts))
-               if with_n is not None and without is None]
-    assert rescued, "the neighbour signal adds nothing on train"
-    assert all(f is not None and f.category == "self_harm" for f in classifier.flags(rescued))
-    assert classifier.flags(rescued, self_harm_threshold=False) == linear_only.flags(rescued, self_harm_threshold=False)
+    neighbour_only = copy.copy(classifier)
+    neighbour_only.harm_threshold = neighbour_only.self_harm_threshold = neighbour_only.output_harm_threshold = 1.01
+    neighbour_only.category_thresholds = {}
+    texts = [r["text"] for r in load_labeled_rows(("train",)) if r["category"] == "self_harm"][:40]
+    assert all(f is not None and f.category == "self_harm" for f in neighbour_only.flags(texts))
+    assert neighbour_only.flags(texts, self_harm_threshold=False) == [None] * len(texts)
+    nothing = copy.copy(neighbour_only)
+    nothing.neighbour_threshold = None
+    assert nothing.flags(texts) == [None] * len(texts)
     for text in ("What is a noun?", "How do volcanoes form?"):
         assert classifier.flag(text) is None
+
+
+def test_category_thresholds_flag_inputs_only_and_round_trip():
+    classifier = default_classifier()
+    assert classifier.category_thresholds and "self_harm" not in classifier.category_thresholds
+    assert all(t < classifier.harm_threshold for t in classifier.category_thresholds.values())
+    state = classifier.state_dict()
+    assert SafetyClassifier.from_state_dict(state).category_thresholds == classifier.category_thresholds
+    with pytest.raises(ValueError, match="unknown classes"):
+        SafetyClassifier.from_state_dict({**state, "category_thresholds": {"weather": 0.5}})
+    only = copy.copy(classifier)
+    only.harm_threshold = only.self_harm_threshold = only.output_harm_threshold = 1.01
+    only.neighbour_threshold = None
+    texts = [r["text"] for r in load_labeled_rows(("train",)) if r["category"] == "drugs_alcohol"]
+    flags = only.flags(texts)
+    assert sum(f is not None and f.category == "drugs_alcohol" for f in flags) >= 0.8 * len(texts)
+    assert only.flags(texts, self_harm_threshold=False) == [None] * len(texts)
 
 
 def test_ordinary_explanations_survive_the_output_check(safety_filter):

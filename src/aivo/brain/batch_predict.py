@@ -66,6 +66,37 @@ class EncodedCatalog:
         return len(self.item)
 
 
+_SCALARS = ("cum_correct", "cum_residual", "previous", "ema_outcome", "ema_residual", "ability_mean",
+            "ability_var")
+
+
+def key_columns(raws: list[np.ndarray], position: np.ndarray) -> np.ndarray:
+    """Per-key feature columns of possible next items: `raws` holds, per key kind (item, first
+    skill, item type), the (7, L, C) counts of each item's key before the step (attempts, right,
+    residual sum, last outcome (-1 never), last position, right run, wrong run); `position`
+    (L, 1) the step -> (L, C, 24) float64."""
+    parts = []
+    for raw in raws:
+        attempts, corrects, residual, last, last_pos, right, wrong = raw
+        seen = last >= 0
+        parts.append(np.stack([
+            np.log1p(attempts), np.log1p(corrects), np.log1p(attempts - corrects),
+            np.where(seen, 2.0 * last - 1.0, 0.0),
+            np.where(seen, np.log1p(np.where(seen, position - last_pos, 0.0)), 0.0),
+            np.log1p(right), np.log1p(wrong), residual / (attempts + KEY_RESIDUAL_PRIOR),
+        ], axis=-1))
+    return np.concatenate(parts, axis=-1)
+
+
+def shared_columns(cum_correct, cum_residual, previous, ema_outcome, ema_residual, ability_mean, ability_var, *,
+                   position: np.ndarray, prior: float, rate: float) -> np.ndarray:
+    """(L,) running learner-level values before the step -> (L, 8) float64 learner columns."""
+    return np.stack([
+        (cum_correct + prior * rate) / (position + prior), np.log1p(position), previous,
+        cum_residual / (position + prior), ema_outcome, ema_residual, ability_mean, np.sqrt(ability_var),
+    ], axis=-1)
+
+
 class _HeadParts(nn.Module):
     """The correctness head of a MainBrain rewritten as per-learner + per-item + per-pair terms
     (the same function as `MainBrain.correct_logit`): the state and the learner-level history
@@ -213,26 +244,13 @@ class BatchPredictor:
         item's expected rate, is `catalog.logodds`)."""
         cat = self.catalog
         position = self.length[learners].astype(np.float64)[:, None]
-        parts = []
         first_skill = cat.skills[:, 0]
-        for table, key in zip(self.keys, (cat.item[rows], first_skill[rows], cat.item_type[rows])):
-            raw = table[:, learners[:, None], key]  # (7, L, C)
-            attempts, corrects, residual, last, last_pos, right, wrong = raw
-            seen = last >= 0
-            parts.append(np.stack([
-                np.log1p(attempts), np.log1p(corrects), np.log1p(attempts - corrects),
-                np.where(seen, 2.0 * last - 1.0, 0.0),
-                np.where(seen, np.log1p(np.where(seen, position - last_pos, 0.0)), 0.0),
-                np.log1p(right), np.log1p(wrong), residual / (attempts + KEY_RESIDUAL_PRIOR),
-            ], axis=-1))
-        prior, rate = self.config.running_rate_prior_count, self.brain.tables.global_correct_rate
-        pos = position[:, 0]
-        shared = np.stack([
-            (self.cum_correct[learners] + prior * rate) / (pos + prior), np.log1p(pos), self.previous[learners],
-            self.cum_residual[learners] / (pos + prior), self.ema_outcome[learners], self.ema_residual[learners],
-            self.ability_mean[learners], np.sqrt(self.ability_var[learners]),
-        ], axis=-1)  # (L, 8)
-        keys = np.concatenate(parts, axis=-1).astype(np.float32)
+        raws = [table[:, learners[:, None], key]
+                for table, key in zip(self.keys, (cat.item[rows], first_skill[rows], cat.item_type[rows]))]
+        keys = key_columns(raws, position)
+        shared = shared_columns(*(getattr(self, name)[learners] for name in _SCALARS), position=position[:, 0],
+                                prior=self.config.running_rate_prior_count, rate=self.brain.tables.global_correct_rate)
+        keys = keys.astype(np.float32)
         shared = shared.astype(np.float32)
         if not self.config.use_history_features:
             return np.zeros_like(keys), np.zeros_like(shared)

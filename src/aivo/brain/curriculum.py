@@ -9,7 +9,10 @@ interactions:
   order (ranks, not positions: a late skill reached only by fast learners still ranks late).
   The skill before a skill in that order stands in for its prerequisite (no data set here
   carries a prerequisite graph);
-- **BKT parameters** per skill (`aivo.brain.bkt`), for the mastery-learning policy.
+- **BKT parameters** per skill (`aivo.brain.bkt`), for the mastery-learning policy of `aivo
+  evaluate-policy`. The versions `aivo train-main` and the pipeline register store the order only
+  (`bkt=False`): the policies the recommendations API serves do not read BKT, and fitting it takes
+  minutes on a large log.
 
 Data without `subject` or `grade` columns gets one subject and one grade ("").
 """
@@ -40,12 +43,12 @@ class SkillInfo:
 @dataclass(frozen=True)
 class CurriculumKnowledge:
     skills: tuple[SkillInfo, ...]  # in teaching order: (subject, grade, rank, skill_id)
-    bkt: BKTParams
+    bkt: BKTParams | None  # None when only the teaching order was learned
 
     def to_dict(self) -> dict:
         return {"format": FORMAT,
                 "skills": [[s.skill_id, s.subject, s.grade, round(s.rank, 3)] for s in self.skills],
-                "bkt": self.bkt.to_dict()}
+                "bkt": None if self.bkt is None else self.bkt.to_dict()}
 
     @classmethod
     def from_dict(cls, values: dict) -> "CurriculumKnowledge":
@@ -53,7 +56,8 @@ class CurriculumKnowledge:
             raise DataError("this Main Brain's curriculum knowledge has another format; retrain it")
         skills = tuple(SkillInfo(str(a), str(b), None if c is None else int(c), float(d))
                        for a, b, c, d in values["skills"])
-        return cls(skills=skills, bkt=BKTParams.from_dict(values["bkt"]))
+        bkt = values.get("bkt")
+        return cls(skills=skills, bkt=None if bkt is None else BKTParams.from_dict(bkt))
 
     def predecessor(self) -> dict[str, str]:
         """skill -> the skill taught just before it in the same subject (the first skill of a
@@ -74,8 +78,9 @@ def _first_skill(values: pd.Series) -> np.ndarray:
     return np.array([(split_skills(s) or [s])[0] for s in values.astype(str)], dtype=object)
 
 
-def learn_curriculum(log: InteractionLog, *, bkt_config: BKTFitConfig = BKTFitConfig()) -> CurriculumKnowledge:
-    """Teaching order and BKT parameters from a training log (see the module docstring)."""
+def learn_curriculum(log: InteractionLog, *, bkt_config: BKTFitConfig = BKTFitConfig(),
+                     bkt: bool = True) -> CurriculumKnowledge:
+    """Teaching order and (with `bkt`) BKT parameters from a training log (see the module docstring)."""
     frame = log.frame
     if frame.empty:
         raise DataError("cannot learn a curriculum from an empty log")
@@ -103,4 +108,4 @@ def learn_curriculum(log: InteractionLog, *, bkt_config: BKTFitConfig = BKTFitCo
     skills = tuple(SkillInfo(str(r.skill), "" if pd.isna(r.subject) else str(r.subject),
                              None if pd.isna(r.grade) else int(r.grade), float(r.rank))
                    for r in table.itertuples(index=False))
-    return CurriculumKnowledge(skills=skills, bkt=fit_bkt(frame, config=bkt_config))
+    return CurriculumKnowledge(skills=skills, bkt=fit_bkt(frame, config=bkt_config) if bkt else None)

@@ -31,6 +31,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from aivo.brain.learner_history import NO_TIME, LearnerHistory
 from aivo.data.schema import split_skills
 
 DECISIONS = ("LEVEL_UP", "LEVEL_DOWN", "STAY", "REVIEW")
@@ -91,14 +92,43 @@ class Recommendation:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ScoredItems:
+    """Candidate items with the model's P(correct) of each as the learner's next attempt."""
+
+    item_id: np.ndarray  # (C,) str
+    skills: list[list[str]]  # (C,) each item's skills
+    p_correct: np.ndarray  # (C,) float
+    difficulty_level: np.ndarray | None = None  # (C,) int, 1..10
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> "ScoredItems":
+        level = None
+        if "difficulty_level" in frame.columns:
+            level = np.array([None if pd.isna(v) else int(v) for v in frame["difficulty_level"]], dtype=object)
+        return cls(frame["item_id"].astype(str).to_numpy(dtype=object),
+                   [split_skills(s) for s in frame["skill_ids"]], frame["p_correct"].to_numpy(dtype=np.float64),
+                   level)
+
+
 def skill_mastery(item_predictions: pd.DataFrame) -> dict[str, float]:
     """Mean predicted P(correct) per skill over that skill's candidate items."""
-    rows = [(skill, p) for skills, p in zip(item_predictions["skill_ids"], item_predictions["p_correct"])
-            for skill in split_skills(skills)]
-    if not rows:
+    return _mastery(ScoredItems.from_frame(item_predictions))
+
+
+def _mastery(items: ScoredItems) -> dict[str, float]:
+    index: dict[str, int] = {}
+    owner, skill = [], []
+    for i, skills in enumerate(items.skills):
+        for name in skills:
+            owner.append(i)
+            skill.append(index.setdefault(name, len(index)))
+    if not owner:
         return {}
-    frame = pd.DataFrame(rows, columns=["skill", "p"])
-    return {str(k): float(v) for k, v in frame.groupby("skill")["p"].mean().items()}
+    skill_arr = np.asarray(skill, dtype=np.int64)
+    sums = np.bincount(skill_arr, weights=items.p_correct[np.asarray(owner, dtype=np.int64)], minlength=len(index))
+    counts = np.bincount(skill_arr, minlength=len(index))
+    return {name: float(sums[i] / counts[i]) for name, i in sorted(index.items())}
 
 
 def _decide(*, mastery: float, attempts: int, recent_accuracy: float | None, days: float | None,
@@ -126,53 +156,65 @@ def recommend(*, learner_id: str, item_predictions: pd.DataFrame, history: pd.Da
     """Decide per practised skill and pick the next items. `now` is needed only for REVIEW by age."""
     if item_predictions.empty:
         return Recommendation(learner_id, config.target_success, [], [], {})
-    mastery = skill_mastery(item_predictions)
-    history = history.sort_values("order") if len(history) else history
-    skills_rows = [(skill, row_pos) for row_pos, skills in enumerate(history.get("skill_ids", []))
-                   for skill in split_skills(skills)]
+    return recommend_scored(learner_id=learner_id, items=ScoredItems.from_frame(item_predictions),
+                            history=LearnerHistory.from_frame(history.sort_values("order") if len(history)
+                                                              else history),
+                            config=config, now=now)
+
+
+def recommend_scored(*, learner_id: str, items: ScoredItems, history: LearnerHistory,
+                     config: PolicyConfig = PolicyConfig(), now: datetime | None = None) -> Recommendation:
+    """`recommend` on arrays (what serving calls)."""
+    if not len(items.item_id):
+        return Recommendation(learner_id, config.target_success, [], [], {})
+    mastery = _mastery(items)
     decisions: list[SkillDecision] = []
     by_skill: dict[str, list[int]] = {}
-    for skill, pos in skills_rows:
-        by_skill.setdefault(skill, []).append(pos)
-    correct = history["correct"].to_numpy() if len(history) else np.array([])
-    stamps = history["timestamp"] if "timestamp" in history.columns else None
+    for pos, skills in enumerate(history.skill_lists()):
+        for skill in skills:
+            by_skill.setdefault(skill, []).append(pos)
+    correct = history.correct.tolist()
+    now_ns = pd.Timestamp(now).value if now is not None else None
     # Most recently practised skills first.
     for skill in sorted(by_skill, key=lambda s: -by_skill[s][-1]):
         if skill not in mastery:
             continue  # no candidate items left for this skill: nothing to serve
         positions = by_skill[skill]
-        recent = correct[positions[-config.recent_window:]]
+        recent = [correct[p] for p in positions[-config.recent_window:]]
         days = None
-        if stamps is not None and now is not None and pd.notna(stamps.iloc[positions[-1]]):
-            days = (pd.Timestamp(now) - stamps.iloc[positions[-1]]).total_seconds() / 86400.0
-        recent_acc = float(recent.mean()) if len(recent) else None
+        stamp = history.time_ns[positions[-1]]
+        if now_ns is not None and stamp != NO_TIME:
+            days = ((now_ns - int(stamp)) / 1e9) / 86400.0
+        recent_acc = sum(recent) / len(recent) if recent else None  # exact: a count over a count
         decision, reason = _decide(mastery=mastery[skill], attempts=len(positions), recent_accuracy=recent_acc,
                                    days=days, config=config)
         decisions.append(SkillDecision(skill, decision, round(mastery[skill], 4), len(positions),
                                        None if recent_acc is None else round(recent_acc, 4),
                                        None if days is None else round(days, 2), reason))
     flag = {d.skill_id: d.decision for d in decisions}
-    recent_correct = set()
-    if len(history):
-        tail = history.tail(config.recent_window)
-        recent_correct = set(tail.loc[tail["correct"] == 1, "item_id"].astype(str))
-    candidates = item_predictions.loc[~item_predictions["item_id"].astype(str).isin(recent_correct)]
-    if candidates.empty:
-        candidates = item_predictions
-    candidates = candidates.assign(
-        _gap=(candidates["p_correct"] - config.target_success).abs(),
-        _prio=[min(_TIE_PRIORITY[flag.get(s)] for s in split_skills(skills) or [""])
-               for skills in candidates["skill_ids"]],
-    ).sort_values(["_gap", "_prio", "item_id"], kind="stable").head(config.num_items)
-    items = []
-    for row in candidates.itertuples(index=False):
-        level = getattr(row, "difficulty_level", None)
-        skills = split_skills(row.skill_ids)
+    tail = slice(max(0, len(history) - config.recent_window), len(history))
+    recent_correct = set(history.item_id[tail][history.correct[tail] == 1].tolist())
+    keep = np.array([item not in recent_correct for item in items.item_id.tolist()], dtype=bool)
+    if not keep.any():
+        keep[:] = True
+    rows = np.flatnonzero(keep)
+    gap = np.abs(items.p_correct[rows] - config.target_success)
+    if len(rows) > config.num_items:  # only the rows that can rank in the first num_items
+        bound = np.partition(gap, config.num_items - 1)[config.num_items - 1]
+        rows, gap = rows[gap <= bound], gap[gap <= bound]
+    prio = [min(_TIE_PRIORITY[flag.get(s)] for s in items.skills[r] or [""]) for r in rows.tolist()]
+    ranked = sorted(range(len(rows)), key=lambda i: (gap[i], prio[i], items.item_id[rows[i]]))[:config.num_items]
+    suggestions = []
+    for i in ranked:
+        r = rows[i]
+        p = float(items.p_correct[r])
+        level = None if items.difficulty_level is None else items.difficulty_level[r]
+        skills = items.skills[r]
         flags = sorted({flag[s] for s in skills if s in flag})
-        reason = f"predicted success {row.p_correct:.2f} is closest to the target {config.target_success:.2f}"
+        reason = f"predicted success {p:.2f} is closest to the target {config.target_success:.2f}"
         if flags:
             reason += f"; skill decision {'/'.join(flags)}"
-        items.append(ItemSuggestion(str(row.item_id), skills, round(float(row.p_correct), 4),
-                                    None if level is None or pd.isna(level) else int(level), reason))
-    return Recommendation(learner_id, config.target_success, items, decisions,
-                          {k: round(v, 4) for k, v in sorted(mastery.items())})
+        suggestions.append(ItemSuggestion(str(items.item_id[r]), list(skills), round(p, 4),
+                                          None if level is None else int(level), reason))
+    return Recommendation(learner_id, config.target_success, suggestions, decisions,
+                          {k: round(v, 4) for k, v in mastery.items()})

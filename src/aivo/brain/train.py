@@ -134,16 +134,27 @@ def _check_log(name: str, data: InteractionLog, config: BrainConfig) -> None:
         raise DataError(f"the {name} log has no learner with two or more attempts: nothing to score")
 
 
+def stopping_patience(config: BrainConfig, *, steps_per_epoch: int) -> int:
+    """Epochs without a validation improvement before early stopping: `patience`, or as many
+    epochs as `patience_steps` optimizer steps take when that is more (small data sets)."""
+    if config.patience_steps <= 0 or steps_per_epoch <= 0:
+        return config.patience
+    return max(config.patience, -(-config.patience_steps // steps_per_epoch))
+
+
 def train_main_brain(*, train: InteractionLog, validation: InteractionLog, config: BrainConfig, seed: int,
                      progress: bool = False, time_budget_s: float | None = None,
                      should_stop: Callable[[], bool] | None = None,
-                     on_epoch: Callable[[EpochRecord], None] | None = None) -> TrainResult:
+                     on_epoch: Callable[[EpochRecord], None] | None = None,
+                     monitor: Callable[[EpochRecord, TrainedBrain], None] | None = None) -> TrainResult:
     """Train a Main Brain on `train`, early-stopping on the AUC of `validation` (other learners).
 
     `time_budget_s` stops after the epoch during which the budget ran out (best weights kept).
     `should_stop` is polled after every batch (keep it cheap): when it returns True, training
     raises `TrainingStopped` (cooperative cancellation of trainer jobs). `on_epoch` sees every
-    epoch's record (a hyperparameter search prunes a hopeless trial by raising from it)."""
+    epoch's record (a hyperparameter search prunes a hopeless trial by raising from it). `monitor`
+    sees it too, with the weights just validated (those early stopping would keep; benchmarks score
+    other learners with them); it must not change them."""
     _check_log("training", train, config)
     _check_log("validation", validation, config)
     started = time.perf_counter()
@@ -205,6 +216,8 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
                 history.append(record)
                 if on_epoch is not None:
                     on_epoch(record)
+                if monitor is not None:
+                    monitor(record, TrainedBrain(model=evaluated, vocab=vocab, tables=tables, info={}))
                 log.info("epoch %d: train loss %.4f, validation AUC %.4f, %.1fs", epoch, record.train_loss,
                          auc, record.seconds)
                 if bar is not None:
@@ -215,7 +228,7 @@ def train_main_brain(*, train: InteractionLog, validation: InteractionLog, confi
                     best_state = copy.deepcopy(evaluated.state_dict())
                 else:
                     stale += 1
-                    if stale >= config.patience:
+                    if stale >= stopping_patience(config, steps_per_epoch=len(losses)):
                         stopped_early = True
                         break
                 if time_budget_s is not None and time.perf_counter() - started > time_budget_s:

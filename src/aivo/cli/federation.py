@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import subprocess
+import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -155,17 +157,24 @@ def site_serve_cmd(
     port: int = typer.Option(9094, "--port", help="Local port of the SuperNode's runtime API (loopback)."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Do not authenticate with the site key (a SuperLink "
                                                           "without --enable-supernode-auth; tests only)."),
+    isolation: str = typer.Option("process", "--isolation",
+                                  help="process: one long-lived site worker runs every message (loads the site "
+                                       "once); subprocess: Flower starts a process per message (slow; for "
+                                       "comparison)."),
 ) -> None:
-    """Run this site's Flower SuperNode (connects to the coordinator; runs the site's ClientApp)."""
+    """Run this site's Flower SuperNode (connects to the coordinator) and the site worker that
+    answers its messages with the site's ClientApp."""
     from aivo.services.federation import flower_bin, flower_env  # start-up
     from aivo.services.site_identity import site_key_path, with_site_identity  # start-up
 
+    if isolation not in ("process", "subprocess"):
+        raise ConfigError(f"--isolation must be process or subprocess, got {isolation!r}")
     cfg = with_site_identity(settings())
     if not cfg.site_name:
         raise ConfigError("this AIVO_HOME is not a site: run `aivo site init NAME` first")
     certs = root_certificates or cfg.federation_root_certificates
     argv = [flower_bin("flower-supernode"), "--superlink", superlink or cfg.superlink, "--port", str(port),
-            "--host", "127.0.0.1", "--node-config", f'site="{cfg.site_name}"']
+            "--host", "127.0.0.1", "--node-config", f'site="{cfg.site_name}"', "--isolation", isolation]
     if insecure:
         argv.append("--insecure")
     elif certs is None:
@@ -178,7 +187,26 @@ def site_serve_cmd(
     env = flower_env(cfg)
     env.update(AIVO_HOME=str(cfg.home.resolve()), AIVO_SITE_NAME=cfg.site_name,
                AIVO_SITE_KEY=str(site_key_path(cfg).resolve()))
+    if isolation == "process":
+        # The worker outlives nothing: it watches this pid, which becomes the SuperNode's at exec,
+        # as Flower's own SuperExec watches its SuperNode.
+        subprocess.Popen([sys.executable, "-m", "aivo", "site", "worker", "--runtime-api", f"127.0.0.1:{port}",
+                          "--parent-pid", str(os.getpid())], env=env)
     _exec(argv, env)
+
+
+@site_app.command("worker", hidden=True)
+def site_worker_cmd(
+    runtime_api: str = typer.Option(..., "--runtime-api", help="host:port of the SuperNode's runtime API."),
+    parent_pid: int | None = typer.Option(None, "--parent-pid", help="Exit when this process (the SuperNode) ends."),
+) -> None:
+    """The site worker that `aivo site serve` starts next to its SuperNode (`--isolation process`)."""
+    from aivo.services.site_identity import serve_site_worker  # start-up
+
+    try:
+        serve_site_worker(settings=settings(), runtime_api=runtime_api, parent_pid=parent_pid)
+    except KeyboardInterrupt:
+        err_console.print("site worker stopped", highlight=False)
 
 
 @site_app.command("status")

@@ -38,6 +38,7 @@ from aivo.registry.interactions import (
     import_interaction_file,
     import_interactions,
     load_interactions,
+    load_interactions_after,
 )
 from aivo.registry.eligibility import get_eligible_for_aggregation
 from aivo.registry.learners import (

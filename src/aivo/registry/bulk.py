@@ -21,8 +21,17 @@ INTERACTION_COLUMNS = ("learner_id", "position", "item_id", "skill_ids", "correc
 _TIME_COLUMNS = ("timestamp", "ingested_at")
 
 
+_SMALL = 64  # rows: below this a Python pass costs less than three pandas operations per column
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value)
+
+
 def _plain(series: pd.Series) -> list:
     """Python values, None for any missing value (NaN, NA, NaT)."""
+    if len(series) <= _SMALL:  # an API batch: the per-operation cost of pandas dominates
+        return [None if _missing(v) else v for v in series.astype("object").tolist()]
     return series.astype("object").where(series.notna(), None).tolist()
 
 

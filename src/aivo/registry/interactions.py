@@ -17,20 +17,24 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from pandas.errors import OutOfBoundsDatetime
 from sqlalchemy.orm import Session
 
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.data.privacy import pseudonymize_learner_ids
 from aivo.data.readers import read_interactions
-from aivo.data.schema import (CORE_COLUMNS, EVALUATION_ONLY_COLUMNS, MAX_ORDER, InteractionLog, make_log,
+from aivo.data.schema import (CORE_COLUMNS, EVALUATION_ONLY_COLUMNS, MAX_ORDER, MAX_TIMESTAMP, MIN_TIMESTAMP,
+                              InteractionLog, make_log,
                               out_of_range_orders, out_of_range_timestamps, timestamp_range_text)
 from aivo.errors import ConflictError, DataError
 from aivo.registry.bulk import INTERACTION_COLUMNS, insert_interaction_rows
@@ -255,6 +259,97 @@ def load_interactions(*, session: Session, learner_ids: Sequence[str] | None = N
     frame = frame.drop(columns=[c for c in optional if frame[c].isna().all()])
     log = make_log(frame, source=source)
     return InteractionLog(log.frame, source=log.source, notes=log.notes + notes)
+
+
+class StoredRow(NamedTuple):
+    """One stored interaction as serving reads it (see `load_interactions_after`)."""
+
+    order: int
+    item_id: str  # stripped
+    skill_ids: str  # the item id when none is stored
+    correct: int
+    timestamp_ns: int | None  # ns since the epoch, UTC
+    subject: str | None
+    grade: float | None
+    item_type: str | None
+
+
+def load_interactions_after(*, session: Session, learner_pk: int, after: int) -> tuple[list[StoredRow], int]:
+    """(rows, skipped) of one learner (its primary key) stored after position `after`, in order:
+    the rows that can be read back, with the values `load_interactions` gives them (without
+    building a log: serving appends them to a cached history), and how many cannot (the same
+    checks as `load_interactions`, row by row)."""
+    it = Interaction.__table__
+    dialect = session.get_bind().dialect.name
+    raw_timestamp, raw_extra = _raw_columns(dialect)
+    stmt = (sa.select(it.c.position, it.c.item_id, it.c.skill_ids, it.c.correct, raw_timestamp,
+                      it.c.timestamp.is_not(None), it.c.response_time_s, it.c.subject, it.c.grade, it.c.item_type,
+                      raw_extra)
+            .where(it.c.learner_id == learner_pk, it.c.position > after).order_by(it.c.position))
+    rows, skipped = [], 0
+    for raw in session.execute(stmt):
+        row = _readable_row(tuple(raw), dialect=dialect)
+        if row is None:
+            skipped += 1
+        else:
+            rows.append(row)
+    return rows, skipped
+
+
+_LOW_NS, _HIGH_NS = pd.Timestamp(MIN_TIMESTAMP).value, pd.Timestamp(MAX_TIMESTAMP).value
+
+
+def _number(value) -> float | None:
+    """`pd.to_numeric(errors="coerce")` of one value (None: not a number)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _readable_row(raw: tuple, *, dialect: str) -> StoredRow | None:
+    """One row of `load_interactions_after`'s select, or None when a stored value cannot be read
+    back (the checks of `_readable_rows`)."""
+    order, item_id, skill_ids, correct, raw_time, has_time, response_time, subject, grade, item_type, extra = raw
+    stamp = None
+    if has_time:
+        try:
+            if dialect == "postgresql":
+                stamp = None if raw_time is None else pd.Timestamp(int(raw_time), unit="us", tz="UTC").value
+            elif isinstance(raw_time, str):
+                parsed = pd.Timestamp(raw_time)
+                parsed = parsed.tz_localize("UTC") if parsed.tzinfo is None else parsed.tz_convert("UTC")
+                stamp = parsed.value
+        except (ValueError, OverflowError, OutOfBoundsDatetime):
+            stamp = None
+        if stamp is None or not _LOW_NS <= stamp < _HIGH_NS:
+            return None
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            return None
+    if extra is not None and not isinstance(extra, dict):
+        return None
+    right = _number(correct)
+    position = _number(order)
+    if right not in (0.0, 1.0) or position is None or position != round(position) or not 0 <= position <= MAX_ORDER:
+        return None
+    if not isinstance(item_id, str) or not item_id.strip():
+        return None
+    if response_time is not None and not (isinstance(response_time, float) and math.isnan(response_time)):
+        seconds = _number(response_time)
+        if seconds is None or not math.isfinite(seconds) or seconds < 0:
+            return None
+    level = None
+    if grade is not None and not (isinstance(grade, float) and math.isnan(grade)):
+        level = _number(grade)
+        if level is None or not 0 <= level <= 12:
+            return None
+    item = item_id.strip()
+    return StoredRow(int(position), item, item if skill_ids is None else str(skill_ids), int(right), stamp,
+                     None if subject is None else str(subject), level, None if item_type is None else str(item_type))
 
 
 def _stored_times(raw: pd.Series, present: pd.Series, *, dialect: str) -> tuple[pd.Series, np.ndarray]:

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -308,7 +309,11 @@ def write_flower_config(settings: Settings, *, superlink: str, root_certificates
         lines.append("insecure = true")
     elif root_certificates is not None:
         lines.append(f'root-certificates = "{Path(root_certificates).resolve()}"')
-    (home / "config.toml").write_text("\n".join(lines) + "\n")
+    # Atomically (a temporary file renamed over it): a `flwr` process started meanwhile, for
+    # another site's registration say, reads the old file or the new one, never a torn one.
+    with tempfile.NamedTemporaryFile("w", dir=home, prefix=".config.", suffix=".toml", delete=False) as tmp:
+        tmp.write("\n".join(lines) + "\n")
+    os.replace(tmp.name, home / "config.toml")
     return home
 
 

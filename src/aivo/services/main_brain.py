@@ -16,6 +16,7 @@ from typing import Any
 
 from aivo.brain.bundle import TrainedBrain
 from aivo.brain.catalog import item_catalog
+from aivo.brain.curriculum import learn_curriculum
 from aivo.brain.checkpoint import load_checkpoint, save_checkpoint
 from aivo.brain.config import BrainConfig, config_from_settings, load_config_file
 from aivo.brain.predict import Evaluation, evaluate
@@ -105,6 +106,8 @@ def train_main_version(*, registry: Registry, settings: Settings, config: BrainC
         why = (f"test AUC {new_auc:.4f} vs active {active.version} {old_auc:.4f} on the same test learners")
     brain.info.update({"data_hash": log.data_hash(), "split_seed": seed, "split_fractions": list(fractions),
                        "split": split.sizes(), "item_catalog": item_catalog(split.train),
+                       # the teaching order the served policies read (aivo.brain.curriculum)
+                       "curriculum": learn_curriculum(split.train, bkt=False).to_dict(),
                        "history": [asdict(epoch) for epoch in result.history],
                        "test_metrics": test.metrics.as_dict()})
     metrics = {"validation": result.validation.as_dict(), "test": test.as_dict(), "best_epoch": result.best_epoch,

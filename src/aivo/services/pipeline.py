@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from aivo.brain.catalog import item_catalog
+from aivo.brain.curriculum import learn_curriculum
 from aivo.brain.config import BrainConfig, config_from_settings
 from aivo.brain.train import TrainingStopped
 from aivo.brain.versions import load_main_brain, register_brain
@@ -236,7 +237,9 @@ def run_pipeline(*, registry: Registry, settings: Settings, config: PipelineConf
         notify("registering", 0.95, decision)
         brain.info.update({"data_hash": data.data_hash(), "split_salt": config.split_salt,
                            "split_fractions": list(config.fractions), "split": split.sizes(),
-                           "item_catalog": item_catalog(split.train), "test_metrics": test["metrics"],
+                           "item_catalog": item_catalog(split.train),
+                           "curriculum": learn_curriculum(split.train, bkt=False).to_dict(),
+                           "test_metrics": test["metrics"],
                            "pipeline_run": run.id})
         metrics = {"validation": result.validation.as_dict(), "test": test, "best_epoch": result.best_epoch,
                    "train_seconds": round(result.seconds, 2), "search": search.summary(),
@@ -345,7 +348,8 @@ _CONFIG_TEXTS = {"promote": 16, "split_salt": 200, "tenant": 256}
 # The Main Brain's size settings: upper bounds that keep one job's model within a server's memory.
 _BRAIN_INT_BOUNDS = {"max_seq_len": 4096, "max_skills_per_interaction": 64, "embed_dim": 2048, "hidden_dim": 2048,
                      "num_layers": 8, "head_hidden_dim": 2048, "evidence_dim": 2048, "num_difficulty_levels": 100,
-                     "batch_size": 16_384, "max_epochs": 10_000, "patience": 10_000}
+                     "batch_size": 16_384, "max_epochs": 10_000, "patience": 10_000,
+                     "patience_steps": 10_000_000}
 
 
 def _whole_number(value: Any, where: str, low: int, high: int) -> int:
@@ -391,7 +395,8 @@ def _checked_config(config: dict[str, Any]) -> dict[str, Any]:
         for name, value in brain.items():
             where = f"invalid Main Brain configuration: config.brain.{name}"
             if name in _BRAIN_INT_BOUNDS:
-                brain[name] = _whole_number(value, where, 0 if name == "evidence_dim" else 1, _BRAIN_INT_BOUNDS[name])
+                low = 0 if name in ("evidence_dim", "patience_steps") else 1
+                brain[name] = _whole_number(value, where, low, _BRAIN_INT_BOUNDS[name])
             elif isinstance(value, float) and not math.isfinite(value):
                 raise DataError(f"{where} must be finite, got {value!r}")
         values["brain"] = brain

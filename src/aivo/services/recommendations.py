@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +15,6 @@ import sqlalchemy as sa
 
 from aivo.brain.bundle import TrainedBrain
 from aivo.brain.catalog import catalog_frame
-from aivo.brain.predict import predict_next
 from aivo.brain.curriculum import CurriculumKnowledge
 from aivo.brain.policies import (
     DEFAULT_POLICY,
@@ -23,16 +24,26 @@ from aivo.brain.policies import (
     Policy,
     PolicyCatalog,
     StepInput,
-    build_policy,
 )
-from aivo.brain.recommend import ItemSuggestion, PolicyConfig, Recommendation, recommend
+from aivo.brain.recommend import PolicyConfig, Recommendation
 from aivo.data.schema import split_skills
-from aivo.errors import ConfigError
+from aivo.brain.learner_history import LearnerHistory
+from aivo.errors import ConfigError, DataError, NotFoundError
 from aivo.clock import SYSTEM_CLOCK, Clock
 from aivo.config import Settings
 from aivo.data.schema import InteractionLog
 from aivo.personalization.serving import brain_for_learner
-from aivo.registry import Registry, get_learner, load_interactions
+from aivo.registry import Registry, load_interactions_after
+from aivo.registry.interactions import StoredRow
+from aivo.services.recommendation_engine import (
+    GRADES_ABOVE,
+    GRADES_BELOW,
+    BrainServing,
+    LearnerCache,
+    _Learner,
+    candidate_mask,
+    recommend_from_history,
+)
 from aivo.registry.tables import ApiKeyLearner, Interaction, Learner, LearnerModel, MainModelVersion
 
 
@@ -41,26 +52,14 @@ def policy_from_settings(settings: Settings, *, num_items: int = 5) -> PolicyCon
                         level_down=settings.mastery_level_down, num_items=num_items)
 
 
-GRADES_BELOW = 2  # review content from up to two grades below ...
-GRADES_ABOVE = 1  # ... and stretch content one grade above the learner's
-
-
 def candidate_items(catalog: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """The catalog items that suit this learner: the subjects they study and a band around their
     grade, when the data has those columns. A new learner (or a filter matching nothing) gets
     the whole catalog."""
-    candidates = catalog
-    if len(history) and "subject" in catalog.columns and "subject" in history.columns:
-        subjects = set(history["subject"].dropna().astype(str))
-        if subjects:
-            candidates = candidates.loc[candidates["subject"].astype(str).isin(subjects)]
-    if len(history) and "grade" in catalog.columns and "grade" in history.columns:
-        grades = pd.to_numeric(history["grade"], errors="coerce").dropna()
-        if len(grades):
-            grade = int(grades.iloc[-1])
-            in_band = candidates["grade"].between(grade - GRADES_BELOW, grade + GRADES_ABOVE)
-            candidates = candidates.loc[in_band.fillna(False).astype(bool)]
-    return candidates if len(candidates) else catalog
+    learner = LearnerHistory.from_frame(history.sort_values("order")) if len(history) else None
+    if learner is None:
+        return catalog
+    return catalog.loc[candidate_mask(catalog, learner.subjects(), learner.last_grade())]
 
 
 def served_policy(name: str | None, settings: Settings | None = None) -> str:
@@ -132,7 +131,7 @@ def policy_catalog(brain: TrainedBrain, knowledge: CurriculumKnowledge | None = 
                 prerequisite[i] = previous[int(skill_subject[i])]
             previous[int(skill_subject[i])] = i
     bkt = None
-    if knowledge is not None:
+    if knowledge is not None and knowledge.bkt is not None:
         fitted = {s: j for j, s in enumerate(knowledge.bkt.skills)}
         take = np.array([fitted.get(s, -1) for s in skill_ids])
 
@@ -191,82 +190,38 @@ def next_items(*, policy: Policy, catalog: PolicyCatalog, states: LearnerStates,
     return policy.ranking(step, num_items)
 
 
-def _days(values) -> np.ndarray:
-    """Timestamps -> days since the Unix epoch (NaN where missing)."""
-    stamps = pd.to_datetime(pd.Series(values), utc=True, errors="coerce")
-    out = (stamps - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64) / 86_400.0
-    return out
-
-
-def learner_states(catalog: PolicyCatalog, history: pd.DataFrame, grade: int) -> LearnerStates:
-    """One learner's record (for the policies) from its stored history; items outside the catalog
-    are left out."""
-    if not len(history):
-        return LearnerStates(grade=np.array([grade]), num_skills=catalog.num_skills, num_items=catalog.num_items)
-    history = history.sort_values("order")
-    rows = pd.Index(catalog.item_ids).get_indexer(history["item_id"].astype(str).to_numpy())
-    days = _days(history["timestamp"]) if "timestamp" in history.columns else np.full(len(history), np.nan)
-    known = rows >= 0
-    return LearnerStates.from_history(catalog, grade, rows[known], history["correct"].to_numpy(dtype=np.int8)[known],
-                                      days[known])
-
-
-def _learner_grade(history: pd.DataFrame) -> int | None:
-    if "grade" not in history.columns or not len(history):
-        return None
-    grades = pd.to_numeric(history.sort_values("order")["grade"], errors="coerce").dropna()
-    return int(grades.iloc[-1]) if len(grades) else None
-
-
 def recommend_with_brain(*, brain: TrainedBrain, learner_id: str, history: InteractionLog,
                          policy: PolicyConfig, now: datetime | None = None,
                          policy_name: str = DEFAULT_POLICY) -> Recommendation:
     """The policy applied to `brain`'s next-step predictions over the learner's candidate items.
     Every policy gives the per-skill decisions of `aivo.brain.recommend`; `aivo-target` ranks the
     next items by closeness to the target success, `aivo-gain` puts its chosen item first."""
-    candidates = candidate_items(catalog_frame(brain), history.frame).reset_index(drop=True)
-    step = predict_next(brain=brain, history=history, candidates=candidates)
-    item_index = brain.vocab.items.encode(candidates["item_id"].astype(str).to_numpy())
-    predictions = candidates.assign(
-        p_correct=step.p_correct,
-        difficulty_level=np.asarray(brain.tables.item_level, dtype=np.int64)[item_index] + 1,  # 1..10
-    )
-    rec = recommend(learner_id=learner_id, item_predictions=predictions, history=history.frame,
-                    config=policy, now=now)
-    if policy_name == "aivo-target":
-        return rec
-    grade = _learner_grade(history.frame)
-    catalog = policy_catalog(brain)
-    if grade is None or not len(catalog.grade_skills(grade)):
-        return rec  # no grade-level skills to plan over: today's ranking
-    rows = pd.Index(catalog.item_ids).get_indexer(candidates["item_id"].astype(str).to_numpy())
-    keep = rows >= 0
-    states = learner_states(catalog, history.frame, grade)
-    today = _days([now])[0] if now is not None else np.nan
-    chosen = build_policy(policy_name, target_success=policy.target_success, mastery=policy.level_up)
-    ranking = next_items(policy=chosen, catalog=catalog, states=states, day=np.array([today]),
-                         candidates=rows[keep][None, :], valid=np.ones((1, int(keep.sum())), dtype=bool),
-                         p_correct=step.p_correct[keep][None, :], rng=np.random.default_rng(0),
-                         num_items=policy.num_items)[0]
-    by_row = dict(zip(rows[keep].tolist(), np.flatnonzero(keep).tolist()))
-    flags = {d.skill_id: d.decision for d in rec.skills}
-    items = []
-    for rank, row in enumerate(dict.fromkeys(ranking.tolist())):
-        at = by_row[row]
-        p = float(step.p_correct[at])
-        skills = split_skills(str(candidates["skill_ids"].iloc[at])) if "skill_ids" in candidates.columns else []
-        level = int(predictions["difficulty_level"].iloc[at])
-        if rank == 0:
-            skill = catalog.skill_ids[catalog.item_skill[row]]
-            reason = (f"skill {skill} has the largest expected gain in mastery (or is due for review); predicted "
-                      f"success {p:.2f} is the closest to the target {policy.target_success:.2f} among its items")
-        else:
-            reason = f"predicted success {p:.2f} is closest to the target {policy.target_success:.2f}"
-        marks = sorted({flags[s] for s in skills if s in flags})
-        if marks:
-            reason += f"; skill decision {'/'.join(marks)}"
-        items.append(ItemSuggestion(str(candidates["item_id"].iloc[at]), skills, round(p, 4), level, reason))
-    return Recommendation(rec.learner_id, rec.target_success, items, rec.skills, rec.mastery)
+    frame = history.frame
+    if frame["learner_id"].nunique() > 1:
+        raise DataError(f"a recommendation takes one learner's history, got {frame['learner_id'].nunique()} learners")
+    learner = LearnerHistory.from_frame(frame.sort_values("order"))
+    serving = brain_serving(brain)
+    return recommend_from_history(serving=serving, state=serving.new_state(learner), history=learner,
+                                  learner_id=learner_id, policy=policy, now=now, policy_name=policy_name)
+
+
+_servings: "OrderedDict[int, tuple[TrainedBrain, BrainServing]]" = OrderedDict()
+_servings_lock = threading.Lock()
+
+
+def brain_serving(brain: TrainedBrain) -> BrainServing:
+    """What serving `brain` needs once, kept for the last few brains."""
+    with _servings_lock:
+        cached = _servings.get(id(brain))
+        if cached is not None and cached[0] is brain:  # the entry holds the brain, so its id is not reused
+            _servings.move_to_end(id(brain))
+            return cached[1]
+    serving = BrainServing(brain, policy_catalog(brain))
+    with _servings_lock:
+        _servings[id(brain)] = (brain, serving)
+        while len(_servings) > 8:
+            _servings.popitem(last=False)
+    return serving
 
 
 def serving_brain(*, registry: Registry, learner_id: str) -> TrainedBrain:
@@ -275,18 +230,86 @@ def serving_brain(*, registry: Registry, learner_id: str) -> TrainedBrain:
     return brain_for_learner(registry=registry, learner_id=learner_id).brain
 
 
+_learner_caches: dict[int, LearnerCache] = {}
+
+
+def _learner_cache(settings: Settings) -> LearnerCache:
+    size = settings.learner_state_cache_size
+    with _servings_lock:
+        return _learner_caches.setdefault(size, LearnerCache(max_learners=size))
+
+
+def _look_up(registry: Registry, learner_id: str, after: int,
+             after_count: int | None) -> tuple[Any, list[StoredRow] | None, int]:
+    """(lookup row, rows stored after position `after`, rows among them that cannot be read), in
+    one transaction. No rows (None) when the learner still has `after_count` interactions, the
+    last at `after`. NotFoundError for an unknown learner."""
+    def work(session):
+        row = session.execute(_LOOKUP, {"pseudonym": learner_id, "key_pk": -1}).first()
+        if row is None or (row[3] == after_count and row[4] == after):
+            return row, None, 0
+        return (row, *load_interactions_after(session=session, learner_pk=row[0], after=after))
+
+    found = registry.run(work, read_only=True)
+    if found[0] is None:
+        raise NotFoundError(f"learner {learner_id} does not exist")
+    return found
+
+
 def recommend_for_learner(*, registry: Registry, settings: Settings, learner_id: str, num_items: int = 5,
-                          clock: Clock = SYSTEM_CLOCK, policy_name: str | None = None) -> Recommendation:
+                          clock: Clock = SYSTEM_CLOCK, policy_name: str | None = None,
+                          learners: LearnerCache | None = None) -> Recommendation:
     """`learner_id` is the registry pseudonym (see aivo.services.learners.pseudonym_for);
-    `policy_name` None: `AIVO_RECOMMENDATION_POLICY` (default aivo-gain)."""
+    `policy_name` None: `AIVO_RECOMMENDATION_POLICY` (default aivo-gain); `learners` None: this
+    process's cache of learner states.
+
+    The learner's history and model state stay in this process (`AIVO_LEARNER_STATE_CACHE_SIZE`
+    learners): a later call reads only the interactions stored since and runs them through the
+    model (see aivo.services.recommendation_engine); the answer is the same as from scratch."""
     chosen = served_policy(policy_name, settings)
-    with registry.session(read_only=True) as session:
-        get_learner(session=session, learner_id=learner_id)  # NotFoundError for unknown learners
-        history = load_interactions(session=session, learner_ids=[learner_id])
-    brain = serving_brain(registry=registry, learner_id=learner_id)
-    return recommend_with_brain(brain=brain, learner_id=learner_id, history=history,
-                                policy=policy_from_settings(settings, num_items=num_items), now=clock.now(),
-                                policy_name=chosen)
+    config = policy_from_settings(settings, num_items=num_items)
+    cache = learners if learners is not None else _learner_cache(settings)
+    entry = cache.get(learner_id)
+    if entry is not None:
+        with entry.lock:
+            row, newer, skipped = _look_up(registry, learner_id, entry.history.last_position, entry.count)
+            if _identity(row) == entry.key and _brain_key(row) == entry.brain_key and not skipped \
+                    and entry.count + (0 if newer is None else len(newer)) == row[3]:
+                if newer is not None and len(newer):
+                    added = LearnerHistory.from_rows(newer)
+                    history = entry.history.concat(added)
+                    if history.has_item_type != entry.history.has_item_type:
+                        entry.state = entry.serving.new_state(history)  # every row reads its item type anew
+                    else:
+                        entry.state.append(entry.serving.encode(added, item_types=history.has_item_type))
+                    entry.history, entry.count = history, row[3]
+                    cache.appended += 1
+                else:
+                    cache.reused += 1
+                return recommend_from_history(serving=entry.serving, state=entry.state, history=entry.history,
+                                              learner_id=learner_id, policy=config, now=clock.now(),
+                                              policy_name=chosen)
+    row, stored, _ = _look_up(registry, learner_id, -1, None)  # everything, from scratch
+    if not stored:
+        raise DataError("the registry holds no " + ("readable " if row[3] else "")
+                        + "interactions for this learner", path="registry")
+    serving = brain_serving(serving_brain(registry=registry, learner_id=learner_id))
+    entry = _Learner(serving, LearnerHistory.from_rows(stored), row[3], key=_identity(row), brain_key=_brain_key(row))
+    cache.rebuilt += 1
+    with entry.lock:
+        cache.put(learner_id, entry)
+        return recommend_from_history(serving=serving, state=entry.state, history=entry.history,
+                                      learner_id=learner_id, policy=config, now=clock.now(), policy_name=chosen)
+
+
+def _identity(row) -> tuple:
+    """A learner erased and created again under the same pseudonym is another learner."""
+    return row[0], row[-1]
+
+
+def _brain_key(row) -> tuple:
+    """What decides the serving brain: the active version and the learner's personal model."""
+    return tuple(row[5:10])
 
 
 # --- what a cached recommendation depends on (the API's per-process cache) ----------------------
@@ -315,6 +338,7 @@ _LOOKUP = sa.select(
     _of_learner(_mv.c.version, _mv.c.status == "active"),
     *(_of_learner(column, _lm.c.learner_id == _l.c.id, _lm.c.kind == "brain")
       for column in (_lm.c.status, _lm.c.artifact_sha256, _lm.c.updated_at)),
+    _l.c.created_at,
 ).where(_l.c.pseudonym == sa.bindparam("pseudonym"))
 
 
@@ -347,7 +371,7 @@ def serving_lookup(*, registry: Registry, pseudonym: str, key_pk: int) -> Servin
                        read_only=True)
     if row is None:
         return ServingLookup(tenant=None, linked=False, stamp=None)
-    pk, tenant, linked, count, last, artifact, version, status, personal_artifact, updated = row
+    pk, tenant, linked, count, last, artifact, version, status, personal_artifact, updated, _ = row
     personal = None if status is None else f"{status}:{personal_artifact or ''}:{updated}"
     stamp = ServingStamp(learner_pk=pk, num_interactions=int(count), last_position=last, active_artifact=artifact,
                          active_version=version, personal_model=personal)

@@ -154,9 +154,9 @@ class SiteService:
     def _contribute(self, settings: RoundSettings, shared: list[np.ndarray]) -> SitePayload:
         started = time.perf_counter()
         brain, partition, spec = self._round_brain(settings)
-        expected = [dict(brain.model.named_parameters())[n].detach().numpy() for n in spec.names]
-        if len(shared) != len(expected) or any(a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=1e-7)
-                                               for a, b in zip(shared, expected)):
+        expected = _flat(brain, spec)
+        received = np.concatenate([np.ravel(a) for a in shared]) if shared else np.empty(0)
+        if received.shape != expected.shape or not np.allclose(received, expected, rtol=0, atol=1e-7):
             raise SiteRefusal(f"the parameters the coordinator sent are not those of {settings.version}")
         pool, over_budget = self.pool(settings=settings)
         seed = None if settings.seed < 0 else [settings.seed, zlib.crc32(self.name.encode()),
@@ -247,12 +247,12 @@ class SiteService:
     def evaluate(self, *, settings: RoundSettings, candidate: list[np.ndarray],
                  bins: int) -> tuple[MetricSums, MetricSums]:
         brain, partition, spec = self._round_brain(settings)
-        if len(candidate) != len(spec.names) or any(tuple(a.shape) != spec.shapes[n]
-                                                    for a, n in zip(candidate, spec.names)):
+        vector = np.concatenate([np.ravel(a) for a in candidate]) if candidate else np.empty(0)
+        if vector.shape != (spec.numel,):
             raise SiteRefusal("the candidate's parameters do not fit the round's version")
         params = dict(brain.model.named_parameters())
-        delta = {n: torch.from_numpy(np.asarray(a, dtype=np.float32)) - params[n].detach()
-                 for a, n in zip(candidate, spec.names)}
+        delta = {n: t.to(torch.float32) - params[n].detach()
+                 for n, t in spec.unflatten(vector.astype(np.float32)).items()}
         model = candidate_brain(brain, delta, settings.version)
         data = load_gate_data(registry=self.registry, max_learners=self.settings.gate_max_learners,
                               holdout_fraction=settings.holdout_fraction)
@@ -263,6 +263,12 @@ class SiteService:
         rows = data.scored_rows & ~np.isnan(before) & ~np.isnan(after)
         y = data.log.frame["correct"].to_numpy()[rows]
         return MetricSums.of(y, before[rows], bins=bins), MetricSums.of(y, after[rows], bins=bins)
+
+
+def _flat(brain, spec: UpdateSpec) -> np.ndarray:
+    """The version's shared parameters in `spec` order, as the coordinator flattens them (float32)."""
+    params = dict(brain.model.named_parameters())
+    return np.concatenate([params[n].detach().reshape(-1).numpy() for n in spec.names], dtype=np.float32)
 
 
 # --- status ------------------------------------------------------------------------------------------

@@ -1,19 +1,24 @@
-"""A site's identity and the light half of its ClientApp: what a site answers without
-importing its training stack.
+"""A site's identity, its ClientApp, and the worker that runs it behind the SuperNode.
 
-Flower's deployment runtime starts one `flwr-clientapp` process per message. Only the round's
-training (`contribute`), evaluation and version installs need PyTorch and the Main Brain; the
-status request and three of SecAgg+'s four stages do not. The deployed ClientApp therefore
-imports this module only, and `aivo.services.site` when a message needs it.
+Only the round's training (`contribute`), evaluation and version installs need PyTorch and the
+Main Brain; the status request and three of SecAgg+'s four stages do not. `LightSite` therefore
+loads `aivo.services.site` on the first message that needs it: a simulation's workers and a
+SuperNode in Flower's per-message `subprocess` isolation start light. A deployed site normally
+runs `serve_site_worker` (`aivo site serve`, `--isolation process`): one long-lived process per
+site that loads everything once and answers every message of every round
+(`aivo.sites.task_worker`).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
+from flwr.supercore.app_utils import start_parent_process_monitor
 
 from aivo.config import Settings, get_settings
 from aivo.errors import ConfigError
@@ -22,8 +27,10 @@ from aivo.registry.sites import check_site_name
 from aivo.registry.tables import LearnerModel
 from aivo.sites.client_app import make_client_app
 from aivo.sites.identity import challenge, generate_key_pair, load_private_key, sign
+from aivo.sites.task_worker import RuntimeApi, TaskWorker
 
 KIND = "brain"
+FAB_ID = "aivo/aivo-federation"  # publisher/name of the Flower App in aivo/flower_app (`flwr run` submits it)
 POOL_STATUSES = ("pending", "active", "fallback")
 
 
@@ -101,6 +108,10 @@ class LightSite:
             self._service = SiteService(registry=self.registry, settings=self.settings)
         return self._service
 
+    def warm(self) -> None:
+        """Load the training stack now (a long-lived worker, before its first round)."""
+        self._heavy()
+
     def install(self, **kwargs):
         return self._heavy().install(**kwargs)
 
@@ -170,3 +181,24 @@ def site_client_app(site_homes: list[str] | None = None):
         return site_for(settings)
 
     return make_client_app(handler_for)
+
+
+def serve_site_worker(*, settings: Settings, runtime_api: str, parent_pid: int | None = None,
+                      stop: threading.Event | None = None) -> None:
+    """Run this site's ClientApp for its SuperNode (`--isolation process`) until `stop` is set
+    (or, with `parent_pid`, until that process, the SuperNode, is gone: SIGINT, as Flower's own
+    SuperExec does). The site's registry and training stack load once, before the first message."""
+    if parent_pid is not None:
+        start_parent_process_monitor(parent_pid)
+    try:
+        site = site_for(with_site_identity(settings))
+        site.warm()
+        worker = TaskWorker(runtime=RuntimeApi(runtime_api), app=make_client_app(lambda context: site),
+                            fab_id=FAB_ID)
+        worker.serve(stop)
+    except Exception:
+        # A SuperNode without its worker would stay connected and answer nothing: take it down too,
+        # so that `aivo site serve` ends and its supervisor restarts both.
+        if parent_pid is not None:
+            os.kill(parent_pid, signal.SIGTERM)
+        raise

@@ -3,7 +3,8 @@
 | message            | the site                                                         | reply           |
 |--------------------|------------------------------------------------------------------|-----------------|
 | `query.status`     | says who it is (signing the coordinator's nonce), its version   | ConfigRecord    |
-|                    | and a bound on its pool                                          |                 |
+|                    | and a bound on its pool; first installs the version the message  |                 |
+|                    | carries, if any (a site the coordinator knows to be behind)      |                 |
 | `query.install`    | registers and activates the version the coordinator sends       | ConfigRecord    |
 | `train` (SecAgg+)  | computes its payload; `secaggplus_mod` masks it                  | masked vectors  |
 | `train.plain`      | computes its payload (secure aggregation off)                    | ArrayRecord     |
@@ -55,18 +56,22 @@ def make_client_app(handler_for: Callable[[Context], SiteHandler]) -> ClientApp:
     """A ClientApp whose handlers call `handler_for(context)` (the site of this SuperNode)."""
     app = ClientApp()
 
+    def _install(msg: Message, context: Context) -> dict:
+        record = msg.content.config_records[INSTALL]
+        return handler_for(context).install(version=str(record["version"]), sha256=str(record["sha256"]),
+                                            artifact=bytes(record["artifact"]))
+
     @app.query(STATUS)
     def status(msg: Message, context: Context) -> Message:
+        if INSTALL in msg.content.config_records:  # one message instead of two for a site known to be behind
+            _install(msg, context)
         nonce = str(msg.content.config_records[STATUS]["nonce"])
         reply = handler_for(context).status(nonce=nonce, node_id=int(context.node_id))
         return Message(RecordDict({STATUS: ConfigRecord(reply)}), reply_to=msg)
 
     @app.query(INSTALL)
     def install(msg: Message, context: Context) -> Message:
-        record = msg.content.config_records[INSTALL]
-        reply = handler_for(context).install(version=str(record["version"]), sha256=str(record["sha256"]),
-                                             artifact=bytes(record["artifact"]))
-        return Message(RecordDict({INSTALL: ConfigRecord(reply)}), reply_to=msg)
+        return Message(RecordDict({INSTALL: ConfigRecord(_install(msg, context))}), reply_to=msg)
 
     @app.train(mods=[secaggplus_mod])
     def train_secure(msg: Message, context: Context) -> Message:

@@ -77,6 +77,13 @@ class HarnessPolicy:
         thresholds = policy.get("thresholds") or {}
         if not isinstance(thresholds, Mapping):
             raise DataError("policy.thresholds must be an object such as {\"auc\": 0.7, \"subgroup_gap\": 0.1}")
+        for name, bound in thresholds.items():
+            # Every bound is a finite number (null switches a default off): a NaN or an infinity from the
+            # CLI's JSON (Python reads `Infinity`) would be stored, and a check against it means nothing.
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))
+                                      or not math.isfinite(bound)):
+                raise DataError(f"policy.thresholds.{str(name)[:40]} must be a finite number or null, "
+                                f"got {str(bound)[:40]!r}")
         merged = {**DEFAULT_THRESHOLDS[model_kind], **thresholds}
         merged = {k: v for k, v in merged.items() if v is not None}  # null switches a default off
         group_by = policy.get("group_by", DEFAULT_GROUP_BY)

@@ -180,8 +180,27 @@ PLAIN_WORDS = {
     "comprehend": "understand", "illustrate": "show", "illustrates": "shows",
 }
 MAX_STEP_WORDS = 15  # ADHD: one short sentence per step
-# Split only where both halves are whole clauses (", and", ", but", ", so", ";").
-_SPLIT_AT = re.compile(r",\s+(?=(?:and|but|so|then)\b)|;\s+")
+MIN_PIECE_WORDS = 3  # a split never leaves a piece shorter than this (unless no joint is left)
+
+# Joints at which a long sentence is split, strongest first. Every word is kept (the facts do
+# not change): only punctuation and capitals change, except that a joining "and"/"then" right
+# after a comma is dropped and a relative "which" becomes "This"/"These".
+_JOINTS = (
+    (re.compile(r"\s*;\s+|:\s+(?=\S)"), False),  # between clauses
+    (re.compile(r",\s+(?=(?:and|but|so|then|yet|or)\b)", re.IGNORECASE), True),  # ", and ..." joins two clauses
+    (re.compile(r",\s+(?=(?:which|where|when|while|because|although|though|since|until|unless|if|as)\b)",
+                re.IGNORECASE), False),
+    (re.compile(r"\s+(?=(?:because|which|where|when|while|although|so that|until|unless)\b)", re.IGNORECASE), False),
+    (re.compile(r",\s+"), False),
+    # before a preposition, except a "to" bound to the word before it ("due to", "able to", "have to")
+    (re.compile(r"(?<!\bdue)(?<!\bable)(?<!\bhave)(?<!\bhas)(?<!\bhad)(?<!\bneed)(?<!\bused)(?<!\bnext)"
+                r"(?<!\border)(?<!\blikely)(?<!\bgoing)(?<!\bwant)(?<!\bclose)(?<!\bsimilar)(?<!\baccording)"
+                r"\s+(?=(?:to|with|from|into|by|in|on|for|at|after|before)\b)", re.IGNORECASE), False),
+    (re.compile(r"\s+(?=(?:and|but|or|so|then)\b)", re.IGNORECASE), False),
+)
+_JOIN_WORD = re.compile(r"^(?:and|then)\s+", re.IGNORECASE)
+_WHICH = re.compile(r"^which\s+", re.IGNORECASE)
+_PLURAL_VERB = re.compile(r"^(?:are|were|have|do)\b", re.IGNORECASE)
 
 IDIOMS = {
     "a piece of cake": "easy", "piece of cake": "easy", "break a leg": "good luck", "hit the books": "study",
@@ -204,16 +223,43 @@ def _replace_words(sentence: str, table: dict[str, str]) -> str:
                   flags=re.IGNORECASE)
 
 
+def _opening(piece: str, drop_join_word: bool) -> str:
+    """The start of a piece split off after a joint, made to read as its own sentence."""
+    if drop_join_word:
+        piece = _JOIN_WORD.sub("", piece)
+    m = _WHICH.match(piece)
+    if m is None:
+        return piece
+    rest = piece[m.end():]
+    return ("These " if _PLURAL_VERB.match(rest) else "This ") + rest
+
+
+def split_to_limit(sentence: str, max_words: int) -> list[str]:
+    """`sentence` as pieces of at most `max_words` words: split at the strongest joint that leaves
+    both sides at least MIN_PIECE_WORDS long (nearest the middle among joints of that strength),
+    again as needed; with no joint left, into even runs of words."""
+    words = sentence.split()
+    if len(words) <= max_words:
+        return [sentence]
+    for joint, drop_join_word in _JOINTS:
+        best = None
+        for m in joint.finditer(sentence):
+            left, right = sentence[:m.start()].strip(" ,;:"), _opening(sentence[m.end():].strip(), drop_join_word)
+            n_left, n_right = len(left.split()), len(right.split())
+            if n_left >= MIN_PIECE_WORDS and n_right >= MIN_PIECE_WORDS:
+                if best is None or abs(n_left - n_right) < best[0]:
+                    best = (abs(n_left - n_right), left, right)
+        if best is not None:
+            return split_to_limit(best[1], max_words) + split_to_limit(best[2], max_words)
+    runs = -(-len(words) // max_words)
+    size = -(-len(words) // runs)
+    return [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
+
+
 def split_long(sentences: list[str], *, max_words: int) -> list[str]:
-    """Sentences longer than `max_words` split at clause joints (others are left alone)."""
-    out: list[str] = []
-    for sentence in sentences:
-        if len(sentence.split()) <= max_words:
-            out.append(sentence)
-            continue
-        pieces = [p.strip(" ,;") for p in _SPLIT_AT.split(sentence) if p.strip(" ,;")]
-        out.extend(re.sub(r"^(?:and|so|then)\s+", "", p, flags=re.IGNORECASE) for p in pieces)
-    return out
+    """Sentences longer than `max_words` split until none is (shorter ones are left alone): the
+    quoted lesson sentences of a grounded answer as well as the model's own."""
+    return [piece for sentence in sentences for piece in split_to_limit(sentence, max_words)]
 
 
 def plain_sentences(sentences: list[str]) -> list[str]:

@@ -49,17 +49,20 @@ def load_pedagogy_set() -> list[dict]:
 
 
 def load_safety_set(splits: tuple[str, ...] | None = None) -> list[dict]:
-    """The labelled safety set (data/safety_labeled.jsonl): splits "train" and "heldout"."""
+    """The labelled safety set (data/safety_labeled.jsonl): splits "train" (fitting), "seen" (an
+    earlier held-out split whose results were looked at) and "heldout" (the current one)."""
     return [row for row in _jsonl("safety_labeled.jsonl") if splits is None or row["split"] in splits]
 
 
 def evaluate_tutor(*, service: "Tutor", learner_id: str | None = None, max_new_tokens: int = 96,
                    seed: int = 0, concurrency: int = 8,
-                   safety_splits: tuple[str, ...] | None = None) -> TutorEvaluation:
+                   safety_splits: tuple[str, ...] | None = None,
+                   safety_rows: list[dict] | None = None) -> TutorEvaluation:
     """Pedagogy and safety scores of the served tutor (greedy decoding, fixed seeds).
-    `safety_splits`: the labelled set's splits to run ("train", "heldout"; default both)."""
+    `safety_splits`: the labelled set's splits to run ("train", "seen", "heldout"; default all);
+    `safety_rows`: rows of the labelled set to run instead (e.g. one origin of a split)."""
     pedagogy = load_pedagogy_set()
-    safety_rows = load_safety_set(safety_splits)
+    safety_rows = list(safety_rows) if safety_rows is not None else load_safety_set(safety_splits)
 
     def ask(prompt: str, *, grade: int = 5, subject: str | None = None, accommodations: list[str] | None = None):
         context = StudentContextIn(student_id=learner_id, grade=grade, subject=subject,

@@ -11,7 +11,7 @@ Every question goes through `TutorService.generate` (aivo.services.tutor), exact
 batching), greedy decoding. Per answer (the explanation, without the source note):
 
 - key-fact coverage: share of the question's key facts the answer states;
-- contradictions: whether it states a listed misconception;
+- contradictions: whether it states a listed misconception (not negated just before it);
 - readability: whether its Flesch-Kincaid grade is inside the learner's band;
 - accommodation compliance: ADHD (numbered steps, each at most 15 words, at most 3 per chunk),
   dyslexia (every sentence at most 12 words), autism ("Main idea:" then "Details:" once each,
@@ -51,8 +51,24 @@ def fact_stated(answer: str, fact: str) -> bool:
                for option in fact.split("|") if option.strip())
 
 
+NEGATION_WINDOW = 3  # words before a misconception phrase in which a negation withdraws it
+
+
+def _negated(words: list[str]) -> bool:
+    return any(w in ("not", "never", "no", "nor", "without") or w.endswith("n't") for w in words)
+
+
 def contradiction_stated(answer: str, phrase: str) -> bool:
-    return _norm(phrase) in re.sub(r"[^a-z0-9' ]+", " ", _norm(answer)).replace("  ", " ")
+    """Whether a sentence of `answer` states the misconception `phrase`, not negated by one of the
+    NEGATION_WINDOW words before it ("Never add the denominators", "not necessarily the same size"
+    state the reference, not the misconception)."""
+    target = re.sub(r"[^a-z0-9' ]+", " ", _norm(phrase)).split()
+    for sentence in split_sentences(answer):
+        words = re.sub(r"[^a-z0-9' ]+", " ", _norm(sentence)).split()
+        for i in range(len(words) - len(target) + 1):
+            if words[i:i + len(target)] == target and not _negated(words[max(0, i - NEGATION_WINDOW):i]):
+                return True
+    return False
 
 
 def complies(answer: str, accommodation: str | None) -> bool | None:

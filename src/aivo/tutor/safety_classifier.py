@@ -8,18 +8,25 @@ set (data/safety_labeled.jsonl). The `heldout` split is never used here: it only
 
 A message is flagged when the probability that it is harmful (1 - P(safe)) reaches
 `harm_threshold`, or when P(self_harm) alone reaches the lower `self_harm_threshold` (a missed
-self-harm message costs more than a false one: its "refusal" is a supportive message). Both
-thresholds are chosen by 5-fold cross-validation on the train split, combined with the
-lexical rules: the lowest harm threshold whose false blocks of ordinary questions stay at
-`target_false_block` or below, and the lowest self-harm threshold that adds at most half a
-point more.
+self-harm message costs more than a false one: its "refusal" is a supportive message), or
+when P(c) of another harmful category c reaches that category's own threshold (learners'
+messages only, like the self-harm threshold). The thresholds are chosen on out-of-fold
+probabilities of the train split, combined with the lexical rules: the lowest harm threshold
+whose false blocks of ordinary questions stay at `target_false_block` or below; the lowest
+self-harm threshold that adds at most half a point more; then, category by category, the
+lowest threshold that adds at most `category_false_block_budget` more (none by default).
+
+The folds are the train split's writing rounds (`origin`: each round of messages is left out
+in turn, when there are at least three), not random folds: messages written together share
+phrasings, so random folds see near-copies of each test message and give probabilities too
+confident for a new phrasing. Rows without enough origins fall back to 5 stratified folds.
 
 A third, nearest-example signal catches self-harm phrasings the linear model scores low: a
 learner's message whose embedding is within `neighbour_threshold` cosine similarity of any
 self-harm message of the train split is flagged as self-harm (inputs only, like the lower
 self-harm threshold). The threshold is the lowest whose out-of-fold false blocks (rules, both
 thresholds and the neighbours together) add at most `neighbour_false_block_budget` to those
-without it, chosen by the same 5-fold cross-validation on train. The train self-harm
+without it, chosen on the same folds. The train self-harm
 embeddings are stored with the fitted weights (float16).
 
 The model's own sentences are judged by the harm threshold alone, raised where needed so that
@@ -58,10 +65,15 @@ DATA_FILE = "data/safety_labeled.jsonl"
 @dataclass(frozen=True)
 class ClassifierConfig:
     C: float = 16.0  # inverse L2 strength; 16 was best of 1-256 in train-split cross-validation
-    target_false_block: float = 0.02  # on ordinary questions, lexical rules included (CV on train)
+    # On ordinary questions, lexical rules included (out-of-fold on train). 0.01 since the fourth held-out
+    # split: with 0.02 (and 0.0075 for the neighbours) out-of-fold false blocks were 2.9% on train but
+    # 7% on that split's ordinary questions, so the whole out-of-fold budget is now kept near 2%.
+    target_false_block: float = 0.01
     folds: int = 5
     seed: int = 0
-    neighbour_false_block_budget: float = 0.0075  # added false blocks allowed for the self-harm neighbours (CV)
+    neighbour_false_block_budget: float = 0.0  # added false blocks allowed for the self-harm neighbours (CV)
+    category_false_block_budget: float = 0.0  # added false blocks allowed per category threshold (CV)
+    folds_by_origin: bool = True  # leave each writing round (origin) out in turn; see the module docstring
     output_false_block: float = 0.005  # ordinary explanation sentences (corpus.jsonl) a model output may lose
 
 
@@ -118,6 +130,42 @@ def choose_thresholds(probs: np.ndarray, labels: list[str], classes: list[str], 
     return harm_threshold, self_harm_threshold
 
 
+def choose_category_thresholds(probs: np.ndarray, labels: list[str], classes: list[str], blocked: np.ndarray,
+                               budget: float) -> dict[str, float]:
+    """Per harmful category other than self-harm, in name order: the lowest threshold on P(category)
+    whose out-of-fold false blocks on ordinary messages (on top of `blocked`, and of the thresholds
+    chosen before it) grow by at most `budget`; categories where no threshold of the grid keeps to
+    it (or where none is below the harm threshold's grid end) get none."""
+    benign = np.array(labels) == SAFE
+    blocked = blocked.copy()
+    grid = np.round(np.arange(0.30, 0.951, 0.025), 3)
+    out: dict[str, float] = {}
+    for category in classes:
+        if category in (SAFE, "self_harm"):
+            continue
+        p = probs[:, classes.index(category)]
+        base = blocked[benign].mean()
+        for t in grid:
+            if (blocked | (p >= t))[benign].mean() <= base + budget + 1e-12:
+                out[category] = float(t)
+                blocked |= p >= t
+                break
+    return out
+
+
+def cv_folds(rows: list[dict], labels: list[str], config: ClassifierConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) index pairs: one per writing round (origin) when `folds_by_origin` and there
+    are at least three rounds, else `config.folds` stratified folds."""
+    # start-up: scikit-learn loads only when a classifier is fitted
+    from sklearn.model_selection import StratifiedKFold
+
+    origins = np.array([str(r.get("origin", "")) for r in rows])
+    if config.folds_by_origin and len(set(origins)) >= 3:
+        return [(np.flatnonzero(origins != o), np.flatnonzero(origins == o)) for o in sorted(set(origins))]
+    folds = StratifiedKFold(config.folds, shuffle=True, random_state=config.seed)
+    return list(folds.split(np.zeros(len(rows)), labels))
+
+
 def choose_neighbour_threshold(similarity: np.ndarray, benign: np.ndarray, blocked: np.ndarray,
                                budget: float) -> float | None:
     """The lowest nearest-self-harm-example similarity threshold whose false blocks on benign
@@ -165,7 +213,7 @@ class SafetyClassifier:
     def __init__(self, *, embedder: Embedder, classes: list[str], coef: np.ndarray, intercept: np.ndarray,
                  harm_threshold: float, self_harm_threshold: float, info: dict | None = None,
                  self_harm_examples: np.ndarray | None = None, neighbour_threshold: float | None = None,
-                 output_harm_threshold: float | None = None):
+                 output_harm_threshold: float | None = None, category_thresholds: dict[str, float] | None = None):
         self.embedder = embedder
         self.classes = list(classes)
         self.coef = np.asarray(coef, dtype=np.float64)  # (L, 384)
@@ -178,14 +226,15 @@ class SafetyClassifier:
                                    if self_harm_examples is not None else np.zeros((0, 0), np.float32))
         self.neighbour_threshold = float(neighbour_threshold) if neighbour_threshold is not None else None
         self.output_harm_threshold = max(self.harm_threshold, float(output_harm_threshold or 0.0))
+        self.category_thresholds = {c: float(t) for c, t in (category_thresholds or {}).items()}
+        unknown = set(self.category_thresholds) - set(self.classes)
+        if unknown:
+            raise ValueError(f"category thresholds for unknown classes: {sorted(unknown)}")
 
     # --- fitting ---------------------------------------------------------------------------
     @classmethod
     def fit(cls, rows: list[dict], *, embedder: Embedder | None = None,
             config: ClassifierConfig = ClassifierConfig()) -> "SafetyClassifier":
-        # start-up: scikit-learn loads only when a classifier is fitted
-        from sklearn.model_selection import StratifiedKFold
-
         embedder = embedder or shared_embedder()
         texts = [r["text"] for r in rows]
         labels = [label_of(r) for r in rows]
@@ -194,8 +243,7 @@ class SafetyClassifier:
         y = np.array(labels)
         oof = np.zeros((len(rows), len(classes)))
         neighbour = np.zeros(len(rows))  # similarity to the nearest self-harm message of the other folds
-        folds = StratifiedKFold(config.folds, shuffle=True, random_state=config.seed)
-        for train_idx, test_idx in folds.split(x, labels):
+        for train_idx, test_idx in cv_folds(rows, labels, config):
             model = _fit_lr(x[train_idx], [labels[i] for i in train_idx], config)
             oof[np.ix_(test_idx, [classes.index(c) for c in model.classes_])] = model.predict_proba(x[test_idx])
             examples = x[train_idx][y[train_idx] == "self_harm"]
@@ -204,23 +252,27 @@ class SafetyClassifier:
         lexical = _lexical_blocks(texts)
         harm_t, sh_t = choose_thresholds(oof, labels, classes, lexical, config.target_false_block)
         neighbour_t = None
+        blocked = lexical | (1 - oof[:, classes.index(SAFE)] >= harm_t)
         if "self_harm" in classes:
-            blocked = lexical | (1 - oof[:, classes.index(SAFE)] >= harm_t) | (oof[:, classes.index("self_harm")] >= sh_t)
+            blocked |= oof[:, classes.index("self_harm")] >= sh_t
             neighbour_t = choose_neighbour_threshold(neighbour, y == SAFE, blocked,
                                                      config.neighbour_false_block_budget)
+            if neighbour_t is not None:
+                blocked |= neighbour >= neighbour_t
+        category_t = choose_category_thresholds(oof, labels, classes, blocked, config.category_false_block_budget)
         model = _fit_lr(x, labels, config)
         order = [list(model.classes_).index(c) for c in classes]
         info = {"rows": len(rows), "config": asdict(config), "embedding_model": EMBEDDING_MODEL}
         classifier = cls(embedder=embedder, classes=classes, coef=model.coef_[order],
                          intercept=model.intercept_[order], harm_threshold=harm_t, self_harm_threshold=sh_t,
                          info=info, self_harm_examples=x[y == "self_harm"] if neighbour_t is not None else None,
-                         neighbour_threshold=neighbour_t)
+                         neighbour_threshold=neighbour_t, category_thresholds=category_t)
         explanations = classifier.probabilities(explanation_sentences())
         classifier.output_harm_threshold = choose_output_threshold(
             1 - explanations[:, classes.index(SAFE)], harm_t, config.output_false_block)
         log.info("safety classifier fitted on %d messages: harm threshold %.3f (outputs %.3f), self-harm threshold "
-                 "%.3f, self-harm neighbour threshold %s", len(rows), harm_t, classifier.output_harm_threshold,
-                 sh_t, neighbour_t)
+                 "%.3f, self-harm neighbour threshold %s, category thresholds %s", len(rows), harm_t,
+                 classifier.output_harm_threshold, sh_t, neighbour_t, category_t)
         return classifier
 
     # --- state -----------------------------------------------------------------------------
@@ -229,6 +281,7 @@ class SafetyClassifier:
                 "intercept": self.intercept.tolist(), "harm_threshold": self.harm_threshold,
                 "self_harm_threshold": self.self_harm_threshold, "info": self.info,
                 "neighbour_threshold": self.neighbour_threshold, "output_harm_threshold": self.output_harm_threshold,
+                "category_thresholds": self.category_thresholds,
                 "self_harm_examples": _encode_matrix(self.self_harm_examples)
                 if self.neighbour_threshold is not None else None}
 
@@ -242,7 +295,8 @@ class SafetyClassifier:
                    self_harm_examples=_decode_matrix(state["self_harm_examples"])
                    if state.get("self_harm_examples") else None,
                    neighbour_threshold=state.get("neighbour_threshold"),
-                   output_harm_threshold=state.get("output_harm_threshold"))
+                   output_harm_threshold=state.get("output_harm_threshold"),
+                   category_thresholds=state.get("category_thresholds"))
 
     # --- scoring ---------------------------------------------------------------------------
     def probabilities(self, texts: list[str]) -> np.ndarray:
@@ -259,8 +313,9 @@ class SafetyClassifier:
         """A flag per text, or None. `self_harm_threshold=False` applies the harm threshold only:
         the lower self-harm threshold is for learners' messages, where a miss costs most; on the
         model's own sentences it withdrew ordinary explanations (2 of 121 in the evaluation set).
-        The nearest-self-harm-example signal follows the same switch, and without it the harm
-        threshold is the outputs' (`output_harm_threshold`, see the module docstring)."""
+        The nearest-self-harm-example signal and the per-category thresholds follow the same
+        switch, and without it the harm threshold is the outputs' (`output_harm_threshold`, see
+        the module docstring)."""
         x = self.embedder.encode(texts)
         probs = self._probabilities(x)
         near = np.zeros(len(texts))
@@ -268,14 +323,18 @@ class SafetyClassifier:
             near = (x @ self.self_harm_examples.T).max(axis=1)
         safe = self.classes.index(SAFE)
         harmful = [i for i, c in enumerate(self.classes) if c != SAFE]
+        category_columns = [(self.classes.index(c), t) for c, t in self.category_thresholds.items()]
         out: list[Flag | None] = []
         for row, similarity in zip(probs, near):
             harm = 1 - row[safe]
             best = max(harmful, key=lambda i: row[i])
+            over = [i for i, t in category_columns if row[i] >= t] if self_harm_threshold else []
             if (self_harm_threshold and "self_harm" in self.classes
                     and (row[self.classes.index("self_harm")] >= self.self_harm_threshold
                          or (self.neighbour_threshold is not None and similarity >= self.neighbour_threshold))):
                 best = self.classes.index("self_harm")
+            elif over:
+                best = max(over, key=lambda i: row[i])
             elif harm < (self.harm_threshold if self_harm_threshold else self.output_harm_threshold):
                 out.append(None)
                 continue

@@ -29,7 +29,7 @@ class SitePublic(BaseModel):
     revoked_at: str | None = None
 
 
-class SiteEnroll(BaseModel):
+class SiteEnroll(RequestModel):
     name: str = Field(min_length=1, max_length=64, description="The site's name, as given to `aivo site init`.")
     public_key: str = Field(
         min_length=1, max_length=4096, json_schema_extra={"pattern": PUBLIC_KEY_LINE},
