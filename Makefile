@@ -32,7 +32,10 @@ $(CHROMIUM):
 # PYTEST_ARGS: extra pytest options, e.g. PYTEST_ARGS="-n 2 --dist loadscope" (pytest-xdist: tests are
 # isolated by AIVO_HOME, free ports and per-session PostgreSQL databases). Not the default until it is
 # measured faster on the CI machine: on the shared 2-core development machine at load 11, tests/privacy
-# + tests/data took 221 s with -n 2 and 166 s without (2026-12-06).
+# + tests/data took 221 s with -n 2 and 166 s without; at load 8-10 the CLI tests (registry, brain,
+# data CLI, evaluate-policy, hardening: 176 tests) took 175 s with -n 2 --dist loadscope and 130 s
+# without; at load 4-5 tests/privacy + tests/data took 40 s with -n 2 and 22 s without (2026-12-06,
+# all passing; each worker starts its own CLI fork server and session fixtures).
 PYTEST_ARGS ?=
 
 test: $(STAMP) $(CHROMIUM)

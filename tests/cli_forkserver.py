@@ -6,12 +6,16 @@ The child is a real process: its own environment, working folder, stdin, stdout 
 (files), exit code from `aivo.cli.main` exactly as `python -m aivo` exits, a traceback and exit
 code 1 for an uncaught exception, the interpreter's normal shutdown (atexit, flushing). What it
 does not exercise is the import of the CLI at start-up; `python -m aivo` itself is run by the
-tests that use `run_cli_process` (tests/conftest.py).
+tests that use `run_cli_process` (tests/conftest.py). One visible difference: log records that a
+library writes while it is imported (Alembic's "setup plugin" lines) are not shown, since the
+server imported it before the command configured logging. tests/test_cli_forkserver.py compares
+both ways of running a command.
 
 Protocol, over a Unix socket (one connection per command, several may run at once): the client
 sends one JSON line {args, env, cwd, stdin, stdout, stderr} (paths of files), the server answers
 {"pid": N} once the child runs and {"returncode": R} when it has exited. The server stops when
-its stdin closes (the test session ended). Run as `python cli_forkserver.py SOCKET_PATH`; it
+its stdin closes (the test session ended) and its commands have exited. Run as
+`python cli_forkserver.py NAME` (the socket is NAME in Linux's abstract namespace); it
 prints one JSON line {"python_threads": N, "threads": M} once ready. Python threads would not
 survive the fork: N must be 1. The M - 1 others are the native pools that pyarrow (jemalloc) and
 OpenBLAS start at import; they reset themselves in a forked child (pthread_atfork), as they do
@@ -101,22 +105,25 @@ def _prepare(request: dict) -> None:
     get_settings.cache_clear()  # never called here before the fork; cleared all the same
 
 
-def serve(socket_path: str) -> None:
-    for name in PRELOAD:
-        importlib.import_module(name)
+def serve(name: str) -> None:
+    for module in PRELOAD:
+        importlib.import_module(module)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(socket_path)
+    listener.bind("\0" + name)  # Linux's abstract namespace: no file, no path-length limit
     listener.listen(64)
     sys.stdout.write(json.dumps({"python_threads": threading.active_count(),
                                  "threads": len(os.listdir("/proc/self/task"))}) + "\n")
     sys.stdout.flush()
 
     waiting: dict[int, socket.socket] = {}  # child pid -> its client's connection
-    while True:
-        readable, _, _ = select.select([listener, 0], [], [], 0.02 if waiting else 1.0)
+    session_open = True
+    while session_open or waiting:  # once the session ends, commands still running are waited for
+        watched = [listener, 0] if session_open else []
+        readable, _, _ = select.select(watched, [], [], 0.02 if waiting else 1.0)
         if 0 in readable and not os.read(0, 1):
-            break  # the test session ended
-        if listener in readable:
+            session_open = False  # the test session ended
+            listener.close()
+        if session_open and listener in readable:
             conn, _ = listener.accept()
             request = json.loads(_recv_line(conn))
             pid = os.fork()
@@ -138,7 +145,6 @@ def serve(socket_path: str) -> None:
             except OSError:
                 pass  # the client gave up (timeout) and closed
             conn.close()
-    listener.close()
     os._exit(0)  # no module teardown (seconds with torch loaded): nothing is left to clean up
 
 

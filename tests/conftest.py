@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import locale
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,24 @@ def _outside_aivo(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith("AIVO_") and k != "PYTEST_CURRENT_TEST"}
 
 
+class _Lines:
+    """JSON lines from a socket, each within a timeout (None: no limit)."""
+
+    def __init__(self, conn: socket.socket):
+        self.conn, self.buffer = conn, b""
+
+    def next(self, timeout: float | None) -> dict:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            self.conn.settimeout(None if deadline is None else max(deadline - time.monotonic(), 1e-3))
+            chunk = self.conn.recv(65536)  # TimeoutError past the deadline
+            if not chunk:
+                raise RuntimeError("the CLI fork server closed the connection (see its server.log)")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+
 class CliForkServer:
     """Runs `aivo` commands as processes forked from a server that has imported the CLI's libraries
     once (tests/cli_forkserver.py), started with `base_env` (the variables a library may read at
@@ -78,8 +98,9 @@ class CliForkServer:
         self.folder = folder
         self.base_env = base_env
         self._log = open(folder / "server.log", "wb")
+        self.socket_name = f"aivo-cli-{os.getpid()}-{secrets.token_hex(8)}"
         self._proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("cli_forkserver.py")), str(folder / "server.sock")],
+            [sys.executable, str(Path(__file__).with_name("cli_forkserver.py")), self.socket_name],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=base_env, cwd=str(folder))
         ready = self._proc.stdout.readline()
         if not ready:
@@ -102,23 +123,18 @@ class CliForkServer:
             stdin = f"{stem}.stdin"
             Path(stdin).write_text(input)
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(str(self.folder / "server.sock"))
-        replies = conn.makefile("rb")
+        conn.connect("\0" + self.socket_name)
         try:
             conn.sendall(json.dumps({"args": list(args), "env": env, "cwd": str(cwd), "stdin": stdin,
                                      **paths}).encode() + b"\n")
-            pid = json.loads(replies.readline())["pid"]
-            conn.settimeout(timeout)
+            received = _Lines(conn)
+            pid = received.next(None)["pid"]
             try:
-                returncode = json.loads(replies.readline())["returncode"]
-                expired = False
+                returncode, expired = received.next(timeout)["returncode"], False
             except TimeoutError:  # as subprocess.run: kill the command, then report the timeout
                 os.kill(pid, signal.SIGKILL)
-                conn.settimeout(None)
-                returncode = json.loads(replies.readline())["returncode"]
-                expired = True
+                returncode, expired = received.next(None)["returncode"], True
         finally:
-            replies.close()
             conn.close()
         encoding = locale.getpreferredencoding(False)
         stdout, stderr = (Path(paths[name]).read_text(encoding=encoding) for name in ("stdout", "stderr"))
@@ -176,7 +192,7 @@ class CliRunner:
 
 @pytest.fixture(scope="session")
 def cli_runner():
-    with tempfile.TemporaryDirectory(prefix="aivo-cli-") as folder:  # short: a Unix socket path is <108 bytes
+    with tempfile.TemporaryDirectory(prefix="aivo-cli-") as folder:
         runner = CliRunner(Path(folder))
         yield runner
         runner.close()

@@ -65,10 +65,10 @@ def test_a_killed_worker_leaves_a_detectably_failed_job(loaded, settings, tmp_pa
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-def test_sigterm_requeues_the_job_and_cli_drives_the_lifecycle(loaded, settings, tmp_path, db_url):
+def test_sigterm_requeues_the_job_and_cli_drives_the_lifecycle(loaded, settings, tmp_path, db_url, run_cli):
     env = _env(tmp_path, db_url)
-    run = lambda *args: subprocess.run([sys.executable, "-m", "aivo", *args], env=env, capture_output=True,  # noqa
-                                       text=True, timeout=120)
+    aivo_env = {k: v for k, v in env.items() if k.startswith("AIVO_")}
+    run = lambda *args: run_cli(*args, env=aivo_env, timeout=120)  # noqa: E731
     sheet = tmp_path / "sheet.json"
     sheet.write_text(json.dumps(SHEET))
     out = run("jobs", "create", "--datasheet", f"@{sheet}", "--config", json.dumps(LONG), "--policy",

@@ -1,4 +1,4 @@
-"""`aivo tutor ...` as real processes (forked by run_cli; one starts `python -m aivo`)."""
+"""`aivo tutor ...` as real processes (forked by run_cli, see tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def test_init_tiny_reports_progress_when_not_on_a_terminal(run_cli, tmp_path):
     assert proc.stdout.count("step ") >= 10 and "step 10/10, loss" in proc.stdout
 
 
-def test_generate_without_a_model_says_how_to_get_one(run_cli_process):
-    proc = run_cli_process("tutor", "generate", "What is a fraction?")
+def test_generate_without_a_model_says_how_to_get_one(run_cli):
+    proc = run_cli("tutor", "generate", "What is a fraction?")
     assert proc.returncode == 2 and "aivo tutor init" in proc.stderr and "Traceback" not in proc.stderr
 
 
