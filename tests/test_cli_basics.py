@@ -54,6 +54,13 @@ def test_an_unknown_migration_revision_is_a_message(run_cli_process):
     assert "Traceback" not in proc.stderr and "bogus" in proc.stderr
 
 
+def test_a_first_migration_says_one_thing(run_cli_process):
+    """A fresh registry's upgrade reports itself once, without Alembic's per-plugin INFO chatter."""
+    proc = run_cli_process("db", "upgrade")
+    assert proc.returncode == 0, proc.stderr
+    assert "setup plugin" not in proc.stderr and "upgraded from empty" in proc.stdout + proc.stderr
+
+
 def test_verbose_shows_the_traceback_of_a_reported_error(run_cli_process):
     proc = run_cli_process("--verbose", "db", "upgrade", "--revision", "bogus")
     assert proc.returncode != 0 and "Traceback" in proc.stderr

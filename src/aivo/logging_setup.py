@@ -33,5 +33,6 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Third-party chatter (e.g. matplotlib's "categorical units" notes) stays out of user output.
-    for noisy in ("matplotlib", "PIL", "urllib3", "httpx", "filelock"):
+    # Alembic announces each of its autogenerate plugins at INFO ("setup plugin ...") on every migration.
+    for noisy in ("matplotlib", "PIL", "urllib3", "httpx", "filelock", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
