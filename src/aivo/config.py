@@ -136,7 +136,7 @@ class Settings(BaseSettings):
                                               description="A cached recommendation is recomputed after this long "
                                                           "even without new interactions (0 = no cache).")
     recommendation_cache_size: int = Field(50_000, ge=1, validation_alias=_env("RECOMMENDATION_CACHE_SIZE"))
-    learner_state_cache_size: int = Field(5_000, ge=1, validation_alias=_env("LEARNER_STATE_CACHE_SIZE"),
+    learner_state_cache_size: int = Field(2_000, ge=1, validation_alias=_env("LEARNER_STATE_CACHE_SIZE"),
                                           description="Learners whose history and model state a process keeps "
                                                       "between recommendations (a later one reads only newer "
                                                       "interactions).")

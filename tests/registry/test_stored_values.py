@@ -132,3 +132,25 @@ def test_the_embedded_database_home_and_artifacts_are_private(tmp_path):
     files = [p for p in artifacts.rglob("*") if p.is_file()]
     assert files and all(mode(p) & 0o077 == 0 for p in files), digest
     assert all(mode(p) == 0o700 for p in artifacts.rglob("*") if p.is_dir())
+
+
+def test_serving_reader_skips_the_rows_load_interactions_skips(registry):
+    """`load_interactions_after` (the recommendations' incremental read) checks row by row what
+    `load_interactions` checks: the same rows survive, with the same values."""
+    from aivo.registry import load_interactions_after
+
+    with registry.session() as session:
+        import_interactions(session=session, log=make_log(_frame(n=6)), secret_key=KEY)
+    expected = _damage(registry)
+    with registry.session(read_only=True) as session:
+        alice_pk, alice = session.execute(sa.text("SELECT id, pseudonym FROM learners ORDER BY id LIMIT 1")).one()
+        rows, skipped = load_interactions_after(session=session, learner_pk=alice_pk, after=-1)
+        later, _ = load_interactions_after(session=session, learner_pk=alice_pk, after=rows[0].order)
+        frame = load_interactions(session=session).frame
+    assert skipped == sum(expected.values()) and len(rows) == 6 - skipped
+    assert later == rows[1:]
+    kept = frame.loc[frame["learner_id"] == alice]
+    assert [r.order for r in rows] == kept["order"].tolist()
+    assert [r.item_id for r in rows] == kept["item_id"].tolist()
+    assert [r.correct for r in rows] == kept["correct"].tolist()
+    assert [r.timestamp_ns for r in rows] == [t.value for t in kept["timestamp"]]

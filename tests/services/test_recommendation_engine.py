@@ -95,7 +95,8 @@ def test_appended_state_gives_the_recommendation_from_scratch(world, policy):
         for row in batch:
             last += 1
             stamp += timedelta(minutes=3)
-            rows.append({**row, "order": last, "timestamp": stamp.isoformat() if row["item_id"] != "new-item" else None})
+            when = None if row["item_id"] == "new-item" else stamp.isoformat()
+            rows.append({**row, "order": last, "timestamp": when})
         ingest(world, learner, rows)
         appended = cache.appended
         cached = recommendation(world, pseudonym, cache, policy)
