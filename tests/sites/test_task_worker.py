@@ -4,9 +4,11 @@ test_deployment.py; here what can be checked without them."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -40,3 +42,25 @@ def test_a_worker_that_cannot_serve_takes_its_supernode_down(run_cli, tmp_path):
         assert supernode.wait(timeout=10) == -signal.SIGTERM
     finally:
         supernode.kill()
+
+
+def test_the_worker_ends_with_its_supernode_even_with_sigint_ignored(run_cli_process, tmp_path):
+    """A worker whose SuperNode is gone exits, also when it was started with SIGINT ignored (as a
+    shell's background job is, e.g. a CI runner's): such workers outlived a whole test run."""
+    home = tmp_path / "north"
+    made = run_cli_process("site", "init", "north", env={"AIVO_HOME": str(home)})
+    assert made.returncode == 0, made.stderr
+    supernode = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    env = {**os.environ, "AIVO_HOME": str(home)}
+    worker = subprocess.Popen([sys.executable, "-m", "aivo", "site", "worker", "--runtime-api", "127.0.0.1:9",
+                               "--parent-pid", str(supernode.pid)], env=env, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        time.sleep(2)
+        assert worker.poll() is None, worker.stderr.read()  # serving (or loading the site)
+        supernode.kill()
+        supernode.wait(10)
+        assert worker.wait(timeout=30) is not None
+    finally:
+        supernode.kill()
+        worker.kill()

@@ -189,6 +189,10 @@ def serve_site_worker(*, settings: Settings, runtime_api: str, parent_pid: int |
     (or, with `parent_pid`, until that process, the SuperNode, is gone: SIGINT, as Flower's own
     SuperExec does). The site's registry and training stack load once, before the first message."""
     if parent_pid is not None:
+        # Flower's monitor ends this process with SIGINT. A process started from a shell's background
+        # job (a CI runner, `nohup ... &`) inherits SIGINT ignored, and the worker then outlived its
+        # SuperNode, polling a dead port forever: take Python's own SIGINT handler back first.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         start_parent_process_monitor(parent_pid)
     try:
         site = site_for(with_site_identity(settings))
