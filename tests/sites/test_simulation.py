@@ -224,7 +224,8 @@ def test_bad_sites_are_rejected_with_reasons_and_a_slow_site_times_out(tmp_path,
     (rnd,) = report.rounds
     sites = {s["site"]: s for s in rnd["sites"] if s.get("site")}
     reasons = {name: s.get("reason", "") for name, s in sites.items()}
-    assert sites["school-a"]["status"] == sites["school-b"]["status"] == "accepted"
+    assert set(sites) == {f"school-{c}" for c in "abcdef"}, rnd["sites"]  # each site's record names it
+    assert sites["school-a"]["status"] == sites["school-b"]["status"] == "accepted", rnd["sites"]
     assert "NaN or Inf" in reasons["school-c"]
     assert "shape" in reasons["school-d"]
     assert "accepted of" in reasons["school-e"]
