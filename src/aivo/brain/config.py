@@ -18,7 +18,9 @@ class BrainConfig:
     """The defaults are what `aivo train-main`, the pipeline and the scheduler train: one setting
     for every data set, chosen by cross-validation on the training learners of the three shared
     KT data sets together (benchmarks/kt_default_cv.py, table in benchmarks/RESULTS.md): residual
-    evidence divided by the count, a weight average with decay 0.99, learning rate 2e-3."""
+    evidence divided by the count, a weight average with decay 0.99, learning rate 2e-3; early
+    stopping after 3 epochs or 100 optimizer steps without a validation improvement, whichever is
+    longer (benchmarks/kt_stop_rule_cv.py)."""
 
     # --- data -------------------------------------------------------------------------
     # Histories longer than this are cut into independent chunks (the KT benchmark protocol).
