@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import locale
+import logging
 import os
 import secrets
 import signal
@@ -39,6 +40,18 @@ def _isolated_env(tmp_path, monkeypatch):
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _restored_root_logger():
+    """A command run in-process (`aivo.cli.main`) configures the root logger (its handler and level):
+    each test starts from the root logger the session began with."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -150,3 +150,22 @@ def test_json_int_takes_whole_numbers_written_as_floats_and_nothing_else():
     with pytest.raises(ValidationError):  # a number is not false either (Literal[False] alone let 0 through)
         ChatCompletionRequest.model_validate_json(
             '{"model": "aivo-tutor", "messages": [{"role": "user", "content": "hi"}], "logprobs": 0}')
+
+
+def test_the_cli_log_handler_writes_to_the_stderr_of_the_moment():
+    """A command configured in-process under a redirect that has since closed (a test's captured
+    stderr) logs to the stderr of the moment, without "--- Logging error ---"."""
+    import contextlib
+    import io
+    import logging
+
+    from aivo.logging_setup import configure_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(first):
+        configure_logging("INFO")
+        logging.getLogger("aivo.test").info("one")
+    first.close()
+    with contextlib.redirect_stderr(second):
+        logging.getLogger("aivo.test").info("two")
+    assert "aivo.test: two" in second.getvalue() and "Logging error" not in second.getvalue()

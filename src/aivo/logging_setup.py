@@ -21,12 +21,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload)
 
 
+class StderrHandler(logging.StreamHandler):
+    """A StreamHandler on the `sys.stderr` of the moment, not the one at configuration: a command run
+    in-process under a redirect (a test's captured stderr, `contextlib.redirect_stderr`) would
+    otherwise leave the root logger writing to that stream after it is closed ("--- Logging error
+    --- ValueError: I/O operation on closed file" for every later record)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ / setStream: always sys.stderr
+        pass
+
+
 def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_aivo", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler._aivo = True  # type: ignore[attr-defined]
     handler.setFormatter(JsonFormatter() if json_lines else
                          logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))

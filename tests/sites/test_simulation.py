@@ -51,6 +51,23 @@ def _patched_app(monkeypatch, handler_for):
     monkeypatch.setattr(federation, "site_client_app", lambda _homes: make_client_app(handler_for))
 
 
+def _slow_node_registration(monkeypatch, seconds: float = 0.3):
+    """Flower's simulation registers its nodes one by one in one thread while the ServerApp's
+    thread already runs; under load the coordinator used to poll between two registrations and
+    start its round with the nodes registered so far (a full-suite run lost school-e and school-f).
+    A pause after each registration makes that interleaving certain."""
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+
+    create_node = InMemoryLinkState.create_node
+
+    def slow_create_node(self, *args, **kwargs):
+        node_id = create_node(self, *args, **kwargs)
+        time.sleep(seconds)
+        return node_id
+
+    monkeypatch.setattr(InMemoryLinkState, "create_node", slow_create_node)
+
+
 def test_secure_round_with_dp_survives_a_dropout_refuses_strangers_and_charges_site_ledgers(
         tmp_path, small_world, monkeypatch):
     fed = make_federation(tmp_path, small_world, num_sites=5, learners_per_site=7)
@@ -219,6 +236,7 @@ def test_bad_sites_are_rejected_with_reasons_and_a_slow_site_times_out(tmp_path,
     options = options_from_settings(fed.settings, rounds=1, min_sites=2, secure_aggregation=False, dp_enabled=True,
                                     sample_rate=1.0, seed=5, round_timeout=round_timeout)
     _patched_app(monkeypatch, handler_for)
+    _slow_node_registration(monkeypatch)
     report = simulate_federation(registry=fed.registry, settings=fed.settings, site_homes=fed.homes,
                                  options=options, actor="tests", on_round=lambda _outcome: round_over.touch())
     (rnd,) = report.rounds

@@ -58,7 +58,9 @@ def _round_options(
                                 help="SecAgg+: the coordinator sees only the sum across sites."),
     max_dropout: float = typer.Option(0.34, "--max-dropout", help="Share of sites a secure round may lose (< 0.5)."),
     round_timeout: float = typer.Option(600.0, "--round-timeout", help="Seconds each stage waits for the sites."),
-    wait_for_sites: float = typer.Option(60.0, "--wait-for-sites", help="Seconds to wait for --min-sites to connect."),
+    wait_for_sites: float = typer.Option(60.0, "--wait-for-sites",
+                                         help="Seconds to wait for --min-sites to connect (a simulation: for all "
+                                              "its sites)."),
     strategy: str | None = typer.Option(None, "--strategy", help="fedavg | fedprox | weighted | median | trimmed-mean."),
     allow_site_sums: bool = typer.Option(False, "--allow-site-sums",
                                          help="median/trimmed-mean without secure aggregation: the coordinator sees "

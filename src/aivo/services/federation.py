@@ -198,12 +198,15 @@ def message_logger(folder: Path | None) -> Callable[[Message], None] | None:
 
 
 def coordinator_main(*, registry: Registry, options: FederationOptions, actor: str, settings: Settings,
-                     on_round: Callable[[RoundOutcome], None] | None = None, results: list | None = None):
-    """The ServerApp's main for this coordinator (both runtimes)."""
+                     on_round: Callable[[RoundOutcome], None] | None = None, results: list | None = None,
+                     expected_nodes: int | None = None):
+    """The ServerApp's main for this coordinator (both runtimes; `expected_nodes`: the simulation's
+    node count, see `run_federation`)."""
     def run(grid, context) -> None:
         hooks = CoordinatorService(registry=registry, actor=actor)
         outcomes = run_federation(grid=grid, hooks=hooks, options=options,
-                                  sink=message_logger(settings.federation_message_log), on_round=on_round)
+                                  sink=message_logger(settings.federation_message_log), on_round=on_round,
+                                  expected_nodes=expected_nodes)
         if results is not None:
             results.extend(outcomes)
 
@@ -262,8 +265,9 @@ def simulate_federation(*, registry: Registry, settings: Settings, site_homes: S
     report.version_before = active.version if active else None
     results: list[RoundOutcome] = []
     started = time.perf_counter()
+    # Flower registers the simulated nodes while the ServerApp already runs: the rounds wait for all of them.
     server_app = make_server_app(coordinator_main(registry=registry, options=options, actor=actor, settings=settings,
-                                                  on_round=on_round, results=results))
+                                                  on_round=on_round, results=results, expected_nodes=len(homes)))
     cpus = num_cpus or max(1, min(len(homes), os.cpu_count() or 1))
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
