@@ -37,6 +37,7 @@ from aivo.brain.features import (
     RECENT_OUTCOME_DECAY,
     RECENT_RESIDUAL_DECAY,
 )
+from aivo.brain.model import normalize_evidence
 from aivo.brain.vocab import PAD
 from aivo.errors import DataError
 
@@ -262,11 +263,8 @@ class BatchPredictor:
         if not c.evidence_dim:
             return self.recurrent
         steps = torch.from_numpy(self.length.astype(np.float32))[:, None]
-        sums = self.evidence_sums
-        if c.evidence_normalize == "sqrt":
-            sums = sums / torch.sqrt(1.0 + steps)
-        elif c.evidence_normalize == "mean":
-            sums = sums / (steps + c.running_rate_prior_count)
+        sums = normalize_evidence(self.evidence_sums, steps, how=c.evidence_normalize,
+                                  prior_count=c.running_rate_prior_count)
         return torch.cat([self.recurrent, sums], dim=-1)
 
     # --- public -----------------------------------------------------------------------------

@@ -157,11 +157,19 @@ class Encoder(nn.Module):
             return recurrent
         sums = decayed_prefix_sums(evidence, self.evidence_decays)
         steps = torch.arange(x.shape[1], device=x.device, dtype=x.dtype).unsqueeze(-1)  # (T, 1)
-        if self.evidence_normalize == "sqrt":  # keeps the scale of long histories bounded
-            sums = sums / torch.sqrt(1.0 + steps)
-        elif self.evidence_normalize == "mean":  # a shrunk mean: an ability estimate, not a total
-            sums = sums / (steps + self.prior_count)
+        sums = normalize_evidence(sums, steps, how=self.evidence_normalize, prior_count=self.prior_count)
         return torch.cat([recurrent, sums], dim=-1)
+
+
+def normalize_evidence(sums: torch.Tensor, steps: torch.Tensor, *, how: str, prior_count: float) -> torch.Tensor:
+    """Evidence sums after `steps` answers as the encoder's state carries them: "sqrt" keeps the
+    scale of long histories bounded, "mean" makes a shrunk mean (an ability estimate, not a total),
+    anything else leaves the sums. One place for training, batch serving and per-learner serving."""
+    if how == "sqrt":
+        return sums / torch.sqrt(1.0 + steps)
+    if how == "mean":
+        return sums / (steps + prior_count)
+    return sums
 
 
 class Heads(nn.Module):
