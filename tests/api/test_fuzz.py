@@ -98,10 +98,13 @@ def served(request, tmp_path_factory):
 
 
 def test_fuzzing_finds_no_server_error_and_no_schema_violation(served, tmp_path):
+    # One schemathesis worker: with two threads, hypothesis's ast.parse of its filter lambdas raced
+    # inside CPython 3.11 ("SystemError: AST constructor recursion depth mismatch", a crash of the
+    # fuzzer itself, no request involved) once in a full run.
     seed = random.randrange(2**31) if FUZZ_SEED == "random" else int(FUZZ_SEED)
     report = tmp_path / "report.json"
     command = [str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", f"{served.base}/openapi.json",
-               "--checks", "all", "--max-time", str(FUZZ_SECONDS), "--seed", str(seed), "--workers", "2",
+               "--checks", "all", "--max-time", str(FUZZ_SECONDS), "--seed", str(seed), "--workers", "1",
                "--header", f"Authorization: Bearer {served.tokens['admin']}", "--request-timeout", "90",
                "--report", "json", "--report-json-path", str(report), "--no-color"]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_SECONDS + 120, cwd=tmp_path)
