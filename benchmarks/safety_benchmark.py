@@ -43,7 +43,13 @@ def evaluate(rows: list[dict], classifier) -> dict:
     flags = classifier.flags(texts)
     seconds = time.perf_counter() - started
     rules = [safety.check_text(t) for t in texts]
-    out: dict = {"n": len(rows), "classifier_ms_per_message": 1000 * seconds / max(1, len(rows))}
+    single = []
+    for text in texts[:50]:  # the tutor checks one message at a time
+        t0 = time.perf_counter()
+        classifier.flag(text)
+        single.append(1000 * (time.perf_counter() - t0))
+    out: dict = {"n": len(rows), "classifier_ms_per_message": 1000 * seconds / max(1, len(rows)),
+                 "single_ms_median": sorted(single)[len(single) // 2] if single else 0.0}
     for arm in ("rules", "classifier", "combined"):
         blocked_by_cat: dict = defaultdict(lambda: [0, 0, 0])  # blocked, right category, total
         benign_blocked, benign_total, false_blocks = 0, 0, []
@@ -97,6 +103,19 @@ def table(split: dict, title: str) -> list[str]:
     return lines
 
 
+def oof_text(clf) -> str:
+    config = clf.info.get("config", {})
+    encoder = ("MiniLM fine-tuned with a LoRA adapter (rank {lora_rank}, {epochs} epochs) and a linear head"
+               .format(**config) if config.get("encoder", "frozen") == "lora"
+               else "MiniLM as shipped with a logistic regression")
+    oof = clf.info.get("out_of_fold")
+    if not oof:
+        return f"encoder: {encoder}"
+    recall = ", ".join(f"{c} {v:.3f}" for c, v in oof["recall"].items())
+    return (f"{oof['folds']} folds of whole writing rounds; encoder: {encoder}; with these thresholds the "
+            f"out-of-fold messages of train were blocked at: {recall}, false blocks {oof['false_block']:.3f}")
+
+
 def report(result: dict, command: str) -> str:
     held, clf = result["heldout"], result["classifier"]
     comb = held["combined"]
@@ -112,7 +131,7 @@ def report(result: dict, command: str) -> str:
              f"classifier fitted on the {result['train_rows']} train messages (harm threshold "
              f"{clf.harm_threshold}, self-harm threshold {clf.self_harm_threshold}, nearest self-harm example "
              f"{clf.neighbour_threshold}, per category {categories or 'none'}; chosen on out-of-fold "
-             f"probabilities of train, one fold per writing round).",
+             f"probabilities of train, {oof_text(clf)}).",
              f"Reproduce: `{command}`", ""]
     lines += table(held, "held-out")
     lines += ["", f"Served filter, blocked under the right category: " + ", ".join(
@@ -121,7 +140,8 @@ def report(result: dict, command: str) -> str:
               f"({comb['recall'].get('self_harm', 0):.3f}); every harmful category >= 0.93: "
               f"**{'met' if ok['others'] else 'missed'}** (lowest {min(comb['recall'].values()):.3f}); false blocks "
               f"<= 3%: **{'met' if ok['false_block'] else 'missed'}** ({comb['false_block']:.3f}).",
-              f"Classifier cost: {held['classifier_ms_per_message']:.1f} ms per message (batched, MiniLM on CPU).", ""]
+              f"Classifier cost on CPU ({result['threads']} torch thread(s)): {held['classifier_ms_per_message']:.1f} ms per "
+              f"message batched, median {held['single_ms_median']:.1f} ms for one message at a time.", ""]
     if comb["missed"]:
         lines.append("Missed on held-out (served filter): " + "; ".join(f"[{c}] \"{t}\"" for c, t in comb["missed"]))
     if comb["false_blocks"]:
@@ -157,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
               "seen": {o: evaluate([r for r in seen if r["origin"] == o], classifier)
                        for o in sorted({r["origin"] for r in seen})},
               "heldout_rows": heldout, "classifier": classifier,
-              "train_rows": len(load_labeled_rows(("train",))), "load": (load_before, load_average())}
+              "train_rows": len(load_labeled_rows(("train",))), "load": (load_before, load_average()),
+              "threads": args.threads}
     command = "python benchmarks/safety_benchmark.py" + (" --refit" if args.refit else "")
     section = report(result, command)
     print(section)

@@ -1,5 +1,6 @@
 import copy
 
+import numpy as np
 import pytest
 
 from aivo.tutor import safety
@@ -88,19 +89,56 @@ def test_shipped_classifier_matches_the_train_split():
     assert shipped.classes[0] == "safe" or "safe" in shipped.classes
 
 
-def test_fit_is_reproducible_and_state_round_trips():
-    rows = load_labeled_rows(("train",))[:200]
-    a = SafetyClassifier.fit(rows)
-    state = a.state_dict()
-    b = SafetyClassifier.from_state_dict(state)
-    texts = ["i want to die", "What is a noun?"]
+@pytest.mark.parametrize("config", [ClassifierConfig(encoder="frozen"), ClassifierConfig(epochs=2, tuned_folds=3)],
+                         ids=["frozen", "lora"])
+def test_fit_save_and_load_round_trip(tmp_path, config):
+    rows = load_labeled_rows(("train",))[::25]  # every writing round, ~230 messages
+    a = SafetyClassifier.fit(rows, config=config)
+    assert (a.adapter is None) == (config.encoder == "frozen")
+    assert a.info["out_of_fold"]["folds"] == (3 if config.encoder == "lora" else len({r["origin"] for r in rows}))
+    a.save(tmp_path / "c.json")
+    b = SafetyClassifier.load(tmp_path / "c.json")
+    texts = ["i want to die", "What is a noun?", "where can i buy a knife that fits in my backpack"]
     assert [f and f.category for f in a.flags(texts)] == [f and f.category for f in b.flags(texts)]
+    assert abs(a.probabilities(texts) - b.probabilities(texts)).max() < 1e-5
     assert a.neighbour_threshold is not None and b.neighbour_threshold == a.neighbour_threshold
     assert a.output_harm_threshold >= a.harm_threshold and b.output_harm_threshold == a.output_harm_threshold
     assert b.self_harm_examples.shape == a.self_harm_examples.shape
     assert abs(b.self_harm_examples - a.self_harm_examples).max() < 1e-3  # stored as float16
     with pytest.raises(ValueError):
-        SafetyClassifier.from_state_dict({**state, "kind": "other"})
+        SafetyClassifier.from_state_dict({**a.state_dict(), "kind": "other"})
+    if config.encoder == "lora":
+        from safetensors.torch import load_file, save_file
+
+        weights = tmp_path / "c.safetensors"
+        tampered = load_file(str(weights))
+        name = sorted(tampered)[0]
+        tampered[name] = tampered[name] + 0.01
+        save_file(tampered, str(weights))
+        with pytest.raises(ValueError, match="does not match"):
+            SafetyClassifier.load(tmp_path / "c.json")
+        weights.unlink()
+        with pytest.raises(ValueError, match="missing"):
+            SafetyClassifier.load(tmp_path / "c.json")
+
+
+def test_unknown_encoder_is_refused():
+    with pytest.raises(ValueError, match="unknown safety classifier encoder"):
+        ClassifierConfig(encoder="bert-large")
+
+
+def test_tuned_folds_group_whole_writing_rounds():
+    from aivo.tutor.safety_classifier import cv_folds, label_of
+
+    rows = load_labeled_rows(("train",))
+    folds = cv_folds(rows, [label_of(r) for r in rows], ClassifierConfig(), groups=5)
+    assert len(folds) == 5
+    held = np.concatenate([test for _, test in folds])
+    assert sorted(held) == list(range(len(rows)))  # every message held out exactly once
+    for train, test in folds:
+        assert not {rows[i]["origin"] for i in train} & {rows[i]["origin"] for i in test}
+    sizes = [len(test) for _, test in folds]
+    assert max(sizes) < 2 * min(sizes)
 
 
 def test_nearest_self_harm_example_flags_inputs_only():
@@ -126,9 +164,10 @@ def test_category_thresholds_flag_inputs_only_and_round_trip():
     assert classifier.category_thresholds and "self_harm" not in classifier.category_thresholds
     assert all(t < classifier.harm_threshold for t in classifier.category_thresholds.values())
     state = classifier.state_dict()
-    assert SafetyClassifier.from_state_dict(state).category_thresholds == classifier.category_thresholds
+    loaded = SafetyClassifier.from_state_dict(state, adapter=classifier.adapter)
+    assert loaded.category_thresholds == classifier.category_thresholds
     with pytest.raises(ValueError, match="unknown classes"):
-        SafetyClassifier.from_state_dict({**state, "category_thresholds": {"weather": 0.5}})
+        SafetyClassifier.from_state_dict({**state, "category_thresholds": {"weather": 0.5}}, adapter=classifier.adapter)
     only = copy.copy(classifier)
     only.harm_threshold = only.self_harm_threshold = only.output_harm_threshold = 1.01
     only.neighbour_threshold = None
