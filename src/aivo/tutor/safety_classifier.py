@@ -233,11 +233,12 @@ def explanation_sentences() -> list[str]:
 def choose_output_threshold(harm: np.ndarray, harm_threshold: float, budget: float) -> float:
     """The lowest threshold (not below the inputs' harm threshold) that flags at most `budget` of
     ordinary explanation sentences, whose harm scores are `harm`."""
+    top = [0.9995, 0.9998, 0.9999, 0.99995, 0.99999]
     for t in np.unique(np.concatenate([np.round(np.arange(harm_threshold, 0.9951, 0.005), 4),
-                                       _grid(harm_threshold)[_grid(harm_threshold) >= harm_threshold], [0.9995]])):
-        if (harm >= t).mean() <= budget + 1e-12:
+                                       _grid(harm_threshold)[_grid(harm_threshold) >= harm_threshold], top])):
+        if t >= harm_threshold and (harm >= t).mean() <= budget + 1e-12:
             return float(t)
-    return 0.9995
+    return top[-1]
 
 
 # --- the fine-tuned encoder ----------------------------------------------------------------
