@@ -9,7 +9,7 @@ points to a trusted adult and a helpline.
 
 The rules here are lexical: precise and fast (they run on every streamed token), but they
 only know the phrasings they were written for. `SafetyFilter` combines them with the learned
-classifier (safety_classifier.py: sentence embeddings + logistic regression), which
+classifier (safety_classifier.py: MiniLM fine-tuned on a labelled set), which
 generalizes to phrasings nobody listed. Held-out figures are in docs/tutor.md.
 """
 
