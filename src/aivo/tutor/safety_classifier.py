@@ -258,6 +258,7 @@ def _base_encoder():
 
 
 def _with_lora(model, config: ClassifierConfig):
+    # start-up: torch, peft and safetensors load only when the classifier is used
     from peft import LoraConfig, get_peft_model
 
     return get_peft_model(model, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.1,
@@ -265,6 +266,7 @@ def _with_lora(model, config: ClassifierConfig):
 
 
 def _mean_pool(model, tokenizer, texts: list[str], max_tokens: int):
+    # start-up: torch, peft and safetensors load only when the classifier is used
     import torch
 
     batch = tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
@@ -279,6 +281,7 @@ class TunedEncoder:
     `Embedder.encode`, on which the classifier's linear head reads the classes."""
 
     def __init__(self, adapter: dict, config: ClassifierConfig):
+        # start-up: torch, peft and safetensors load only when the classifier is used
         from peft import set_peft_model_state_dict
 
         model, self.tokenizer = _base_encoder()
@@ -291,6 +294,7 @@ class TunedEncoder:
         self._lock = threading.Lock()  # one encoding at a time: the model is not re-entrant on CPU
 
     def encode(self, texts, *, batch_size: int = 32) -> np.ndarray:
+        # start-up: torch, peft and safetensors load only when the classifier is used
         import torch
 
         texts = list(texts)
@@ -308,6 +312,7 @@ def fine_tune(texts: list[str], labels: list[str], classes: list[str], config: C
     """Fine-tune MiniLM (LoRA) with a linear head over `classes` on the unit mean-pooled embeddings,
     cross-entropy weighted so that every class counts alike. Returns the adapter's tensors, the
     head as (coef, intercept) on unit vectors, and the merged encoder."""
+    # start-up: torch, peft and safetensors load only when the classifier is used
     import torch
     from peft import get_peft_model_state_dict
     from tqdm.auto import tqdm
@@ -526,6 +531,7 @@ class SafetyClassifier:
     def save(self, path: Path) -> None:
         """`path` (JSON) and, with a fine-tuned encoder, its adapter next to it (`.safetensors`),
         each replaced whole: the adapter first, so a JSON on disk never names a missing adapter."""
+        # start-up: torch, peft and safetensors load only when the classifier is used
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -537,6 +543,7 @@ class SafetyClassifier:
 
     @classmethod
     def load(cls, path: Path, *, embedder: Embedder | None = None) -> "SafetyClassifier":
+        # start-up: torch, peft and safetensors load only when the classifier is used
         from safetensors.torch import load_file
 
         path = Path(path)
