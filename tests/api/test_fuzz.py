@@ -104,11 +104,13 @@ def test_fuzzing_finds_no_server_error_and_no_schema_violation(served, tmp_path)
     seed = random.randrange(2**31) if FUZZ_SEED == "random" else int(FUZZ_SEED)
     report = tmp_path / "report.json"
     command = [str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", f"{served.base}/openapi.json",
-               "--checks", "all", "--max-time", str(FUZZ_SECONDS), "--seed", str(seed), "--workers", "1",
+               # `--checks all` overrides a check turned off in the config: use_after_free is excluded here
+               # (see schemathesis.toml: a cancelled job and a revoked site stay readable by design)
+               "--checks", "all", "--exclude-checks", "use_after_free", "--max-time", str(FUZZ_SECONDS), "--seed", str(seed), "--workers", "1",
                "--header", f"Authorization: Bearer {served.tokens['admin']}", "--request-timeout", "90",
                "--report", "json", "--report-json-path", str(report), "--no-color"]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_SECONDS + 120, cwd=tmp_path)
-    output = proc.stdout[-12000:] + proc.stderr[-3000:]
+    output = proc.stdout[:8000] + "\n...\n" + proc.stdout[-6000:] + proc.stderr[-3000:]  # the details come first
     server_log = served.log_path.read_text(errors="replace")
     assert proc.returncode == 0, f"schemathesis (seed {seed}) found problems:\n{output}"
     generated = re.search(r"(\d+) generated", proc.stdout)

@@ -69,3 +69,13 @@ def test_unknown_learner_in_generate_is_a_clear_404(api):
     with api.client("admin") as c:
         r = c.post("/v1/generate", json={"prompt": "What is a fraction?", "context": {"student_id": "student123"}})
     assert r.status_code == 404 and "as your school system knows it" in r.json()["detail"]
+
+
+def test_openai_surface_answers_an_unusable_learner_with_its_400(api):
+    """Found by the fuzzer: an empty learner id made a 422 in OpenAI's error shape, which the schema
+    documents only as 400 (OpenAI answers invalid requests 400; it has no 422)."""
+    with api.client("admin") as c:
+        r = c.post("/openai/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
+                                                        "aivo_context": {"student_id": ""}})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error" and "empty learner id" in r.json()["error"]["message"]

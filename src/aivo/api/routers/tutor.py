@@ -178,8 +178,11 @@ def create_tutor_router(*, get_service: Callable[..., TutorService] = service_fr
                     return await run_in_threadpool(service.chat_completion, body)
                 chunks = await run_in_threadpool(service.chat_completion_chunks, body)
         except HTTPException as exc:
-            return openai_error(exc.status_code, str(exc.detail),
-                                code="model_not_found" if exc.status_code == 404 and learner_id else None)
+            # OpenAI answers an invalid request 400 (it has no 422): a request the tutor cannot take
+            # (an empty learner in "aivo-tutor:", ...) is one, in the shape its clients parse
+            status = 400 if exc.status_code == 422 else exc.status_code
+            return openai_error(status, str(exc.detail),
+                                code="model_not_found" if status == 404 and learner_id else None)
 
         async def sse() -> AsyncIterator[dict]:
             async for payload in chunks:
