@@ -223,3 +223,13 @@ def test_output_filter_blocks_a_model_asking_for_personal_data():
 def test_duplicate_category_rejected():
     with pytest.raises(ValueError):
         safety.register_category(safety.SafetyCategory("violence", "no", lambda text: None))
+
+
+def test_frozen_fit_with_two_classes():
+    """scikit-learn keeps one row of weights for two classes: the head must still give both their
+    probability (and the classes a fold lacks none)."""
+    rows = [r for r in load_labeled_rows(("train",)) if r["category"] in (None, "self_harm")][::20]
+    classifier = SafetyClassifier.fit(rows, config=ClassifierConfig(encoder="frozen"))
+    assert classifier.classes == ["safe", "self_harm"]
+    p = classifier.probabilities(["i want to die", "What is a noun?"])
+    assert np.allclose(p.sum(axis=1), 1) and p[0, 1] > 0.5 > p[1, 1]

@@ -234,9 +234,10 @@ def choose_output_threshold(harm: np.ndarray, harm_threshold: float, budget: flo
     """The lowest threshold (not below the inputs' harm threshold) that flags at most `budget` of
     ordinary explanation sentences, whose harm scores are `harm`."""
     top = [0.9995, 0.9998, 0.9999, 0.99995, 0.99999]
-    for t in np.unique(np.concatenate([np.round(np.arange(harm_threshold, 0.9951, 0.005), 4),
-                                       _grid(harm_threshold)[_grid(harm_threshold) >= harm_threshold], top])):
-        if t >= harm_threshold and (harm >= t).mean() <= budget + 1e-12:
+    candidates = np.unique(np.concatenate([np.round(np.arange(harm_threshold, 0.9951, 0.005), 4),
+                                           _grid(harm_threshold), top]))
+    for t in candidates[candidates >= harm_threshold]:
+        if (harm >= t).mean() <= budget + 1e-12:
             return float(t)
     return top[-1]
 
@@ -352,27 +353,33 @@ def fine_tune(texts: list[str], labels: list[str], classes: list[str], config: C
     return adapter, coef, intercept, TunedEncoder(adapter, config)
 
 
-def _featurize(rows: list[dict], labels: list[str], classes: list[str], config: ClassifierConfig,
-               embedder: Embedder | None, desc: str):
-    """(encoder, coef, intercept, adapter or None) fitted on `rows`: the shipped MiniLM with a
-    logistic regression ("frozen"), or MiniLM fine-tuned with a head ("lora")."""
-    texts = [r["text"] for r in rows]
-    if config.encoder == "frozen":
-        embedder = embedder or shared_embedder()
-        model = _fit_lr(embedder.encode(texts), labels, config)
-        present = list(model.classes_)
-        coef = np.full((len(classes), model.coef_.shape[1]), 0.0)
-        intercept = np.full(len(classes), -1e9)  # a class this fold never saw gets no probability
-        for i, c in enumerate(classes):
-            if c in present:
-                coef[i], intercept[i] = model.coef_[present.index(c)], model.intercept_[present.index(c)]
-        if len(present) == 2:  # scikit-learn keeps one row for two classes
-            coef[classes.index(present[0])], intercept[classes.index(present[0])] = 0.0, 0.0
-            coef[classes.index(present[1])] = model.coef_[0]
-            intercept[classes.index(present[1])] = model.intercept_[0]
-        return embedder, coef, intercept, None
-    adapter, coef, intercept, encoder = fine_tune(texts, labels, classes, config, desc=desc)
-    return encoder, coef, intercept, adapter
+def _lr_head(x: np.ndarray, labels: list[str], classes: list[str], config: ClassifierConfig):
+    """(coef, intercept) over `classes` of a logistic regression on the unit vectors `x`; a class
+    these labels lack gets no probability."""
+    model = _fit_lr(x, labels, config)
+    present = list(model.classes_)
+    coef = np.zeros((len(classes), x.shape[1]))
+    intercept = np.full(len(classes), -1e9)
+    if len(present) == 2:  # scikit-learn keeps one row, the log-odds of the second class
+        intercept[classes.index(present[0])] = 0.0
+        coef[classes.index(present[1])], intercept[classes.index(present[1])] = model.coef_[0], model.intercept_[0]
+    else:
+        for row, c in enumerate(present):
+            coef[classes.index(c)], intercept[classes.index(c)] = model.coef_[row], model.intercept_[row]
+    return coef, intercept
+
+
+def _fit_part(idx: np.ndarray, texts: list[str], labels: list[str], classes: list[str], config: ClassifierConfig,
+              frozen_x: np.ndarray | None, desc: str):
+    """(encoder, embed, coef, intercept, adapter or None) fitted on the messages `idx`: a logistic
+    regression on `frozen_x` (the shipped MiniLM's vectors of all messages, embedded once), or MiniLM
+    fine-tuned with a head. `embed(indices)` gives the unit vectors of messages by index."""
+    part_labels = [labels[i] for i in idx]
+    if frozen_x is not None:
+        coef, intercept = _lr_head(frozen_x[idx], part_labels, classes, config)
+        return None, lambda ids: frozen_x[ids], coef, intercept, None
+    adapter, coef, intercept, encoder = fine_tune([texts[i] for i in idx], part_labels, classes, config, desc=desc)
+    return encoder, lambda ids: encoder.encode([texts[i] for i in ids]), coef, intercept, adapter
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -445,17 +452,21 @@ class SafetyClassifier:
         y = np.array(labels)
         oof = np.zeros((len(rows), len(classes)))
         neighbour = np.zeros(len(rows))  # similarity to the nearest self-harm message of the other folds
-        folds = cv_folds(rows, labels, config, groups=config.tuned_folds if config.encoder == "lora" else None)
+        frozen_x = None
+        if config.encoder == "frozen":
+            embedder = embedder or shared_embedder()
+            frozen_x = embedder.encode(texts)  # (N, 384), once: folds and the final model share it
+        self_harm = np.flatnonzero(y == "self_harm")
+        folds = cv_folds(rows, labels, config, groups=config.tuned_folds if frozen_x is None else None)
         for k, (train_idx, test_idx) in enumerate(folds):
-            encoder, coef, intercept, _ = _featurize([rows[i] for i in train_idx], [labels[i] for i in train_idx],
-                                                     classes, config, embedder,
+            _, embed, coef, intercept, _ = _fit_part(train_idx, texts, labels, classes, config, frozen_x,
                                                      desc=f"safety classifier, fold {k + 1}/{len(folds)}")
-            x_test = encoder.encode([texts[i] for i in test_idx])
+            x_test = embed(test_idx)
             oof[test_idx] = _softmax(x_test @ coef.T + intercept)
-            examples = [texts[i] for i in train_idx if labels[i] == "self_harm"]
-            if examples:
-                neighbour[test_idx] = (x_test @ encoder.encode(examples).T).max(axis=1)
-            if config.encoder == "lora":
+            examples = np.intersect1d(train_idx, self_harm)
+            if len(examples):
+                neighbour[test_idx] = (x_test @ embed(examples).T).max(axis=1)
+            if frozen_x is None:
                 log.info("safety classifier: fold %d of %d fitted (%d messages held out)", k + 1, len(folds),
                          len(test_idx))
         lexical = _lexical_blocks(texts)
@@ -469,14 +480,13 @@ class SafetyClassifier:
             if neighbour_t is not None:
                 blocked |= neighbour >= neighbour_t
         category_t = choose_category_thresholds(oof, labels, classes, blocked, config.category_false_block_budget)
-        encoder, coef, intercept, adapter = _featurize(rows, labels, classes, config, embedder,
-                                                       desc="safety classifier, all messages")
+        encoder, embed, coef, intercept, adapter = _fit_part(np.arange(len(rows)), texts, labels, classes, config,
+                                                             frozen_x, desc="safety classifier, all messages")
         info = {"rows": len(rows), "config": asdict(config), "embedding_model": EMBEDDING_MODEL,
                 "out_of_fold": out_of_fold_summary(y, blocked, len(folds))}
-        examples = encoder.encode([t for t, label in zip(texts, labels) if label == "self_harm"])
-        classifier = cls(embedder=encoder, classes=classes, coef=coef, intercept=intercept, harm_threshold=harm_t,
-                         self_harm_threshold=sh_t, info=info,
-                         self_harm_examples=examples if neighbour_t is not None else None,
+        classifier = cls(embedder=encoder or embedder, classes=classes, coef=coef, intercept=intercept,
+                         harm_threshold=harm_t, self_harm_threshold=sh_t, info=info,
+                         self_harm_examples=embed(self_harm) if neighbour_t is not None else None,
                          neighbour_threshold=neighbour_t, category_thresholds=category_t, adapter=adapter)
         explanations = classifier.probabilities(explanation_sentences())
         classifier.output_harm_threshold = choose_output_threshold(
