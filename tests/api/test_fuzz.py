@@ -110,7 +110,8 @@ def test_fuzzing_finds_no_server_error_and_no_schema_violation(served, tmp_path)
                "--header", f"Authorization: Bearer {served.tokens['admin']}", "--request-timeout", "90",
                "--report", "json", "--report-json-path", str(report), "--no-color"]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_SECONDS + 120, cwd=tmp_path)
-    output = proc.stdout[:8000] + "\n...\n" + proc.stdout[-6000:] + proc.stderr[-3000:]  # the details come first
+    out = proc.stdout  # the failures' details come first, the summary last
+    output = (out if len(out) <= 14000 else out[:8000] + "\n...\n" + out[-6000:]) + proc.stderr[-3000:]
     server_log = served.log_path.read_text(errors="replace")
     assert proc.returncode == 0, f"schemathesis (seed {seed}) found problems:\n{output}"
     generated = re.search(r"(\d+) generated", proc.stdout)
