@@ -60,12 +60,15 @@ def _sse_json(data: Any) -> str:
 
 
 _OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                       404: "not_found_error", 409: "conflict_error", 422: "invalid_request_error",
-                       429: "rate_limit_error"}
+                       404: "not_found_error", 409: "conflict_error", 429: "rate_limit_error"}
 
 
 def openai_error(status_code: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
-    """An error in OpenAI's shape, which its clients parse (`{"error": {"message", "type", ...}}`)."""
+    """An error in OpenAI's shape, which its clients parse (`{"error": {"message", "type", ...}}`).
+    A request the service cannot take (422 elsewhere in the API) is a 400 here, as OpenAI answers
+    invalid requests (it has no 422), and as the OpenAI routes document their errors."""
+    if status_code == 422:
+        status_code = 400
     return JSONResponse({"error": {"message": message, "type": _OPENAI_ERROR_TYPES.get(status_code, "api_error"),
                                    "param": param, "code": code}}, status_code=status_code)
 
@@ -178,11 +181,8 @@ def create_tutor_router(*, get_service: Callable[..., TutorService] = service_fr
                     return await run_in_threadpool(service.chat_completion, body)
                 chunks = await run_in_threadpool(service.chat_completion_chunks, body)
         except HTTPException as exc:
-            # OpenAI answers an invalid request 400 (it has no 422): a request the tutor cannot take
-            # (an empty learner in "aivo-tutor:", ...) is one, in the shape its clients parse
-            status = 400 if exc.status_code == 422 else exc.status_code
-            return openai_error(status, str(exc.detail),
-                                code="model_not_found" if status == 404 and learner_id else None)
+            return openai_error(exc.status_code, str(exc.detail),
+                                code="model_not_found" if exc.status_code == 404 and learner_id else None)
 
         async def sse() -> AsyncIterator[dict]:
             async for payload in chunks:
