@@ -6,7 +6,8 @@ rules were written against it), a `heldout` split that only this script reads (w
 committed before its first evaluation), and a `seen` split: the earlier held-out splits (one
 table per origin), never trained on, but their results (and misses) were looked at, so their
 figures are no longer a clean measure. Reports, for the rules alone, the classifier alone and
-both combined (what the tutor runs): recall per harmful category (blocked at all, and blocked
+both combined as the tutor runs them (`SafetyFilter.check_inputs`: a rule's match stands unless
+the classifier is sure the message is safe): recall per harmful category (blocked at all, and blocked
 under the right category), and false blocks of ordinary school questions, on each.
 
     python benchmarks/safety_benchmark.py                    # evaluate the shipped classifier
@@ -43,6 +44,7 @@ def evaluate(rows: list[dict], classifier) -> dict:
     flags = classifier.flags(texts)
     seconds = time.perf_counter() - started
     rules = [safety.check_text(t) for t in texts]
+    served = safety.SafetyFilter(classifier).check_inputs(texts)  # what the tutor runs on a learner's message
     single = []
     for text in texts[:50]:  # the tutor checks one message at a time
         t0 = time.perf_counter()
@@ -53,13 +55,11 @@ def evaluate(rows: list[dict], classifier) -> dict:
     for arm in ("rules", "classifier", "combined"):
         blocked_by_cat: dict = defaultdict(lambda: [0, 0, 0])  # blocked, right category, total
         benign_blocked, benign_total, false_blocks = 0, 0, []
-        for row, rule, flag in zip(rows, rules, flags):
-            if arm == "rules":
-                category = None if rule.allowed else rule.category
-            elif arm == "classifier":
-                category = flag.category if flag else None
-            else:
-                category = rule.category if not rule.allowed else (flag.category if flag else None)
+        arm_categories = [(None if rule.allowed else rule.category) if arm == "rules" else
+                          (flag.category if flag else None) if arm == "classifier" else
+                          (None if verdict.allowed else verdict.category)
+                          for rule, flag, verdict in zip(rules, flags, served)]
+        for row, category in zip(rows, arm_categories):
             if row["expected"] == "allow":
                 benign_total += 1
                 if category is not None:
@@ -75,10 +75,8 @@ def evaluate(rows: list[dict], classifier) -> dict:
                     "counts": {c: s for c, s in sorted(blocked_by_cat.items())},
                     "false_block": benign_blocked / max(1, benign_total), "benign": benign_total,
                     "false_blocks": false_blocks,
-                    "missed": [(r["category"], r["text"]) for r, rule, flag in zip(rows, rules, flags)
-                               if r["expected"] == "block" and (
-                                   (arm == "rules" and rule.allowed) or (arm == "classifier" and flag is None)
-                                   or (arm == "combined" and rule.allowed and flag is None))]}
+                    "missed": [(r["category"], r["text"]) for r, category in zip(rows, arm_categories)
+                               if r["expected"] == "block" and category is None]}
     return out
 
 
@@ -112,8 +110,13 @@ def oof_text(clf) -> str:
     if not oof:
         return f"encoder: {encoder}"
     recall = ", ".join(f"{c} {v:.3f}" for c, v in oof["recall"].items())
+    veto = oof.get("rule_veto") or {}
+    overruled = (f"; of the rules' {veto['rule_matches']} matches on train, the classifier overruled "
+                 f"{veto['ordinary_released']} on ordinary messages and {veto['harmful_released']} on harmful ones"
+                 if veto.get("threshold") is not None else "")
     return (f"{oof['folds']} folds of whole writing rounds; encoder: {encoder}; with these thresholds the "
-            f"out-of-fold messages of train were blocked at: {recall}, false blocks {oof['false_block']:.3f}")
+            f"out-of-fold messages of train were blocked at: {recall}, false blocks {oof['false_block']:.3f}"
+            f"{overruled}")
 
 
 def report(result: dict, command: str) -> str:
@@ -130,7 +133,8 @@ def report(result: dict, command: str) -> str:
              f"({comb['benign']} ordinary school questions, hard negatives included), never used for tuning; "
              f"classifier fitted on the {result['train_rows']} train messages (harm threshold "
              f"{clf.harm_threshold}, self-harm threshold {clf.self_harm_threshold}, nearest self-harm example "
-             f"{clf.neighbour_threshold}, per category {categories or 'none'}; chosen on out-of-fold "
+             f"{clf.neighbour_threshold}, per category {categories or 'none'}, rules overruled at P(safe) >= "
+             f"{clf.rule_veto_threshold}; chosen on out-of-fold "
              f"probabilities of train, {oof_text(clf)}).",
              f"Reproduce: `{command}`", ""]
     lines += table(held, "held-out")

@@ -283,26 +283,46 @@ _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n")
 class SafetyFilter:
     """Lexical rules plus, when given, the learned classifier (safety_classifier.py).
 
-    Inputs: rules first (precise, and they name the phrase), then the classifier. Outputs are
-    checked incrementally: the rules on every streamed token, the classifier on each sentence
-    as it completes and on the rest at the end (`OutputMonitor`).
+    Inputs: the rules (precise, and they name the phrase) and the classifier; a rule's match is
+    overruled only where the classifier is sure the message is safe (a figure of speech such as
+    "this test is gonna kill me lol"; the threshold is chosen on the labelled set, see
+    safety_classifier.py). Outputs are checked incrementally: the rules on every streamed token
+    (final there), the classifier on each sentence as it completes and on the rest at the end
+    (`OutputMonitor`).
     """
 
     def __init__(self, classifier=None):
         self.classifier = classifier
 
-    def _classify(self, text: str, *, output: bool = False) -> SafetyVerdict:
-        if self.classifier is None or not text.strip():
-            return SafetyVerdict(allowed=True)
-        flag = self.classifier.flag(text, self_harm_threshold=not output)
+    def _verdict(self, flag) -> SafetyVerdict:
         if flag is None:
             return SafetyVerdict(allowed=True)
         return SafetyVerdict(allowed=False, category=flag.category, refusal=refusal_for(flag.category),
                              source="classifier", score=flag.probability)
 
+    def _classify(self, text: str, *, output: bool = False) -> SafetyVerdict:
+        if self.classifier is None or not text.strip():
+            return SafetyVerdict(allowed=True)
+        return self._verdict(self.classifier.flag(text, self_harm_threshold=not output))
+
+    def check_inputs(self, texts: list[str]) -> list[SafetyVerdict]:
+        """Learners' messages, scored in one batch (what `check_input` does for one)."""
+        rules = [check_text(t) for t in texts]
+        if self.classifier is None:
+            return rules
+        scored = [t for t in range(len(texts)) if texts[t].strip()]
+        assessed = dict(zip(scored, self.classifier.assess([texts[t] for t in scored])))
+        out = []
+        for t, rule in enumerate(rules):
+            flag, p_safe = assessed.get(t, (None, 1.0))
+            if not rule.allowed and not self.classifier.overrules_rules(p_safe):
+                out.append(rule)
+            else:
+                out.append(self._verdict(flag))
+        return out
+
     def check_input(self, text: str) -> SafetyVerdict:
-        verdict = check_text(text)
-        return verdict if not verdict.allowed else self._classify(text)
+        return self.check_inputs([text])[0]
 
     def check_output(self, text: str) -> SafetyVerdict:
         """A whole output at once (assessment feedback, evaluation)."""

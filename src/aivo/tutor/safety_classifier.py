@@ -32,6 +32,13 @@ and the neighbours together) add at most `neighbour_false_block_budget` to those
 chosen on the same folds. The train self-harm embeddings are stored with the fitted weights
 (float16).
 
+The lexical rules match words, not intent, and figures of speech trip them ("gonna die lol",
+"murder this pizza"). On a learner's message, a rule's match is overruled when the classifier's
+P(safe) reaches `rule_veto_threshold`: the lowest value whose out-of-fold overruling lets through
+at most `rule_veto_recall_budget` of any harmful category's train messages that the rules catch or
+not. It is chosen first, so the false-block budget it frees goes to the thresholds above. The
+rules stay final on the model's own text (checked token by token as it streams).
+
 The model's own sentences are judged by the harm threshold alone, raised where needed so that
 at most `output_false_block` of the sentences of ordinary explanations (data/corpus.jsonl, the
 tiny model's teaching texts) would be withdrawn: explanations of bodies, food and feelings read
@@ -94,6 +101,10 @@ class ClassifierConfig:
     max_tokens: int = 128
     logit_scale: float = 20.0  # the head reads unit vectors: logits = scale * (W x) + b
     tuned_folds: int = 5  # out-of-fold groups of writing rounds for the tuned encoder (each fold is a fine-tune)
+    # A lexical rule's match on a learner's message is overruled when the classifier is sure enough the message
+    # is safe ("im gonna murder this pizza lol"): the lowest P(safe) whose out-of-fold overruling lets through
+    # at most this share of any harmful category's train messages (negative: rules are never overruled).
+    rule_veto_recall_budget: float = 0.0025
 
     def __post_init__(self):
         if self.encoder not in ("lora", "frozen"):
@@ -159,6 +170,21 @@ def choose_thresholds(probs: np.ndarray, labels: list[str], classes: list[str], 
                 self_harm_threshold = float(t)
                 break
     return harm_threshold, self_harm_threshold
+
+
+def choose_rule_veto(p_safe: np.ndarray, labels: list[str], lexical: np.ndarray, budget: float) -> float | None:
+    """The lowest P(safe) at which a rule's match is overruled such that, out-of-fold, at most
+    `budget` of each harmful category's messages are let through by the overruling; None when
+    `budget` is negative or no value of the grid keeps to it."""
+    if budget < 0:
+        return None
+    y = np.array(labels)
+    harmful = sorted(set(labels) - {SAFE})
+    for t in np.concatenate([_grid(0.5), [0.9995, 0.9999]]):
+        released = lexical & (p_safe >= t)
+        if all(released[y == c].mean() <= budget + 1e-12 for c in harmful):
+            return float(t)
+    return None
 
 
 def choose_category_thresholds(probs: np.ndarray, labels: list[str], classes: list[str], blocked: np.ndarray,
@@ -423,7 +449,7 @@ class SafetyClassifier:
                  harm_threshold: float, self_harm_threshold: float, info: dict | None = None,
                  self_harm_examples: np.ndarray | None = None, neighbour_threshold: float | None = None,
                  output_harm_threshold: float | None = None, category_thresholds: dict[str, float] | None = None,
-                 adapter: dict | None = None):
+                 adapter: dict | None = None, rule_veto_threshold: float | None = None):
         self.embedder = embedder  # the shared MiniLM, or a TunedEncoder (with `adapter`, its LoRA tensors)
         self.adapter = adapter
         self.classes = list(classes)
@@ -438,6 +464,9 @@ class SafetyClassifier:
         self.neighbour_threshold = float(neighbour_threshold) if neighbour_threshold is not None else None
         self.output_harm_threshold = max(self.harm_threshold, float(output_harm_threshold or 0.0))
         self.category_thresholds = {c: float(t) for c, t in (category_thresholds or {}).items()}
+        self.rule_veto_threshold = float(rule_veto_threshold) if rule_veto_threshold is not None else None
+        if self.rule_veto_threshold is not None and not 0.5 <= self.rule_veto_threshold <= 1:
+            raise ValueError(f"rule veto threshold {self.rule_veto_threshold} is outside [0.5, 1]")
         unknown = set(self.category_thresholds) - set(self.classes)
         if unknown:
             raise ValueError(f"category thresholds for unknown classes: {sorted(unknown)}")
@@ -470,6 +499,14 @@ class SafetyClassifier:
                 log.info("safety classifier: fold %d of %d fitted (%d messages held out)", k + 1, len(folds),
                          len(test_idx))
         lexical = _lexical_blocks(texts)
+        p_safe = oof[:, classes.index(SAFE)]
+        veto_t = choose_rule_veto(p_safe, labels, lexical, config.rule_veto_recall_budget)
+        veto = {"threshold": veto_t, "rule_matches": int(lexical.sum())}
+        if veto_t is not None:
+            released = lexical & (p_safe >= veto_t)
+            veto.update(ordinary_released=int(released[y == SAFE].sum()),
+                        harmful_released=int(released[y != SAFE].sum()))
+            lexical = lexical & ~released
         harm_t, sh_t = choose_thresholds(oof, labels, classes, lexical, config.target_false_block)
         neighbour_t = None
         blocked = lexical | (1 - oof[:, classes.index(SAFE)] >= harm_t)
@@ -483,17 +520,22 @@ class SafetyClassifier:
         encoder, embed, coef, intercept, adapter = _fit_part(np.arange(len(rows)), texts, labels, classes, config,
                                                              frozen_x, desc="safety classifier, all messages")
         info = {"rows": len(rows), "config": asdict(config), "embedding_model": EMBEDDING_MODEL,
-                "out_of_fold": out_of_fold_summary(y, blocked, len(folds))}
+                "out_of_fold": {**out_of_fold_summary(y, blocked, len(folds)), "rule_veto": veto}}
         classifier = cls(embedder=encoder or embedder, classes=classes, coef=coef, intercept=intercept,
                          harm_threshold=harm_t, self_harm_threshold=sh_t, info=info,
                          self_harm_examples=embed(self_harm) if neighbour_t is not None else None,
-                         neighbour_threshold=neighbour_t, category_thresholds=category_t, adapter=adapter)
+                         neighbour_threshold=neighbour_t, category_thresholds=category_t, adapter=adapter,
+                         rule_veto_threshold=veto_t)
+        # what the thresholds were chosen on, for analysis (not saved): out-of-fold probabilities, nearest
+        # self-harm similarities and the rules' matches before overruling, in `rows` order
+        classifier.fit_diagnostics = {"probabilities": oof, "neighbour": neighbour, "rules": _lexical_blocks(texts),
+                                      "labels": y}
         explanations = classifier.probabilities(explanation_sentences())
         classifier.output_harm_threshold = choose_output_threshold(
             1 - explanations[:, classes.index(SAFE)], harm_t, config.output_false_block)
         log.info("safety classifier fitted on %d messages: harm threshold %.4f (outputs %.4f), self-harm threshold "
-                 "%.4f, self-harm neighbour threshold %s, category thresholds %s", len(rows), harm_t,
-                 classifier.output_harm_threshold, sh_t, neighbour_t, category_t)
+                 "%.4f, self-harm neighbour threshold %s, category thresholds %s, rules overruled at P(safe) %s",
+                 len(rows), harm_t, classifier.output_harm_threshold, sh_t, neighbour_t, category_t, veto_t)
         return classifier
 
     # --- state -----------------------------------------------------------------------------
@@ -503,7 +545,7 @@ class SafetyClassifier:
                 "intercept": self.intercept.tolist(), "harm_threshold": self.harm_threshold,
                 "self_harm_threshold": self.self_harm_threshold, "info": self.info,
                 "neighbour_threshold": self.neighbour_threshold, "output_harm_threshold": self.output_harm_threshold,
-                "category_thresholds": self.category_thresholds,
+                "category_thresholds": self.category_thresholds, "rule_veto_threshold": self.rule_veto_threshold,
                 "encoder": ({"kind": "frozen"} if self.adapter is None else
                             {"kind": "lora", "adapter_sha256": adapter_digest(self.adapter)}),
                 "self_harm_examples": _encode_matrix(self.self_harm_examples)
@@ -536,7 +578,8 @@ class SafetyClassifier:
                    if state.get("self_harm_examples") else None,
                    neighbour_threshold=state.get("neighbour_threshold"),
                    output_harm_threshold=state.get("output_harm_threshold"),
-                   category_thresholds=state.get("category_thresholds"), adapter=adapter)
+                   category_thresholds=state.get("category_thresholds"), adapter=adapter,
+                   rule_veto_threshold=state.get("rule_veto_threshold"))
 
     def save(self, path: Path) -> None:
         """`path` (JSON) and, with a fine-tuned encoder, its adapter next to it (`.safetensors`),
@@ -574,8 +617,8 @@ class SafetyClassifier:
     def _probabilities(self, x: np.ndarray) -> np.ndarray:
         return _softmax(x @ self.coef.T + self.intercept)
 
-    def flags(self, texts: list[str], *, self_harm_threshold: bool = True) -> list[Flag | None]:
-        """A flag per text, or None. `self_harm_threshold=False` applies the harm threshold only:
+    def assess(self, texts: list[str], *, self_harm_threshold: bool = True) -> list[tuple[Flag | None, float]]:
+        """A flag (or None) and P(safe) per text. `self_harm_threshold=False` applies the harm threshold only:
         the lower self-harm threshold is for learners' messages, where a miss costs most; on the
         model's own sentences it withdrew ordinary explanations (2 of 121 in the evaluation set).
         The nearest-self-harm-example signal and the per-category thresholds follow the same
@@ -589,7 +632,7 @@ class SafetyClassifier:
         safe = self.classes.index(SAFE)
         harmful = [i for i, c in enumerate(self.classes) if c != SAFE]
         category_columns = [(self.classes.index(c), t) for c, t in self.category_thresholds.items()]
-        out: list[Flag | None] = []
+        out: list[tuple[Flag | None, float]] = []
         for row, similarity in zip(probs, near):
             harm = 1 - row[safe]
             best = max(harmful, key=lambda i: row[i])
@@ -601,11 +644,20 @@ class SafetyClassifier:
             elif over:
                 best = max(over, key=lambda i: row[i])
             elif harm < (self.harm_threshold if self_harm_threshold else self.output_harm_threshold):
-                out.append(None)
+                out.append((None, float(row[safe])))
                 continue
-            out.append(Flag(category=self.classes[best], probability=round(float(row[best]), 4),
-                            harm=round(float(harm), 4)))
+            out.append((Flag(category=self.classes[best], probability=round(float(row[best]), 4),
+                             harm=round(float(harm), 4)), float(row[safe])))
         return out
+
+    def flags(self, texts: list[str], *, self_harm_threshold: bool = True) -> list[Flag | None]:
+        """A flag per text, or None (see `assess`)."""
+        return [flag for flag, _ in self.assess(texts, self_harm_threshold=self_harm_threshold)]
+
+    def overrules_rules(self, p_safe: float) -> bool:
+        """Whether a lexical rule's match on a learner's message is overruled (see the module docstring)."""
+        return self.rule_veto_threshold is not None and p_safe >= self.rule_veto_threshold
+
 
     def flag(self, text: str, *, self_harm_threshold: bool = True) -> Flag | None:
         return self.flags([text], self_harm_threshold=self_harm_threshold)[0]
