@@ -35,8 +35,8 @@ chosen on the same folds. The train self-harm embeddings are stored with the fit
 The lexical rules match words, not intent, and figures of speech trip them ("gonna die lol",
 "murder this pizza"). On a learner's message, a rule's match is overruled when the classifier's
 P(safe) reaches `rule_veto_threshold`: the lowest value whose out-of-fold overruling lets through
-at most `rule_veto_recall_budget` of any harmful category's train messages that the rules catch or
-not. It is chosen first, so the false-block budget it frees goes to the thresholds above. The
+at most `rule_veto_recall_budget` of any harmful category's train messages (a share of all of
+them, whether the rules match them or not). It is chosen first, so the false-block budget it frees goes to the thresholds above. The
 rules stay final on the model's own text (checked token by token as it streams).
 
 The model's own sentences are judged by the harm threshold alone, raised where needed so that
@@ -82,6 +82,7 @@ class ClassifierConfig:
     # held-out split: then every writing round was ours, so out-of-fold false blocks (2.9% with 0.02) said
     # little of a new author's (7%). Since the seventh, train holds rounds by seven authors and the folds
     # mix them; 0.015 plus half a point for self-harm keeps the out-of-fold total near 2%, under the 3% target.
+    # Since the eighth, the rules' matches that the classifier overrules no longer spend it.
     target_false_block: float = 0.015
     folds: int = 5
     seed: int = 0
@@ -465,6 +466,7 @@ class SafetyClassifier:
         self.output_harm_threshold = max(self.harm_threshold, float(output_harm_threshold or 0.0))
         self.category_thresholds = {c: float(t) for c, t in (category_thresholds or {}).items()}
         self.rule_veto_threshold = float(rule_veto_threshold) if rule_veto_threshold is not None else None
+        self.fit_diagnostics: dict | None = None  # set by `fit`, never saved
         if self.rule_veto_threshold is not None and not 0.5 <= self.rule_veto_threshold <= 1:
             raise ValueError(f"rule veto threshold {self.rule_veto_threshold} is outside [0.5, 1]")
         unknown = set(self.category_thresholds) - set(self.classes)
@@ -498,15 +500,16 @@ class SafetyClassifier:
             if frozen_x is None:
                 log.info("safety classifier: fold %d of %d fitted (%d messages held out)", k + 1, len(folds),
                          len(test_idx))
-        lexical = _lexical_blocks(texts)
+        rule_matches = _lexical_blocks(texts)
         p_safe = oof[:, classes.index(SAFE)]
-        veto_t = choose_rule_veto(p_safe, labels, lexical, config.rule_veto_recall_budget)
-        veto = {"threshold": veto_t, "rule_matches": int(lexical.sum())}
+        veto_t = choose_rule_veto(p_safe, labels, rule_matches, config.rule_veto_recall_budget)
+        veto = {"threshold": veto_t, "rule_matches": int(rule_matches.sum())}
+        lexical = rule_matches
         if veto_t is not None:
-            released = lexical & (p_safe >= veto_t)
+            released = rule_matches & (p_safe >= veto_t)
             veto.update(ordinary_released=int(released[y == SAFE].sum()),
                         harmful_released=int(released[y != SAFE].sum()))
-            lexical = lexical & ~released
+            lexical = rule_matches & ~released
         harm_t, sh_t = choose_thresholds(oof, labels, classes, lexical, config.target_false_block)
         neighbour_t = None
         blocked = lexical | (1 - oof[:, classes.index(SAFE)] >= harm_t)
@@ -528,7 +531,7 @@ class SafetyClassifier:
                          rule_veto_threshold=veto_t)
         # what the thresholds were chosen on, for analysis (not saved): out-of-fold probabilities, nearest
         # self-harm similarities and the rules' matches before overruling, in `rows` order
-        classifier.fit_diagnostics = {"probabilities": oof, "neighbour": neighbour, "rules": _lexical_blocks(texts),
+        classifier.fit_diagnostics = {"probabilities": oof, "neighbour": neighbour, "rules": rule_matches,
                                       "labels": y}
         explanations = classifier.probabilities(explanation_sentences())
         classifier.output_harm_threshold = choose_output_threshold(
