@@ -36,8 +36,9 @@ The lexical rules match words, not intent, and figures of speech trip them ("gon
 "murder this pizza"). On a learner's message, a rule's match is overruled when the classifier's
 P(safe) reaches `rule_veto_threshold`: the lowest value whose out-of-fold overruling lets through
 at most `rule_veto_recall_budget` of any harmful category's train messages (a share of all of
-them, whether the rules match them or not). It is chosen first, so the false-block budget it frees goes to the thresholds above. The
-rules stay final on the model's own text (checked token by token as it streams).
+them, whether the rules match them or not). It is chosen first, so the false-block budget it
+frees goes to the thresholds above. The rules stay final on the model's own text (checked token
+by token as it streams).
 
 The model's own sentences are judged by the harm threshold alone, raised where needed so that
 at most `output_false_block` of the sentences of ordinary explanations (data/corpus.jsonl, the
