@@ -106,7 +106,8 @@ def test_fuzzing_finds_no_server_error_and_no_schema_violation(served, tmp_path)
     command = [str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", f"{served.base}/openapi.json",
                # `--checks all` overrides a check turned off in the config: use_after_free is excluded here
                # (see schemathesis.toml: a cancelled job and a revoked site stay readable by design)
-               "--checks", "all", "--exclude-checks", "use_after_free", "--max-time", str(FUZZ_SECONDS), "--seed", str(seed), "--workers", "1",
+               "--checks", "all", "--exclude-checks", "use_after_free",
+               "--max-time", str(FUZZ_SECONDS), "--seed", str(seed), "--workers", "1",
                "--header", f"Authorization: Bearer {served.tokens['admin']}", "--request-timeout", "90",
                "--report", "json", "--report-json-path", str(report), "--no-color"]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_SECONDS + 120, cwd=tmp_path)

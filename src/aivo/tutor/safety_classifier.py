@@ -467,7 +467,6 @@ class SafetyClassifier:
         self.output_harm_threshold = max(self.harm_threshold, float(output_harm_threshold or 0.0))
         self.category_thresholds = {c: float(t) for c, t in (category_thresholds or {}).items()}
         self.rule_veto_threshold = float(rule_veto_threshold) if rule_veto_threshold is not None else None
-        self.fit_diagnostics: dict | None = None  # set by `fit`, never saved
         if self.rule_veto_threshold is not None and not 0.5 <= self.rule_veto_threshold <= 1:
             raise ValueError(f"rule veto threshold {self.rule_veto_threshold} is outside [0.5, 1]")
         unknown = set(self.category_thresholds) - set(self.classes)
@@ -504,16 +503,13 @@ class SafetyClassifier:
         rule_matches = _lexical_blocks(texts)
         p_safe = oof[:, classes.index(SAFE)]
         veto_t = choose_rule_veto(p_safe, labels, rule_matches, config.rule_veto_recall_budget)
-        veto = {"threshold": veto_t, "rule_matches": int(rule_matches.sum())}
-        lexical = rule_matches
-        if veto_t is not None:
-            released = rule_matches & (p_safe >= veto_t)
-            veto.update(ordinary_released=int(released[y == SAFE].sum()),
-                        harmful_released=int(released[y != SAFE].sum()))
-            lexical = rule_matches & ~released
+        released = rule_matches & (p_safe >= veto_t) if veto_t is not None else np.zeros_like(rule_matches)
+        veto = {"threshold": veto_t, "rule_matches": int(rule_matches.sum()),
+                "ordinary_released": int(released[y == SAFE].sum()), "harmful_released": int(released[y != SAFE].sum())}
+        lexical = rule_matches & ~released
         harm_t, sh_t = choose_thresholds(oof, labels, classes, lexical, config.target_false_block)
         neighbour_t = None
-        blocked = lexical | (1 - oof[:, classes.index(SAFE)] >= harm_t)
+        blocked = lexical | (1 - p_safe >= harm_t)
         if "self_harm" in classes:
             blocked |= oof[:, classes.index("self_harm")] >= sh_t
             neighbour_t = choose_neighbour_threshold(neighbour, y == SAFE, blocked,
@@ -530,10 +526,6 @@ class SafetyClassifier:
                          self_harm_examples=embed(self_harm) if neighbour_t is not None else None,
                          neighbour_threshold=neighbour_t, category_thresholds=category_t, adapter=adapter,
                          rule_veto_threshold=veto_t)
-        # what the thresholds were chosen on, for analysis (not saved): out-of-fold probabilities, nearest
-        # self-harm similarities and the rules' matches before overruling, in `rows` order
-        classifier.fit_diagnostics = {"probabilities": oof, "neighbour": neighbour, "rules": rule_matches,
-                                      "labels": y}
         explanations = classifier.probabilities(explanation_sentences())
         classifier.output_harm_threshold = choose_output_threshold(
             1 - explanations[:, classes.index(SAFE)], harm_t, config.output_false_block)
